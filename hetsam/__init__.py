@@ -1,0 +1,43 @@
+"""hetsam: sharpness-aware minimization at close to SGD speed on heterogeneous hardware.
+
+``import hetsam`` is cheap: it does not import torch. The torch-backed names
+(``SAM``, ``RST``, ``AutoSAM``, ``profile``) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hetsam.errors import HetsamInputError, WorkerFailure
+from hetsam.plan import Plan
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (loaded lazily, PEP 562)
+_LAZY = {
+    "SAM": "hetsam.algorithms.sam",
+    "RST": "hetsam.algorithms.rst",
+    "AutoSAM": "hetsam.auto",
+    "profile": "hetsam.profiler",
+    "Profile": "hetsam.profiles",
+    "load_profile": "hetsam.profiles",
+    "CostModel": "hetsam.costmodel",
+    "simulate": "hetsam.simulator",
+    "plan": "hetsam.planner",
+    "detect_devices": "hetsam.devices",
+}
+
+__all__ = ["Plan", "HetsamInputError", "WorkerFailure", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hetsam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

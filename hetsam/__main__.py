@@ -1,0 +1,3 @@
+from hetsam.cli import main
+
+raise SystemExit(main())

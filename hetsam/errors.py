@@ -1,0 +1,18 @@
+"""Exceptions that carry a one-line, user-facing message.
+
+The command line turns a :class:`HetsamInputError` into exit code 2 and a single line on
+stderr; library callers get an ordinary ``ValueError`` subclass.
+"""
+
+__all__ = ["HetsamInputError", "WorkerFailure"]
+
+
+class HetsamInputError(ValueError):
+    """Bad user input: a malformed file, an impossible setting, a device that is not there.
+
+    The message names the problem and how to fix it, on one line.
+    """
+
+
+class WorkerFailure(RuntimeError):
+    """An ascent worker failed; the original exception is attached as ``__cause__``."""
