@@ -1,0 +1,94 @@
+import random
+
+import pytest
+
+from hetsam import HetsamInputError
+from hetsam.costmodel import CostModel, isotonic
+from hetsam.profiles import Profile
+
+from _profiles import synthetic_profile_dict
+
+
+@pytest.fixture
+def cm():
+    return CostModel(Profile.from_dict(synthetic_profile_dict()))
+
+
+def test_interpolates_exactly_at_and_between_points(cm):
+    assert cm.grad_seconds("cpu:0", 16) == pytest.approx(0.05)
+    assert cm.grad_seconds("cpu:0", 24) == pytest.approx((0.05 + 0.09) / 2)
+    assert cm.grad_seconds("cpu", 64) == pytest.approx(0.17)  # alias resolves to cpu:0
+
+
+def test_extrapolation_is_linear_above_and_bounded_below(cm):
+    # above: last segment slope (0.17-0.09)/32 per sample
+    assert cm.grad_seconds("cpu:0", 128) == pytest.approx(0.17 + 64 * (0.08 / 32))
+    # below: first-segment line, never under the proportional bound t0*b/b0
+    assert cm.grad_seconds("cpu:0", 4) == pytest.approx(max(0.03 * 4 / 8, 0.03 - 4 * (0.02 / 8)))
+    assert 0 < cm.grad_seconds("cpu:0", 1) < cm.grad_seconds("cpu:0", 8)
+
+
+def test_monotone_even_with_noisy_measurements():
+    data = synthetic_profile_dict()
+    data["devices"][0]["grad_seconds"]["median"] = [0.03, 0.08, 0.07, 0.17]  # a noisy dip
+    cm = CostModel(Profile.from_dict(data))
+    xs = [1 + i * 0.5 for i in range(400)]
+    ys = [cm.grad_seconds("cpu:0", x) for x in xs]
+    assert all(b >= a - 1e-15 for a, b in zip(ys, ys[1:]))
+
+
+def test_isotonic_against_brute_force():
+    rng = random.Random(0)
+    for _ in range(50):
+        v = [rng.random() for _ in range(6)]
+        fit = isotonic(v)
+        assert all(b >= a - 1e-12 for a, b in zip(fit, fit[1:]))
+        assert sum(fit) == pytest.approx(sum(v))  # PAV preserves the total
+
+
+def test_spread_scales_with_time(cm):
+    assert cm.grad_spread("cpu:0", 32) == pytest.approx(0.009)
+    assert cm.grad_spread("cpu:0[0]", 32) == 0.0
+
+
+def test_copy_seconds(cm):
+    assert cm.copy_seconds("cpu:0", "cuda:0", 4000) == pytest.approx(1e-5 + 4000 / 1e9)
+    assert cm.copy_seconds("cuda:0", "cpu:0", 4000) == pytest.approx(1e-5 + 4000 / 1e9)  # symmetric fallback
+    assert cm.copy_seconds("cpu:0[0]", "cpu:0[1]", 4000) == pytest.approx(1e-6 + 4000 / 4e9)  # socket link
+    assert cm.copy_seconds("cuda:0", "cuda", 10**9) == 0.0
+
+
+def test_pools_measured_and_derived(cm):
+    # cpu:0[1] is not measured, but cpu:0[0] has the same core count
+    assert cm.grad_seconds("cpu:0[1]", 32) == pytest.approx(0.17)
+    assert cm.cores("cpu:0[1]") == 1
+    assert cm.slowdown("cpu:0[1]", "cpu:0[0]") == pytest.approx(1.25)
+    assert cm.slowdown("cpu:0[0]", "cpu:0[1]") == pytest.approx(1.2)
+    assert cm.slowdown("cpu:0", "cuda:0") == 1.0
+    assert cm.shares_cores("cpu:0", "cpu:0[1]") and not cm.shares_cores("cpu:0[0]", "cpu:0[1]")
+
+
+def test_amdahl_derivation_reproduces_measured_points():
+    # a 4-core socket and a 1-core pool measured: f is fitted, then a 2-core pool is derived
+    data = synthetic_profile_dict()
+    t1, f = 0.4, 0.8
+    amdahl = lambda k: t1 * ((1 - f) + f / k)  # noqa: E731
+    data["devices"] = [
+        {"id": "cpu:0", "kind": "cpu", "name": "c", "cores": 4,
+         "grad_seconds": {"batch_sizes": [32], "median": [amdahl(4)], "spread": [0.0]}},
+        {"id": "cpu:0[0]", "kind": "cpu", "name": "c", "cores": 1,
+         "grad_seconds": {"batch_sizes": [32], "median": [amdahl(1)], "spread": [0.0]}},
+    ]
+    data["links"], data["contention"] = [], []
+    cm = CostModel(Profile.from_dict(data))
+    assert cm.grad_seconds("cpu:0[0-1]", 32) == pytest.approx(amdahl(2))
+    assert "Amdahl" in cm.derivations["cpu:0[0-1]"]
+
+
+def test_bad_input(cm):
+    with pytest.raises(HetsamInputError, match="cuda:3"):
+        cm.grad_seconds("cuda:3", 8)
+    with pytest.raises(HetsamInputError, match="-4"):
+        cm.grad_seconds("cpu:0", -4)
+    with pytest.raises(HetsamInputError, match="5 cores"):
+        cm.grad_seconds("cpu:0[0-4]", 8)
