@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except (HetsamInputError, FileNotFoundError, IsADirectoryError, PermissionError, json.JSONDecodeError) as exc:
         print(f"hetsam {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `hetsam plan --json | head`: the reader left, not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"hetsam {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -169,7 +169,20 @@ class CostModel:
         link = self._link(a, b)
         return link.latency_seconds + nbytes / link.bytes_per_second
 
+    def has_link(self, src, dst) -> bool:
+        """Whether :meth:`copy_seconds` can price a copy between the two devices."""
+        a, b = self.resolve(src), self.resolve(dst)
+        return a == b or self._find_link(a, b) is not None
+
     def _link(self, a: str, b: str):
+        link = self._find_link(a, b)
+        if link is None:
+            raise HetsamInputError(
+                f"the profile has no link between {a} and {b}; re-profile with both devices (hetsam profile --devices {a},{b})"
+            )
+        return link
+
+    def _find_link(self, a: str, b: str):
         candidates = []
         for x in (a, parse_device(a).socket_id):
             for y in (b, parse_device(b).socket_id):
@@ -177,9 +190,7 @@ class CostModel:
         for key in candidates:
             if key in self._links:
                 return self._links[key]
-        raise HetsamInputError(
-            f"the profile has no link between {a} and {b}; re-profile with both devices (hetsam profile --devices {a},{b})"
-        )
+        return None
 
     # ---- sharing -----------------------------------------------------------------------
     def shares_cores(self, a, b) -> bool:

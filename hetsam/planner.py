@@ -1,0 +1,336 @@
+"""The planner: choose the strategy, devices and numbers that hide the ascent gradient.
+
+Objective (DESIGN.md section 4), printed with every plan:
+
+    among candidates whose predicted step time is within the budget
+    (default 1.05 x the SGD step on the fastest device), take the highest sharpness fidelity;
+    break ties by predicted time.
+
+Fidelity is ranked lexicographically by ``(ascent fraction, -staleness, probability)``:
+
+- ``ascent fraction`` is the share of a step's samples that the perturbation sees on average:
+  b'/b for AsyncSAM, 1 for SAM and SAMPa, p for RST (its SAM steps see all of b, the others
+  nothing), 0 for SGD;
+- ``staleness`` is τ (0 for SAM and RST, 1 for SAMPa, whose perturbation comes from the
+  previous step's auxiliary gradient);
+- ``probability`` is p for RST, 1 otherwise.
+
+If no candidate at or above the fidelity floor (``min_ascent_fraction``) fits the budget, the
+planner says so, picks the fastest candidate at the floor, and reports the RST p that meets
+the budget.
+
+How the numbers are found:
+
+- b' (AsyncSAM) is the largest integer in [floor, b] whose ascent fits its window, found by
+  bisection on the monotone cost curve ``t_A(b')`` (an exact integer root-find; scipy.optimize
+  is not used because importing it alone takes 0.5-0.7 s here, over the planner's 0.5 s budget).
+  The window is one descent step. With τ = 1 the chain ``copy θ → ascent → copy ĝ`` must fit in
+  it; with τ >= 2 the copies overlap other steps, so only the slowest stage must fit.
+- p (RST) meets the budget exactly: ``t_sgd + p·t_D(b) = budget``.
+- Candidates are ranked by their closed-form step time, then the leading ones are confirmed
+  by the discrete-event simulator (``hetsam.simulator``), whose prediction is what is reported.
+
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from hetsam.costmodel import CostModel
+from hetsam.devnames import format_cpulist, parse_device
+from hetsam.errors import HetsamInputError
+from hetsam.plan import Plan
+
+__all__ = ["plan", "PlanReport", "Candidate", "OBJECTIVE", "fidelity_key"]
+
+OBJECTIVE = ("highest sharpness fidelity (ascent fraction b'/b or p, then smaller staleness, then higher p) "
+             "among plans within {budget:g} x the SGD step on the fastest device; ties go to the faster plan")
+
+
+def fidelity_key(p: Plan, batch_size: int) -> tuple[float, int, float]:
+    """``(ascent fraction, -staleness, probability)``; larger is more faithful to SAM."""
+    if p.strategy == "sgd":
+        return (0.0, 0, 0.0)
+    if p.strategy == "sam":
+        return (1.0, 0, 1.0)
+    if p.strategy == "rst":
+        return (p.probability, 0, p.probability)
+    if p.strategy == "sampa":
+        return (1.0, -1, 1.0)
+    return (p.ascent_size(batch_size) / batch_size, -p.staleness, 1.0)
+
+
+@dataclass
+class Candidate:
+    plan: Plan
+    closed_form_seconds: float
+    predicted_seconds: float
+    fidelity: tuple[float, int, float]
+    fits_budget: bool = False
+    note: str = ""
+
+    @property
+    def ascent_fraction(self) -> float:
+        return self.fidelity[0]
+
+
+@dataclass
+class PlanReport:
+    """What the planner decided and why."""
+
+    plan: Plan
+    candidates: list[Candidate]
+    batch_size: int
+    budget: float
+    budget_seconds: float
+    sgd_seconds: float
+    sam_seconds: float
+    budget_met: bool
+    rst_probability_for_budget: float
+    objective: str
+    notes: list[str] = field(default_factory=list)
+
+    def alternatives(self) -> list[dict]:
+        out = []
+        for c in self.candidates:
+            if c.plan is self.plan:
+                continue
+            out.append({**c.plan.to_dict(), "predicted": dict(c.plan.predicted)})
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+def plan(
+    profile,
+    *,
+    batch_size: int | None = None,
+    budget: float = 1.05,
+    max_staleness: int = 1,
+    min_ascent_fraction: float = 0.125,
+    reserve_cores: int = 0,
+    strategies=("sam", "async_sam", "sampa", "rst"),
+    ascent_batches: str = "lookahead",
+    simulate: bool = True,
+    simulate_top: int = 8,
+    seed: int = 0,
+) -> PlanReport:
+    """Plan SAM for the machine a profile describes. See the module docstring for the rules.
+
+    Args:
+        profile: a :class:`~hetsam.profiles.Profile`, a path, a bundled profile name, or a CostModel.
+        batch_size: b (default: the profile's batch size).
+        budget: allowed step time as a multiple of the SGD step on the fastest device.
+        max_staleness: the largest τ AsyncSAM may use.
+        min_ascent_fraction: the fidelity floor: b'/b for AsyncSAM, p for RST.
+        reserve_cores: cores of socket 0 kept free for the data loader.
+        strategies: which strategies to consider.
+        simulate: confirm and rank the leading candidates with the simulator.
+    """
+    cm = profile if isinstance(profile, CostModel) else CostModel(profile)
+    b = cm.profile.batch_size if batch_size is None else batch_size
+    _validate(b, budget, max_staleness, min_ascent_fraction, reserve_cores, strategies)
+    layout = _Layout(cm, reserve_cores)
+    if not layout.descent_devices:
+        raise HetsamInputError(f"reserving {reserve_cores} core(s) leaves no device to train on; reserve fewer")
+
+    step = {d: cm.grad_seconds(d, b) + cm.update_seconds(d) for d in layout.descent_devices}
+    fastest = min(step, key=step.get)
+    sgd_seconds = step[fastest]
+    budget_seconds = budget * sgd_seconds
+
+    floor = max(1, math.ceil(min_ascent_fraction * b))
+    candidates: list[Candidate] = []
+
+    def add(p: Plan, seconds: float, note: str = "") -> None:
+        candidates.append(Candidate(p, seconds, seconds, fidelity_key(p, b), note=note))
+
+    for d in layout.descent_devices:
+        add(Plan("sgd", descent_device=d, batch_size=b), step[d])
+    sam_seconds = min(2 * cm.grad_seconds(d, b) + cm.update_seconds(d) for d in layout.descent_devices)
+    if "sam" in strategies:
+        for d in layout.descent_devices:
+            add(Plan("sam", descent_device=d, batch_size=b), 2 * cm.grad_seconds(d, b) + cm.update_seconds(d))
+    if "rst" in strategies:
+        t = cm.grad_seconds(fastest, b)
+        p_budget = min(1.0, max(0.0, (budget_seconds - sgd_seconds) / t))
+        for p in sorted({p_budget, min(1.0, min_ascent_fraction), 0.5}):
+            add(Plan("rst", descent_device=fastest, batch_size=b, sam_probability=round(p, 4)), sgd_seconds + round(p, 4) * t)
+    else:
+        p_budget = min(1.0, max(0.0, (budget_seconds - sgd_seconds) / cm.grad_seconds(fastest, b)))
+    notes: list[str] = []
+    for descent, ascent in layout.pairs():
+        if not (cm.shares_cores(descent, ascent) or cm.has_link(descent, ascent)):
+            notes.append(f"skipped {descent} + {ascent}: the profile has no link between them")
+            continue
+        if "async_sam" in strategies:
+            for tau in range(1, max_staleness + 1):
+                add(*_async_candidate(cm, descent, ascent, b, tau, floor, ascent_batches, budget_seconds))
+        if "sampa" in strategies and not cm.shares_cores(descent, ascent):
+            add(*_sampa_candidate(cm, descent, ascent, b))
+
+    if simulate:
+        _confirm_with_simulator(cm, candidates, simulate_top, seed, floor / b, notes)
+
+    for c in candidates:
+        c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
+    eligible = [c for c in candidates if c.ascent_fraction >= min_ascent_fraction - 1e-12]
+    within = [c for c in eligible if c.fits_budget]
+    if within:
+        best = max(within, key=lambda c: (c.fidelity, -c.predicted_seconds))
+        budget_met = True
+    else:
+        at_floor = eligible or candidates
+        best = min(at_floor, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity]))
+        budget_met = False
+        notes.append(
+            f"no plan at the fidelity floor ({min_ascent_fraction:g}) fits the budget of {budget:g} x SGD; "
+            f"chose the fastest plan at the floor; RST with p = {p_budget:.3f} meets the budget"
+        )
+
+    for c in candidates:
+        c.plan.predicted.update({
+            "iteration_seconds": c.predicted_seconds,
+            "sgd_iteration_seconds": sgd_seconds,
+            "sam_iteration_seconds": sam_seconds,
+            "overhead_vs_sgd": c.predicted_seconds / sgd_seconds - 1.0,
+            "speedup_vs_sam": sam_seconds / c.predicted_seconds,
+            "fidelity": list(c.fidelity),
+        })
+    candidates.sort(key=lambda c: (not c.fits_budget, [-x for x in c.fidelity], c.predicted_seconds))
+    return PlanReport(
+        plan=best.plan, candidates=candidates, batch_size=b, budget=budget, budget_seconds=budget_seconds,
+        sgd_seconds=sgd_seconds, sam_seconds=sam_seconds, budget_met=budget_met,
+        rst_probability_for_budget=p_budget, objective=OBJECTIVE.format(budget=budget), notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+def _validate(b, budget, max_staleness, min_fraction, reserve, strategies) -> None:
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        raise HetsamInputError(f"batch size {b!r} must be a positive integer")
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 1.0):
+        raise HetsamInputError(f"budget {budget!r} must be a number >= 1 (a multiple of the SGD step time)")
+    if isinstance(max_staleness, bool) or not isinstance(max_staleness, int) or max_staleness < 1:
+        raise HetsamInputError(f"max staleness {max_staleness!r} must be an integer >= 1")
+    if not (isinstance(min_fraction, (int, float)) and 0.0 < min_fraction <= 1.0):
+        raise HetsamInputError(f"min ascent fraction {min_fraction!r} must be in (0, 1]")
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
+        raise HetsamInputError(f"reserve cores {reserve!r} must be an integer >= 0")
+    unknown = set(strategies) - {"sam", "async_sam", "sampa", "rst"}
+    if unknown:
+        raise HetsamInputError(f"unknown strategy {sorted(unknown)[0]!r}; choose from sam, async_sam, sampa, rst")
+
+
+class _Layout:
+    """The devices and CPU pools a plan may use, with ``reserve`` cores of socket 0 held back."""
+
+    def __init__(self, cm: CostModel, reserve: int):
+        self.cm = cm
+        whole: list[str] = []  # a device or a whole (less reserve) socket
+        self.splits: list[tuple[str, str]] = []  # disjoint pools of one socket
+        for dev in cm.profile.devices:
+            name = parse_device(dev.id)
+            if name.kind == "gpu":
+                whole.append(dev.id)
+                continue
+            if name.is_pool:
+                continue
+            n = dev.cores or 1
+            if name.index == 0 and reserve > n:
+                raise HetsamInputError(f"cannot reserve {reserve} cores: socket {dev.id} has {n}")
+            usable = n - (reserve if name.index == 0 else 0)
+            if usable < 1:
+                continue
+            whole.append(dev.id if usable == n else f"{dev.id}[{format_cpulist(range(usable))}]")
+            for k in _split_sizes(usable):
+                self.splits.append((f"{dev.id}[{format_cpulist(range(k))}]", f"{dev.id}[{format_cpulist(range(k, usable))}]"))
+        self.descent_devices = whole + [d for d, _ in self.splits]
+        self.whole = whole
+
+    def pairs(self):
+        """(descent, ascent) pairs: every whole device with itself (time-sliced) and with the
+        others, plus each split of a socket into two disjoint pools (both orders)."""
+        for d in self.whole:
+            yield d, d
+            for a in self.whole:
+                if a != d and not self.cm.shares_cores(d, a):
+                    yield d, a
+        for p1, p2 in self.splits:
+            yield p1, p2
+            yield p2, p1
+
+
+def _split_sizes(n: int) -> list[int]:
+    """Sizes k of the first pool when a socket of n cores is split in two (at most ~16 splits)."""
+    if n < 2:
+        return []
+    if n <= 16:
+        return list(range(1, n))
+    return sorted({max(1, round(n * f)) for f in (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 15 / 16)} - {n})
+
+
+def _largest_fitting(fits, lo: int, hi: int) -> int | None:
+    """Largest integer x in [lo, hi] with fits(x), for a monotone (true-then-false) predicate."""
+    if not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _async_candidate(cm, descent, ascent, b, tau, floor, policy, budget_seconds):
+    upd = cm.update_seconds(descent)
+    nbytes = cm.parameter_bytes
+    if cm.shares_cores(descent, ascent):
+        # time-sliced on one pool: both gradients run back to back, so nothing is hidden and
+        # b' is the largest that keeps the step within the budget (at least the floor)
+        base = cm.grad_seconds(descent, b) + upd
+        bp = _largest_fitting(lambda x: base + cm.grad_seconds(ascent, x) <= budget_seconds, floor, b) or floor
+        p = Plan("async_sam", descent_device=descent, ascent_device=ascent, batch_size=b, ascent_batch_size=bp,
+                 staleness=tau, ascent_batches=policy)
+        return p, base + cm.grad_seconds(ascent, bp), "time-sliced on one pool"
+    s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
+    window = cm.grad_seconds(descent, b) * s_d + upd
+    to_a, to_d = cm.copy_seconds(descent, ascent, nbytes), cm.copy_seconds(ascent, descent, nbytes)
+
+    def ascent_chain(bp: int) -> float:
+        compute = cm.grad_seconds(ascent, bp) * s_a
+        return to_a + compute + to_d if tau == 1 else max(to_a, compute, to_d)
+
+    bp = _largest_fitting(lambda x: ascent_chain(x) <= window, floor, b)
+    note = "ascent hidden behind the descent"
+    if bp is None:
+        bp, note = floor, "ascent at the floor does not fit; the descent waits"
+    seconds = max(window, ascent_chain(bp))
+    p = Plan("async_sam", descent_device=descent, ascent_device=ascent, batch_size=b, ascent_batch_size=bp,
+             staleness=tau, ascent_batches=policy)
+    return p, seconds, note
+
+
+def _sampa_candidate(cm, descent, ascent, b):
+    nbytes = cm.parameter_bytes
+    s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
+    # both gradients of a step in parallel; x̃/y are sent to the ascent device, g_y' comes back
+    other = cm.copy_seconds(descent, ascent, nbytes) + cm.grad_seconds(ascent, b) * s_a + cm.copy_seconds(ascent, descent, nbytes)
+    seconds = max(cm.grad_seconds(descent, b) * s_d, other) + cm.update_seconds(descent)
+    return Plan("sampa", descent_device=descent, ascent_device=ascent, batch_size=b), seconds, "two gradients in parallel"
+
+
+def _confirm_with_simulator(cm, candidates, top, seed, floor_fraction, notes) -> None:
+    """Replace the closed-form time of the leading candidates by the simulator's mean."""
+    try:
+        from hetsam.simulator import simulate
+    except ImportError:
+        notes.append("simulator unavailable: times are closed-form")
+        return
+    ranked = sorted(candidates, key=lambda c: ([-x for x in c.fidelity], c.closed_form_seconds))
+    chosen = [c for c in ranked if c.plan.strategy != "sgd"][:top] + [c for c in candidates if c.plan.strategy == "sgd"]
+    for c in chosen:
+        result = simulate(c.plan, cm, iterations=2000, seed=seed)
+        c.predicted_seconds = float(result.iteration_seconds["mean"])

@@ -1,0 +1,136 @@
+"""Planner tests on synthetic profiles whose costs are simple lines t(b) = a + c*b."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from hetsam import HetsamInputError
+from hetsam.costmodel import CostModel
+from hetsam.planner import fidelity_key, plan
+from hetsam.profiles import Profile
+
+LADDER = [8, 16, 32, 64, 128]
+
+
+def _dev(dev_id, kind, a, c, cores=None):
+    d = {"id": dev_id, "kind": kind, "name": dev_id,
+         "grad_seconds": {"batch_sizes": LADDER, "median": [a + c * b for b in LADDER], "spread": [0.0] * len(LADDER)}}
+    if cores is not None:
+        d["cores"] = cores
+    return d
+
+
+def _profile(devices, links=(), contention=()):
+    return Profile.from_dict({
+        "schema_version": 1, "model": {"name": "toy", "parameters": 250_000, "parameter_bytes": 1_000_000},
+        "batch_size": 128, "devices": list(devices), "links": list(links), "contention": list(contention),
+        "provenance": {"kind": "synthetic"},
+    })
+
+
+def _link(a, b, bw=10e9, lat=1e-5):
+    return {"src": a, "dst": b, "bytes_per_second": bw, "latency_seconds": lat}
+
+
+def gpu_plus_slow_cpu():
+    # GPU: 2 ms + 0.1 ms/sample; CPU socket: 5x slower per sample
+    return _profile([_dev("cuda:0", "gpu", 0.002, 0.0001), _dev("cpu:0", "cpu", 0.004, 0.0005, cores=32)],
+                    [_link("cpu:0", "cuda:0")])
+
+
+def test_gpu_with_spare_cpu_picks_async_sam_and_the_largest_hidden_ascent_batch():
+    prof = gpu_plus_slow_cpu()
+    report = plan(prof, batch_size=128, simulate=False)
+    p = report.plan
+    assert (p.strategy, p.descent_device, p.ascent_device) == ("async_sam", "cuda:0", "cpu:0")
+    assert report.budget_met and p.predicted["overhead_vs_sgd"] <= 0.05
+    # independent reference: brute force over every integer b'
+    cm = CostModel(prof)
+    window = cm.grad_seconds("cuda:0", 128)
+    copies = 2 * (1e-5 + 1_000_000 / 10e9)
+    best = max(bp for bp in range(1, 129) if cm.grad_seconds("cpu:0", bp) + copies <= window)
+    assert p.ascent_batch_size == best < 128
+    assert p.staleness == 1 and p.ascent_batches == "lookahead"
+
+
+def test_two_equal_gpus_pair_up_at_full_ascent_batch():
+    prof = _profile([_dev("cuda:0", "gpu", 0.002, 0.0001), _dev("cuda:1", "gpu", 0.002, 0.0001),
+                     _dev("cpu:0", "cpu", 0.004, 0.0005, cores=32)],
+                    [_link("cuda:0", "cuda:1", bw=200e9, lat=5e-6), _link("cpu:0", "cuda:0"), _link("cpu:0", "cuda:1")])
+    report = plan(prof, simulate=False)
+    p = report.plan
+    assert p.strategy in ("sampa", "async_sam")
+    assert {p.descent_device, p.ascent_device} == {"cuda:0", "cuda:1"}
+    assert p.strategy == "sampa" or p.ascent_batch_size == 128
+    assert report.budget_met and p.predicted["overhead_vs_sgd"] <= 0.05
+
+
+def test_single_cpu_reports_unmet_budget_and_offers_rst():
+    prof = _profile([_dev("cpu:0", "cpu", 0.01, 0.003, cores=2)], [_link("cpu:0", "cpu:0", bw=5e9)],
+                    [{"devices": ["cpu:0[0]", "cpu:0[1]"], "slowdown": [1.1, 1.1]}])
+    report = plan(prof, batch_size=64, simulate=False)
+    assert not report.budget_met
+    assert report.plan.strategy in ("rst", "async_sam")
+    assert any("budget" in n for n in report.notes)
+    # the RST p that meets the budget, from t_sgd + p t_D = 1.05 t_sgd
+    t = 0.01 + 0.003 * 64
+    assert report.rst_probability_for_budget == pytest.approx(0.05 * t / t)
+    # the fallback sits at the fidelity floor and is the fastest there
+    assert fidelity_key(report.plan, 64)[0] >= 0.125 - 1e-12
+    floor_times = [c.predicted_seconds for c in report.candidates if c.ascent_fraction >= 0.125 - 1e-12]
+    assert report.plan.predicted["iteration_seconds"] == pytest.approx(min(floor_times))
+
+
+@pytest.mark.parametrize("max_staleness, min_fraction", [(1, 0.125), (2, 0.25), (3, 0.5)])
+def test_constraints_are_respected(max_staleness, min_fraction):
+    report = plan(gpu_plus_slow_cpu(), batch_size=128, max_staleness=max_staleness, min_ascent_fraction=min_fraction, simulate=False)
+    for c in report.candidates:
+        if c.plan.strategy == "async_sam":
+            assert 1 <= c.plan.staleness <= max_staleness
+            assert c.plan.ascent_batch_size >= math.ceil(min_fraction * 128)
+    assert report.plan.strategy == "sgd" or fidelity_key(report.plan, 128)[0] >= min_fraction - 1e-12
+
+
+def test_staleness_two_hides_copies():
+    # slow link: with tau=1 the copy chain eats the window, with tau=2 copies overlap other steps
+    prof = _profile([_dev("cuda:0", "gpu", 0.002, 0.0001), _dev("cpu:0", "cpu", 0.004, 0.0005, cores=32)],
+                    [_link("cpu:0", "cuda:0", bw=0.25e9, lat=1e-5)])
+    r1 = plan(prof, batch_size=128, max_staleness=1, simulate=False)
+    r2 = plan(prof, batch_size=128, max_staleness=2, simulate=False)
+    b1 = max(c.plan.ascent_batch_size for c in r1.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0")
+    b2 = max(c.plan.ascent_batch_size for c in r2.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0" and c.plan.staleness == 2)
+    assert b2 > b1
+
+
+def test_reserve_cores_keeps_loader_cores_free():
+    report = plan(gpu_plus_slow_cpu(), batch_size=128, reserve_cores=4, simulate=False)
+    assert report.plan.ascent_device == "cpu:0[0-27]"
+    for c in report.candidates:
+        for dev in (c.plan.descent_device, c.plan.ascent_device):
+            assert dev is None or not dev.startswith("cpu:0") or dev.startswith("cpu:0[")
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(budget=0.9), "budget"), (dict(max_staleness=0), "staleness"), (dict(min_ascent_fraction=0), "fraction"),
+    (dict(reserve_cores=-1), "reserve"), (dict(batch_size=-3), "-3"), (dict(reserve_cores=33), "reserve 33"),
+])
+def test_bad_constraints(kwargs, word):
+    with pytest.raises(HetsamInputError, match=word):
+        plan(gpu_plus_slow_cpu(), simulate=False, **{"batch_size": 128, **kwargs})
+
+
+def test_cli_plan_json_and_errors(tmp_path):
+    path = tmp_path / "p.json"
+    gpu_plus_slow_cpu().save(path)
+    out = subprocess.run([sys.executable, "-m", "hetsam", "plan", "--profile", str(path), "--json", "--out", str(tmp_path / "plan.json")],
+                         capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout)
+    for key in ("iteration_seconds", "sgd_iteration_seconds", "sam_iteration_seconds", "overhead_vs_sgd"):
+        assert key in data["predicted"]
+    assert data["strategy"] == "async_sam" and isinstance(data["alternatives"], list) and data["alternatives"]
+    assert json.loads((tmp_path / "plan.json").read_text())["strategy"] == "async_sam"
+    bad = subprocess.run([sys.executable, "-m", "hetsam", "plan", "--profile", str(path), "--budget", "0.5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
