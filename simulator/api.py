@@ -1,0 +1,251 @@
+"""``simulate(plan, profile, ...)``: predict a plan's time per iteration on a cost model.
+
+See ``model.py`` for what an iteration is made of and ``engine.py`` for how tasks run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from hetsam.costmodel import CostModel
+from hetsam.errors import HetsamInputError
+from hetsam.plan import Plan
+
+from .engine import Engine
+from .model import Workload, warmup_iterations
+from .steady import BatchMeans, percentile
+
+__all__ = ["simulate", "SimResult", "TimelineEvent", "cost_model", "DEFAULT_ITERATIONS", "DEFAULT_TIMELINE_ITERATIONS"]
+
+DEFAULT_ITERATIONS = 1000
+DEFAULT_TIMELINE_ITERATIONS = 6
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One interval on one track (a device, or one direction of a link), in seconds."""
+
+    track: str
+    name: str
+    category: str  # "descent", "update", "ascent", "copy", "wait", "loader"
+    start: float
+    duration: float
+    iteration: int
+
+
+@dataclass
+class SimResult:
+    """What a simulation predicts. Seconds throughout.
+
+    Attributes:
+        plan: the simulated plan.
+        batch_size: b, the descent batch (samples per iteration).
+        iterations: how many iterations the prediction is for.
+        simulated_iterations: how many were simulated event by event.
+        extrapolated: True when the run stopped at steady state and the rest was extrapolated
+            with the steady-state mean (``note`` says so).
+        iteration_seconds: ``mean`` (predicted total / iterations), ``p50`` and ``p95`` (over the
+            simulated iterations after the warm-up when there are at least 20 of them).
+        total_seconds: predicted wall time of all ``iterations``.
+        samples_per_second: ``batch_size / mean``.
+        utilisation: busy fraction of each device the plan names (shared hardware: the same
+            number for both names), over the simulated time.
+        link_utilisation: busy fraction of each link direction that carries copies.
+        descent_wait_seconds: total time the descent device sat idle waiting for an ascent
+            gradient, over all ``iterations`` (extrapolated like the time).
+        descent_wait_per_iteration: its mean per iteration.
+        steady_state: the batch-means estimate (mean, 95% CI half-width, warm-up, batches).
+        timeline: events of the first ``timeline_iterations`` iterations.
+        tracks: track name -> what runs there, in display order.
+        events, tasks, wall_seconds: engine counters for this run.
+    """
+
+    plan: Plan
+    batch_size: int
+    iterations: int
+    simulated_iterations: int
+    extrapolated: bool
+    note: str
+    iteration_seconds: dict
+    total_seconds: float
+    samples_per_second: float
+    utilisation: dict
+    link_utilisation: dict
+    descent_wait_seconds: float
+    descent_wait_per_iteration: float
+    steady_state: dict
+    timeline: list = field(default_factory=list)
+    tracks: dict = field(default_factory=dict)
+    seed: int = 0
+    jitter: bool = True
+    loader_seconds: float = 0.0
+    events: int = 0
+    tasks: int = 0
+    wall_seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.wall_seconds if self.wall_seconds > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        """JSON-ready; ``engine`` holds the run's counters (its wall time varies run to run)."""
+        d = {
+            "plan": self.plan.to_dict(),
+            "describe": self.plan.describe(),
+            "batch_size": self.batch_size,
+            "iterations": self.iterations,
+            "simulated_iterations": self.simulated_iterations,
+            "extrapolated": self.extrapolated,
+            "note": self.note,
+            "iteration_seconds": dict(self.iteration_seconds),
+            "total_seconds": self.total_seconds,
+            "samples_per_second": self.samples_per_second,
+            "utilisation": dict(self.utilisation),
+            "link_utilisation": dict(self.link_utilisation),
+            "descent_wait_seconds": self.descent_wait_seconds,
+            "descent_wait_per_iteration": self.descent_wait_per_iteration,
+            "steady_state": dict(self.steady_state),
+            "seed": self.seed,
+            "jitter": self.jitter,
+            "loader_seconds": self.loader_seconds,
+            "notes": list(self.notes),
+            "tracks": dict(self.tracks),
+            "timeline": [asdict(e) for e in self.timeline],
+            "engine": {"events": self.events, "tasks": self.tasks, "wall_seconds": self.wall_seconds,
+                       "events_per_second": self.events_per_second if self.wall_seconds > 0 else None},
+        }
+        return d
+
+
+def cost_model(profile) -> CostModel:
+    """A CostModel from a CostModel, a Profile, a path or a bundled profile name."""
+    return profile if isinstance(profile, CostModel) else CostModel(profile)
+
+
+def _check_iterations(iterations) -> int:
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise HetsamInputError(f"iterations={iterations!r} must be a positive integer")
+    return iterations
+
+
+def simulate(
+    plan: Plan,
+    profile,
+    iterations: int = DEFAULT_ITERATIONS,
+    seed: int = 0,
+    *,
+    jitter: bool = True,
+    timeline_iterations: int = DEFAULT_TIMELINE_ITERATIONS,
+    loader_seconds: float = 0.0,
+    steady_state: bool = True,
+    rel_tol: float = 0.005,
+) -> SimResult:
+    """Simulate ``iterations`` training iterations of ``plan`` on the machine ``profile`` describes.
+
+    Args:
+        plan: a :class:`~hetsam.plan.Plan` (or a dict in its JSON form).
+        profile: a CostModel, a Profile, a profile path, or a bundled profile name.
+        iterations: how many iterations to predict (e.g. 78,200 for 200 CIFAR-10 epochs at 128).
+        seed: seeds the jitter and RST's coin; equal seeds give equal results.
+        jitter: draw each gradient time from the measured spread (False: use the medians).
+        timeline_iterations: how many leading iterations to keep in ``timeline``.
+        loader_seconds: data-loading seconds per step on the descent side (see ``model.py``).
+        steady_state: stop once the 95% confidence interval of the mean iteration time is
+            within ``rel_tol`` of it (batch means) and extrapolate the rest.
+
+    Raises:
+        HetsamInputError: a device the profile lacks, a non-positive iteration count, ...
+    """
+    if isinstance(plan, dict):
+        plan = Plan.from_dict(plan)
+    if not isinstance(plan, Plan):
+        raise HetsamInputError(f"plan must be a hetsam.Plan or a dict, got {type(plan).__name__}")
+    n_total = _check_iterations(iterations)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise HetsamInputError(f"seed={seed!r} must be an integer")
+    if isinstance(timeline_iterations, bool) or not isinstance(timeline_iterations, int) or timeline_iterations < 0:
+        raise HetsamInputError(f"timeline_iterations={timeline_iterations!r} must be an integer >= 0")
+    if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
+        raise HetsamInputError(f"rel_tol={rel_tol!r} must be in (0, 1)")
+    cm = cost_model(profile)
+
+    engine = Engine(record_until_iteration=timeline_iterations)
+    times: list[float] = []
+    waits: list[float] = []
+    last = [0.0]
+    tau = plan.staleness if plan.strategy == "async_sam" else 0
+    warmup = warmup_iterations(tau)
+    stats = BatchMeans(warmup, min_batch=8 * (tau + 1), rel_tol=rel_tol)
+
+    def on_step(t: int, task) -> None:
+        times.append(task.end - last[0])
+        last[0] = task.end
+        waits.append(task.wait)
+        converged = stats.add(times[-1])
+        if len(times) >= n_total or (steady_state and converged):
+            engine.stopped = True
+
+    workload = Workload(plan, cm, engine, jitter=jitter, seed=seed, loader_seconds=loader_seconds, on_step=on_step)
+    t0 = time.perf_counter()
+    workload.start()
+    engine.run()
+    wall = time.perf_counter() - t0
+    return _result(plan, workload, engine, times, waits, stats, n_total, warmup, wall,
+                   seed=seed, jitter=jitter, loader_seconds=float(loader_seconds))
+
+
+def _result(plan, workload, engine, times, waits, stats, n_total, warmup, wall, **meta) -> SimResult:
+    n = len(times)
+    end = engine.now
+    extrapolated = n < n_total
+    steady_n = n - warmup
+    if extrapolated:
+        mean_x = stats.mean
+        mean_w = sum(waits[warmup:]) / steady_n
+        total = sum(times) + (n_total - n) * mean_x
+        wait_total = sum(waits) + (n_total - n) * mean_w
+        s = stats.summary()
+        note = (f"simulated {n} of {n_total} iterations; the steady-state mean is known to "
+                f"±{100 * s['relative_halfwidth']:.2f}% (95% CI, batch means), so the remaining "
+                f"{n_total - n} were extrapolated with it")
+    else:
+        total = sum(times)
+        wait_total = sum(waits)
+        note = f"simulated all {n} iterations"
+    sample = sorted(times[warmup:] if steady_n >= 20 else times)
+    mean = total / n_total
+    b = workload.b
+    utilisation = {name: (res.busy_at(end) / end if end > 0 else 0.0) for name, res in workload.device_roles().items()}
+    links = {name: (res.busy_at(end) / end if end > 0 else 0.0) for name, res in workload.links().items()}
+    labels = workload.track_labels()
+    tracks = {r.name: labels.get(r, "") for r in engine.resources}
+    return SimResult(
+        plan=plan, batch_size=b, iterations=n_total, simulated_iterations=n, extrapolated=extrapolated, note=note,
+        iteration_seconds={"mean": mean, "p50": percentile(sample, 50), "p95": percentile(sample, 95)},
+        total_seconds=total, samples_per_second=b / mean if mean > 0 else math.inf,
+        utilisation=utilisation, link_utilisation=links,
+        descent_wait_seconds=wait_total, descent_wait_per_iteration=wait_total / n_total,
+        steady_state=stats.summary() | {"converged": extrapolated}, timeline=_timeline(engine),
+        tracks=tracks, events=engine.events, tasks=engine.tasks, wall_seconds=wall,
+        notes=list(workload.notes) + [f"{k}: {v}" for k, v in workload.cm.derivations.items()], **meta,
+    )
+
+
+def _timeline(engine: Engine) -> list[TimelineEvent]:
+    out: list[TimelineEvent] = []
+    for res, name, category, start, end, iteration, tail, wait, ready, work in engine.records:
+        track = res.name
+        if wait > 0.0:
+            out.append(TimelineEvent(track, "wait for ĝ", "wait", ready - wait, wait, iteration))
+        dur = end - start
+        if tail > 0.0 and work > 0.0:
+            upd = dur * tail / work  # the update's share, at the task's average rate
+            out.append(TimelineEvent(track, name, category, start, dur - upd, iteration))
+            out.append(TimelineEvent(track, "update", "update", start + dur - upd, upd, iteration))
+        else:
+            out.append(TimelineEvent(track, name, category, start, dur, iteration))
+    out.sort(key=lambda e: (e.start, e.track))
+    return out

@@ -1,0 +1,114 @@
+"""``hetsam simulate --plot``: a Gantt chart of a few iterations and a bar chart of strategies.
+
+matplotlib is imported inside :func:`plot_simulation` only (Agg backend), so importing
+``hetsam.simulator`` never pays for it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["plot_simulation", "COLOURS"]
+
+COLOURS = {
+    "descent": "#1f77b4",
+    "update": "#17becf",
+    "ascent": "#ff7f0e",
+    "copy": "#9467bd",
+    "wait": "#d62728",
+    "loader": "#8c564b",
+}
+_LEGEND = {"descent": "descent gradient", "update": "update", "ascent": "ascent gradient", "copy": "copy θ / ĝ",
+           "wait": "descent waits for ĝ", "loader": "data loading"}
+
+
+def _seconds_unit(seconds: float) -> tuple[float, str]:
+    if seconds >= 1.0:
+        return 1.0, "s"
+    if seconds >= 1e-3:
+        return 1e3, "ms"
+    return 1e6, "µs"
+
+
+def plot_simulation(result, comparisons, path, *, title: str | None = None) -> None:
+    """Save the figure for ``result`` (a SimResult) and ``comparisons`` (``compare_strategies``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, (ax_g, ax_b) = plt.subplots(
+        2, 1, figsize=(11, 8.5), gridspec_kw={"height_ratios": [1.0, 1.15], "hspace": 0.55}
+    )
+    _gantt(ax_g, result, Patch)
+    _bars(ax_b, comparisons)
+    fig.suptitle(title or f"hetsam simulate: {result.plan.describe()}", fontsize=12, fontweight="bold")
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _gantt(ax, result, Patch) -> None:
+    tracks = list(result.tracks)
+    events = result.timeline
+    if not events:
+        ax.text(0.5, 0.5, "no timeline recorded", ha="center", va="center", transform=ax.transAxes)
+        return
+    end = max(e.start + e.duration for e in events)
+    scale, unit = _seconds_unit(end)
+    rows = {t: len(tracks) - 1 - i for i, t in enumerate(tracks)}
+    used = set()
+    for e in events:
+        y = rows[e.track]
+        h = 0.36 if e.category == "wait" else 0.7
+        ax.broken_barh([(e.start * scale, e.duration * scale)], (y - h / 2, h),
+                       facecolors=COLOURS.get(e.category, "grey"), edgecolor="white", linewidth=0.6,
+                       hatch="//" if e.category == "wait" else None, alpha=0.95)
+        used.add(e.category)
+        if e.category in ("descent", "ascent") and e.duration * scale > end * scale / 40:
+            ax.text((e.start + e.duration / 2) * scale, y, str(e.iteration), ha="center", va="center",
+                    fontsize=8, color="white", fontweight="bold")
+    ax.set_yticks([rows[t] for t in tracks])
+    ax.set_yticklabels([f"{t}\n{result.tracks[t]}" if result.tracks[t] else t for t in tracks], fontsize=9)
+    ax.set_xlabel(f"time ({unit}); numbers are step indices")
+    ax.set_xlim(0, end * scale * 1.01)
+    ax.set_ylim(-0.6, len(tracks) - 0.4)
+    ax.grid(axis="x", alpha=0.3)
+    n = 1 + max(e.iteration for e in events)
+    mean = result.iteration_seconds["mean"]
+    ms, mu = _seconds_unit(mean)
+    ax.set_title(f"first {n} iterations   (steady state: {mean * ms:.3g} {mu}/iteration, "
+                 f"descent waits {result.descent_wait_per_iteration * ms:.3g} {mu}/iteration)", fontsize=10)
+    handles = [Patch(facecolor=COLOURS[c], label=_LEGEND[c], hatch="//" if c == "wait" else None)
+               for c in COLOURS if c in used]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(handles), fontsize=9,
+              frameon=False)
+
+
+def _bars(ax, comparisons) -> None:
+    if not comparisons:
+        ax.text(0.5, 0.5, "no comparison", ha="center", va="center", transform=ax.transAxes)
+        return
+    top = max(c.iteration_seconds for c in comparisons)
+    scale, unit = _seconds_unit(top)
+    xs = range(len(comparisons))
+    colours = []
+    for c in comparisons:
+        if c.is_given:
+            colours.append("#2ca02c")
+        elif c.plan.strategy in ("sgd", "sam"):
+            colours.append("#7f7f7f")
+        else:
+            colours.append("#aec7e8")
+    heights = [c.iteration_seconds * scale for c in comparisons]
+    ax.bar(xs, heights, color=colours, edgecolor="black", linewidth=0.6)
+    sgd = comparisons[0].iteration_seconds * scale
+    ax.axhline(sgd, color="black", linestyle="--", linewidth=0.8)
+    ax.text(len(comparisons) - 0.5, sgd, " SGD", va="bottom", ha="right", fontsize=8)
+    for x, c, h in zip(xs, comparisons, heights):
+        over = "SGD" if c.plan.strategy == "sgd" and not c.overhead_vs_sgd else f"{100 * c.overhead_vs_sgd:+.1f}% vs SGD"
+        ax.text(x, h, f"{h:.3g} {unit}\n{over}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([c.label + ("\n(this plan)" if c.is_given else "") for c in comparisons], fontsize=8)
+    ax.set_ylabel(f"seconds per iteration ({unit})")
+    ax.set_ylim(0, max(heights) * 1.25)
+    ax.set_title("predicted time per iteration, by strategy (lower is better)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
