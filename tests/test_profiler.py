@@ -1,0 +1,200 @@
+"""The profiler, for real, on this machine's CPU (tiny models, small ladders)."""
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from hetsam.errors import HetsamInputError
+from hetsam.models import MLP, REFERENCE_MODELS, ResNet20, cross_entropy_loss
+from hetsam.profiler import default_ladder, profile, split_device_list, workload
+from hetsam.profiles import load_profile
+
+CORES = len(os.sched_getaffinity(0))
+QUICK = dict(warmup=1, repeats=3, progress=False)
+
+
+def tiny_batch(n, d=20, classes=3):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(n, d, generator=gen), torch.randint(0, classes, (n,), generator=gen)
+
+
+def test_default_ladder_and_device_lists():
+    assert default_ladder(64) == [8, 16, 32, 64]
+    assert default_ladder(128) == [16, 32, 64, 128]
+    assert default_ladder(100) == [16, 32, 64, 100]
+    assert default_ladder(6) == [1, 2, 4, 6]
+    assert default_ladder(1) == [1]
+    assert split_device_list("cpu:0, cpu:0[0-3,8],cuda:1") == ["cpu:0", "cpu:0[0-3,8]", "cuda:1"]
+
+
+def test_reference_models():
+    # ResNet-20 (He et al. 2016, Table 6): 0.27M parameters; count them independently:
+    # convs 3x3 without bias + BN (2 per channel) + fc, option-A shortcuts add none.
+    convs = 3 * 16 * 9 + 6 * 16 * 16 * 9 + (16 * 32 + 5 * 32 * 32) * 9 + (32 * 64 + 5 * 64 * 64) * 9
+    bns = 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64)
+    assert sum(p.numel() for p in ResNet20().parameters()) == convs + bns + 64 * 10 + 10 == 269_722
+    ref = REFERENCE_MODELS["resnet20"]
+    x, y = ref.sample_batch(4)
+    assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
+    assert ref.loss_fn(ref.build(), (x, y)).dim() == 0
+    assert sum(p.numel() for p in MLP().parameters()) == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+
+
+def test_profile_tiny_mlp_roundtrip(tmp_path):
+    model = MLP(20, (16,), 3)
+    prof = profile(model, cross_entropy_loss, tiny_batch(16), batch_sizes=[4, 8, 16], name="tiny", **QUICK)
+    path = tmp_path / "tiny.json"
+    prof.save(path)
+    back = load_profile(path)
+    assert back.to_dict() == prof.to_dict()
+
+    expected_ids = ["cpu:0", "cpu:0[0]"] if CORES >= 2 else ["cpu:0"]
+    assert list(back.device_ids) == expected_ids
+    params = 20 * 16 + 16 + 16 * 3 + 3
+    assert back.model.parameters == params and back.model.parameter_bytes == 4 * params
+    # forward FLOPs of two linear layers: 2 * (in*out) per sample per layer
+    assert back.model.flops_per_sample == 2 * (20 * 16 + 16 * 3)
+    for d in back.devices:
+        g = d.grad_seconds
+        assert g.batch_sizes == (4, 8, 16) and g.repeats == 3
+        assert all(m > 0 for m in g.median) and all(s >= 0 for s in g.spread)
+        assert d.update_seconds is not None and d.update_seconds > 0
+        assert d.max_batch_size is None
+    assert back.device("cpu:0").cores == min(CORES, back.device("cpu:0").cores)
+    assert [(l.src, l.dst) for l in back.links] == [("cpu:0", "cpu:0")]
+    assert back.links[0].bytes_per_second > 0
+    if CORES >= 2:
+        (c,) = back.contention
+        assert c.devices == ("cpu:0[0]", "cpu:0[1]") and all(s >= 1.0 for s in c.slowdown)
+    prov = back.provenance
+    assert prov["kind"] == "measured" and prov["torch"] == torch.__version__ and prov["budget"] == "none"
+    # training FLOPs: forward + the backward matmuls (grad of both weights, grad input of layer 2 only)
+    assert prov["workload"]["train_flops_per_sample"] == 2 * (20 * 16 + 16 * 3) + 2 * (20 * 16 + 16 * 3 + 16 * 3)
+
+
+def test_callers_model_and_threads_untouched():
+    model = nn.Sequential(nn.Linear(20, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    threads = torch.get_num_threads()
+    affinity = os.sched_getaffinity(threading.get_native_id())
+    profile(model, cross_entropy_loss, tiny_batch(8), batch_sizes=[4, 8], links=False, **QUICK)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # incl. BN running stats
+    assert torch.get_num_threads() == threads
+    assert os.sched_getaffinity(threading.get_native_id()) == affinity
+
+
+class _Recorder(nn.Module):
+    """Records, on each forward, the calling thread's affinity and intra-op thread count."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(20, 3)
+        self.seen = set()
+
+    def forward(self, x):
+        self.seen.add((frozenset(os.sched_getaffinity(threading.get_native_id())), torch.get_num_threads()))
+        return self.lin(x)
+
+
+@pytest.mark.skipif(CORES < 2, reason="needs two usable cores for a one-core pool")
+def test_pool_runs_pinned_with_its_own_thread_count(monkeypatch):
+    import hetsam.profiler as prof_mod
+
+    seen = {}
+    real = prof_mod._Replica.__init__
+
+    def spy(self, model, loss_fn, batch, target):
+        real(self, model, loss_fn, batch, target)
+        seen[target.id] = self.model  # the replica this device times
+
+    monkeypatch.setattr(prof_mod._Replica, "__init__", spy)
+    cpus = sorted(os.sched_getaffinity(0))
+    profile(_Recorder(), cross_entropy_loss, tiny_batch(4), ["cpu:0", "cpu:0[1]"], batch_sizes=[4],
+            contention=False, links=False, **QUICK)
+    assert seen["cpu:0[1]"].seen == {(frozenset({cpus[1]}), 1)}
+    assert {n for _, n in seen["cpu:0"].seen} == {min(CORES, prof_mod.detect(gpus=False).devices[0].cores)}
+
+
+class _OOMAbove(nn.Module):
+    def __init__(self, limit):
+        super().__init__()
+        self.lin = nn.Linear(20, 3)
+        self.limit = limit
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"fake: {x.shape[0]} samples do not fit")
+        return self.lin(x)
+
+
+def test_oom_backs_off_and_records_max_batch():
+    prof = profile(_OOMAbove(8), cross_entropy_loss, tiny_batch(32), ["cpu:0"], batch_sizes=[2, 4, 8, 16, 32],
+                   contention=False, **QUICK)
+    (dev,) = prof.devices
+    assert dev.grad_seconds.batch_sizes == (2, 4, 8)
+    assert dev.max_batch_size == 8
+    assert "did not fit" in prof.provenance["notes"]
+    with pytest.raises(HetsamInputError, match="fits on none"):
+        profile(_OOMAbove(1), cross_entropy_loss, tiny_batch(8), ["cpu:0"], batch_sizes=[4, 8], contention=False, **QUICK)
+
+
+class _Sleepy(nn.Module):
+    """A model whose forward takes a known 20 ms, so the budget arithmetic is deterministic."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(20, 3)
+
+    def forward(self, x):
+        time.sleep(0.02)
+        return self.lin(x)
+
+
+def test_budget_is_respected_and_cuts_are_noted():
+    # unbudgeted, 4 points x (2 warm-ups + at least 5 repeats of ~1 s / 20 ms = 50) would take ~4 s
+    t0 = time.perf_counter()
+    prof = profile(_Sleepy(), cross_entropy_loss, tiny_batch(8), ["cpu:0"], batch_sizes=[1, 2, 4, 8],
+                   budget_seconds=0.5, contention=False, links=False, progress=False)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 1.5
+    (dev,) = prof.devices
+    assert dev.grad_seconds.batch_sizes[0] == 1  # at least one point is always measured
+    assert prof.provenance["budget"].startswith("0.5 s") and "time budget" in prof.provenance["budget"]
+
+
+def test_bad_arguments():
+    model, batch = MLP(20, (8,), 3), tiny_batch(8)
+    for kwargs, match in (
+        (dict(batch_sizes=[4, 16]), "larger than the sample batch"),
+        (dict(batch_sizes=[8, 4]), "ascending"),
+        (dict(budget_seconds=-1), "budget_seconds"),
+        (dict(repeats=0), "repeats"),
+    ):
+        with pytest.raises(HetsamInputError, match=match):
+            profile(model, cross_entropy_loss, batch, ["cpu:0"], progress=False, **kwargs)
+    with pytest.raises(HetsamInputError, match="not usable"):
+        profile(model, cross_entropy_loss, batch, ["cpu:7"], progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(HetsamInputError, match="not here"):
+            profile(model, cross_entropy_loss, batch, ["cuda:0"], progress=False)
+
+
+def test_workload_counts_bytes_linearly():
+    work = workload(MLP(20, (16,), 3), cross_entropy_loss, tiny_batch(8))
+    assert work["kernels_per_step"] > 0
+    assert work["bytes_per_sample"] > 0
+    # the parameters (and their gradients) are touched once per step, whatever the batch
+    assert work["bytes_per_step"] >= 4 * (20 * 16 + 16 * 3)
+
+
+@pytest.mark.cuda
+def test_profile_on_gpu():
+    prof = profile(MLP(20, (16,), 3), cross_entropy_loss, tiny_batch(16), ["cpu:0", "cuda:0"], batch_sizes=[8, 16],
+                   contention=False, **QUICK)
+    assert prof.device("cuda:0").kind == "gpu"
+    assert {(l.src, l.dst) for l in prof.links} >= {("cpu:0", "cuda:0"), ("cuda:0", "cpu:0")}
