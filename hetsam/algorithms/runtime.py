@@ -1,0 +1,117 @@
+"""The training model's side of a step: passes, the climb, the base step, and job building.
+
+:class:`Runtime` gathers what every AutoSAM strategy does on the descent device (the calling
+thread): gradient passes through :func:`~hetsam.algorithms._passes.compute_gradient`, the SAM
+climb and restore through one :class:`~hetsam.algorithms._foreach.Perturbation` (the single
+backup copy of θ), the base optimizer step (through the ``GradScaler`` when AMP uses one), and
+the :class:`~hetsam.algorithms.jobs.GradJob` s that strategies hand to an executor.
+
+Gradient convention with a ``GradScaler`` (loss scale S, a power of two): after a descent pass
+``p.grad`` holds S · g; ascent gradients (and job results) are unscaled before they are used, so
+the perturbation norm is taken on the true gradient. Rules that mix an unscaled gradient into
+``p.grad`` (G-RST, SAMPa) multiply it by S first; :meth:`Runtime.apply` then lets the scaler
+unscale, skip a step with inf/NaN, and update S.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from hetsam.algorithms._foreach import AscentGroup, Perturbation
+from hetsam.algorithms._passes import AmpSpec, compute_gradient, norm_layers
+from hetsam.algorithms.jobs import GradJob
+
+__all__ = ["Runtime"]
+
+
+class Runtime:
+    """Descent-side operations shared by the AutoSAM strategies (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, base: torch.optim.Optimizer, *, rho: float,
+                 adaptive: bool = False, amp: AmpSpec | None = None, scaler: Any = None):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.base = base
+        self.rho = rho
+        self.adaptive = adaptive
+        self.amp = amp
+        self.scaler = scaler
+        self.layers = norm_layers(model)
+        self.perturbation = Perturbation("AutoSAM")
+
+    @property
+    def params(self) -> list[Tensor]:
+        """The trainable parameters: the base optimizer's groups, in order."""
+        return [p for group in self.base.param_groups for p in group["params"]]
+
+    def loss_scale(self) -> float | None:
+        """The current AMP loss scale S, or None without a (enabled) ``GradScaler``."""
+        if self.scaler is None or not self.scaler.is_enabled():
+            return None
+        return float(self.scaler.get_scale())
+
+    # ---- passes on the training model -------------------------------------------------------
+    def gradient(self, batch: Any, *, accumulate: int, update_stats: bool, unscale: bool) -> Tensor:
+        """``p.grad`` ← g(θ; B) at the model's current θ (S · g unless ``unscale``); returns the loss."""
+        return compute_gradient(
+            self.model, self.loss_fn, batch, self.params, accumulate=accumulate, amp=self.amp,
+            loss_scale=self.loss_scale(), unscale=unscale, update_stats=update_stats, layers=self.layers,
+        )
+
+    def take_grads(self) -> list[Tensor | None]:
+        """Detach the gradients from the parameters without copying (``p.grad`` becomes None)."""
+        params = self.params
+        grads = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        return grads
+
+    # ---- the climb ----------------------------------------------------------------------------
+    def save(self) -> None:
+        """Back up θ (the one extra parameter copy)."""
+        self.perturbation.save(self.params)
+
+    def restore(self) -> None:
+        """θ ← the backup (exact)."""
+        self.perturbation.restore()
+
+    def ascent_group(self, grads: Sequence[Tensor | None]) -> AscentGroup:
+        """The parameters that have an ascent gradient in ``grads`` (aligned with ``params``)."""
+        pairs = [(p, g) for p, g in zip(self.params, grads) if g is not None]
+        return AscentGroup([p for p, _ in pairs], [g for _, g in pairs], self.rho, self.adaptive)
+
+    def climb(self, grads: Sequence[Tensor | None], *, scratch: bool, norm: Tensor | None = None) -> bool:
+        """θ ← θ + ρ T² ĝ / ‖T ĝ‖ along the unscaled ``grads`` (aligned with ``params``).
+
+        Returns False (and leaves θ alone) when ĝ is zero or non-finite; see ``Perturbation``.
+        """
+        return self.perturbation.perturb([self.ascent_group(grads)], scratch=scratch, norm=norm)
+
+    # ---- the update ---------------------------------------------------------------------------
+    def apply(self) -> None:
+        """The base optimizer step on ``p.grad`` (through the GradScaler when there is one)."""
+        if self.loss_scale() is not None:
+            self.scaler.step(self.base)
+            self.scaler.update()
+        else:
+            self.base.step()
+
+    # ---- jobs for an executor -----------------------------------------------------------------
+    def job(self, key: int, kind: str, batch: Any, *, accumulate: int) -> GradJob:
+        """A job at the model's *current* parameter values (live tensors; see ``GradJob``)."""
+        return GradJob(
+            key=key,
+            kind=kind,
+            batch=batch,
+            params=self.params,
+            buffers=list(self.model.buffers()),
+            training=tuple(m.training for m in self.model.modules()),
+            loss_scale=self.loss_scale(),
+            accumulate=accumulate,
+        )
+
+    def held_tensors(self) -> list[Tensor]:
+        return self.perturbation.buffers()

@@ -1,0 +1,323 @@
+"""``AutoSAM``: one optimizer object that runs a Plan's strategy with an executor.
+
+::
+
+    opt = hetsam.AutoSAM(model, loss_fn, torch.optim.SGD, rho=0.05, plan="async_sam",
+                         executor="inline", lr=0.1, momentum=0.9)
+    for batch in opt.prefetch(loader):      # hands the next τ batches to step() itself
+        loss = opt.step(batch)
+
+``loss_fn(model, batch)`` returns the mean loss as a scalar tensor; ``step`` runs every forward
+and backward pass itself (do not call ``backward`` or ``zero_grad`` around it). The rules are
+those of DESIGN.md section 3, implemented in :mod:`hetsam.algorithms`; what each step returns:
+
+===============  ==================================================
+``sgd``          L(θ_t; B_t)
+``sam``, ``rst`` L(θ_t; B_t) (the ascent pass, or the only pass)
+``async_sam``    L(θ_t + e_t; B_t) (the descent pass)
+``sampa``        L(y_{t+1}; B_t) (the g_y' pass)
+===============  ==================================================
+
+Cross-cutting behaviour:
+
+* **LR schedulers** attach to AutoSAM itself: it shares the base optimizer's ``param_groups``.
+* **Gradient accumulation**: ``step(batch, accumulate=k)`` splits every pass of the step into
+  k micro-batches (n_i/n-weighted, so the gradient is the whole-batch gradient). One
+  perturbation serves all micro-batches; an ascent job on b' samples splits into min(k, b').
+* **AMP**: ``amp=True`` autocasts the forward passes to bfloat16 on CPU and float16 on CUDA
+  (or give the dtype). float16 gets a ``torch.amp.GradScaler`` unless ``scaler=`` is given
+  (``scaler=False`` for none). Ascent gradients are unscaled before the perturbation norm;
+  the scaler skips steps with inf/NaN as usual.
+* **BatchNorm**: exactly one pass per step updates the running statistics, the pass whose
+  gradient the update applies (the descent pass; SAMPa: the g_x pass). Ascent passes use batch
+  statistics and leave the running statistics alone.
+* A zero or non-finite ascent gradient skips the perturbation of that step (warned once,
+  counted in ``stats()["skipped_perturbations"]``); it never puts NaN into the parameters.
+* **Checkpoints**: ``state_dict()`` holds the base optimizer's state, the strategy's step
+  counter and pending ascent gradients (AsyncSAM), g_y and the previous batch (SAMPa), RST's
+  generator, and the GradScaler it created; ``load_state_dict`` resumes exactly.
+* ``close()`` (or ``with AutoSAM(...) as opt:``) releases the executor.
+
+``plan="auto"`` needs the planner, which is not available yet: :func:`auto_plan` is the single
+place where it will plug in.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from hetsam.algorithms._passes import AmpSpec, intra_op_threads
+from hetsam.algorithms.asyncsam import AsyncSAMStep
+from hetsam.algorithms.rst import check_alpha
+from hetsam.algorithms.runtime import Runtime
+from hetsam.algorithms.sam import check_base_optimizer, check_rho, share_groups
+from hetsam.algorithms.sampa import SAMPaStep
+from hetsam.algorithms.strategies import RSTStep, SAMStep, SGDStep, Strategy
+from hetsam.errors import HetsamInputError
+from hetsam.executor import EXECUTORS, Executor, make_executor, role_threads, torch_device
+from hetsam.plan import STRATEGIES, Plan
+
+__all__ = ["AutoSAM", "auto_plan", "resolve_plan"]
+
+_FORMAT = 1  # version of AutoSAM.state_dict()'s "hetsam" entry
+
+
+def auto_plan(model: nn.Module, loss_fn: Callable, base_optimizer: Any) -> Plan:
+    """The plan ``plan="auto"`` stands for: profile the machine and ask the planner.
+
+    Not available yet; this is the one function that will call the planner.
+    """
+    raise HetsamInputError(
+        "plan='auto' needs hetsam's profiler and planner, which are not available in this version yet; "
+        f"pass a strategy name ({', '.join(repr(s) for s in STRATEGIES)}) or a hetsam.Plan"
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def resolve_plan(plan: Any, model: nn.Module, loss_fn: Callable = None, base_optimizer: Any = None) -> Plan:
+    """A :class:`Plan` from ``"auto"``, a strategy name (defaults, descent on the model's
+    device) or a Plan (checked against the model's device)."""
+    device = _model_device(model)
+    if isinstance(plan, Plan):
+        wanted = torch_device(plan.descent_device)
+        if wanted.type != device.type or (wanted.index is not None and device.index is not None and wanted.index != device.index):
+            raise HetsamInputError(
+                f"the plan's descent_device={plan.descent_device!r} but the model is on {device}; "
+                "move the model there (model.to(...)) or use a plan for that device"
+            )
+        return plan
+    if plan == "auto":
+        return auto_plan(model, loss_fn, base_optimizer)
+    if isinstance(plan, str) and plan in STRATEGIES:
+        name = "cpu" if device.type == "cpu" else f"cuda:{device.index if device.index is not None else 0}"
+        return Plan(strategy=plan, descent_device=name)
+    raise HetsamInputError(
+        f"plan={plan!r} must be 'auto', a strategy name ({', '.join(STRATEGIES)}) or a hetsam.Plan"
+    )
+
+
+def _amp_spec(amp: Any, device_type: str) -> AmpSpec | None:
+    if amp is None or amp is False:
+        return None
+    if amp is True:
+        return AmpSpec(device_type, torch.bfloat16 if device_type == "cpu" else torch.float16)
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    dtype = names.get(amp) if isinstance(amp, str) else amp
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise HetsamInputError(f"amp={amp!r} must be True, False, 'bf16', 'fp16' or torch.bfloat16/torch.float16")
+    return AmpSpec(device_type, dtype)
+
+
+class AutoSAM(torch.optim.Optimizer):
+    """Sharpness-aware training with the strategy of a Plan (see the module docstring).
+
+    Args:
+        model: the model to train (its parameters that require grad are optimized).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        base_optimizer: an optimizer class, e.g. ``torch.optim.SGD``; ``**base_kwargs`` go to it.
+        rho: the perturbation radius ρ ≥ 0.
+        plan: a :class:`hetsam.Plan`, a strategy name (``"sgd"``, ``"sam"``, ``"async_sam"``,
+            ``"sampa"``, ``"rst"``) with the Plan defaults, or ``"auto"`` (not available yet).
+        executor: ``"inline"`` (sequential reference), ``"threads"`` (the default; until the
+            threaded executor exists it runs inline, with a one-time warning), or an
+            :class:`hetsam.executor.Executor`.
+
+    Keyword-only:
+        adaptive: ASAM scaling of the perturbation (T = |θ|).
+        sam_probability: RST's p: a number, a callable ``t -> p`` or a schedule; None takes the
+            plan's ``sam_probability`` (default 0.5).
+        grst_alpha: G-RST's α in [0, 1] (1 is RST).
+        seed: seed of RST's generator.
+        amp: autocast: False/None, True, ``"bf16"``/``"fp16"`` or a dtype.
+        scaler: a ``torch.amp.GradScaler``; None creates one for float16; False: none.
+        descent_threads, ascent_threads: intra-op thread counts of the two roles (default: the
+            pool size of the plan's device for a CPU pool, else the current count).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, base_optimizer: Any = torch.optim.SGD, rho: float = 0.05,
+                 plan: Any = "auto", executor: Any = "threads", *, adaptive: bool = False, sam_probability: Any = None,
+                 grst_alpha: float = 1.0, seed: int | None = None, amp: Any = None, scaler: Any = None,
+                 descent_threads: int | None = None, ascent_threads: int | None = None, **base_kwargs):
+        if not isinstance(model, nn.Module):
+            raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise HetsamInputError(f"loss_fn={loss_fn!r} must be a callable loss_fn(model, batch) -> scalar tensor")
+        rho = check_rho(rho)
+        if not isinstance(adaptive, bool):
+            raise HetsamInputError(f"adaptive={adaptive!r} must be True (ASAM) or False (SAM)")
+        grst_alpha = check_alpha(grst_alpha)
+        check_base_optimizer(base_optimizer)
+        if not (isinstance(executor, Executor) or executor in EXECUTORS or executor == "threads"):
+            raise HetsamInputError(f"executor={executor!r} is unknown; choose 'threads', 'inline' or an Executor")
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise HetsamInputError("the model has no parameters that require grad; nothing to optimize")
+        self.plan = resolve_plan(plan, model, loss_fn, base_optimizer)
+
+        super().__init__(params, dict(rho=rho, **base_kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        share_groups(self, self.base_optimizer)
+
+        device = _model_device(model)
+        amp_spec = _amp_spec(amp, device.type)
+        self._owns_scaler = False
+        if scaler is None and amp_spec is not None and amp_spec.dtype == torch.float16:
+            scaler = torch.amp.GradScaler(device.type)
+            self._owns_scaler = True
+        self.scaler = scaler or None
+        self.model = model
+        self.loss_fn = loss_fn
+        self._descent_threads = role_threads(self.plan.descent_device, descent_threads)
+        self._rt = Runtime(model, loss_fn, self.base_optimizer, rho=rho, adaptive=adaptive, amp=amp_spec,
+                           scaler=self.scaler)
+        self._executor: Executor | None = None
+        self._strategy = self._build_strategy(executor, amp_spec, ascent_threads, sam_probability, grst_alpha, seed)
+        self._prefetched: tuple[Any, list] | None = None
+        self._closed = False
+
+    def _build_strategy(self, executor, amp_spec, ascent_threads, sam_probability, grst_alpha, seed) -> Strategy:
+        plan, rt = self.plan, self._rt
+        if plan.strategy == "sgd":
+            return SGDStep(rt)
+        if plan.strategy == "sam":
+            return SAMStep(rt)
+        if plan.strategy == "rst":
+            p = plan.probability if sam_probability is None else sam_probability
+            if isinstance(p, (int, float)) and not isinstance(p, bool):
+                self.plan = dataclasses.replace(plan, sam_probability=float(p))
+            return RSTStep(rt, p=p, alpha=grst_alpha, seed=seed)
+        ex = make_executor(executor, stacklevel=4)
+        ascent = plan.effective_ascent_device
+        ex.bind(self.model, self.loss_fn, rt.params, device=torch_device(ascent),
+                threads=role_threads(ascent, ascent_threads), amp_dtype=amp_spec.dtype if amp_spec else None)
+        self._executor = ex
+        if plan.strategy == "async_sam":
+            return AsyncSAMStep(rt, ex, staleness=plan.staleness, ascent_batch_size=plan.ascent_batch_size,
+                                policy=plan.ascent_batches)
+        return SAMPaStep(rt, ex, lam=plan.sampa_lambda)
+
+    # ---- training ---------------------------------------------------------------------------
+    def step(self, batch: Any, *, upcoming: Sequence[Any] | None = None, accumulate: int = 1) -> float:
+        """One training step on ``batch``; returns its loss (see the module docstring).
+
+        ``upcoming`` are the next batches (the ``lookahead`` policy of AsyncSAM needs τ of
+        them); :meth:`prefetch` passes them for you. ``accumulate`` splits the step's passes
+        into that many micro-batches.
+        """
+        if self._closed:
+            raise RuntimeError("AutoSAM.step() after close()")
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise HetsamInputError(f"accumulate={accumulate!r} must be a positive integer (micro-batches per step)")
+        if upcoming is None and self._prefetched is not None and self._prefetched[0] is batch:
+            upcoming = self._prefetched[1]
+        with intra_op_threads(self._descent_threads):
+            loss = self._strategy.step(batch, upcoming, accumulate)
+        if getattr(self._strategy, "fell_back", False) and self.plan.ascent_batches != "independent":
+            self.plan = dataclasses.replace(self.plan, ascent_batches="independent")  # what ran
+        return float(loss)
+
+    def prefetch(self, loader: Iterable[Any]) -> Iterator[Any]:
+        """Iterate ``loader``, reading τ batches ahead so that ``step(batch)`` gets ``upcoming``.
+
+        ``for batch in opt.prefetch(loader): opt.step(batch)`` is the same as passing the next
+        τ batches by hand (fewer at the end of the data).
+        """
+        ahead = self._strategy.lookahead
+        it = iter(loader)
+        window = collections.deque(itertools.islice(it, ahead + 1))
+        end = object()
+        try:
+            while window:
+                batch = window.popleft()
+                nxt = next(it, end)
+                if nxt is not end:
+                    window.append(nxt)
+                self._prefetched = (batch, list(window)[:ahead])
+                yield batch
+        finally:
+            self._prefetched = None
+
+    # ---- reporting --------------------------------------------------------------------------
+    @property
+    def executor(self) -> Executor | None:
+        return self._executor
+
+    def stats(self) -> dict:
+        """What ran: the plan, step counts, skipped perturbations, and the executor's waits."""
+        out = {"plan": self.plan.describe(), "steps": self._strategy.t,
+               "skipped_perturbations": self._rt.perturbation.skipped, **self._strategy.stats()}
+        if self._executor is not None:
+            out["executor"] = self._executor.describe()
+        return out
+
+    def extra_tensors(self) -> list[torch.Tensor]:
+        """The parameter-sized tensors hetsam holds beyond the model, its gradients and the base
+        optimizer's state (backup of θ, replica, pending ascent gradients, g_y), for memory
+        accounting."""
+        out = self._rt.held_tensors() + self._strategy.held_tensors()
+        if self._executor is not None:
+            out += self._executor.held_tensors()
+        return out
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        hetsam_state = {
+            "format": _FORMAT,
+            "plan": self.plan.to_dict(),
+            "strategy": self._strategy.state_dict(),
+            "skipped_perturbations": self._rt.perturbation.skipped,
+        }
+        if self._owns_scaler:
+            hetsam_state["scaler"] = self.scaler.state_dict()
+        return {"base": self.base_optimizer.state_dict(), "hetsam": hetsam_state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if not isinstance(state_dict, dict) or set(state_dict) != {"base", "hetsam"}:
+            raise HetsamInputError("not an AutoSAM state dict: expected the keys 'base' and 'hetsam'")
+        saved = state_dict["hetsam"]
+        if saved.get("format") != _FORMAT:
+            raise HetsamInputError(f"AutoSAM state format {saved.get('format')!r} is not supported (expected {_FORMAT})")
+        strategy = saved["plan"]["strategy"]
+        if strategy != self.plan.strategy:
+            raise HetsamInputError(
+                f"the checkpoint was taken with strategy {strategy!r}; this AutoSAM runs {self.plan.strategy!r}"
+            )
+        self.base_optimizer.load_state_dict(state_dict["base"])
+        share_groups(self, self.base_optimizer)
+        self._strategy.load_state_dict(saved["strategy"])
+        self._rt.perturbation.skipped = int(saved["skipped_perturbations"])
+        if "scaler" in saved and self._owns_scaler:
+            self.scaler.load_state_dict(saved["scaler"])
+        if getattr(self._strategy, "fell_back", False):
+            self.plan = dataclasses.replace(self.plan, ascent_batches="independent")
+
+    # ---- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the executor (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._executor is not None:
+            self._executor.close()
+
+    def __enter__(self) -> "AutoSAM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def add_param_group(self, param_group: dict) -> None:
+        if hasattr(self, "base_optimizer"):
+            raise HetsamInputError("AutoSAM optimizes the model's parameters; it does not take extra parameter groups")
+        super().add_param_group(param_group)
