@@ -207,7 +207,8 @@ class Engine:
                 if other.running is not None:
                     rate /= factor
             task.rate = rate
-        self._schedule(task)
+        self._counter += 1
+        heappush(self._heap, (now + task.left / task.rate, self._counter, task, task.version))
         for other in res.watchers:  # they now compute slower
             if other.running is not None:
                 self._retime(other.running)
@@ -232,7 +233,7 @@ class Engine:
             s.pending -= 1
             if s.pending == 0:
                 self._ready(s)
-        task.succ = []
+        task.succ = ()  # drop references: nothing depends on a done task any more
         if res.queue and not res.dirty:
             res.dirty = True
             self._dirty.append(res)
@@ -264,4 +265,5 @@ class Engine:
                 self.events += 1
                 if version == task.version:
                     self._finish(task)
-            self._dispatch()
+            if self._dirty:
+                self._dispatch()

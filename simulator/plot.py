@@ -56,10 +56,15 @@ def _gantt(ax, result, Patch) -> None:
     scale, unit = _seconds_unit(end)
     rows = {t: len(tracks) - 1 - i for i, t in enumerate(tracks)}
     used = set()
+    min_width = end * scale / 300  # sub-pixel copies are widened so that they show
+    widened = False
     for e in events:
         y = rows[e.track]
         h = 0.36 if e.category == "wait" else 0.7
-        ax.broken_barh([(e.start * scale, e.duration * scale)], (y - h / 2, h),
+        width = e.duration * scale
+        if 0 < width < min_width:
+            width, widened = min_width, True
+        ax.broken_barh([(e.start * scale, width)], (y - h / 2, h),
                        facecolors=COLOURS.get(e.category, "grey"), edgecolor="white", linewidth=0.6,
                        hatch="//" if e.category == "wait" else None, alpha=0.95)
         used.add(e.category)
@@ -68,7 +73,7 @@ def _gantt(ax, result, Patch) -> None:
                     fontsize=8, color="white", fontweight="bold")
     ax.set_yticks([rows[t] for t in tracks])
     ax.set_yticklabels([f"{t}\n{result.tracks[t]}" if result.tracks[t] else t for t in tracks], fontsize=9)
-    ax.set_xlabel(f"time ({unit}); numbers are step indices")
+    ax.set_xlabel(f"time ({unit}); numbers are step indices" + ("; tiny intervals drawn wider" if widened else ""))
     ax.set_xlim(0, end * scale * 1.01)
     ax.set_ylim(-0.6, len(tracks) - 0.4)
     ax.grid(axis="x", alpha=0.3)
@@ -89,26 +94,25 @@ def _bars(ax, comparisons) -> None:
         return
     top = max(c.iteration_seconds for c in comparisons)
     scale, unit = _seconds_unit(top)
-    xs = range(len(comparisons))
-    colours = []
-    for c in comparisons:
-        if c.is_given:
-            colours.append("#2ca02c")
-        elif c.plan.strategy in ("sgd", "sam"):
-            colours.append("#7f7f7f")
-        else:
-            colours.append("#aec7e8")
-    heights = [c.iteration_seconds * scale for c in comparisons]
-    ax.bar(xs, heights, color=colours, edgecolor="black", linewidth=0.6)
+    ys = list(range(len(comparisons)))[::-1]  # SGD on top
+    colours = ["#2ca02c" if c.is_given else "#7f7f7f" if c.plan.strategy in ("sgd", "sam") else "#aec7e8"
+               for c in comparisons]
+    widths = [c.iteration_seconds * scale for c in comparisons]
+    ax.barh(ys, widths, color=colours, edgecolor="black", linewidth=0.6, height=0.7)
     sgd = comparisons[0].iteration_seconds * scale
-    ax.axhline(sgd, color="black", linestyle="--", linewidth=0.8)
-    ax.text(len(comparisons) - 0.5, sgd, " SGD", va="bottom", ha="right", fontsize=8)
-    for x, c, h in zip(xs, comparisons, heights):
-        over = "SGD" if c.plan.strategy == "sgd" and not c.overhead_vs_sgd else f"{100 * c.overhead_vs_sgd:+.1f}% vs SGD"
-        ax.text(x, h, f"{h:.3g} {unit}\n{over}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([c.label + ("\n(this plan)" if c.is_given else "") for c in comparisons], fontsize=8)
-    ax.set_ylabel(f"seconds per iteration ({unit})")
-    ax.set_ylim(0, max(heights) * 1.25)
-    ax.set_title("predicted time per iteration, by strategy (lower is better)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
+    ax.axvline(sgd, color="black", linestyle="--", linewidth=0.8, label="SGD")
+    for y, c, w in zip(ys, comparisons, widths):
+        if c.plan.strategy == "sgd":
+            text = f"{w:.3g} {unit}"
+        else:
+            text = f"{w:.3g} {unit}   {100 * c.overhead_vs_sgd:+.1f}% vs SGD, {c.speedup_vs_sam:.2f}x SAM's speed"
+        ax.text(w, y, "  " + text, va="center", ha="left", fontsize=8,
+                fontweight="bold" if c.is_given else None)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([c.label.replace("\n", "  ") + ("  (this plan)" if c.is_given else "") for c in comparisons],
+                       fontsize=8)
+    ax.set_xlabel(f"predicted seconds per iteration ({unit}); lower is better")
+    ax.set_xlim(0, max(widths) * 1.6)
+    ax.set_title("strategies on this hardware", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)

@@ -79,6 +79,11 @@ def test_sam_on_a_gpu_without_update_time(cm):
     assert r.iteration_seconds["mean"] == pytest.approx(2 * 0.01, rel=1e-12)
 
 
+def test_async_sam_with_no_staleness_and_full_batch_is_sam(cm):
+    r = exact(Plan("async_sam", "cpu:0", "cpu:0", batch_size=B, ascent_batch_size=B, staleness=0), cm, n=30)
+    assert r.iteration_seconds["mean"] == pytest.approx(2 * 0.17 + 0.001, rel=1e-12)
+
+
 def test_async_sam_tau1_ascent_fits_costs_one_descent_step(cm):
     # descent on the 2-core socket (0.171 per step), ascent on the GPU at b'=32:
     # t_A + copies = interp(0.004..0.01 at 8..64, 32) + 2 copies << t_D + u, so max(...) = t_D + u
