@@ -44,6 +44,7 @@ __all__ = [
     "detect",
     "cgroup_cpu_limit",
     "cpus_of",
+    "split_device_list",
 ]
 
 COULD_NOT_COLLECT = "could not collect"
@@ -455,6 +456,21 @@ def cpus_of(name, devices: list[Device] | None = None) -> tuple[int, ...]:
             f"(positions 0-{len(socket.cpus) - 1}); position(s) {format_cpulist(bad)} do not exist"
         )
     return tuple(socket.cpus[p] for p in dev.positions)
+
+
+def split_device_list(text: str) -> list[str]:
+    """Split ``"cpu:0,cpu:0[0-3,8],cuda:0"`` at the commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [d for d in out if d]
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from torch import nn
 
 from hetsam.errors import HetsamInputError
 from hetsam.models import MLP, REFERENCE_MODELS, ResNet20, cross_entropy_loss
-from hetsam.profiler import default_ladder, profile, split_device_list, workload
+from hetsam.devices import split_device_list
+from hetsam.profiler import default_ladder, profile, workload
 from hetsam.profiles import load_profile
 
 CORES = len(os.sched_getaffinity(0))

@@ -46,6 +46,21 @@ def _ladder(text: str | None) -> list[int] | None:
         raise HetsamInputError(f"--ladder {text!r} must be comma-separated integers, e.g. 8,16,32,64") from None
 
 
+def _check_devices(text: str) -> None:
+    """Reject unknown names and missing CPU sockets/cores before importing torch."""
+    from hetsam.devices import cpus_of, detect_cpus, split_device_list
+    from hetsam.devnames import parse_device
+
+    names = split_device_list(text)
+    if not names:
+        raise HetsamInputError(f"--devices {text!r} names no device; e.g. --devices cpu:0,cpu:0[0]")
+    sockets = None
+    for name in names:
+        if parse_device(name).kind == "cpu":
+            sockets = sockets if sockets is not None else detect_cpus()
+            cpus_of(name, sockets)
+
+
 def summary(prof) -> str:
     """A short text table of a profile."""
     lines = [f"model {prof.model.name}: {prof.model.parameters:,} parameters; batch sizes {', '.join(map(str, prof.devices[0].grad_seconds.batch_sizes))}"]
@@ -72,9 +87,12 @@ def run(args) -> int:
         raise HetsamInputError(f"--repeats {args.repeats} must be a positive integer")
     out = _check_out(args.out)
     ladder = _ladder(args.ladder)
+    if args.devices is not None:
+        _check_devices(args.devices)
 
     from hetsam.models import reference_model
-    from hetsam.profiler import profile, split_device_list
+    from hetsam.devices import split_device_list
+    from hetsam.profiler import profile
 
     ref = reference_model(args.model)
     devices = split_device_list(args.devices) if args.devices is not None else None
