@@ -194,9 +194,10 @@ class AutoSAM(torch.optim.Optimizer):
             return SAMStep(rt)
         if plan.strategy == "rst":
             p = plan.probability if sam_probability is None else sam_probability
+            strategy = RSTStep(rt, p=p, alpha=grst_alpha, seed=seed)
             if isinstance(p, (int, float)) and not isinstance(p, bool):
-                self.plan = dataclasses.replace(plan, sam_probability=float(p))
-            return RSTStep(rt, p=p, alpha=grst_alpha, seed=seed)
+                self.plan = dataclasses.replace(plan, sam_probability=float(p))  # what runs
+            return strategy
         ex = make_executor(executor, stacklevel=4)
         ascent = plan.effective_ascent_device
         ex.bind(self.model, self.loss_fn, rt.params, device=torch_device(ascent),

@@ -42,8 +42,8 @@ class SamTrials:
     Counts ``steps`` (trials drawn) and ``sam_steps`` (trials that chose SAM).
     """
 
-    def __init__(self, p: Any = 0.5, seed: int | None = None):
-        self.schedule = make_schedule(p)
+    def __init__(self, p: Any = 0.5, seed: int | None = None, *, name: str = "p"):
+        self.schedule = make_schedule(p, name)
         self.schedule(0)  # validates a constant or a callable's first value now
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise HetsamInputError(f"seed={seed!r} must be a non-negative integer or None")

@@ -41,6 +41,7 @@ class Runtime:
         self.scaler = scaler
         self.layers = norm_layers(model)
         self.perturbation = Perturbation("AutoSAM")
+        self._scale: float | None = None  # S for the current step
 
     @property
     def params(self) -> list[Tensor]:
@@ -48,10 +49,17 @@ class Runtime:
         return [p for group in self.base.param_groups for p in group["params"]]
 
     def loss_scale(self) -> float | None:
-        """The current AMP loss scale S, or None without a (enabled) ``GradScaler``."""
+        """The current AMP loss scale S, or None without an (enabled) ``GradScaler``.
+
+        Read once per step (it changes only in :meth:`apply`); ``scaler.scale`` rather than
+        ``get_scale`` so the scaler initialises its state as ``scaler.step`` expects.
+        """
         if self.scaler is None or not self.scaler.is_enabled():
             return None
-        return float(self.scaler.get_scale())
+        if self._scale is None:
+            device = self.params[0].device
+            self._scale = float(self.scaler.scale(torch.ones((), device=device)))
+        return self._scale
 
     # ---- passes on the training model -------------------------------------------------------
     def gradient(self, batch: Any, *, accumulate: int, update_stats: bool, unscale: bool) -> Tensor:
@@ -96,6 +104,7 @@ class Runtime:
         if self.loss_scale() is not None:
             self.scaler.step(self.base)
             self.scaler.update()
+            self._scale = None
         else:
             self.base.step()
 

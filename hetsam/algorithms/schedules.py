@@ -140,8 +140,9 @@ class _Checked(Schedule):
         return f"schedule({self.fn!r})"
 
 
-def make_schedule(p: Any) -> Schedule:
-    """A :class:`Schedule` from a number, a callable ``t -> p`` or a mapping with a ``schedule`` name."""
+def make_schedule(p: Any, name: str = "p") -> Schedule:
+    """A :class:`Schedule` from a number, a callable ``t -> p`` or a mapping with a ``schedule`` name
+    (``name`` is the argument name that error messages use)."""
     if isinstance(p, Schedule):
         return p
     if isinstance(p, Mapping):
@@ -159,5 +160,6 @@ def make_schedule(p: Any) -> Schedule:
     if callable(p):
         return _Checked(p)
     if isinstance(p, (int, float)) and not isinstance(p, bool):
+        _unit(name, p)
         return constant(p)
-    raise HetsamInputError(f"p={p!r} must be a probability in [0, 1], a callable t -> p, or a schedule")
+    raise HetsamInputError(f"{name}={p!r} must be a probability in [0, 1], a callable t -> p, or a schedule")

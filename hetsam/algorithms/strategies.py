@@ -118,7 +118,7 @@ class RSTStep(SAMStep):
 
     def __init__(self, rt: Runtime, executor: Any = None, *, p: Any = 0.5, alpha: float = 1.0, seed: int | None = None):
         super().__init__(rt, executor)
-        self.trials = SamTrials(p, seed)
+        self.trials = SamTrials(p, seed, name="sam_probability")
         self.alpha = alpha
 
     def step(self, batch, upcoming, accumulate):

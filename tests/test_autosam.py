@@ -1,0 +1,244 @@
+"""AutoSAM end to end on CPU: every strategy trains, checkpoints resume, AMP, BatchNorm, errors."""
+
+import io
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+
+import hetsam.executor as executor_mod
+from hetsam import AutoSAM, HetsamInputError, Plan
+from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp
+
+PLANS = {
+    "sgd": "sgd",
+    "sam": "sam",
+    "rst": "rst",
+    "async_sam_lookahead": Plan(strategy="async_sam", staleness=1, ascent_batch_size=16),
+    "async_sam_independent": Plan(strategy="async_sam", staleness=1, ascent_batch_size=16, ascent_batches="independent"),
+    "sampa": Plan(strategy="sampa"),
+}
+
+
+def digits(batch=64):
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target)
+    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x) - batch + 1, batch)], (x, y)
+
+
+def digits_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def full_loss(model, data):
+    model.eval()
+    with torch.no_grad():
+        out = F.cross_entropy(model(data[0]), data[1]).item()
+    model.train()
+    return out
+
+
+@pytest.mark.parametrize("name", list(PLANS))
+def test_loss_falls_on_digits_for_every_strategy(name):
+    loader, everything = digits()
+    model = digits_model()
+    before = full_loss(model, everything)
+    with AutoSAM(model, loss_fn, torch.optim.SGD, rho=0.05, plan=PLANS[name], executor="inline", seed=0,
+                 lr=0.1, momentum=0.9, weight_decay=5e-4) as opt:
+        for _ in range(2):
+            for batch in opt.prefetch(loader):
+                loss = opt.step(batch)
+                assert isinstance(loss, float)
+        stats = opt.stats()
+    after = full_loss(model, everything)
+    assert after < 0.3 * before, (before, after)
+    assert model[1].num_batches_tracked.item() == 2 * len(loader)  # one pass per step updates BN
+    assert stats["steps"] == 2 * len(loader)
+
+
+@pytest.mark.parametrize("name", ["sam", "async_sam_lookahead", "sampa"])
+def test_bf16_autocast_on_cpu_trains(name):
+    loader, everything = digits()
+    model = digits_model()
+    before = full_loss(model, everything)
+    with AutoSAM(model, loss_fn, torch.optim.SGD, plan=PLANS[name], executor="inline", amp=True, lr=0.1, momentum=0.9) as opt:
+        assert opt.scaler is None  # bf16 needs no loss scaling
+        for batch in opt.prefetch(loader * 2):
+            opt.step(batch)
+    assert full_loss(model, everything) < 0.3 * before
+
+
+@pytest.mark.parametrize("plan, extra", [
+    ("sam", {}),
+    ("rst", {"grst_alpha": 0.5, "sam_probability": 1.0}),
+    (Plan(strategy="async_sam", staleness=1, ascent_batch_size=8), {}),
+    (Plan(strategy="sampa", sampa_lambda=0.5), {}),
+])
+def test_grad_scaler_path_matches_unscaled_fp16(plan, extra):
+    """fp16 autocast with a GradScaler (S = 2^k) gives the same steps as without one: ascent
+    gradients are unscaled before the norm, and unscaled gradients mixed into p.grad are scaled."""
+    data = batches(12)
+    runs = []
+    for scaler in (None, False):
+        model = mlp()
+        with AutoSAM(model, loss_fn, torch.optim.SGD, plan=plan, executor="inline", amp="fp16", scaler=scaler,
+                     seed=0, **extra, **SGD_KW) as opt:
+            assert (opt.scaler is not None) == (scaler is None)
+            if opt.scaler is not None:
+                assert opt.scaler.get_scale() > 1
+            for t, b in enumerate(data):
+                opt.step(b, upcoming=data[t + 1:t + 2])
+        runs.append(flat(model))
+    assert_rel_close(runs[0], runs[1], 1e-5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "sam", "rst"])
+def test_state_dict_round_trip_mid_run(name):
+    data = batches(14)
+    kw = dict(rho=0.05, plan=name, executor="inline", seed=1, **SGD_KW)
+    full = mlp(bn=True)
+    with AutoSAM(full, loss_fn, torch.optim.SGD, **kw) as opt:
+        for b in data:
+            opt.step(b)
+    first = mlp(bn=True)
+    with AutoSAM(first, loss_fn, torch.optim.SGD, **kw) as opt:
+        for b in data[:6]:
+            opt.step(b)
+        buf = io.BytesIO()
+        torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    resumed = mlp(seed=2, bn=True)
+    resumed.load_state_dict(state["model"])
+    with AutoSAM(resumed, loss_fn, torch.optim.SGD, **{**kw, "seed": 99}) as opt:
+        opt.load_state_dict(state["opt"])
+        for b in data[6:]:
+            opt.step(b)
+    assert torch.equal(flat(resumed), flat(full))
+
+
+def test_lr_scheduler_attaches_to_autosam():
+    model = mlp()
+    with AutoSAM(model, loss_fn, torch.optim.SGD, plan=PLANS["async_sam_lookahead"], executor="inline", lr=0.1) as opt:
+        assert opt.param_groups is opt.base_optimizer.param_groups
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. "lr_scheduler.step() before optimizer.step()"
+            for b in opt.prefetch(batches(4)):
+                opt.step(b)
+                sched.step()
+        assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sam_gradient_accumulation_gives_the_same_update():
+    data = batches(8, dtype=torch.float64)
+    runs = []
+    for k in (1, 4):
+        model = mlp(dtype=torch.float64)
+        with AutoSAM(model, loss_fn, torch.optim.SGD, plan="sam", executor="inline", **SGD_KW) as opt:
+            for b in data:
+                opt.step(b, accumulate=k)
+        runs.append(flat(model))
+    assert_rel_close(runs[1], runs[0], 1e-10)
+
+
+def test_plan_auto_is_not_available_yet():
+    with pytest.raises(HetsamInputError, match="not available"):
+        AutoSAM(mlp(), loss_fn, torch.optim.SGD, lr=0.1)
+
+
+def test_threads_executor_falls_back_to_inline_with_one_warning():
+    executor_mod._warned_fallback.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            with AutoSAM(mlp(), loss_fn, plan="sampa", lr=0.1) as opt:
+                assert opt.executor.name == "inline"
+    assert sum("executor='threads'" in str(w.message) for w in caught) == 1
+
+
+def test_ascent_pools_set_thread_counts():
+    plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", ascent_batch_size=8)
+    with AutoSAM(mlp(), loss_fn, plan=plan, executor="inline", lr=0.1) as opt:
+        assert opt.executor.replica.threads == 1 and opt._descent_threads == 1
+        for b in opt.prefetch(batches(3)):
+            opt.step(b)
+        assert opt.stats()["executor"]["jobs"] >= 2
+
+
+def test_nonfinite_ascent_gradient_skips_the_perturbation_once_warned():
+    """The ascent passes (on the replica) see a NaN loss; the descent does not. No NaN reaches θ."""
+    model = mlp()
+
+    def poisoned(m, batch):
+        loss = loss_fn(m, batch)
+        return loss * float("nan") if m is not model else loss
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with AutoSAM(model, poisoned, plan=Plan(strategy="async_sam", staleness=0), executor="inline", lr=0.1) as opt:
+            for b in batches(5):
+                opt.step(b)
+            assert opt.stats()["skipped_perturbations"] == 5
+    assert torch.isfinite(flat(model)).all()
+    assert sum("skips the perturbation" in str(w.message) for w in caught) == 1
+
+
+def test_zero_ascent_gradient_skips_the_perturbation():
+    model = mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with AutoSAM(model, lambda m, b: (m(b[0]) * 0.0).sum(), plan="sam", executor="inline", lr=0.1) as opt:
+            for b in batches(3):
+                opt.step(b)
+            assert opt.stats()["skipped_perturbations"] == 3
+    assert torch.equal(flat(model), flat(mlp()))
+
+
+def test_close_and_context_manager():
+    opt = AutoSAM(mlp(), loss_fn, plan="sampa", executor="inline", lr=0.1)
+    with opt as same:
+        assert same is opt
+        same.step(batches(1)[0])
+    assert opt.executor.closed
+    opt.close()  # idempotent
+    with pytest.raises(RuntimeError, match="close"):
+        opt.step(batches(1)[0])
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(rho=-0.5), "rho="),
+    (dict(plan="adam"), "plan="),
+    (dict(executor="gpu"), "executor="),
+    (dict(amp="int8"), "amp="),
+    (dict(grst_alpha=1.5), "alpha="),
+    (dict(plan="rst", sam_probability=1.2), "sam_probability=1.2"),
+    (dict(plan="async_sam", ascent_threads=0), "thread count"),
+    (dict(plan=Plan(strategy="sam", descent_device="cuda:0")), "descent_device"),
+])
+def test_bad_settings_raise_value_error_naming_the_value(kwargs, name):
+    kwargs = {"plan": "sam", "executor": "inline", **kwargs}
+    with pytest.raises(ValueError, match=name):
+        AutoSAM(mlp(), loss_fn, torch.optim.SGD, lr=0.1, **kwargs)
+
+
+def test_bad_accumulate_and_loss_raise():
+    with AutoSAM(mlp(), loss_fn, plan="sam", executor="inline", lr=0.1) as opt:
+        with pytest.raises(ValueError, match="accumulate=0"):
+            opt.step(batches(1)[0], accumulate=0)
+    with AutoSAM(mlp(), lambda m, b: m(b[0]), plan="sgd", executor="inline", lr=0.1) as opt:
+        with pytest.raises(ValueError, match="scalar tensor"):
+            opt.step(batches(1)[0])
+
+
+def test_checkpoint_of_another_strategy_is_refused():
+    with AutoSAM(mlp(), loss_fn, plan="sam", executor="inline", lr=0.1) as a:
+        state = a.state_dict()
+    with AutoSAM(mlp(), loss_fn, plan="sgd", executor="inline", lr=0.1) as b:
+        with pytest.raises(ValueError, match="strategy 'sam'"):
+            b.load_state_dict(state)
