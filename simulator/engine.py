@@ -155,8 +155,9 @@ class Engine:
             if d is not None and not d.done:
                 d.succ.append(task)
                 n += 1
-        task.pending = n
-        if n == 0:
+        if n:
+            task.pending = n
+        else:
             self._ready(task)
         return task
 
@@ -251,19 +252,23 @@ class Engine:
     def run(self) -> None:
         """Run until no event is left or a callback sets ``stopped``."""
         heap = self._heap
-        self._dispatch()
+        finish = self._finish
+        events = 0
+        if self._dirty:
+            self._dispatch()
         while heap and not self.stopped:
             t, _, task, version = heappop(heap)
-            self.events += 1
+            events += 1
             if version != task.version:
                 continue
             self.now = t
-            self._finish(task)
+            finish(task)
             # complete everything else that completes at this instant before starting anything
             while heap and heap[0][0] == t and not self.stopped:
                 _, _, task, version = heappop(heap)
-                self.events += 1
+                events += 1
                 if version == task.version:
-                    self._finish(task)
+                    finish(task)
             if self._dirty:
                 self._dispatch()
+        self.events += events

@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--iterations", type=int, default=1000, help="iterations to predict (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the jitter and RST coin (default 0)")
     p.add_argument("--no-jitter", action="store_true", help="use the median times, no spread")
+    p.add_argument("--no-steady-state", action="store_true",
+                   help="simulate every iteration instead of stopping once the mean is known to 0.5%% and extrapolating")
     p.add_argument("--loader-seconds", type=float, default=0.0, help="data loading seconds per step on the descent side")
     p.add_argument("--timeline-iterations", type=int, default=6, help="iterations kept for --trace/--plot (default 6)")
     p.add_argument("--what-if", action="append", default=[], metavar="DEVICE=SPEC",
@@ -61,7 +63,8 @@ def run(args) -> int:
     else:
         plan = plan_from_args(args, cm)
     result = simulate(plan, cm, iterations=args.iterations, seed=args.seed, jitter=not args.no_jitter,
-                      timeline_iterations=args.timeline_iterations, loader_seconds=args.loader_seconds)
+                      timeline_iterations=args.timeline_iterations, loader_seconds=args.loader_seconds,
+                      steady_state=not args.no_steady_state)
     comparisons = None
     if args.plot:
         from hetsam.simulator.compare import compare_strategies
@@ -153,6 +156,8 @@ def plan_from_args(args, cm):
 
 
 def _fmt_seconds(s: float) -> str:
+    if s == 0:
+        return "0 s"
     if s >= 3600:
         return f"{s / 3600:.2f} h"
     if s >= 60:
