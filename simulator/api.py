@@ -228,10 +228,16 @@ def _result(plan, workload, engine, times, waits, stats, n_total, warmup, wall, 
         total_seconds=total, samples_per_second=b / mean if mean > 0 else math.inf,
         utilisation=utilisation, link_utilisation=links,
         descent_wait_seconds=wait_total, descent_wait_per_iteration=wait_total / n_total,
-        steady_state=stats.summary() | {"converged": extrapolated}, timeline=_timeline(engine),
+        steady_state=_steady(stats), timeline=_timeline(engine),
         tracks=tracks, events=engine.events, tasks=engine.tasks, wall_seconds=wall,
         notes=list(workload.notes) + [f"{k}: {v}" for k, v in workload.cm.derivations.items()], **meta,
     )
+
+
+def _steady(stats: BatchMeans) -> dict:
+    s = stats.summary()
+    s["converged"] = s["relative_halfwidth"] is not None and s["relative_halfwidth"] <= stats.rel_tol
+    return s
 
 
 def _timeline(engine: Engine) -> list[TimelineEvent]:
