@@ -9,6 +9,7 @@ statistics are touched only by the pass whose gradient the update applies.
 from __future__ import annotations
 
 import copy
+import io
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,14 @@ def assert_rel_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-6) -> Non
 SGD_KW = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
 
 
+def save_load(obj):
+    """Through ``torch.save`` and ``torch.load(weights_only=True)``, as a checkpoint goes."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
 # ---- building blocks ----------------------------------------------------------------------
 class Scratch:
     """A copy of the model on which gradients at arbitrary parameter values are taken."""
@@ -77,8 +86,9 @@ def snapshot(model) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
-def descend(model, opt, batch, e=None) -> None:
-    """θ ← base(θ, g(θ + e; B)) with the training model (its BatchNorm stats update here)."""
+def descend(model, opt, batch, e=None, g0=None, alpha=1.0) -> None:
+    """θ ← base(θ, g(θ + e; B)) with the training model (its BatchNorm stats update here);
+    with ``g0``: θ ← base(θ, (1 − α) g0 + α g(θ + e; B)) (G-RST)."""
     params = list(model.parameters())
     old = snapshot(model)
     if e is not None:
@@ -88,8 +98,10 @@ def descend(model, opt, batch, e=None) -> None:
     opt.zero_grad()
     loss_fn(model, batch).backward()
     with torch.no_grad():
-        for p, o in zip(params, old):
+        for i, (p, o) in enumerate(zip(params, old)):
             p.copy_(o)
+            if g0 is not None:
+                p.grad = (1 - alpha) * g0[i] + alpha * p.grad
     opt.step()
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hetsam import AutoSAM, Plan, SAM
-from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp, ref_async_sam, ref_sam
+from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp, ref_async_sam, ref_sam
 
 
 def autosam(model, plan, **kw):
@@ -119,7 +119,7 @@ def test_state_dict_carries_the_pending_ascent_gradients():
     opt = autosam(first, async_plan(2, 8))
     for t, b in enumerate(data[:6]):
         opt.step(b, upcoming=data[t + 1:t + 3])
-    state = {"model": first.state_dict(), "opt": opt.state_dict()}
+    state = save_load({"model": first.state_dict(), "opt": opt.state_dict()})
     assert sorted(state["opt"]["hetsam"]["strategy"]["pending"]) == [6, 7]
     opt.close()
 

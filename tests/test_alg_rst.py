@@ -1,6 +1,5 @@
 """hetsam.RST / G-RST and the p(t) schedules, against the rule written out here."""
 
-import io
 import math
 
 import pytest
@@ -10,7 +9,8 @@ from scipy.stats import binom
 from hetsam import RST, SAM
 from hetsam.algorithms import schedules
 from hetsam.algorithms.rst import SamTrials
-from _alg_refs import SGD_KW, Scratch, assert_rel_close, batches, flat, loss_fn, mlp, perturbation, snapshot
+from _alg_refs import (SGD_KW, Scratch, assert_rel_close, batches, descend, flat, loss_fn, mlp, perturbation,
+                       save_load, snapshot)
 
 
 def closure(model, batch):
@@ -61,22 +61,12 @@ def test_rst_and_grst_follow_the_rule_with_the_same_trials():
             g0 = scratch.grad(snapshot(ref), b)
             if u < 0.5:
                 chosen += 1
-                e = perturbation(g0, 0.05)
-                old = snapshot(ref)
-                with torch.no_grad():
-                    for p, ei in zip(params, e):
-                        p.add_(ei)
-                opt.zero_grad()
-                loss_fn(ref, b).backward()
-                with torch.no_grad():
-                    for p, o, g in zip(params, old, g0):
-                        p.copy_(o)
-                        p.grad = (1 - alpha) * g + alpha * p.grad
+                descend(ref, opt, b, perturbation(g0, 0.05), g0=g0, alpha=alpha)
             else:
                 with torch.no_grad():
                     for p, g in zip(params, g0):
                         p.grad = g.clone()
-            opt.step()
+                opt.step()
         assert 0 < chosen < len(data)
         assert_rel_close(flat(ours), flat(ref), 1e-6)
 
@@ -135,10 +125,7 @@ def test_state_dict_resumes_the_trials_exactly():
     first = mlp()
     opt = RST(first.parameters(), torch.optim.SGD, p=0.5, seed=11, **SGD_KW)
     run(opt, first, data[:7])
-    buf = io.BytesIO()
-    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    saved = torch.load(buf, weights_only=True)
+    saved = save_load({"model": first.state_dict(), "opt": opt.state_dict()})
     resumed = mlp(seed=9)
     resumed.load_state_dict(saved["model"])
     opt2 = RST(resumed.parameters(), torch.optim.SGD, p=0.5, seed=999, **SGD_KW)

@@ -1,14 +1,13 @@
 """hetsam.SAM against the equations of Foret et al. / Kwon et al., written out here."""
 
 import copy
-import io
 import warnings
 
 import pytest
 import torch
 
 from hetsam import SAM
-from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp, ref_sam
+from _alg_refs import SGD_KW, assert_rel_close, batches, descend, flat, loss_fn, mlp, ref_sam, save_load
 
 
 def run_sam(model, data, rho=0.05, adaptive=False, **kw):
@@ -41,15 +40,8 @@ def test_asam_matches_equations():
         params = list(ref.parameters())
         with torch.no_grad():
             tg_norm = torch.sqrt(sum(((p.abs() * p.grad) ** 2).sum() for p in params))
-            old = [p.clone() for p in params]
-            for p in params:
-                p.add_(0.5 * p * p * p.grad / tg_norm)
-        opt.zero_grad()
-        loss_fn(ref, batch).backward()
-        with torch.no_grad():
-            for p, o in zip(params, old):
-                p.copy_(o)
-        opt.step()
+            e = [0.5 * p * p * p.grad / tg_norm for p in params]
+        descend(ref, opt, batch, e)
         opt.zero_grad()
     assert_rel_close(flat(ours), flat(ref), 1e-6)
 
@@ -90,10 +82,7 @@ def test_state_dict_round_trip_mid_run_continues_exactly():
 
     first = mlp()
     opt = run_sam(first, data[:6])
-    buf = io.BytesIO()
-    torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    saved = torch.load(buf, weights_only=True)
+    saved = save_load({"model": first.state_dict(), "opt": opt.state_dict()})
     resumed = mlp(seed=5)
     resumed.load_state_dict(saved["model"])
     opt2 = SAM(resumed.parameters(), torch.optim.SGD, rho=0.05, **SGD_KW)

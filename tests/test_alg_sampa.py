@@ -1,13 +1,12 @@
 """SAMPa-λ through AutoSAM(executor="inline") against the sequential reference of DESIGN.md section 3."""
 
-import io
 
 import pytest
 import torch
 
 from hetsam import AutoSAM, Plan
 from hetsam.algorithms.sampa import optimistic_point_
-from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp, ref_sampa
+from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp, ref_sampa
 
 
 def autosam(model, lam, base=torch.optim.SGD, **kw):
@@ -85,11 +84,8 @@ def test_state_dict_carries_g_y_and_the_previous_batch():
     with autosam(first, 0.2) as opt:
         for b in data[:5]:
             opt.step(b)
-        buf = io.BytesIO()
-        torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    state = torch.load(buf, weights_only=True)
-    assert state["opt"]["hetsam"]["strategy"]["g_y"] is not None
+        state = save_load({"model": first.state_dict(), "opt": opt.state_dict()})
+        assert state["opt"]["hetsam"]["strategy"]["g_y"] is not None
     resumed = mlp(seed=4, bn=True)
     resumed.load_state_dict(state["model"])
     with autosam(resumed, 0.2) as opt:

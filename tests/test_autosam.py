@@ -1,6 +1,5 @@
 """AutoSAM end to end on CPU: every strategy trains, checkpoints resume, AMP, BatchNorm, errors."""
 
-import io
 import warnings
 
 import pytest
@@ -11,7 +10,7 @@ from torch import nn
 
 import hetsam.executor as executor_mod
 from hetsam import AutoSAM, HetsamInputError, Plan
-from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp
+from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp
 
 PLANS = {
     "sgd": "sgd",
@@ -109,11 +108,8 @@ def test_state_dict_round_trip_mid_run(name):
     with AutoSAM(first, loss_fn, torch.optim.SGD, **kw) as opt:
         for b in data[:6]:
             opt.step(b)
-        buf = io.BytesIO()
-        torch.save({"model": first.state_dict(), "opt": opt.state_dict()}, buf)
-    buf.seek(0)
-    state = torch.load(buf, weights_only=True)
-    resumed = mlp(seed=2, bn=True)
+        state = save_load({"model": first.state_dict(), "opt": opt.state_dict()})
+        resumed = mlp(seed=2, bn=True)
     resumed.load_state_dict(state["model"])
     with AutoSAM(resumed, loss_fn, torch.optim.SGD, **{**kw, "seed": 99}) as opt:
         opt.load_state_dict(state["opt"])

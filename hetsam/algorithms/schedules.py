@@ -62,8 +62,8 @@ class constant(Schedule):  # noqa: N801 - schedule names read as functions
 
 
 @dataclass(frozen=True)
-class linear(Schedule):  # noqa: N801
-    """p(t) = start + (end − start) · min(t, steps) / steps."""
+class _Ramp(Schedule):
+    """From ``start`` at t = 0 to ``end`` at t = ``steps``, then ``end``."""
 
     start: float
     end: float
@@ -73,23 +73,17 @@ class linear(Schedule):  # noqa: N801
         object.__setattr__(self, "start", _unit("start", self.start))
         object.__setattr__(self, "end", _unit("end", self.end))
         _steps(self.steps)
+
+
+class linear(_Ramp):  # noqa: N801
+    """p(t) = start + (end − start) · min(t, steps) / steps."""
 
     def __call__(self, t: int) -> float:
         return self.start + (self.end - self.start) * min(t, self.steps) / self.steps
 
 
-@dataclass(frozen=True)
-class cosine(Schedule):  # noqa: N801
+class cosine(_Ramp):  # noqa: N801
     """p(t) = end + (start − end) · (1 + cos(π · min(t, steps) / steps)) / 2."""
-
-    start: float
-    end: float
-    steps: int
-
-    def __post_init__(self):
-        object.__setattr__(self, "start", _unit("start", self.start))
-        object.__setattr__(self, "end", _unit("end", self.end))
-        _steps(self.steps)
 
     def __call__(self, t: int) -> float:
         return self.end + (self.start - self.end) * (1.0 + math.cos(math.pi * min(t, self.steps) / self.steps)) / 2.0

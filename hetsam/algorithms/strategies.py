@@ -49,6 +49,12 @@ class Strategy:
         """One update; returns the step's loss as a detached 0-dim tensor."""
         raise NotImplementedError
 
+    def base_step(self, batch: Any, accumulate: int) -> Tensor:
+        """θ_{t+1} = base(θ_t, g(θ_t; B_t)); returns L(θ_t; B_t)."""
+        loss = self.rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)
+        self.rt.apply()
+        return loss
+
     def state_dict(self) -> dict:
         return {"t": self.t}
 
@@ -69,8 +75,7 @@ class SGDStep(Strategy):
     name = "sgd"
 
     def step(self, batch, upcoming, accumulate):
-        loss = self.rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)
-        self.rt.apply()
+        loss = self.base_step(batch, accumulate)
         self.t += 1
         return loss
 
@@ -125,8 +130,7 @@ class RSTStep(SAMStep):
         if self.trials.draw():
             loss = self.sam_step(batch, accumulate, self.alpha)
         else:
-            loss = self.rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)
-            self.rt.apply()
+            loss = self.base_step(batch, accumulate)
         self.t += 1
         return loss
 
