@@ -14,12 +14,14 @@
 - ``contention``: two disjoint pools of one socket (by default ``cpu:S[0]`` and ``cpu:S[1]``),
   each alone and then both at once; the slowdown is ``median(together) / median(alone)``.
 
-Each device runs in its own Python thread. A CPU device (socket or pool) sets that thread's
-intra-op thread count with ``torch.set_num_threads`` (per thread under the OpenMP backend)
-and, for a pool, pins the thread with ``os.sched_setaffinity`` on its native thread id before
-its first parallel region, so its OpenMP team inherits the mask. The calling thread's affinity
-is never changed, and its thread count is restored at the end. GPUs are timed with CUDA
-events around the step; copies with ``torch.cuda.synchronize``.
+Each pool (and each GPU) runs in its own Python thread. That thread sets its own intra-op
+thread count with ``torch.set_num_threads`` (per thread under the OpenMP backend) and, for a
+pool, pins itself with ``os.sched_setaffinity`` on its native thread id before its first
+parallel region, so its OpenMP team inherits the mask. A CPU device that spans the whole
+process (``cpu:0`` on a one-socket machine) runs in the calling thread instead, as the descent
+does in the executor (see ``_run_threads``). The calling thread's affinity is never changed,
+and its thread count is restored at the end. GPUs are timed with CUDA events around the step;
+copies with ``torch.cuda.synchronize``.
 
 Every measurement runs on a deep copy of the model, so the caller's parameters and BatchNorm
 statistics are untouched. A batch that does not fit (``torch.OutOfMemoryError`` or an
@@ -27,9 +29,10 @@ allocator "out of memory") ends that device's ladder; ``max_batch_size`` records
 batch that fit (it is left out when everything up to ``B`` fit).
 
 ``budget_seconds`` bounds the wall time of the measurements (torch's import and the FLOP
-count before them, about 2 s on first use, are not counted): each phase gets a share of what is left, a ladder point gets a share
-proportional to its batch size, repeats are cut first, then the remaining ladder points; at
-least one point per device is always measured. Every cut is written to ``provenance.budget``.
+count before them, about 2 s on first use, are not counted). Each phase gets a share of what
+is left, a ladder point a share proportional to its batch size; repeats are cut first, then
+the remaining ladder points, and at least one point per device is always measured. Every cut
+is written to ``provenance.budget``.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (forward FLOPs per sample in
 ``model.flops_per_sample``; null where it fails). ``provenance.workload`` holds what spec
