@@ -222,6 +222,7 @@ class AutoSAM(torch.optim.Optimizer):
             raise HetsamInputError(f"accumulate={accumulate!r} must be a positive integer (micro-batches per step)")
         if upcoming is None and self._prefetched is not None and self._prefetched[0] is batch:
             upcoming = self._prefetched[1]
+        self._rt.release_grads()  # before any job runs, so no stale gradients stay alive
         with intra_op_threads(self._descent_threads):
             loss = self._strategy.step(batch, upcoming, accumulate)
         if getattr(self._strategy, "fell_back", False) and self.plan.ascent_batches != "independent":

@@ -69,6 +69,11 @@ class Runtime:
             loss_scale=self.loss_scale(), unscale=unscale, update_stats=update_stats, layers=self.layers,
         )
 
+    def release_grads(self) -> None:
+        """``p.grad = None``: the last step's gradients are not needed once it has been applied."""
+        for p in self.params:
+            p.grad = None
+
     def take_grads(self) -> list[Tensor | None]:
         """Detach the gradients from the parameters without copying (``p.grad`` becomes None)."""
         params = self.params

@@ -96,6 +96,8 @@ class SAMStep(Strategy):
         g0 = rt.take_grads()  # g(θ_t; B_t), unscaled
         rt.save()
         climbed = rt.climb(g0, scratch=alpha == 1.0)  # θ_t + e (g0 becomes e when it is not needed)
+        if alpha == 1.0:
+            del g0  # free e before the descent pass allocates its gradients
         rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)  # S · g(θ_t + e)
         if climbed:
             rt.restore()
