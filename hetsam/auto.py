@@ -37,6 +37,10 @@ Cross-cutting behaviour:
   counter and pending ascent gradients (AsyncSAM), g_y and the previous batch (SAMPa), RST's
   generator, and the GradScaler it created; ``load_state_dict`` resumes exactly.
 * ``close()`` (or ``with AutoSAM(...) as opt:``) releases the executor.
+* SAMPa computes both of its gradients on whole batches; the plan's ``ascent_batch_size`` is
+  used by AsyncSAM only.
+* ``step`` sets ``p.grad = None`` before its passes; after a step ``p.grad`` holds the last
+  update gradient (times the loss scale under a GradScaler), as with a plain optimizer.
 
 ``plan="auto"`` needs the planner, which is not available yet: :func:`auto_plan` is the single
 place where it will plug in.
@@ -198,7 +202,7 @@ class AutoSAM(torch.optim.Optimizer):
             if isinstance(p, (int, float)) and not isinstance(p, bool):
                 self.plan = dataclasses.replace(plan, sam_probability=float(p))  # what runs
             return strategy
-        ex = make_executor(executor, stacklevel=4)
+        ex = make_executor(executor)
         ascent = plan.effective_ascent_device
         ex.bind(self.model, self.loss_fn, rt.params, device=torch_device(ascent),
                 threads=role_threads(ascent, ascent_threads), amp_dtype=amp_spec.dtype if amp_spec else None)

@@ -57,7 +57,6 @@ import abc
 import copy
 import threading
 import time
-import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -67,6 +66,7 @@ from torch import Tensor, nn
 
 from hetsam.algorithms._batch import batch_to
 from hetsam.algorithms._passes import AmpSpec, compute_gradient, intra_op_threads, norm_layers
+from hetsam.algorithms._warn import warn_user
 from hetsam.algorithms.jobs import GradJob, GradResult
 from hetsam.devnames import parse_device
 from hetsam.errors import HetsamInputError
@@ -285,7 +285,7 @@ EXECUTORS: dict[str, Callable[[], Executor]] = {"inline": InlineExecutor}
 _warned_fallback = threading.Event()
 
 
-def make_executor(spec: str | Executor, *, stacklevel: int = 2) -> Executor:
+def make_executor(spec: str | Executor) -> Executor:
     """An executor from a name in :data:`EXECUTORS` or an :class:`Executor` instance.
 
     ``"threads"`` falls back to ``"inline"`` (with a one-time warning) until it is registered.
@@ -295,11 +295,9 @@ def make_executor(spec: str | Executor, *, stacklevel: int = 2) -> Executor:
     if spec == "threads" and "threads" not in EXECUTORS:
         if not _warned_fallback.is_set():
             _warned_fallback.set()
-            warnings.warn(
+            warn_user(
                 "executor='threads' is not available in this version of hetsam yet; running "
-                "executor='inline' (same results, no overlap of the ascent with the descent)",
-                RuntimeWarning,
-                stacklevel=stacklevel + 1,
+                "executor='inline' (same results, no overlap of the ascent with the descent)"
             )
         spec = "inline"
     factory = EXECUTORS.get(spec) if isinstance(spec, str) else None

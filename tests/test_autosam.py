@@ -238,3 +238,32 @@ def test_checkpoint_of_another_strategy_is_refused():
     with AutoSAM(mlp(), loss_fn, plan="sgd", executor="inline", lr=0.1) as b:
         with pytest.raises(ValueError, match="strategy 'sam'"):
             b.load_state_dict(state)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["sam", "async_sam_lookahead", "sampa"])
+def test_cuda_fp16_with_grad_scaler_trains(name):
+    loader, everything = digits()
+    loader = [(x.cuda(), y.cuda()) for x, y in loader]
+    model = digits_model().cuda()
+    before = full_loss(model, tuple(t.cuda() for t in everything))
+    with AutoSAM(model, loss_fn, torch.optim.SGD, plan=PLANS[name], executor="inline", amp=True, lr=0.1, momentum=0.9) as opt:
+        assert isinstance(opt.scaler, torch.amp.GradScaler)
+        for batch in opt.prefetch(loader * 2):
+            opt.step(batch)
+    assert full_loss(model, tuple(t.cuda() for t in everything)) < 0.3 * before
+
+
+@pytest.mark.cuda
+def test_cuda_descent_with_cpu_ascent_matches_all_cuda():
+    data = [(x.cuda(), y.cuda()) for x, y in batches(10)]
+    runs = []
+    for ascent in ("cuda:0", "cpu"):
+        model = mlp().cuda()
+        plan = Plan(strategy="async_sam", descent_device="cuda:0", ascent_device=ascent, staleness=1, ascent_batch_size=8)
+        with AutoSAM(model, loss_fn, plan=plan, executor="inline", **SGD_KW) as opt:
+            assert opt.executor.replica.device.type == ascent[:4]
+            for b in opt.prefetch(data):
+                opt.step(b)
+        runs.append(flat(model).cpu())
+    assert_rel_close(runs[1], runs[0], 1e-4)

@@ -17,12 +17,13 @@ before the climb and copied back afterwards (a copy, not ``θ + e − e``, so th
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from hetsam.algorithms._warn import warn_user
 
 __all__ = ["AscentGroup", "ascent_norm", "Perturbation", "mix_", "EPS"]
 
@@ -146,12 +147,10 @@ class Perturbation:
         self.skipped += 1
         if self.skipped == 1:
             kind = "zero" if value == 0.0 else "non-finite"
-            warnings.warn(
+            warn_user(
                 f"{self._owner}: the ascent gradient has a {kind} norm ({value}); this step skips the "
                 "perturbation and descends at the unperturbed parameters. Further skips are counted "
-                "silently (see the `skipped_perturbations` counter).",
-                RuntimeWarning,
-                stacklevel=3,
+                "silently (see the `skipped_perturbations` counter)."
             )
 
 

@@ -20,11 +20,11 @@ of the data), that one job uses B'_t as in ``independent``, silently; ``stats()`
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import Future
 from typing import Any, Sequence
 
 from hetsam.algorithms._batch import batch_size, slice_batch
+from hetsam.algorithms._warn import warn_user
 from hetsam.algorithms.jobs import ASCENT, GradResult
 from hetsam.algorithms.runtime import Runtime
 from hetsam.algorithms.strategies import Strategy
@@ -76,13 +76,11 @@ class AsyncSAMStep(Strategy):
     def _fall_back(self) -> None:
         self.policy = "independent"
         self.fell_back = True
-        warnings.warn(
+        warn_user(
             "AsyncSAM ascent_batches='lookahead' needs the next τ batches: pass step(batch, upcoming=[...]) "
             "or iterate `for batch in opt.prefetch(loader)`. Without them this run falls back to "
             "ascent_batches='independent' (the AsyncSAM paper's policy, which keeps less of SAM's gain); "
-            "opt.plan records it.",
-            RuntimeWarning,
-            stacklevel=6,
+            "opt.plan records it."
         )
 
     def step(self, batch, upcoming, accumulate):

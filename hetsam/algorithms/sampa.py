@@ -24,13 +24,13 @@ the device that computes g_x). ``step`` returns L(y_{t+1}; B_t), the loss of the
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from hetsam.algorithms._foreach import AscentGroup, ascent_norm, mix_
+from hetsam.algorithms._warn import warn_user
 from hetsam.algorithms.jobs import SAMPA_Y
 from hetsam.algorithms.runtime import Runtime
 from hetsam.algorithms.strategies import Strategy
@@ -124,11 +124,9 @@ class SAMPaStep(Strategy):
             return True
         self.dropped += 1
         if self.dropped == 1:
-            warnings.warn(
+            warn_user(
                 "SAMPa: the gradient g_y' at the auxiliary point is not finite; it is left out of this "
-                "update and the next step is not perturbed. Further cases are counted silently.",
-                RuntimeWarning,
-                stacklevel=4,
+                "update and the next step is not perturbed. Further cases are counted silently."
             )
         return False
 
