@@ -40,7 +40,7 @@ Cross-cutting behaviour:
 * SAMPa computes both of its gradients on whole batches; the plan's ``ascent_batch_size`` is
   used by AsyncSAM only.
 * ``step`` sets ``p.grad = None`` before its passes; after a step ``p.grad`` holds the last
-  update gradient (times the loss scale under a GradScaler), as with a plain optimizer.
+  update gradient, as with a plain optimizer.
 
 ``plan="auto"`` needs the planner, which is not available yet: :func:`auto_plan` is the single
 place where it will plug in.
