@@ -88,6 +88,7 @@ class SAMPaStep(Strategy):
         super().__init__(rt, executor)
         self.lam = lam
         self.g_y: list[Tensor | None] | None = None
+        self.g_y_norm: Tensor | None = None  # ‖g_y‖, found when g_y arrived (reused by a SAM climb)
         self.prev_batch: Any = None
         self.dropped = 0  # non-finite g_y' left out of the update
 
@@ -100,7 +101,8 @@ class SAMPaStep(Strategy):
         future = ex.submit(rt.job(self.t, SAMPA_Y, batch, accumulate=accumulate))  # g_y' = g(y_{t+1}; B_t)
         if moved:
             rt.restore()  # params: x_t
-        climbed = g_y is not None and rt.climb(g_y, scratch=True)  # params: x̃_t
+        norm = None if rt.adaptive else self.g_y_norm
+        climbed = g_y is not None and rt.climb(g_y, scratch=True, norm=norm)  # params: x̃_t
         del g_y
         rt.gradient(prev, accumulate=accumulate, update_stats=True, unscale=False)  # p.grad = S · g_x
         if climbed:
@@ -108,27 +110,28 @@ class SAMPaStep(Strategy):
         rt.perturbation.release()
         result = ex.wait(future)
         scale = rt.loss_scale()
-        finite = self._finite(result.grads)
+        self.g_y_norm = self._norm(result.grads)
+        finite = self.g_y_norm is not None
         if finite or scale is not None:  # with a GradScaler a non-finite g_y' makes the scaler skip the step
             mix_([p.grad for p in rt.params], result.grads, 1.0 - self.lam, self.lam * (scale or 1.0))
         rt.apply()  # x_{t+1} = base(x_t, (1 − λ) g_x + λ g_y')
-        self.g_y = result.grads if finite else None
+        self.g_y = result.grads if finite else None  # g_y ← g_y'
         self.prev_batch = batch
         self.t += 1
         return torch.tensor(result.loss)
 
-    def _finite(self, grads: Sequence[Tensor | None]) -> bool:
+    def _norm(self, grads: Sequence[Tensor | None]) -> Tensor | None:
+        """‖g_y'‖, or None (with a warning the first time) when it is not finite."""
         norm = ascent_norm([AscentGroup([], [g for g in grads if g is not None], 0.0)])
-        value = 0.0 if norm is None else float(norm)
-        if math.isfinite(value):
-            return True
+        if norm is None or math.isfinite(float(norm)):
+            return norm
         self.dropped += 1
         if self.dropped == 1:
             warn_user(
                 "SAMPa: the gradient g_y' at the auxiliary point is not finite; it is left out of this "
                 "update and the next step is not perturbed. Further cases are counted silently."
             )
-        return False
+        return None
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -140,6 +143,7 @@ class SAMPaStep(Strategy):
         g_y = state["g_y"]
         params = self.rt.params
         self.g_y = None if g_y is None else [None if g is None else g.to(p.device) for g, p in zip(g_y, params)]
+        self.g_y_norm = None  # recomputed by the next climb
         self.prev_batch = state["prev_batch"]
         self.dropped = int(state.get("dropped", 0))
 
