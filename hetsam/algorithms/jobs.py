@@ -9,7 +9,7 @@ fields: the gradient g(θ; B) of the mean loss at the parameter values ``params`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from torch import Tensor
@@ -67,4 +67,3 @@ class GradResult:
     grads: list[Tensor | None]
     loss: float
     seconds: float = 0.0
-    meta: dict = field(default_factory=dict)
