@@ -23,7 +23,6 @@ _LAZY = {
     "load_profile": "hetsam.profiles",
     "CostModel": "hetsam.costmodel",
     "simulate": "hetsam.simulator",
-    "plan": "hetsam.planner",
     "detect_devices": "hetsam.devices",
 }
 

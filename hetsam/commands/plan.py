@@ -20,6 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--ascent-batches", choices=("lookahead", "independent"), default="lookahead", help="AsyncSAM batch policy")
     p.add_argument("--no-simulate", action="store_true", help="rank by the closed form only (skip the simulator)")
     p.add_argument("--profile-budget-seconds", type=float, default=60.0, help="time budget when profiling this machine")
+    p.add_argument("--refresh-profile", action="store_true", help="measure this machine again even if a cached profile exists")
     p.add_argument("--out", default=None, help="write the chosen plan as JSON here")
     p.add_argument("--json", action="store_true", help="print the chosen plan as JSON, with alternatives")
 
@@ -33,10 +34,11 @@ def run(args) -> int:
     if args.profile is not None:
         profile = args.profile
     else:
-        from hetsam.machine_profile import profile_this_machine
+        from hetsam.profile_cache import profile_this_machine
 
         profile = profile_this_machine(args.model or "resnet20", args.batch_size or 64,
-                                       budget_seconds=args.profile_budget_seconds, progress=not args.json)
+                                       budget_seconds=args.profile_budget_seconds, progress=not args.json,
+                                       refresh=args.refresh_profile, log=lambda line: print(line, file=sys.stderr))
     report = plan(
         profile, batch_size=args.batch_size, budget=args.budget, max_staleness=args.max_staleness,
         min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,

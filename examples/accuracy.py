@@ -1,0 +1,216 @@
+"""Accuracy benchmark: how much of SAM's gain over SGD does each hetsam strategy keep?
+
+Tasks (real data that ships offline):
+
+- ``digits``: scikit-learn's 8x8 digits with 40% symmetric label noise on the training split only
+  (validation and test stay clean); an MLP 64-256-256-10.
+- ``mnist1d``: MNIST-1D from the ``mnist1d`` package's own offline generator, clean labels;
+  an MLP 40-256-256-10.
+
+Both train for 30 epochs at batch 64 with SGD (lr 0.05, per-step cosine decay, momentum 0.9,
+weight decay 5e-4) and rho = 0.2. Each seed shares its initialisation, batch order and noisy
+labels across strategies, so differences are paired.
+
+Run:  python examples/accuracy.py                       (10 seeds, both tasks: several minutes)
+      python examples/accuracy.py --seeds 2 --epochs 3  (a quick look)
+      python examples/accuracy.py --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+import hetsam
+from hetsam import Plan
+
+BATCH = 64
+
+
+# ---------------------------------------------------------------------------------------
+def load_task(name: str, noise: float):
+    """(x_train, y_train_noisy, x_val, y_val, x_test, y_test, clean_train_labels) as tensors."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        x, y = load_digits(return_X_y=True)
+        x = x.astype(np.float32) / 16.0
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=0.2, random_state=0, stratify=y_tr)
+    elif name == "mnist1d":
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        data = make_dataset(get_dataset_args())
+        x, y = data["x"].astype(np.float32), data["y"]
+        mean, std = x.mean(), x.std()
+        x = (x - mean) / std
+        x_te, y_te = (data["x_test"].astype(np.float32) - mean) / std, data["y_test"]
+        n_val = len(x) // 5
+        x_tr, y_tr, x_va, y_va = x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+    else:
+        raise SystemExit(f"unknown task {name!r}: choose digits or mnist1d")
+    t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
+    return (t(x_tr, torch.float32), t(y_tr, torch.long), t(x_va, torch.float32), t(y_va, torch.long),
+            t(x_te, torch.float32), t(y_te, torch.long))
+
+
+def noisy_labels(y: torch.Tensor, rate: float, seed: int, classes: int = 10) -> torch.Tensor:
+    """Symmetric noise: each label, with probability ``rate``, becomes a uniformly random other class."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    flip = torch.rand(len(y), generator=g) < rate
+    shift = torch.randint(1, classes, (len(y),), generator=g)
+    return torch.where(flip, (y + shift) % classes, y)
+
+
+def mlp(d_in: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(d_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
+
+
+@torch.no_grad()
+def accuracy(model, x, y) -> float:
+    model.eval()
+    acc = (model(x).argmax(1) == y).float().mean().item()
+    model.train()
+    return acc
+
+
+# ---------------------------------------------------------------------------------------
+def strategies(planner_ascent: int | None) -> dict[str, Plan | str]:
+    out = {
+        "sgd": Plan("sgd"),
+        "sam": Plan("sam"),
+        "async lookahead b'=b": Plan("async_sam", batch_size=BATCH, ascent_batch_size=BATCH, ascent_batches="lookahead"),
+        "async lookahead b'=b/4": Plan("async_sam", batch_size=BATCH, ascent_batch_size=BATCH // 4, ascent_batches="lookahead"),
+        "async independent b'=b/4 (paper)": Plan("async_sam", batch_size=BATCH, ascent_batch_size=BATCH // 4, ascent_batches="independent"),
+        "sampa-0.2": Plan("sampa", batch_size=BATCH, sampa_lambda=0.2),
+        "rst p=0.5": Plan("rst", sam_probability=0.5),
+    }
+    if planner_ascent is not None and planner_ascent not in (BATCH, BATCH // 4):
+        out[f"async lookahead b'={planner_ascent} (planner)"] = Plan(
+            "async_sam", batch_size=BATCH, ascent_batch_size=planner_ascent, ascent_batches="lookahead")
+    return out
+
+
+def train_one(task, plan, seed: int, epochs: int, rho: float, executor: str):
+    x_tr, y_tr, x_va, y_va, x_te, y_te = task
+    torch.manual_seed(seed)
+    model = mlp(x_tr.shape[1])
+    order = torch.Generator().manual_seed(seed)
+    perms = [torch.randperm(len(x_tr), generator=order) for _ in range(epochs)]
+    steps_per_epoch = math.ceil(len(x_tr) / BATCH)
+    opt = hetsam.AutoSAM(model, loss_fn, base_optimizer=torch.optim.SGD, rho=rho, plan=plan, executor=executor,
+                         lr=0.05, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, epochs * steps_per_epoch) / (epochs * steps_per_epoch))))
+    best_val, test_at_best = -1.0, 0.0
+    t0 = time.perf_counter()
+    with opt:
+        for epoch in range(epochs):
+            batches = [(x_tr[idx], y_tr[idx]) for idx in perms[epoch].split(BATCH)]
+            for batch in opt.prefetch(batches):
+                opt.step(batch)
+                sched.step()
+            val = accuracy(model, x_va, y_va)
+            if val > best_val:
+                best_val, test_at_best = val, accuracy(model, x_te, y_te)
+    return {"final_test": accuracy(model, x_te, y_te), "best_val_test": test_at_best, "seconds": time.perf_counter() - t0}
+
+
+def summarize(results: dict[str, list[dict]]) -> list[dict]:
+    sgd, sam = results["sgd"], results["sam"]
+    sam_gain = statistics.mean(r["final_test"] - s["final_test"] for r, s in zip(sam, sgd))
+    sam_gain_best = statistics.mean(r["best_val_test"] - s["best_val_test"] for r, s in zip(sam, sgd))
+    rows = []
+    for name, runs in results.items():
+        acc = [r["final_test"] for r in runs]
+        diff = [r["final_test"] - s["final_test"] for r, s in zip(runs, sgd)]
+        diff_best = [r["best_val_test"] - s["best_val_test"] for r, s in zip(runs, sgd)]
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+        rows.append({
+            "strategy": name,
+            "final_test_mean": statistics.mean(acc), "final_test_std": sd(acc),
+            "diff_vs_sgd_mean": statistics.mean(diff), "diff_vs_sgd_std": sd(diff),
+            "share_of_sam_gain": statistics.mean(diff) / sam_gain if sam_gain > 0 else float("nan"),
+            "best_val_test_mean": statistics.mean(r["best_val_test"] for r in runs),
+            "share_of_sam_gain_at_best_val": statistics.mean(diff_best) / sam_gain_best if sam_gain_best > 0 else float("nan"),
+            "seconds_mean": statistics.mean(r["seconds"] for r in runs),
+        })
+    return rows
+
+
+def print_table(task: str, rows: list[dict], seeds: int) -> None:
+    print(f"\n{task}: final test accuracy over {seeds} seed(s); share = paired gain vs SGD / SAM's paired gain")
+    head = f"{'strategy':36s} {'test acc':>15s} {'vs SGD':>15s} {'share':>7s} {'best-val acc':>12s} {'share@bv':>8s} {'s/run':>6s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['strategy']:36s} {100 * r['final_test_mean']:6.2f} ± {100 * r['final_test_std']:5.2f} "
+              f"{100 * r['diff_vs_sgd_mean']:+6.2f} ± {100 * r['diff_vs_sgd_std']:5.2f} {r['share_of_sam_gain']:7.0%} "
+              f"{100 * r['best_val_test_mean']:12.2f} {r['share_of_sam_gain_at_best_val']:8.0%} {r['seconds_mean']:6.1f}")
+    sys.stdout.flush()
+
+
+def planner_ascent_batch(profile_name: str | None) -> int | None:
+    if not profile_name:
+        return None
+    from hetsam.planner import plan
+
+    report = plan(profile_name, batch_size=BATCH, simulate=False)
+    return report.plan.ascent_batch_size if report.plan.strategy == "async_sam" else None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default="digits,mnist1d")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--rho", type=float, default=0.2)
+    ap.add_argument("--noise", type=float, default=0.4, help="label noise on the digits training split")
+    ap.add_argument("--train-subset", type=int, default=None, help="use only the first N training samples (quick runs)")
+    ap.add_argument("--planner-profile", default="a6000-epyc7452", help="reference profile whose planned b' is also run ('' to skip)")
+    ap.add_argument("--executor", default="inline", choices=("inline", "threads"))
+    ap.add_argument("--json", default=None, help="write all results here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # tiny models: one thread is fastest and keeps runs reproducible
+    try:
+        planner_b = planner_ascent_batch(args.planner_profile)
+    except Exception as exc:  # a missing reference profile should not stop the accuracy study
+        print(f"(planner b' skipped: {exc})")
+        planner_b = None
+    everything = {}
+    for task_name in args.tasks.split(","):
+        x_tr, y_tr, *rest = load_task(task_name, args.noise)
+        if args.train_subset:
+            x_tr, y_tr = x_tr[: args.train_subset], y_tr[: args.train_subset]
+        results: dict[str, list[dict]] = {}
+        for seed in range(args.seeds):
+            y_seed = noisy_labels(y_tr, args.noise, seed) if task_name == "digits" else y_tr
+            task = (x_tr, y_seed, *rest)
+            for name, plan in strategies(planner_b).items():
+                plan = Plan.from_dict({**plan.to_dict(), "predicted": {}})
+                results.setdefault(name, []).append(train_one(task, plan, seed, args.epochs, args.rho, args.executor))
+        rows = summarize(results)
+        print_table(task_name, rows, args.seeds)
+        everything[task_name] = {"summary": rows, "runs": results}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "planner_ascent_batch": planner_b, "tasks": everything}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

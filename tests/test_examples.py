@@ -1,0 +1,54 @@
+"""Every example runs, in a reduced form."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_accuracy_benchmark_reduced(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("mnist1d")
+    accuracy = load_example("accuracy")
+    out = tmp_path / "acc.json"
+    assert accuracy.main(["--seeds", "2", "--epochs", "1", "--train-subset", "192", "--planner-profile", "",
+                          "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    for task in ("digits", "mnist1d"):
+        rows = {r["strategy"]: r for r in data["tasks"][task]["summary"]}
+        assert set(rows) >= {"sgd", "sam", "async lookahead b'=b", "async lookahead b'=b/4",
+                             "async independent b'=b/4 (paper)", "sampa-0.2", "rst p=0.5"}
+        for r in rows.values():
+            assert 0.0 <= r["final_test_mean"] <= 1.0 and r["seconds_mean"] > 0
+        assert rows["sgd"]["diff_vs_sgd_mean"] == 0.0
+        # paired differences are computed per seed against the SGD run of that seed
+        runs = data["tasks"][task]["runs"]
+        diffs = [a["final_test"] - b["final_test"] for a, b in zip(runs["sam"], runs["sgd"])]
+        assert math.isclose(rows["sam"]["diff_vs_sgd_mean"], sum(diffs) / len(diffs))
+        assert task in printed
+
+
+def test_noisy_labels_are_symmetric_and_never_keep_the_label():
+    accuracy = load_example("accuracy")
+    import torch
+
+    y = torch.arange(10).repeat(2000)
+    noisy = accuracy.noisy_labels(y, 0.4, seed=0)
+    flipped = noisy != y
+    assert abs(flipped.float().mean().item() - 0.4) < 0.02
+    # a flipped label is uniform over the 9 other classes
+    counts = torch.bincount((noisy[flipped] - y[flipped]) % 10, minlength=10)
+    assert counts[0] == 0
+    assert counts[1:].min() > 0.8 * counts[1:].float().mean()
