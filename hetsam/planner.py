@@ -115,6 +115,7 @@ def plan(
     simulate: bool = True,
     simulate_top: int = 8,
     seed: int = 0,
+    descent_kind: str | None = None,
 ) -> PlanReport:
     """Plan SAM for the machine a profile describes. See the module docstring for the rules.
 
@@ -127,11 +128,15 @@ def plan(
         reserve_cores: cores of socket 0 kept free for the data loader.
         strategies: which strategies to consider.
         simulate: confirm and rank the leading candidates with the simulator.
+        descent_kind: ``"cpu"`` or ``"gpu"`` to keep the descent on that kind of device (where
+            the model already lives); None: any.
     """
     cm = profile if isinstance(profile, CostModel) else CostModel(profile)
     b = cm.profile.batch_size if batch_size is None else batch_size
     _validate(b, budget, max_staleness, min_ascent_fraction, reserve_cores, strategies)
-    layout = _Layout(cm, reserve_cores)
+    if descent_kind not in (None, "cpu", "gpu"):
+        raise HetsamInputError(f"descent_kind={descent_kind!r} must be 'cpu', 'gpu' or None")
+    layout = _Layout(cm, reserve_cores, descent_kind)
     if not layout.descent_devices:
         raise HetsamInputError(f"reserving {reserve_cores} core(s) leaves no device to train on; reserve fewer")
 
@@ -226,8 +231,9 @@ def _validate(b, budget, max_staleness, min_fraction, reserve, strategies) -> No
 class _Layout:
     """The devices and CPU pools a plan may use, with ``reserve`` cores of socket 0 held back."""
 
-    def __init__(self, cm: CostModel, reserve: int):
+    def __init__(self, cm: CostModel, reserve: int, descent_kind: str | None = None):
         self.cm = cm
+        self.descent_kind = descent_kind
         whole: list[str] = []  # a device or a whole (less reserve) socket
         self.splits: list[tuple[str, str]] = []  # disjoint pools of one socket
         for dev in cm.profile.devices:
@@ -246,20 +252,24 @@ class _Layout:
             whole.append(dev.id if usable == n else f"{dev.id}[{format_cpulist(range(usable))}]")
             for k in _split_sizes(usable):
                 self.splits.append((f"{dev.id}[{format_cpulist(range(k))}]", f"{dev.id}[{format_cpulist(range(k, usable))}]"))
-        self.descent_devices = whole + [d for d, _ in self.splits]
         self.whole = whole
+        self.descent_devices = [d for d in whole + [d for d, _ in self.splits] if self._may_descend(d)]
+
+    def _may_descend(self, device: str) -> bool:
+        return self.descent_kind is None or parse_device(device).kind == self.descent_kind
 
     def pairs(self):
         """(descent, ascent) pairs: every whole device with itself (time-sliced) and with the
         others, plus each split of a socket into two disjoint pools (both orders)."""
-        for d in self.whole:
+        for d in filter(self._may_descend, self.whole):
             yield d, d
             for a in self.whole:
                 if a != d and not self.cm.shares_cores(d, a):
                     yield d, a
         for p1, p2 in self.splits:
-            yield p1, p2
-            yield p2, p1
+            for d, a in ((p1, p2), (p2, p1)):
+                if self._may_descend(d):
+                    yield d, a
 
 
 def _split_sizes(n: int) -> list[int]:

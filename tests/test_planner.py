@@ -134,3 +134,11 @@ def test_cli_plan_json_and_errors(tmp_path):
     assert json.loads((tmp_path / "plan.json").read_text())["strategy"] == "async_sam"
     bad = subprocess.run([sys.executable, "-m", "hetsam", "plan", "--profile", str(path), "--budget", "0.5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_descent_kind_keeps_the_descent_where_the_model_lives():
+    report = plan(gpu_plus_slow_cpu(), batch_size=128, descent_kind="cpu", simulate=False)
+    assert all(c.plan.descent_device.startswith("cpu") for c in report.candidates)
+    assert report.plan.descent_device.startswith("cpu")
+    with pytest.raises(HetsamInputError, match="descent_kind"):
+        plan(gpu_plus_slow_cpu(), descent_kind="tpu", simulate=False)
