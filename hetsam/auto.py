@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from hetsam.algorithms._passes import AmpSpec, intra_op_threads
+from hetsam.algorithms._passes import AmpSpec
 from hetsam.algorithms.asyncsam import AsyncSAMStep
 from hetsam.algorithms.rst import check_alpha
 from hetsam.algorithms.runtime import Runtime
@@ -64,7 +64,9 @@ from hetsam.algorithms.sam import check_base_optimizer, check_rho, share_groups
 from hetsam.algorithms.sampa import SAMPaStep
 from hetsam.algorithms.strategies import RSTStep, SAMStep, SGDStep, Strategy
 from hetsam.errors import HetsamInputError
-from hetsam.executor import EXECUTORS, Executor, make_executor, role_threads, torch_device
+from hetsam.executor import (
+    EXECUTORS, FAILURE_POLICIES, Executor, Placement, make_executor, pool_cpus, role_binding, role_threads, torch_device,
+)
 from hetsam.plan import STRATEGIES, Plan
 
 __all__ = ["AutoSAM", "auto_plan", "resolve_plan"]
@@ -133,9 +135,10 @@ class AutoSAM(torch.optim.Optimizer):
         rho: the perturbation radius ρ ≥ 0.
         plan: a :class:`hetsam.Plan`, a strategy name (``"sgd"``, ``"sam"``, ``"async_sam"``,
             ``"sampa"``, ``"rst"``) with the Plan defaults, or ``"auto"`` (not available yet).
-        executor: ``"inline"`` (sequential reference), ``"threads"`` (the default; until the
-            threaded executor exists it runs inline, with a one-time warning), or an
-            :class:`hetsam.executor.Executor`.
+        executor: ``"threads"`` (the default: the ascent on a worker thread bound to the plan's
+            ascent device, or time-sliced on the calling thread when both roles share a device;
+            see :mod:`hetsam.executor_threads`), ``"inline"`` (the sequential reference, same
+            numbers), or an :class:`hetsam.executor.Executor`.
 
     Keyword-only:
         adaptive: ASAM scaling of the perturbation (T = |θ|).
@@ -146,13 +149,27 @@ class AutoSAM(torch.optim.Optimizer):
         amp: autocast: False/None, True, ``"bf16"``/``"fp16"`` or a dtype.
         scaler: a ``torch.amp.GradScaler``; None creates one for float16; False: none.
         descent_threads, ascent_threads: intra-op thread counts of the two roles (default: the
-            pool size of the plan's device for a CPU pool, else the current count).
+            pool size of the plan's device for a CPU pool, else the current count). When the
+            descent device is a CPU pool (``cpu:0[0]``), each ``step`` also pins the calling
+            thread to the pool's cores; its thread count and affinity are restored on return.
+        on_worker_failure: what happens when the ascent worker fails (an exception in a job,
+            e.g. out of memory on the ascent device): ``"raise"`` (the default) re-raises at
+            the next ``step`` as :class:`hetsam.WorkerFailure`, with the original exception as
+            ``__cause__``; ``"degrade"`` warns once and carries on with every ascent gradient
+            computed synchronously on the descent device (like ``executor="inline"`` there):
+            the gradient of the failed job is recomputed from its snapshot, so no step loses
+            its perturbation and the update rule is unchanged, only the overlap is gone.
+            None keeps the setting of an :class:`Executor` instance (else ``"raise"``).
+
+    A ``KeyboardInterrupt`` (or ``SystemExit``) during ``step`` closes the optimizer before it
+    propagates, so no worker thread outlives it.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, base_optimizer: Any = torch.optim.SGD, rho: float = 0.05,
                  plan: Any = "auto", executor: Any = "threads", *, adaptive: bool = False, sam_probability: Any = None,
                  grst_alpha: float = 1.0, seed: int | None = None, amp: Any = None, scaler: Any = None,
-                 descent_threads: int | None = None, ascent_threads: int | None = None, **base_kwargs):
+                 descent_threads: int | None = None, ascent_threads: int | None = None,
+                 on_worker_failure: str | None = None, **base_kwargs):
         if not isinstance(model, nn.Module):
             raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -164,6 +181,8 @@ class AutoSAM(torch.optim.Optimizer):
         check_base_optimizer(base_optimizer)
         if not (isinstance(executor, Executor) or executor in EXECUTORS or executor == "threads"):
             raise HetsamInputError(f"executor={executor!r} is unknown; choose 'threads', 'inline' or an Executor")
+        if on_worker_failure is not None and on_worker_failure not in FAILURE_POLICIES:
+            raise HetsamInputError(f"on_worker_failure={on_worker_failure!r} must be 'raise' or 'degrade'")
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise HetsamInputError("the model has no parameters that require grad; nothing to optimize")
@@ -183,6 +202,8 @@ class AutoSAM(torch.optim.Optimizer):
         self.model = model
         self.loss_fn = loss_fn
         self._descent_threads = role_threads(self.plan.descent_device, descent_threads)
+        self._descent_cpus = pool_cpus(self.plan.descent_device) if device.type == "cpu" else None
+        self._on_worker_failure = on_worker_failure
         self._rt = Runtime(model, loss_fn, self.base_optimizer, rho=rho, adaptive=adaptive, amp=amp_spec,
                            scaler=self.scaler)
         self._executor: Executor | None = None
@@ -203,9 +224,12 @@ class AutoSAM(torch.optim.Optimizer):
                 self.plan = dataclasses.replace(plan, sam_probability=float(p))  # what runs
             return strategy
         ex = make_executor(executor)
+        if self._on_worker_failure is not None:
+            ex.on_worker_failure = self._on_worker_failure
         ascent = plan.effective_ascent_device
         ex.bind(self.model, self.loss_fn, rt.params, device=torch_device(ascent),
-                threads=role_threads(ascent, ascent_threads), amp_dtype=amp_spec.dtype if amp_spec else None)
+                threads=role_threads(ascent, ascent_threads), amp_dtype=amp_spec.dtype if amp_spec else None,
+                placement=Placement(plan.descent_device, ascent, self._descent_threads))
         self._executor = ex
         if plan.strategy == "async_sam":
             return AsyncSAMStep(rt, ex, staleness=plan.staleness, ascent_batch_size=plan.ascent_batch_size,
@@ -227,8 +251,13 @@ class AutoSAM(torch.optim.Optimizer):
         if upcoming is None and self._prefetched is not None and self._prefetched[0] is batch:
             upcoming = self._prefetched[1]
         self._rt.release_grads()  # before any job runs, so no stale gradients stay alive
-        with intra_op_threads(self._descent_threads):
-            loss = self._strategy.step(batch, upcoming, accumulate)
+        try:
+            with role_binding(self._descent_threads, self._descent_cpus):
+                loss = self._strategy.step(batch, upcoming, accumulate)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: leave no worker behind
+                self.close()
+            raise
         if getattr(self._strategy, "fell_back", False) and self.plan.ascent_batches != "independent":
             self.plan = dataclasses.replace(self.plan, ascent_batches="independent")  # what ran
         return float(loss)

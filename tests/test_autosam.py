@@ -148,7 +148,8 @@ def test_plan_auto_is_not_available_yet():
         AutoSAM(mlp(), loss_fn, torch.optim.SGD, lr=0.1)
 
 
-def test_threads_executor_falls_back_to_inline_with_one_warning():
+def test_threads_executor_falls_back_to_inline_with_one_warning(monkeypatch):
+    monkeypatch.delitem(executor_mod.EXECUTORS, "threads")  # as in a build without the threaded executor
     executor_mod._warned_fallback.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
