@@ -11,13 +11,15 @@ from dataclasses import asdict, dataclass, field
 
 from hetsam.costmodel import CostModel
 from hetsam.errors import HetsamInputError
+from hetsam.network import Cluster
 from hetsam.plan import Plan
 
 from .engine import Engine
 from .model import Workload, warmup_iterations
 from .steady import BatchMeans, percentile
 
-__all__ = ["simulate", "SimResult", "TimelineEvent", "cost_model", "DEFAULT_ITERATIONS", "DEFAULT_TIMELINE_ITERATIONS"]
+__all__ = ["simulate", "SimResult", "TimelineEvent", "cost_model", "make_cluster", "DEFAULT_ITERATIONS",
+           "DEFAULT_TIMELINE_ITERATIONS"]
 
 DEFAULT_ITERATIONS = 1000
 DEFAULT_TIMELINE_ITERATIONS = 6
@@ -57,6 +59,10 @@ class SimResult:
             gradient, over all ``iterations`` (extrapolated like the time).
         descent_wait_per_iteration: its mean per iteration.
         steady_state: the batch-means estimate (mean, 95% CI half-width, warm-up, batches).
+        cluster: for n > 1 ranks, the data-parallel layout (``Cluster.to_dict``: ranks, ring
+            link, bucket sizes and their all-reduce seconds); None for one process.
+        allreduce_exposed_per_iteration: mean seconds per simulated step that the last
+            all-reduce ends after the backward (the communication not hidden by DDP buckets).
         timeline: events of the first ``timeline_iterations`` iterations.
         tracks: track name -> what runs there, in display order.
         events, tasks, wall_seconds: engine counters for this run.
@@ -85,6 +91,8 @@ class SimResult:
     tasks: int = 0
     wall_seconds: float = 0.0
     notes: list = field(default_factory=list)
+    cluster: dict | None = None
+    allreduce_exposed_per_iteration: float = 0.0
 
     @property
     def events_per_second(self) -> float:
@@ -112,6 +120,8 @@ class SimResult:
             "jitter": self.jitter,
             "loader_seconds": self.loader_seconds,
             "notes": list(self.notes),
+            "cluster": self.cluster,
+            "allreduce_exposed_per_iteration": self.allreduce_exposed_per_iteration,
             "tracks": dict(self.tracks),
             "timeline": [asdict(e) for e in self.timeline],
             "engine": {"events": self.events, "tasks": self.tasks, "wall_seconds": self.wall_seconds,
@@ -123,6 +133,21 @@ class SimResult:
 def cost_model(profile) -> CostModel:
     """A CostModel from a CostModel, a Profile, a path or a bundled profile name."""
     return profile if isinstance(profile, CostModel) else CostModel(profile)
+
+
+def make_cluster(cm: CostModel, nodes: int = 1, devices_per_node: int = 1, *, cluster: Cluster | None = None,
+                 **network) -> Cluster:
+    """The :class:`~hetsam.network.Cluster` ``simulate`` runs on (``cluster`` as given, if any)."""
+    if cluster is not None:
+        if network or (nodes, devices_per_node) != (1, 1):
+            raise HetsamInputError("pass either cluster= or nodes/devices_per_node and network options, not both")
+        if not isinstance(cluster, Cluster):
+            raise HetsamInputError(f"cluster must be a hetsam.network.Cluster, got {type(cluster).__name__}")
+        return cluster
+    try:
+        return Cluster(cm, nodes, devices_per_node, **network)
+    except TypeError as exc:  # an unknown keyword
+        raise HetsamInputError(f"simulate: {exc}; see hetsam.network.Cluster for the network options") from None
 
 
 def _check_iterations(iterations) -> int:
@@ -142,6 +167,9 @@ def simulate(
     loader_seconds: float = 0.0,
     steady_state: bool = True,
     rel_tol: float = 0.005,
+    nodes: int = 1,
+    devices_per_node: int = 1,
+    **network,
 ) -> SimResult:
     """Simulate ``iterations`` training iterations of ``plan`` on the machine ``profile`` describes.
 
@@ -155,6 +183,14 @@ def simulate(
         loader_seconds: data-loading seconds per step on the descent side (see ``model.py``).
         steady_state: stop once the 95% confidence interval of the mean iteration time is
             within ``rel_tol`` of it (batch means) and extrapolate the rest.
+        nodes, devices_per_node: N and G of a data-parallel job (n = N·G ranks; ``model.py``
+            says how one representative rank and the network stand for all of them, and
+            ``hetsam.network`` gives the ring all-reduce and DDP bucket model). N = G = 1 is
+            the single-process simulation, exactly.
+        **network: the other arguments of :class:`hetsam.network.Cluster`
+            (``sockets_per_node``, ``intra_node_bandwidth``, ``inter_node_bandwidth`` in bytes/s,
+            ``intra_node_latency``, ``inter_node_latency`` in seconds, ``bucket_cap_mb``,
+            ``first_bucket_mb``, ``backward_fraction``), or ``cluster=`` a ready Cluster.
 
     Raises:
         HetsamInputError: a device the profile lacks, a non-positive iteration count, ...
@@ -171,6 +207,7 @@ def simulate(
     if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
         raise HetsamInputError(f"rel_tol={rel_tol!r} must be in (0, 1)")
     cm = cost_model(profile)
+    cluster = make_cluster(cm, nodes, devices_per_node, **network)
 
     engine = Engine(record_until_iteration=timeline_iterations)
     times: list[float] = []
@@ -188,7 +225,8 @@ def simulate(
         if len(times) >= n_total or (steady_state and converged):
             engine.stopped = True
 
-    workload = Workload(plan, cm, engine, jitter=jitter, seed=seed, loader_seconds=loader_seconds, on_step=on_step)
+    workload = Workload(plan, cm, engine, jitter=jitter, seed=seed, loader_seconds=loader_seconds, on_step=on_step,
+                        cluster=cluster)
     t0 = time.perf_counter()
     workload.start()
     engine.run()
@@ -231,7 +269,19 @@ def _result(plan, workload, engine, times, waits, stats, n_total, warmup, wall, 
         steady_state=_steady(stats), timeline=_timeline(engine),
         tracks=tracks, events=engine.events, tasks=engine.tasks, wall_seconds=wall,
         notes=list(workload.notes) + [f"{k}: {v}" for k, v in workload.cm.derivations.items()], **meta,
+        cluster=_cluster(workload),
+        allreduce_exposed_per_iteration=workload.exposed[0] / workload.exposed[1] if workload.exposed[1] else 0.0,
     )
+
+
+def _cluster(workload) -> dict | None:
+    c = workload.cluster
+    if c is None:
+        return None
+    d = c.to_dict(workload.descent, workload.cm.parameter_bytes, workload.allreduce_ranks)
+    d["describe"] = c.describe(workload.descent, workload.cm.parameter_bytes, workload.allreduce_ranks)
+    d["sampa_pairs"] = workload.pairs
+    return d
 
 
 def _steady(stats: BatchMeans) -> dict:

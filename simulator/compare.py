@@ -82,15 +82,16 @@ def _key(p: Plan, cm, b: int) -> tuple:
 
 
 def compare_strategies(plan: Plan, profile, *, iterations: int = 2000, seed: int = 0, jitter: bool = True,
-                       loader_seconds: float = 0.0) -> list[Comparison]:
-    """Simulate every plan of :func:`comparison_plans`; SGD first, SAM second."""
+                       loader_seconds: float = 0.0, cluster=None) -> list[Comparison]:
+    """Simulate every plan of :func:`comparison_plans`; SGD first, SAM second (on ``cluster``,
+    a :class:`hetsam.network.Cluster`, when given)."""
     cm = cost_model(profile)
     b = plan.batch_size if plan.batch_size is not None else cm.profile.batch_size
     given = _key(plan, cm, b)
     rows = []
     for label, p in comparison_plans(plan, cm):
         r = simulate(p, cm, iterations=iterations, seed=seed, jitter=jitter, timeline_iterations=0,
-                     loader_seconds=loader_seconds)
+                     loader_seconds=loader_seconds, cluster=cluster)
         rows.append((label, p, r.iteration_seconds["mean"]))
     sgd, sam = rows[0][2], rows[1][2]
     return [Comparison(label, p, s, s / sgd - 1.0, sam / s, _key(p, cm, b) == given) for label, p, s in rows]

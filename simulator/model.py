@@ -46,18 +46,41 @@ RST coin), so the n-th descent of two strategies uses the same random number (co
 numbers make strategy comparisons less noisy). Updates, loader and copies have no spread in
 the profile and are not jittered.
 
-Extension point (many nodes, issue 7): :meth:`Workload.descent_step` builds the descent of
-one step. A data-parallel descent over N nodes × G devices replaces it with the backward
-split into DDP buckets on D and one ring all-reduce task per bucket on a network resource
-(``2(n−1)/n · bytes / bandwidth + 2(n−1) · latency``), each depending on its bucket's
-backward, followed by the update. Nothing else here needs to change: the ascent, copies and
-waits only see the task that ``descent_step`` returns.
+Many nodes (``cluster``, a :class:`hetsam.network.Cluster` with n = N·G > 1 ranks). The
+descent is data-parallel: every rank runs the plan on its own devices and DDP all-reduces the
+descent gradient. Ranks run in lock-step (every rank applies the same averaged gradient), so
+the simulation follows **one representative rank plus the network**, never n processes:
+
+- :meth:`Workload.descent_step` splits the descent gradient of step t into the forward and
+  one backward segment per DDP bucket (on D, in that order: the forward is the first
+  ``1−β`` of the draw, then bucket k's share of the backward), adds one ring all-reduce task
+  per bucket on a ``network`` resource (each after its bucket's segment and the previous
+  all-reduce, so they run one after the other), and the update after both the backward and
+  the last all-reduce. ``hetsam.network`` gives the bucket sizes, ``β`` and the ring formula;
+  without jitter the step is exactly ``max(t_D, e_K) + u`` of its closed form.
+- The ascent of SAM and RST runs on D without an all-reduce, and AsyncSAM's on the rank's own
+  ascent device: the perturbation is per rank, as SAM is usually run under DDP.
+- **SAMPa pairs** (as the official SAMPa code runs on two GPUs): D and A are the two ranks of
+  a pair; each step both compute their gradient at b (``g_x`` on D after ``U_{t−1}``,
+  ``g_y'`` on A after A's previous update), and *one* all-reduce over the 2n ranks combines
+  ``(1−λ)·g_x`` and ``λ·g_y'`` and averages over the pairs, so there are no D↔A copies. Its
+  buckets are ready when both ranks have produced them; then D and A update (``u`` each).
+  The descent wait is the time D's backward ends before A's. With n = 1 SAMPa keeps the
+  single-process model above (copies).
+- **Jitter across ranks**: an all-reduce waits for the slowest rank, so every gradient draw
+  is the slowest of n ranks' draws: the maximum of n lognormals, sampled exactly by the
+  inverse CDF, ``m·exp(σ·Φ⁻¹(U^{1/n}))`` with one uniform U (:class:`MaxDraw`). Ascent
+  draws are taken the same way. Taking the slowest ascent and the slowest descent in one
+  step is an upper bound (``max_r a_r + max_r d_r >= max_r (a_r + d_r)``) that is tight when
+  the ascent is hidden. RST's coin is common to all ranks (every rank takes the same decision).
+- With n = 1 none of this runs: the result is the single-node one exactly.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from statistics import NormalDist
 
 from hetsam.costmodel import CostModel
 from hetsam.errors import HetsamInputError
@@ -65,9 +88,10 @@ from hetsam.plan import Plan
 
 from .engine import Engine, Resource, Task
 
-__all__ = ["Workload", "Draw", "lognormal_sigma", "warmup_iterations"]
+__all__ = ["Workload", "Draw", "MaxDraw", "lognormal_sigma", "slowest_median", "warmup_iterations"]
 
 _Z75 = 0.6744897501960817  # standard normal 0.75 quantile
+_NORMAL = NormalDist()
 
 
 def lognormal_sigma(median: float, iqr: float) -> float:
@@ -78,6 +102,13 @@ def lognormal_sigma(median: float, iqr: float) -> float:
     if median <= 0 or iqr < 0:
         raise ValueError("median must be > 0 and iqr >= 0")
     return math.asinh(iqr / (2.0 * median)) / _Z75
+
+
+def slowest_median(median: float, iqr: float, n: int) -> float:
+    """Median of the slowest of ``n`` ranks' draws: ``m·exp(σ·Φ⁻¹(0.5^{1/n}))`` (see :class:`MaxDraw`)."""
+    if n <= 1 or iqr <= 0:
+        return median
+    return median * math.exp(lognormal_sigma(median, iqr) * _NORMAL.inv_cdf(0.5 ** (1.0 / n)))
 
 
 def warmup_iterations(staleness: int) -> int:
@@ -101,6 +132,31 @@ class Draw:
         return self.median * math.exp(self.sigma * self._gauss(0.0, 1.0))
 
 
+class MaxDraw(Draw):
+    """Seconds of the slowest of ``n`` ranks' gradients: the maximum of n lognormal draws.
+
+    ``P(max <= m·e^{σz}) = Φ(z)^n``, so ``max = m·exp(σ·Φ⁻¹(U^{1/n}))`` with U uniform: one
+    draw per step whatever n. ``Φ⁻¹(U^{1/n})`` is taken as ``−Φ⁻¹(1 − U^{1/n})`` with
+    ``1 − U^{1/n} = −expm1(ln U / n)``, which stays accurate when ``U^{1/n}`` rounds to 1.
+    """
+
+    __slots__ = ("inv_n", "_random")
+
+    def __init__(self, median: float, iqr: float, rng: random.Random | None, n: int):
+        super().__init__(median, iqr, rng)
+        self.inv_n = 1.0 / n
+        self._random = rng.random if rng is not None else None
+
+    def __call__(self) -> float:
+        if self.sigma == 0.0:
+            return self.median
+        u = self._random()
+        while u == 0.0:  # log(0); probability 2^-53
+            u = self._random()
+        tail = -math.expm1(math.log(u) * self.inv_n)  # 1 − U^{1/n}
+        return self.median * math.exp(-self.sigma * _NORMAL.inv_cdf(tail))
+
+
 def _stream(seed: int, name: str) -> random.Random:
     # str seeds are hashed with SHA-512 by `random`, independent of PYTHONHASHSEED
     return random.Random(f"hetsam.simulator:{seed}:{name}")
@@ -115,7 +171,7 @@ class Workload:
     """
 
     def __init__(self, plan: Plan, cm: CostModel, engine: Engine, *, jitter: bool, seed: int,
-                 loader_seconds: float = 0.0, on_step=None):
+                 loader_seconds: float = 0.0, on_step=None, cluster=None):
         if not isinstance(loader_seconds, (int, float)) or not math.isfinite(loader_seconds) or loader_seconds < 0:
             raise HetsamInputError(f"loader_seconds={loader_seconds!r} must be a number >= 0")
         self.plan = plan
@@ -134,7 +190,16 @@ class Workload:
         self.loader = float(loader_seconds)
         self.update = cm.update_seconds(self.descent)
         rng = (lambda name: _stream(seed, name)) if jitter else (lambda name: None)
-        self.t_descent = Draw(cm.grad_seconds(self.descent, self.b), cm.grad_spread(self.descent, self.b), rng("descent"))
+        # data parallel over n > 1 ranks (module docstring): one representative rank + the network
+        self.cluster = cluster if cluster is not None and cluster.ranks > 1 else None
+        ranks = self.cluster.ranks if self.cluster is not None else 1
+        self.pairs = self.cluster is not None and s == "sampa"
+
+        def draw(dev: str, batch: int, name: str) -> Draw:
+            med, iqr, stream = cm.grad_seconds(dev, batch), cm.grad_spread(dev, batch), rng(name)
+            return MaxDraw(med, iqr, stream, ranks) if ranks > 1 else Draw(med, iqr, stream)
+
+        self.t_descent = draw(self.descent, self.b, "descent")
         self.t_ascent = None
         self.coin = _stream(seed, "rst").random
         self.notes: list[str] = []
@@ -150,12 +215,13 @@ class Workload:
         self.copy_to_ascent = self.copy_to_descent = 0.0
         self.shared = False
         if self.uses_ascent:
-            self.t_ascent = Draw(cm.grad_seconds(self.ascent, self.b_ascent), cm.grad_spread(self.ascent, self.b_ascent), rng("ascent"))
+            self.t_ascent = draw(self.ascent, self.b_ascent, "ascent")
             self.shared = cm.shares_cores(self.descent, self.ascent)
             if not self.shared:
                 self.res_ascent = engine.resource(self.ascent)
                 engine.contend(self.res_descent, self.res_ascent,
                                cm.slowdown(self.descent, self.ascent), cm.slowdown(self.ascent, self.descent))
+        if self.uses_ascent and not self.pairs:  # SAMPa pairs exchange through the all-reduce
             nbytes = cm.parameter_bytes
             self.copy_to_ascent = cm.copy_seconds(self.descent, self.ascent, nbytes)
             self.copy_to_descent = cm.copy_seconds(self.ascent, self.descent, nbytes)
@@ -166,11 +232,29 @@ class Workload:
             if self.shared and self.ascent != self.descent:
                 self.notes.append(f"{self.descent} and {self.ascent} share cores: their gradients are time-sliced")
 
+        self.res_network: Resource | None = None
+        self.exposed = [0.0, 0]  # sum and count of the seconds the last all-reduce ends after the backward
+        if self.cluster is not None:
+            c = self.cluster
+            self.allreduce_ranks = 2 * c.ranks if self.pairs else c.ranks
+            self.bucket_fractions, self.bucket_seconds = c.bucket_schedule(
+                self.descent, cm.parameter_bytes, self.allreduce_ranks)
+            self.res_network = engine.resource("network", "link", compute=False)
+            self.update_ascent = cm.update_seconds(self.ascent)
+            roles = {"descent": self.descent}
+            if self.uses_ascent:
+                roles["ascent"] = self.ascent
+            self.notes += c.ownership_notes(roles)
+            if self.pairs and cm.kind(self.ascent) != "gpu":
+                self.notes.append(f"SAMPa pair: {self.ascent} is a rank of the all-reduce; NCCL needs GPUs, so a CPU rank "
+                                  "means a gloo or mixed backend, priced here at the same ring link")
+
         self._steps: dict[int, Task] = {}  # step tasks still referenced by later iterations
+        self._ascent_updates: dict[int, Task] = {}  # SAMPa pairs: A's update of each step
         self._built = 0
         self._build_iteration = {
             "sgd": self._build_sgd, "sam": self._build_sam, "rst": self._build_rst,
-            "async_sam": self._build_async, "sampa": self._build_sampa,
+            "async_sam": self._build_async, "sampa": self._build_sampa_pairs if self.pairs else self._build_sampa,
         }[s]  # the one dispatch point between strategies
 
     # ---- roles, for reports ----------------------------------------------------------------
@@ -181,7 +265,7 @@ class Workload:
         return roles
 
     def links(self) -> dict[str, Resource]:
-        return {r.name: r for r in (self.link_to_ascent, self.link_to_descent) if r is not None}
+        return {r.name: r for r in (self.link_to_ascent, self.link_to_descent, self.res_network) if r is not None}
 
     def track_labels(self) -> dict[Resource, str]:
         labels = {self.res_descent: "descent"}
@@ -192,6 +276,8 @@ class Workload:
                 labels[self.res_ascent] = "ascent"
         for r in self.links().values():
             labels[r] = "copies"
+        if self.res_network is not None:
+            labels[self.res_network] = f"ring all-reduce over {self.allreduce_ranks} ranks"
         return labels
 
     # ---- building ------------------------------------------------------------------------
@@ -205,6 +291,7 @@ class Workload:
         self._built += 1
         self._build_iteration(t)
         self._steps.pop(t - self.tau - 2, None)
+        self._ascent_updates.pop(t - 2, None)
 
     def _done(self, task: Task) -> None:
         self._next()  # keeps τ+1 iterations ahead of the last completed step
@@ -224,10 +311,58 @@ class Workload:
         ``chain``: the task it would follow if the ascent were free (for the wait). This is the
         extension point for a data-parallel descent (see the module docstring).
         """
+        if self.cluster is not None:
+            return self._ddp_descent_step(t, deps, chain)
         e = self.engine
         work = self.t_descent() + self.update
         task = e.add("descent", "descent", self.res_descent, work, t, deps, order=4 * t + 2, on_done=self._done,
                      chain=chain or _ORIGIN, tail=self.update)
+        self._steps[t] = task
+        return task
+
+    def _backward_buckets(self, t: int, res: Resource, work: float, deps, chain, name: str) -> list[Task]:
+        """The forward and one backward segment per DDP bucket of a ``work``-second gradient on
+        ``res``, one after the other: segment k ends when bucket k is ready (r_k)."""
+        beta = self.cluster.backward_fraction
+        fwd, bwd = work * (1.0 - beta), work * beta
+        segs, done = [], 0.0
+        for k, frac in enumerate(self.bucket_fractions):
+            seg_work = (fwd if k == 0 else 0.0) + (frac - done) * bwd
+            done = frac
+            label = f"{name}: forward + backward 1/{len(self.bucket_fractions)}" if k == 0 else \
+                f"{name}: backward {k + 1}/{len(self.bucket_fractions)}"
+            segs.append(self.engine.add(label, "descent", res, seg_work, t, deps if k == 0 else (segs[-1],),
+                                        order=4 * t + 2, chain=(chain or _ORIGIN) if k == 0 else None))
+        return segs
+
+    def _allreduces(self, t: int, *producers: list[Task]) -> Task:
+        """One ring all-reduce per bucket, each after its bucket (on every producer) and the
+        previous all-reduce; returns the last."""
+        prev = None
+        n = len(self.bucket_seconds)
+        for k, seconds in enumerate(self.bucket_seconds):
+            deps = tuple(p[k] for p in producers) + (prev,)
+            prev = self.engine.add(f"all-reduce {k + 1}/{n}", "allreduce", self.res_network, seconds, t, deps,
+                                   order=4 * t + 2)
+        return prev
+
+    def _expose(self, seconds: float) -> None:
+        self.exposed[0] += max(0.0, seconds)
+        self.exposed[1] += 1
+
+    def _ddp_descent_step(self, t: int, deps, chain: Task | None) -> Task:
+        """Descent of step t as one rank of a DDP job: buckets, their all-reduces, the update."""
+        segs = self._backward_buckets(t, self.res_descent, self.t_descent(), deps, chain, "descent")
+        last = self._allreduces(t, segs)
+        first, end = segs[0], segs[-1]
+
+        def done(task: Task) -> None:
+            task.wait = first.wait  # the descent's wait for ĝ, as in the single-node model
+            self._expose(last.end - end.end)
+            self._done(task)
+
+        task = self.engine.add("update", "update", self.res_descent, self.update, t, (end, last), order=4 * t + 3,
+                               on_done=done)
         self._steps[t] = task
         return task
 
@@ -279,6 +414,30 @@ class Workload:
         task = e.add("combine + update", "update", self.res_descent, self.update, t, (gx, gy), order=4 * t + 3,
                      on_done=self._done, chain=gx)
         self._steps[t] = task
+
+
+    def _build_sampa_pairs(self, t: int) -> None:
+        """SAMPa across a pair of ranks (module docstring): g_x on D and g_y' on A at b, one
+        all-reduce over the 2n ranks, then both update."""
+        e = self.engine
+        prev = self._steps.get(t - 1)
+        chain = self._load(t, prev) or prev
+        gx = self._backward_buckets(t, self.res_descent, self.t_descent(), (chain,), chain, "g_x")
+        gy = self._backward_buckets(t, self.res_ascent, self.t_ascent(), (self._ascent_updates.get(t - 1),), None, "g_y'")
+        for seg in gy:
+            seg.category = "ascent"
+        last = self._allreduces(t, gx, gy)
+        ax, dx = gy[-1], gx[-1]
+
+        def done(task: Task) -> None:
+            task.wait = max(0.0, ax.end - dx.end)  # D's backward ended before A's
+            self._expose(last.end - max(ax.end, dx.end))
+            self._done(task)
+
+        self._ascent_updates[t] = e.add("update", "update", self.res_ascent, self.update_ascent, t, (ax, last),
+                                        order=4 * t + 3)
+        self._steps[t] = e.add("combine + update", "update", self.res_descent, self.update, t, (dx, last),
+                               order=4 * t + 3, on_done=done)
 
 
 def _resolve(cm: CostModel, name: str, field: str) -> str:

@@ -15,9 +15,10 @@ COLOURS = {
     "copy": "#9467bd",
     "wait": "#d62728",
     "loader": "#8c564b",
+    "allreduce": "#2ca02c",
 }
 _LEGEND = {"descent": "descent gradient", "update": "update", "ascent": "ascent gradient", "copy": "copy θ / ĝ",
-           "wait": "descent waits for ĝ", "loader": "data loading"}
+           "wait": "descent waits for ĝ", "loader": "data loading", "allreduce": "ring all-reduce (DDP bucket)"}
 
 
 def _seconds_unit(seconds: float) -> tuple[float, str]:

@@ -12,7 +12,7 @@ import json
 
 __all__ = ["chrome_trace", "write_chrome_trace"]
 
-_THREADS = {"descent": 1, "update": 1, "loader": 1, "wait": 1, "ascent": 2, "copy": 3}
+_THREADS = {"descent": 1, "update": 1, "loader": 1, "wait": 1, "ascent": 2, "copy": 3, "allreduce": 4}
 
 
 def chrome_trace(result) -> dict:
@@ -25,7 +25,7 @@ def chrome_trace(result) -> dict:
                        "args": {"name": f"{track} ({label})" if label else track}})
         events.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
         for thread in sorted({_THREADS.get(e.category, 1) for e in result.timeline if e.track == track}):
-            name = {1: "descent", 2: "ascent", 3: "copy"}[thread]
+            name = {1: "descent", 2: "ascent", 3: "copy", 4: "all-reduce"}[thread]
             events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": thread, "args": {"name": name}})
     for e in result.timeline:
         events.append({
