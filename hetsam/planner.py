@@ -30,6 +30,26 @@ How the numbers are found:
 - Candidates are ranked by their closed-form step time, then the leading ones are confirmed
   by the discrete-event simulator (``hetsam.simulator``), whose prediction is what is reported.
 
+At scale (``nodes`` x ``devices_per_node`` = n > 1 data-parallel ranks, ``hetsam.network``):
+
+- every descent step, SGD's included, ends with DDP's bucketed ring all-reduce:
+  ``step = max(t_D, e_K) + u`` (``Cluster.step_seconds``); SAM adds its ascent before it
+  (``t_D + step``: the ascent is per rank, not all-reduced), AsyncSAM's window for the ascent
+  is that step, and SAMPa pairs two ranks whose gradients one all-reduce over 2n ranks
+  combines (no copies);
+- each rank's ascent runs on what the rank owns: with G > 1 ranks per node, a pool of
+  ``floor(C / ceil(G/S))`` cores of socket 0 (whole, or split in two), and another GPU only if
+  the profile lists at least 2G GPUs; ``reserve_cores`` is then per rank. With G = 1 the
+  devices are those of the single-node plan;
+- the budget is 1.05 x SGD *at that scale*, so the overhead is what SAM costs on top of
+  data-parallel SGD;
+- every step waits for the slowest of the n ranks, so the closed forms take each gradient time
+  as the median of the slowest of n ranks' times (``slowest_median``; the simulator draws the
+  maximum itself), and the SGD and SAM baselines are simulated like the candidates. Only the
+  SGD candidate on the fastest device is simulated (the others keep their closed form).
+
+With n = 1 the planner is the single-node one, exactly.
+
 This module does not import torch.
 """
 
@@ -41,6 +61,7 @@ from dataclasses import dataclass, field, replace
 from hetsam.costmodel import CostModel
 from hetsam.devnames import format_cpulist, parse_device
 from hetsam.errors import HetsamInputError
+from hetsam.network import Cluster
 from hetsam.plan import Plan
 
 __all__ = ["plan", "PlanReport", "Candidate", "OBJECTIVE", "fidelity_key"]
@@ -91,6 +112,7 @@ class PlanReport:
     rst_probability_for_budget: float
     objective: str
     notes: list[str] = field(default_factory=list)
+    cluster: dict | None = None  # the data-parallel layout when n > 1 ranks (Cluster.to_dict + describe)
 
     def alternatives(self) -> list[dict]:
         out = []
@@ -116,6 +138,9 @@ def plan(
     simulate_top: int = 8,
     seed: int = 0,
     descent_kind: str | None = None,
+    nodes: int = 1,
+    devices_per_node: int = 1,
+    **network,
 ) -> PlanReport:
     """Plan SAM for the machine a profile describes. See the module docstring for the rules.
 
@@ -130,19 +155,34 @@ def plan(
         simulate: confirm and rank the leading candidates with the simulator.
         descent_kind: ``"cpu"`` or ``"gpu"`` to keep the descent on that kind of device (where
             the model already lives); None: any.
+        nodes, devices_per_node: N and G of a data-parallel job (module docstring).
+        **network: the other arguments of :class:`hetsam.network.Cluster` (bandwidths,
+            latencies, ``sockets_per_node``, bucket sizes).
     """
     cm = profile if isinstance(profile, CostModel) else CostModel(profile)
     b = cm.profile.batch_size if batch_size is None else batch_size
     _validate(b, budget, max_staleness, min_ascent_fraction, reserve_cores, strategies)
     if descent_kind not in (None, "cpu", "gpu"):
         raise HetsamInputError(f"descent_kind={descent_kind!r} must be 'cpu', 'gpu' or None")
-    layout = _Layout(cm, reserve_cores, descent_kind)
+    try:
+        cluster = Cluster(cm, nodes, devices_per_node, **network)
+    except TypeError as exc:  # an unknown keyword
+        raise HetsamInputError(f"plan: {exc}; see hetsam.network.Cluster for the network options") from None
+    scale = cluster if cluster.ranks > 1 else None
+    sim_cm = cm
+    if scale is not None:  # closed forms at scale see the slowest rank's gradient times
+        cm = _SlowestRank(cm, scale.ranks)
+    layout = _Layout(cm, reserve_cores, descent_kind, scale)
     if not layout.descent_devices:
         raise HetsamInputError(f"reserving {reserve_cores} core(s) leaves no device to train on; reserve fewer")
 
-    step = {d: cm.grad_seconds(d, b) + cm.update_seconds(d) for d in layout.descent_devices}
+    step = {d: _descent_step(cm, scale, d, cm.grad_seconds(d, b)) for d in layout.descent_devices}
     fastest = min(step, key=step.get)
     sgd_seconds = step[fastest]
+    if scale is not None and simulate:
+        # at scale the slowest of n ranks sets the pace (the simulator's max-of-n jitter), which
+        # the closed forms leave out: the baseline the budget and overheads refer to is simulated too
+        sgd_seconds = _simulated_seconds(sim_cm, Plan("sgd", descent_device=fastest, batch_size=b), seed, scale)
     budget_seconds = budget * sgd_seconds
 
     floor = max(1, math.ceil(min_ascent_fraction * b))
@@ -153,10 +193,17 @@ def plan(
 
     for d in layout.descent_devices:
         add(Plan("sgd", descent_device=d, batch_size=b), step[d])
-    sam_seconds = min(2 * cm.grad_seconds(d, b) + cm.update_seconds(d) for d in layout.descent_devices)
+    if scale is None:
+        sam_step = {d: 2 * cm.grad_seconds(d, b) + cm.update_seconds(d) for d in layout.descent_devices}
+    else:  # SAM's ascent on D is not all-reduced (per-rank perturbation)
+        sam_step = {d: cm.grad_seconds(d, b) + step[d] for d in layout.descent_devices}
+    sam_seconds = min(sam_step.values())
+    if scale is not None and simulate:
+        sam_fastest = min(sam_step, key=sam_step.get)
+        sam_seconds = _simulated_seconds(sim_cm, Plan("sam", descent_device=sam_fastest, batch_size=b), seed, scale)
     if "sam" in strategies:
         for d in layout.descent_devices:
-            add(Plan("sam", descent_device=d, batch_size=b), 2 * cm.grad_seconds(d, b) + cm.update_seconds(d))
+            add(Plan("sam", descent_device=d, batch_size=b), sam_step[d])
     if "rst" in strategies:
         t = cm.grad_seconds(fastest, b)
         p_budget = min(1.0, max(0.0, (budget_seconds - sgd_seconds) / t))
@@ -171,12 +218,13 @@ def plan(
             continue
         if "async_sam" in strategies:
             for tau in range(1, max_staleness + 1):
-                add(*_async_candidate(cm, descent, ascent, b, tau, floor, ascent_batches, budget_seconds))
+                add(*_async_candidate(cm, descent, ascent, b, tau, floor, ascent_batches, budget_seconds, scale))
         if "sampa" in strategies and not cm.shares_cores(descent, ascent):
-            add(*_sampa_candidate(cm, descent, ascent, b))
+            add(*_sampa_candidate(cm, descent, ascent, b, scale))
 
     if simulate:
-        _confirm_with_simulator(cm, candidates, simulate_top, seed, floor / b, notes)
+        _confirm_with_simulator(sim_cm, candidates, simulate_top, seed, floor / b, notes, scale, budget_seconds,
+                                sgd_seconds if scale is not None else None, fastest)
 
     for c in candidates:
         c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
@@ -203,12 +251,25 @@ def plan(
             "speedup_vs_sam": sam_seconds / c.predicted_seconds,
             "fidelity": list(c.fidelity),
         })
+        if scale is not None:
+            c.plan.predicted.update({"nodes": scale.nodes, "devices_per_node": scale.devices_per_node,
+                                     "ranks": scale.ranks})
     candidates.sort(key=lambda c: (not c.fits_budget, [-x for x in c.fidelity], c.predicted_seconds))
     return PlanReport(
         plan=best.plan, candidates=candidates, batch_size=b, budget=budget, budget_seconds=budget_seconds,
         sgd_seconds=sgd_seconds, sam_seconds=sam_seconds, budget_met=budget_met,
         rst_probability_for_budget=p_budget, objective=OBJECTIVE.format(budget=budget), notes=notes,
+        cluster=_cluster_report(scale, best.plan, cm),
     )
+
+
+def _cluster_report(scale: Cluster | None, chosen: Plan, cm: CostModel) -> dict | None:
+    if scale is None:
+        return None
+    ranks = 2 * scale.ranks if chosen.strategy == "sampa" else scale.ranks
+    d = scale.to_dict(chosen.descent_device, cm.parameter_bytes, ranks)
+    d["describe"] = scale.describe(chosen.descent_device, cm.parameter_bytes, ranks)
+    return d
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,11 +290,19 @@ def _validate(b, budget, max_staleness, min_fraction, reserve, strategies) -> No
 
 
 class _Layout:
-    """The devices and CPU pools a plan may use, with ``reserve`` cores of socket 0 held back."""
+    """The devices and CPU pools a plan may use, with ``reserve`` cores of socket 0 held back.
 
-    def __init__(self, cm: CostModel, reserve: int, descent_kind: str | None = None):
+    With G > 1 ranks per node (``cluster``), one rank owns a pool of socket 0
+    (``Cluster.rank_cores``; ``reserve`` is taken from it), and another rank's GPU is an
+    ascent device only when there are spare GPUs (``Cluster.spare_gpus``).
+    """
+
+    def __init__(self, cm: CostModel, reserve: int, descent_kind: str | None = None, cluster: Cluster | None = None):
         self.cm = cm
         self.descent_kind = descent_kind
+        multi = cluster is not None and cluster.devices_per_node > 1
+        share = cluster.rank_cores() if multi else None
+        self.gpu_ascent = not multi or cluster.spare_gpus()
         whole: list[str] = []  # a device or a whole (less reserve) socket
         self.splits: list[tuple[str, str]] = []  # disjoint pools of one socket
         for dev in cm.profile.devices:
@@ -244,9 +313,17 @@ class _Layout:
             if name.is_pool:
                 continue
             n = dev.cores or 1
-            if name.index == 0 and reserve > n:
+            if share is not None:  # the rank's pool: the first share[1] cores of its socket
+                if dev.id != share[0]:
+                    continue
+                if reserve > share[1]:
+                    raise HetsamInputError(f"cannot reserve {reserve} cores per rank: each of the {cluster.devices_per_node} "
+                                           f"ranks of a node owns {share[1]} cores of {dev.id}")
+                usable = share[1] - reserve
+            elif name.index == 0 and reserve > n:
                 raise HetsamInputError(f"cannot reserve {reserve} cores: socket {dev.id} has {n}")
-            usable = n - (reserve if name.index == 0 else 0)
+            else:
+                usable = n - (reserve if name.index == 0 else 0)
             if usable < 1:
                 continue
             whole.append(dev.id if usable == n else f"{dev.id}[{format_cpulist(range(usable))}]")
@@ -264,7 +341,7 @@ class _Layout:
         for d in filter(self._may_descend, self.whole):
             yield d, d
             for a in self.whole:
-                if a != d and not self.cm.shares_cores(d, a):
+                if a != d and not self.cm.shares_cores(d, a) and (self.gpu_ascent or self.cm.kind(a) != "gpu"):
                     yield d, a
         for p1, p2 in self.splits:
             for d, a in ((p1, p2), (p2, p1)):
@@ -294,19 +371,26 @@ def _largest_fitting(fits, lo: int, hi: int) -> int | None:
     return lo
 
 
-def _async_candidate(cm, descent, ascent, b, tau, floor, policy, budget_seconds):
+def _descent_step(cm, scale: Cluster | None, descent, compute: float) -> float:
+    """A descent step of ``compute`` seconds: ``compute + u``, or at scale DDP's ``max(t, e_K) + u``."""
     upd = cm.update_seconds(descent)
+    if scale is None:
+        return compute + upd
+    return scale.step_seconds(descent, compute, upd, cm.parameter_bytes)
+
+
+def _async_candidate(cm, descent, ascent, b, tau, floor, policy, budget_seconds, scale=None):
     nbytes = cm.parameter_bytes
     if cm.shares_cores(descent, ascent):
         # time-sliced on one pool: both gradients run back to back, so nothing is hidden and
         # b' is the largest that keeps the step within the budget (at least the floor)
-        base = cm.grad_seconds(descent, b) + upd
+        base = _descent_step(cm, scale, descent, cm.grad_seconds(descent, b))
         bp = _largest_fitting(lambda x: base + cm.grad_seconds(ascent, x) <= budget_seconds, floor, b) or floor
         p = Plan("async_sam", descent_device=descent, ascent_device=ascent, batch_size=b, ascent_batch_size=bp,
                  staleness=tau, ascent_batches=policy)
         return p, base + cm.grad_seconds(ascent, bp), "time-sliced on one pool"
     s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
-    window = cm.grad_seconds(descent, b) * s_d + upd
+    window = _descent_step(cm, scale, descent, cm.grad_seconds(descent, b) * s_d)
     to_a, to_d = cm.copy_seconds(descent, ascent, nbytes), cm.copy_seconds(ascent, descent, nbytes)
 
     def ascent_chain(bp: int) -> float:
@@ -323,24 +407,63 @@ def _async_candidate(cm, descent, ascent, b, tau, floor, policy, budget_seconds)
     return p, seconds, note
 
 
-def _sampa_candidate(cm, descent, ascent, b):
+def _sampa_candidate(cm, descent, ascent, b, scale=None):
     nbytes = cm.parameter_bytes
     s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
+    if scale is not None:
+        # a pair of ranks: both gradients at once, combined by one all-reduce over 2n ranks
+        seconds = scale.step_seconds(descent, cm.grad_seconds(descent, b) * s_d, cm.update_seconds(descent), nbytes,
+                                     partner_compute=cm.grad_seconds(ascent, b) * s_a, ranks=2 * scale.ranks)
+        return Plan("sampa", descent_device=descent, ascent_device=ascent, batch_size=b), seconds, "a pair of ranks"
     # both gradients of a step in parallel; x̃/y are sent to the ascent device, g_y' comes back
     other = cm.copy_seconds(descent, ascent, nbytes) + cm.grad_seconds(ascent, b) * s_a + cm.copy_seconds(ascent, descent, nbytes)
     seconds = max(cm.grad_seconds(descent, b) * s_d, other) + cm.update_seconds(descent)
     return Plan("sampa", descent_device=descent, ascent_device=ascent, batch_size=b), seconds, "two gradients in parallel"
 
 
-def _confirm_with_simulator(cm, candidates, top, seed, floor_fraction, notes) -> None:
+def _confirm_with_simulator(cm, candidates, top, seed, floor_fraction, notes, scale=None, budget_seconds=0.0,
+                            sgd_simulated=None, fastest=None) -> None:
     """Replace the closed-form time of the leading candidates by the simulator's mean."""
     try:
         from hetsam.simulator import simulate
     except ImportError:
         notes.append("simulator unavailable: times are closed-form")
         return
-    ranked = sorted(candidates, key=lambda c: ([-x for x in c.fidelity], c.closed_form_seconds))
-    chosen = [c for c in ranked if c.plan.strategy != "sgd"][:top] + [c for c in candidates if c.plan.strategy == "sgd"]
+    if scale is None:
+        ranked = sorted(candidates, key=lambda c: ([-x for x in c.fidelity], c.closed_form_seconds))
+    else:  # at scale, those that can win first: within the budget by the closed form, then fidelity
+        ranked = sorted(candidates, key=lambda c: (c.closed_form_seconds > budget_seconds * (1 + 1e-9),
+                                                   [-x for x in c.fidelity], c.closed_form_seconds))
+    chosen = [c for c in ranked if c.plan.strategy != "sgd"][:top]
+    for c in candidates:
+        if c.plan.strategy != "sgd":
+            continue
+        if sgd_simulated is None:
+            chosen.append(c)
+        elif c.plan.descent_device == fastest:  # the baseline, already simulated
+            c.predicted_seconds = sgd_simulated
     for c in chosen:
-        result = simulate(c.plan, cm, iterations=2000, seed=seed)
-        c.predicted_seconds = float(result.iteration_seconds["mean"])
+        c.predicted_seconds = _simulated_seconds(cm, c.plan, seed, scale, simulate)
+
+
+class _SlowestRank:
+    """A CostModel whose gradient times are those of the slowest of ``n`` ranks (median)."""
+
+    def __init__(self, cm: CostModel, n: int):
+        from hetsam.simulator.model import slowest_median
+
+        self._cm, self._n, self._slowest = cm, n, slowest_median
+
+    def __getattr__(self, name):
+        return getattr(self._cm, name)
+
+    def grad_seconds(self, device, batch) -> float:
+        return self._slowest(self._cm.grad_seconds(device, batch), self._cm.grad_spread(device, batch), self._n)
+
+
+def _simulated_seconds(cm, p: Plan, seed: int, scale: Cluster | None, simulate=None) -> float:
+    """The simulator's mean seconds per iteration of ``p`` (2,000 iterations or steady state)."""
+    if simulate is None:
+        from hetsam.simulator import simulate
+    result = simulate(p, cm, iterations=2000, seed=seed, **({} if scale is None else {"cluster": scale}))
+    return float(result.iteration_seconds["mean"])

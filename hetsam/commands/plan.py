@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from hetsam.commands._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
+
 HELP = "Plan SAM for a profiled machine (or profile this one first) and print the candidates."
 
 
@@ -23,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine again even if a cached profile exists")
     p.add_argument("--out", default=None, help="write the chosen plan as JSON here")
     p.add_argument("--json", action="store_true", help="print the chosen plan as JSON, with alternatives")
+    add_cluster_arguments(p)
 
 
 def run(args) -> int:
@@ -31,6 +34,7 @@ def run(args) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise HetsamInputError(f"--batch-size {args.batch_size} must be a positive integer")
+    scale = cluster_kwargs(args)
     if args.profile is not None:
         profile = args.profile
     else:
@@ -42,7 +46,7 @@ def run(args) -> int:
     report = plan(
         profile, batch_size=args.batch_size, budget=args.budget, max_staleness=args.max_staleness,
         min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
-        ascent_batches=args.ascent_batches, simulate=not args.no_simulate,
+        ascent_batches=args.ascent_batches, simulate=not args.no_simulate, **scale,
     )
     if args.out:
         try:
@@ -54,6 +58,8 @@ def run(args) -> int:
         data["alternatives"] = report.alternatives()
         data["budget_met"] = report.budget_met
         data["objective"] = report.objective
+        if report.cluster is not None:
+            data["cluster"] = report.cluster
         json.dump(data, sys.stdout, indent=2)
         print()
     else:
@@ -87,6 +93,7 @@ def format_report(report) -> str:
         f"batch size {report.batch_size}; SGD {report.sgd_seconds:.4f} s/step, SAM {report.sam_seconds:.4f} s/step, "
         f"budget {report.budget_seconds:.4f} s/step ({report.budget:g} x SGD)",
         f"objective: {report.objective}",
+        *format_cluster(report.cluster),
         "",
         *lines,
         "",

@@ -3,12 +3,16 @@
 Builds the prediction (``hetsam.simulator.simulate``), then prints it as a short table or
 as JSON; ``--trace`` writes a Chrome trace, ``--plot`` a PNG with a Gantt chart and a bar
 chart of strategies, ``--what-if cuda:0=H100`` swaps a device for a spec-table one first.
+``--nodes N --devices-per-node G`` simulates one rank of a data-parallel job with DDP's
+all-reduce (``hetsam.network``).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+
+from hetsam.commands._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 
 HELP = "Predict a plan's time per iteration on a profiled (or what-if) machine with a discrete-event simulation."
 
@@ -41,6 +45,7 @@ def add_arguments(p) -> None:
     p.add_argument("--trace", metavar="OUT.json", help="write the timeline as Chrome-trace JSON (Perfetto opens it)")
     p.add_argument("--plot", metavar="OUT.png", help="draw a Gantt chart and a strategy comparison (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_cluster_arguments(p)
 
 
 def run(args) -> int:
@@ -50,27 +55,31 @@ def run(args) -> int:
     from hetsam.profiles import load_profile
     from hetsam.simulator import simulate
 
+    from hetsam.network import Cluster
+
+    scale = cluster_kwargs(args)
     profile = load_profile(args.profile)
     swaps = parse_what_if(args.what_if)
     if swaps:
         profile = apply_what_if(profile, swaps)
     cm = CostModel(profile)
+    cluster = Cluster(cm, **scale)
     if args.plan is not None:
         given = [f"--{o.replace('_', '-')}" for o in _PLAN_OPTIONS if getattr(args, o, None) is not None]
         if given:
             raise HetsamInputError(f"{', '.join(given)} cannot be combined with --plan; edit the plan file or use --strategy")
         plan = Plan.load(args.plan)
     else:
-        plan = plan_from_args(args, cm)
+        plan = plan_from_args(args, cm, cluster)
     result = simulate(plan, cm, iterations=args.iterations, seed=args.seed, jitter=not args.no_jitter,
                       timeline_iterations=args.timeline_iterations, loader_seconds=args.loader_seconds,
-                      steady_state=not args.no_steady_state)
+                      steady_state=not args.no_steady_state, cluster=cluster)
     comparisons = None
     if args.plot:
         from hetsam.simulator.compare import compare_strategies
 
         comparisons = compare_strategies(plan, cm, seed=args.seed, jitter=not args.no_jitter,
-                                         loader_seconds=args.loader_seconds)
+                                         loader_seconds=args.loader_seconds, cluster=cluster)
     if args.trace:
         from hetsam.simulator.trace import write_chrome_trace
 
@@ -131,8 +140,12 @@ def apply_what_if(profile, swaps: dict[str, str]):
     return what_if(profile, swaps)
 
 
-def plan_from_args(args, cm):
-    """A Plan from ``--strategy`` and its options, with devices defaulted from the profile."""
+def plan_from_args(args, cm, cluster=None):
+    """A Plan from ``--strategy`` and its options, with devices defaulted from the profile.
+
+    With G > 1 ranks per node (``cluster``) the default ascent device is one the rank owns:
+    its CPU pool, or a spare GPU.
+    """
     from hetsam.errors import HetsamInputError
     from hetsam.plan import Plan
 
@@ -143,6 +156,11 @@ def plan_from_args(args, cm):
     ascent = args.ascent_device
     if ascent is None and args.strategy in ("async_sam", "sampa"):
         others = [d for d in cm.device_ids if not cm.shares_cores(descent, d) and cm.has_link(descent, d)]
+        if cluster is not None and cluster.ranks > 1 and cluster.devices_per_node > 1:
+            pool = cluster.rank_pool()
+            others = [d for d in others if cm.kind(d) == "gpu" and cluster.spare_gpus()]
+            if pool is not None and not cm.shares_cores(descent, pool) and cm.has_link(descent, pool):
+                others.append(cm.resolve(pool))
         ascent = min(others, key=lambda d: cm.grad_seconds(d, b)) if others else None
     kwargs = {"descent_device": descent, "ascent_device": ascent, "batch_size": b,
               "ascent_batch_size": args.ascent_batch_size, "sam_probability": args.probability}
@@ -188,6 +206,10 @@ def format_result(result, profile, swaps, comparisons=None) -> str:
         lines.append(f"  {'busy ' + name:<24}{100 * u:.1f}%")
     for name, u in result.link_utilisation.items():
         lines.append(f"  {'busy ' + name:<24}{100 * u:.1f}%")
+    if result.cluster:
+        lines += ["", *format_cluster(result.cluster),
+                  f"               all-reduce not hidden by the backward: {_fmt_seconds(result.allreduce_exposed_per_iteration)}"
+                  " / iteration"]
     for note in result.notes:
         lines.append(f"note: {note}")
     if comparisons:
