@@ -152,9 +152,9 @@ def _count(value, name: str, *, minimum: int = 1) -> int:
     return value
 
 
-def _positive(value, name: str, unit: str, *, allow_zero: bool = False):
+def _positive(value, name: str, unit: str, *, allow_zero: bool = False, default=None):
     if value is None:
-        return None
+        return default
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -190,9 +190,9 @@ class Cluster:
         self._inter_bw = _positive(inter_node_bandwidth, "inter_node_bandwidth", "bytes/s")
         self._intra_lat = _positive(intra_node_latency, "intra_node_latency", "seconds", allow_zero=True)
         self._inter_lat = _positive(inter_node_latency, "inter_node_latency", "seconds", allow_zero=True)
-        self.bucket_cap_bytes = _positive(bucket_cap_mb, "bucket_cap_mb", "MiB") * MIB
-        self.first_bucket_bytes = _positive(first_bucket_mb, "first_bucket_mb", "MiB") * MIB
-        beta = _positive(backward_fraction, "backward_fraction", "share of forward+backward")
+        self.bucket_cap_bytes = _positive(bucket_cap_mb, "bucket_cap_mb", "MiB", default=DDP_BUCKET_CAP_MB) * MIB
+        self.first_bucket_bytes = _positive(first_bucket_mb, "first_bucket_mb", "MiB", default=DDP_FIRST_BUCKET_MB) * MIB
+        beta = _positive(backward_fraction, "backward_fraction", "share of forward+backward", default=BACKWARD_FRACTION)
         if beta > 1:
             raise HetsamInputError(f"backward_fraction={backward_fraction!r} must be in (0, 1]")
         self.backward_fraction = beta
@@ -251,31 +251,29 @@ class Cluster:
     # ---- links ----------------------------------------------------------------------------
     def intra_link(self, device) -> NetworkLink:
         """The link between two ranks of one node whose descent devices are like ``device``."""
-        dev = self.cm.resolve(device)
-        key = ("intra", dev)
-        if key not in self._links:
-            link = self._default_intra(dev)
-            if self._intra_bw is not None or self._intra_lat is not None:
-                link = NetworkLink(
-                    link.name if link else "intra-node link",
-                    self._intra_bw if self._intra_bw is not None else self._need(link, "intra_node_bandwidth").bytes_per_second,
-                    self._intra_lat if self._intra_lat is not None else (link.latency_seconds if link else 0.0),
-                    "given" if self._intra_bw is not None else f"latency given; {link.source}")
-            self._links[key] = self._need(link, "intra_node_bandwidth")
-        return self._links[key]
+        return self._link("intra", device, self._intra_bw, self._intra_lat, self._default_intra)
 
     def inter_link(self, device) -> NetworkLink:
         """The node's aggregate network to the other nodes (per direction)."""
+        return self._link("inter", device, self._inter_bw, self._inter_lat, self._default_inter)
+
+    def _link(self, where: str, device, bandwidth, latency, default) -> NetworkLink:
+        """The default link for ``device``, with the given bandwidth and latency overriding it."""
         dev = self.cm.resolve(device)
-        key = ("inter", dev)
+        key = (where, dev)
         if key not in self._links:
-            link = self._default_inter(dev)
-            if self._inter_bw is not None or self._inter_lat is not None:
+            link = None if bandwidth is not None and latency is not None else default(dev)
+            if bandwidth is None and link is None:
+                option = f"{where}_node_bandwidth"
+                raise HetsamInputError(f"the profile and the spec table give no {where}-node bandwidth for {dev}; pass "
+                                       f"{option} (--{option.replace('_', '-')} GBps on the command line)")
+            if bandwidth is not None or latency is not None:
+                given = " and ".join(w for w, v in (("bandwidth", bandwidth), ("latency", latency)) if v is not None)
                 link = NetworkLink(
-                    "inter-node network" if self._inter_bw is not None else link.name,
-                    self._inter_bw if self._inter_bw is not None else link.bytes_per_second,
-                    self._inter_lat if self._inter_lat is not None else link.latency_seconds,
-                    "given" if self._inter_bw is not None else f"latency given; {link.source}")
+                    link.name if bandwidth is None else f"{where}-node link",
+                    bandwidth if bandwidth is not None else link.bytes_per_second,
+                    latency if latency is not None else (link.latency_seconds if link is not None else 0.0),
+                    f"{given} given" + (f"; otherwise {link.source}" if link is not None else ""))
             self._links[key] = link
         return self._links[key]
 
@@ -367,13 +365,6 @@ class Cluster:
         return d
 
     # ---- defaults -------------------------------------------------------------------------
-    @staticmethod
-    def _need(link: NetworkLink | None, option: str) -> NetworkLink:
-        if link is None:
-            raise HetsamInputError(f"the profile and the spec table give no {option.replace('_', ' ')}; pass {option} "
-                                   f"(--{option.replace('_', '-')} GB/s on the command line)")
-        return link
-
     def _spec(self, dev: str):
         key = self.cm.device(dev).spec
         if not key:

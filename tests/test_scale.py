@@ -259,6 +259,14 @@ def test_defaults_from_the_spec_and_network_tables():
     assert Cluster(plain, 2, 1).ring_link("cuda:0").bytes_per_second == 11.5e9
     # overrides win
     assert Cluster(cm, 4, 8, inter_node_bandwidth=1e9).ring_link("cuda:0").bytes_per_second == 1e9
+    latency_only = Cluster(cm, 4, 8, inter_node_latency=1e-6).inter_link("cuda:0")
+    assert (latency_only.bytes_per_second, latency_only.latency_seconds) == (8 * 48e9, 1e-6)
+    # nothing known: a clear error naming the option
+    bare = profile(spec=None, links=[])
+    with pytest.raises(HetsamInputError, match="intra_node_bandwidth"):
+        simulate(Plan("sgd", "cuda:0", batch_size=B), bare, iterations=5, devices_per_node=2)
+    assert simulate(Plan("sgd", "cuda:0", batch_size=B), bare, iterations=5, devices_per_node=2,
+                    intra_node_bandwidth=1e9).cluster["ring_link"]["bytes_per_second"] == 1e9
 
 
 def test_rank_ownership():
