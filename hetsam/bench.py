@@ -1,0 +1,403 @@
+"""``hetsam bench``'s measuring logic: strategies side by side on this machine, next to the simulator.
+
+:func:`default_arrangements` names what is compared (DESIGN.md section 7: ratios taken side by
+side in one run, medians):
+
+- ``sgd`` and ``sam`` on every core (the baselines);
+- ``async_sam pools``: the descent on one half of socket 0's cores, the ascent on the other
+  half (``cpu:0[0]`` and ``cpu:0[1]`` on two cores), b' = b/4, τ = 1, lookahead;
+- ``async_sam time-sliced``: both roles on every core (``cpu``), b' = b/4: the threaded
+  executor runs the two gradients one after the other on the calling thread;
+- ``sampa pools``: g_x on one pool, g_y' on the other, λ = 0.2;
+- ``rst``: p = 0.5 on every core;
+- the planner's plan for the profile (or a plan you give).
+
+:func:`run_bench` builds one :class:`hetsam.AutoSAM` (``executor="threads"``) per arrangement,
+each on its own copy of the same initial model, warms each up, then runs *rounds*: in every
+round each arrangement takes ``steps`` timed steps, in the same order (A B C … A B C …), so
+slow drifts of the machine hit all of them alike. Per arrangement it keeps every step's wall
+time (median and interquartile range are reported; the spread is flagged when wide) and the
+executor's descent wait. Load from other processes is measured during the rounds (CPU time of
+the whole machine minus this process's, from ``/proc/stat`` through psutil) and reported.
+
+Each entry is also simulated with :func:`hetsam.simulator.simulate` on a profile of this
+machine: ``predicted_iteration_seconds`` and ``relative_error = measured / predicted − 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from hetsam.devnames import format_cpulist
+from hetsam.errors import HetsamInputError
+from hetsam.plan import Plan
+
+__all__ = ["Arrangement", "BenchResult", "BenchReport", "default_arrangements", "run_bench", "predict", "format_report"]
+
+_WIDE_SPREAD = 0.10  # IQR / median above which a result is flagged
+_BUSY = 0.10  # other processes' share of the CPUs above which the report warns
+
+
+@dataclass
+class Arrangement:
+    """One thing to measure: a label, the plan AutoSAM runs, and options of its executor."""
+
+    label: str
+    plan: Plan
+    executor_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class BenchResult:
+    """Measurements of one arrangement; seconds throughout."""
+
+    arrangement: Arrangement
+    step_seconds: list[float]  # every timed step, all rounds, in order
+    round_medians: list[float]
+    wait_seconds: float  # total descent wait over the timed steps
+    inline_seconds: float  # total time the descent thread computed ascent jobs itself
+    copy_seconds: float  # total time spent taking snapshots
+    mode: str | None  # the executor's mode (worker, time-sliced), None without an executor
+    predicted: dict | None = None  # the simulator's prediction (iteration_seconds, descent_wait_per_iteration)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.step_seconds)
+
+    @property
+    def iqr(self) -> float:
+        q = statistics.quantiles(self.step_seconds, n=4) if len(self.step_seconds) >= 2 else [self.median] * 3
+        return q[2] - q[0]
+
+    @property
+    def wait_per_step(self) -> float:
+        return self.wait_seconds / len(self.step_seconds)
+
+    @property
+    def predicted_seconds(self) -> float | None:
+        return None if self.predicted is None else self.predicted["iteration_seconds"]
+
+    @property
+    def relative_error(self) -> float | None:
+        p = self.predicted_seconds
+        return None if p is None else self.median / p - 1.0
+
+    def to_dict(self, sgd: float | None = None, sam: float | None = None) -> dict:
+        p = self.arrangement.plan
+        return {
+            "strategy": p.strategy,
+            "label": self.arrangement.label,
+            "plan": p.to_dict(),
+            "executor_mode": self.mode,
+            "measured_iteration_seconds": self.median,
+            "iqr_seconds": self.iqr,
+            "round_medians": self.round_medians,
+            "steps": len(self.step_seconds),
+            "descent_wait_seconds": self.wait_per_step,
+            "descent_wait_fraction": self.wait_per_step / self.median,
+            "inline_ascent_seconds": self.inline_seconds / len(self.step_seconds),
+            "snapshot_copy_seconds": self.copy_seconds / len(self.step_seconds),
+            "throughput_vs_sgd": None if sgd is None else sgd / self.median,
+            "throughput_vs_sam": None if sam is None else sam / self.median,
+            "predicted_iteration_seconds": self.predicted_seconds,
+            "predicted_descent_wait_seconds": None if self.predicted is None else self.predicted["descent_wait_per_iteration"],
+            "relative_error": self.relative_error,
+        }
+
+
+@dataclass
+class BenchReport:
+    """All results plus the conditions they were taken in."""
+
+    results: list[BenchResult]
+    model: str
+    batch_size: int
+    steps: int
+    rounds: int
+    other_load: list[float]  # per round: other processes' share of the usable CPUs
+    profile_source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def _baseline(self, strategy: str) -> float | None:
+        for r in self.results:
+            if r.arrangement.label == strategy:
+                return r.median
+        return None
+
+    def to_dict(self) -> dict:
+        sgd, sam = self._baseline("sgd"), self._baseline("sam")
+        errors = [abs(r.relative_error) for r in self.results if r.relative_error is not None]
+        return {
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "steps_per_round": self.steps,
+            "rounds": self.rounds,
+            "other_load_per_round": self.other_load,
+            "profile": self.profile_source,
+            "results": [r.to_dict(sgd, sam) for r in self.results],
+            "simulator_error": None if not errors else {"median_abs": statistics.median(errors), "max_abs": max(errors)},
+            "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+def _socket0_halves() -> tuple[str, str] | None:
+    """Two disjoint pools of socket 0: its first and its second half of usable cores."""
+    from hetsam.devices import detect_cpus
+
+    sockets = [d for d in detect_cpus() if d.id == "cpu:0" and d.cpus]
+    if not sockets:
+        return None
+    n = sockets[0].cores if isinstance(sockets[0].cores, int) else len(sockets[0].cpus)
+    n = min(n, len(sockets[0].cpus))
+    if n < 2:
+        return None
+    half = n // 2
+    return f"cpu:0[{format_cpulist(range(half))}]", f"cpu:0[{format_cpulist(range(half, n))}]"
+
+
+def default_arrangements(batch_size: int, *, pools: tuple[str, str] | None | bool = True) -> list[Arrangement]:
+    """The strategies ``hetsam bench`` compares (module docstring); ``pools=None`` leaves out
+    the two-pool ones (a one-core machine), ``True`` finds socket 0's halves."""
+    b, bp = batch_size, max(1, batch_size // 4)
+    if pools is True:
+        pools = _socket0_halves()
+    out = [
+        Arrangement("sgd", Plan("sgd", descent_device="cpu", batch_size=b)),
+        Arrangement("sam", Plan("sam", descent_device="cpu", batch_size=b)),
+    ]
+    if pools:
+        d, a = pools
+        out.append(Arrangement("async_sam pools", Plan("async_sam", descent_device=d, ascent_device=a, batch_size=b,
+                                                       ascent_batch_size=bp, staleness=1)))
+    out.append(Arrangement("async_sam time-sliced", Plan("async_sam", descent_device="cpu", ascent_device="cpu",
+                                                         batch_size=b, ascent_batch_size=bp, staleness=1)))
+    if pools:
+        d, a = pools
+        out.append(Arrangement("sampa pools", Plan("sampa", descent_device=d, ascent_device=a, batch_size=b)))
+    out.append(Arrangement("rst", Plan("rst", descent_device="cpu", batch_size=b, sam_probability=0.5)))
+    return out
+
+
+def predict(arrangement: Arrangement, profile, *, iterations: int = 2000, seed: int = 0) -> dict:
+    """The simulator's prediction for an arrangement on ``profile``."""
+    from hetsam.simulator import simulate
+
+    if arrangement.executor_options.get("share") == "concurrent":
+        return {}  # the simulator models shared devices as time-sliced only
+    r = simulate(arrangement.plan, profile, iterations=iterations, seed=seed)
+    return {"iteration_seconds": r.iteration_seconds["mean"], "p50": r.iteration_seconds["p50"],
+            "descent_wait_per_iteration": r.descent_wait_per_iteration}
+
+
+class _LoadMeter:
+    """Other processes' share of the usable CPUs between ``start`` and ``stop``."""
+
+    def __init__(self) -> None:
+        try:
+            import psutil
+
+            self._psutil = psutil
+            self._me = psutil.Process()
+        except Exception:  # noqa: BLE001 - a missing probe only loses the load column
+            self._psutil = None
+        self._cpus = len(os.sched_getaffinity(0))
+
+    def _sample(self):
+        if self._psutil is None:
+            return None
+        t = self._psutil.cpu_times()
+        busy = sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+        mine = self._me.cpu_times()
+        return time.perf_counter(), busy, mine.user + mine.system
+
+    def start(self) -> None:
+        self._t0 = self._sample()
+
+    def stop(self) -> float | None:
+        t1 = self._sample()
+        if self._t0 is None or t1 is None:
+            return None
+        wall = t1[0] - self._t0[0]
+        machine = os.cpu_count() or self._cpus
+        other = (t1[1] - self._t0[1]) - (t1[2] - self._t0[2])
+        return max(0.0, other) / (wall * min(machine, self._cpus)) if wall > 0 else None
+
+
+def _batches(ref, batch_size: int, count: int) -> list:
+    return [ref.sample_batch(batch_size, seed=i) for i in range(count)]
+
+
+def run_bench(
+    arrangements: Sequence[Arrangement],
+    *,
+    model: str = "resnet20",
+    batch_size: int = 64,
+    steps: int = 10,
+    rounds: int = 5,
+    warmup: int = 3,
+    profile=None,
+    profile_source: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    seed: int = 0,
+) -> BenchReport:
+    """Measure each arrangement in interleaved rounds (module docstring); simulate it on
+    ``profile`` (a Profile, CostModel or path) when one is given."""
+    import torch
+
+    from hetsam.auto import AutoSAM
+    from hetsam.models import reference_model
+
+    for name, value in (("steps", steps), ("rounds", rounds), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HetsamInputError(f"{name}={value!r} must be a positive integer")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise HetsamInputError(f"warmup={warmup!r} must be an integer >= 0")
+    labels = [a.label for a in arrangements]
+    if len(set(labels)) != len(labels):
+        raise HetsamInputError(f"arrangement labels must be unique, got {labels}")
+    ref = reference_model(model)
+    torch.manual_seed(seed)
+    initial = ref.build()
+    data = _batches(ref, batch_size, 8)
+    say = progress or (lambda line: None)
+
+    opts, streams = [], []
+    try:
+        for a in arrangements:
+            if a.plan.batch_size not in (None, batch_size):
+                raise HetsamInputError(f"{a.label}: the plan's batch_size {a.plan.batch_size} differs from --batch-size {batch_size}")
+            executor = _executor(a)
+            opt = AutoSAM(copy.deepcopy(initial), ref.loss_fn, torch.optim.SGD, rho=0.05, plan=a.plan, executor=executor,
+                          seed=seed, lr=0.05, momentum=0.9, weight_decay=5e-4)
+            opts.append(opt)
+            streams.append(_Stream(opt, data))
+        for a, s in zip(arrangements, streams):
+            say(f"warming up {a.label}")
+            s.run(warmup)
+        times = [[] for _ in arrangements]
+        medians = [[] for _ in arrangements]
+        counters = [[0.0, 0.0, 0.0] for _ in arrangements]
+        load = []
+        meter = _LoadMeter()
+        for r in range(rounds):
+            meter.start()
+            for i, (a, s) in enumerate(zip(arrangements, streams)):
+                say(f"round {r + 1}/{rounds}: {a.label}")
+                before = s.counters()
+                ts = s.run(steps)
+                after = s.counters()
+                times[i] += ts
+                medians[i].append(statistics.median(ts))
+                for k in range(3):
+                    counters[i][k] += after[k] - before[k]
+            share = meter.stop()
+            if share is not None:
+                load.append(share)
+        results = []
+        for i, (a, opt) in enumerate(zip(arrangements, opts)):
+            ex = opt.executor
+            mode = None if ex is None else ex.describe().get("mode", ex.name)
+            results.append(BenchResult(a, times[i], medians[i], *counters[i], mode=mode))
+    finally:
+        for opt in opts:
+            opt.close()
+
+    notes = []
+    if profile is not None:
+        for res in results:
+            say(f"simulating {res.arrangement.label}")
+            res.predicted = predict(res.arrangement, profile, seed=seed) or None
+    for res in results:
+        if res.iqr > _WIDE_SPREAD * res.median:
+            notes.append(f"{res.arrangement.label}: wide spread (IQR {res.iqr / res.median:.0%} of the median); "
+                         "the machine may be busy")
+    if load and max(load) > _BUSY:
+        notes.append(f"other processes used up to {max(load):.0%} of the CPUs during a round; "
+                     "rerun when the machine is quiet")
+    return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes)
+
+
+def _executor(a: Arrangement):
+    if not a.executor_options:
+        return "threads"
+    from hetsam.executor_threads import ThreadedExecutor
+
+    return ThreadedExecutor(**a.executor_options)
+
+
+class _Stream:
+    """An AutoSAM fed from a cycle of batches, ``upcoming`` included; times each step."""
+
+    def __init__(self, opt, data: list):
+        self.opt, self.data, self.i = opt, data, 0
+
+    def run(self, n: int) -> list[float]:
+        out = []
+        tau = self.opt._strategy.lookahead
+        for _ in range(n):
+            k = len(self.data)
+            batch = self.data[self.i % k]
+            upcoming = [self.data[(self.i + j) % k] for j in range(1, tau + 1)]
+            start = time.perf_counter()
+            self.opt.step(batch, upcoming=upcoming)
+            out.append(time.perf_counter() - start)
+            self.i += 1
+        return out
+
+    def counters(self) -> tuple[float, float, float]:
+        ex = self.opt.executor
+        if ex is None:
+            return 0.0, 0.0, 0.0
+        return ex.stats.wait_seconds, ex.stats.inline_seconds, ex.stats.copy_seconds
+
+
+def format_report(report: BenchReport) -> str:
+    """An aligned text table of a :class:`BenchReport`, the winner and the conditions."""
+    data = report.to_dict()
+    head = ("strategy", "plan", "ms/step", "IQR", "vs SGD", "vs SAM", "wait ms", "wait %", "predicted", "error")
+    rows = [head]
+    for r, res in zip(data["results"], report.results):
+        pred = r["predicted_iteration_seconds"]
+        rows.append((
+            r["label"], res.arrangement.plan.describe(), f"{r['measured_iteration_seconds'] * 1e3:.1f}",
+            f"{r['iqr_seconds'] * 1e3:.1f}",
+            "-" if r["throughput_vs_sgd"] is None else f"{r['throughput_vs_sgd']:.2f}x",
+            "-" if r["throughput_vs_sam"] is None else f"{r['throughput_vs_sam']:.2f}x",
+            f"{r['descent_wait_seconds'] * 1e3:.1f}", f"{r['descent_wait_fraction']:.1%}",
+            "-" if pred is None else f"{pred * 1e3:.1f}",
+            "-" if r["relative_error"] is None else f"{r['relative_error']:+.1%}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    out = [f"{report.model} at batch {report.batch_size}: {report.rounds} interleaved rounds of {report.steps} steps "
+           f"per strategy (median and IQR over all timed steps; throughput = SGD's or SAM's median / this median)", ""]
+    out += lines
+    sam_like = [r for r in data["results"] if r["strategy"] in ("async_sam", "sampa")]
+    if sam_like:
+        best = min(sam_like, key=lambda r: r["measured_iteration_seconds"])
+        out.append("")
+        line = f"fastest parallel arrangement here: {best['label']} ({best['measured_iteration_seconds'] * 1e3:.1f} ms/step"
+        if best["throughput_vs_sam"] is not None:
+            line += f", {best['throughput_vs_sam']:.2f}x SAM's throughput"
+        out.append(line + ")")
+        asyncs = {r["label"]: r for r in sam_like if r["strategy"] == "async_sam"}
+        if "async_sam pools" in asyncs and "async_sam time-sliced" in asyncs:
+            p, t = asyncs["async_sam pools"], asyncs["async_sam time-sliced"]
+            faster, slower = (t, p) if t["measured_iteration_seconds"] < p["measured_iteration_seconds"] else (p, t)
+            out.append(f"AsyncSAM b'={report.batch_size // 4}: {faster['label']} beats {slower['label']} by "
+                       f"{slower['measured_iteration_seconds'] / faster['measured_iteration_seconds']:.2f}x")
+    err = data["simulator_error"]
+    if err is not None:
+        out.append(f"simulator: median |error| {err['median_abs']:.1%}, worst {err['max_abs']:.1%} "
+                   f"(profile: {report.profile_source})")
+    if report.other_load:
+        out.append("other processes' CPU share per round: " + ", ".join(f"{x:.0%}" for x in report.other_load))
+    out += [f"note: {n}" for n in report.notes]
+    return "\n".join(out)

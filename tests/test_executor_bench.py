@@ -1,0 +1,99 @@
+"""``hetsam bench`` and :mod:`hetsam.bench` in a reduced form (tiny MLP, one or two rounds).
+
+These check the bookkeeping (interleaving, medians, ratios, predictions from the simulator),
+never a speed: speeds come from running the bench itself.
+"""
+
+import json
+import os
+import statistics
+
+import pytest
+
+from hetsam.bench import Arrangement, default_arrangements, run_bench
+from hetsam.cli import main
+from hetsam.plan import Plan
+from hetsam.profiles import Profile
+from hetsam.simulator import simulate
+from _profiles import synthetic_profile_dict
+
+TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
+
+
+@pytest.fixture
+def toy_profile():
+    return Profile.from_dict(synthetic_profile_dict())
+
+
+def test_default_arrangements_are_the_issue_list():
+    labels = [a.label for a in default_arrangements(64, pools=("cpu:0[0]", "cpu:0[1]"))]
+    assert labels == ["sgd", "sam", "async_sam pools", "async_sam time-sliced", "sampa pools", "rst"]
+    by = {a.label: a.plan for a in default_arrangements(64, pools=("cpu:0[0]", "cpu:0[1]"))}
+    assert by["async_sam pools"].ascent_batch_size == 16 and by["async_sam pools"].ascent_device == "cpu:0[1]"
+    assert by["async_sam time-sliced"].effective_ascent_device == "cpu" and by["rst"].probability == 0.5
+    assert [a.label for a in default_arrangements(64, pools=None)] == ["sgd", "sam", "async_sam time-sliced", "rst"]
+
+
+def test_run_bench_interleaves_and_predicts(toy_profile):
+    arrangements = default_arrangements(8)
+    report = run_bench(arrangements, model="mlp", batch_size=8, steps=3, rounds=2, warmup=1, profile=toy_profile)
+    data = report.to_dict()
+    assert [r["label"] for r in data["results"]] == [a.label for a in arrangements]
+    sgd = data["results"][0]["measured_iteration_seconds"]
+    sam = data["results"][1]["measured_iteration_seconds"]
+    for res, row in zip(report.results, data["results"]):
+        assert len(res.step_seconds) == 6 and len(res.round_medians) == 2
+        assert row["measured_iteration_seconds"] == statistics.median(res.step_seconds) > 0
+        assert row["throughput_vs_sgd"] == pytest.approx(sgd / row["measured_iteration_seconds"])
+        assert row["throughput_vs_sam"] == pytest.approx(sam / row["measured_iteration_seconds"])
+        expected = simulate(res.arrangement.plan, toy_profile, iterations=2000, seed=0).iteration_seconds["mean"]
+        assert row["predicted_iteration_seconds"] == pytest.approx(expected)
+        assert row["relative_error"] == pytest.approx(row["measured_iteration_seconds"] / expected - 1)
+        assert 0 <= row["descent_wait_seconds"] <= row["measured_iteration_seconds"] * 10
+    modes = {r["label"]: r["executor_mode"] for r in data["results"]}
+    assert modes["sgd"] is None and modes["async_sam time-sliced"] == "time-sliced"
+    if TWO_CPUS:
+        assert modes["async_sam pools"] == "worker" and modes["sampa pools"] == "worker"
+    errors = [abs(r["relative_error"]) for r in data["results"]]
+    assert data["simulator_error"] == {"median_abs": pytest.approx(statistics.median(errors)), "max_abs": pytest.approx(max(errors))}
+
+
+def test_cli_json_without_predictions(capsys):
+    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0",
+                 "--no-predict", "--only", "sgd,async_sam time-sliced", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["strategy"] for r in data["results"]] == ["sgd", "async_sam"]
+    for r in data["results"]:
+        assert {"strategy", "plan", "measured_iteration_seconds", "descent_wait_seconds",
+                "predicted_iteration_seconds", "relative_error"} <= set(r)
+        assert r["predicted_iteration_seconds"] is None and Plan.from_dict(r["plan"]).strategy == r["strategy"]
+
+
+def test_cli_text_with_a_profile_and_a_plan(tmp_path, capsys):
+    prof = tmp_path / "p.json"
+    prof.write_text(json.dumps(synthetic_profile_dict()))
+    plan = tmp_path / "plan.json"
+    Plan("async_sam", descent_device="cpu", batch_size=8, ascent_batch_size=2).save(plan)
+    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0",
+                 "--profile", str(prof), "--plan", str(plan), "--only", "sgd,sam,plan"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "ms/step" in out and "plan" in out and "simulator: median |error|" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--steps", "0"], "--steps"),
+    (["--model", "vgg"], "unknown model"),
+    (["--only", "bogus", "--no-predict"], "--only bogus"),
+    (["--no-predict", "--profile", "x.json"], "cannot be combined"),
+])
+def test_cli_bad_input_exits_2_with_one_line(argv, needle, capsys):
+    assert main(["bench", "--model", "mlp", "--batch-size", "8", *argv] if "--model" not in argv else ["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_a_plan_for_another_batch_size_is_refused():
+    with pytest.raises(ValueError, match="batch_size 64"):
+        run_bench([Arrangement("x", Plan("sgd", batch_size=64))], model="mlp", batch_size=8, steps=1, rounds=1, warmup=0)
