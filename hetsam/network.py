@@ -229,6 +229,16 @@ class Cluster:
         gpus = [d for d in self.cm.profile.devices if d.kind == "gpu"]
         return len(gpus) >= 2 * self.devices_per_node
 
+    def ascent_devices(self, descent) -> list[str]:
+        """Devices besides ``descent`` one rank may run its ascent on (with a link to it): any
+        with one rank per node; else the rank's CPU pool and, if there are spares, GPUs."""
+        cm = self.cm
+        ids = list(cm.device_ids)
+        if self.ranks > 1 and self.devices_per_node > 1:
+            pool = self.rank_pool()
+            ids = [d for d in ids if cm.kind(d) == "gpu" and self.spare_gpus()] + ([cm.resolve(pool)] if pool else [])
+        return [d for d in ids if not cm.shares_cores(descent, d) and cm.has_link(descent, d)]
+
     def ownership_notes(self, roles: dict[str, str]) -> list[str]:
         """Notes for devices a rank would not own alone (``roles``: role -> device id)."""
         if self.ranks == 1 or self.devices_per_node == 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from hetsam.network import Cluster
 from hetsam.plan import Plan
 
 from .api import cost_model, simulate
@@ -47,8 +48,9 @@ def _label(p: Plan, b: int) -> str:
     return f"AsyncSAM b'={p.ascent_size(b)} τ={p.staleness}\n{p.descent_device} + {where}{shared}"
 
 
-def comparison_plans(plan: Plan, cm) -> list[tuple[str, Plan]]:
-    """(label, plan) pairs to compare, the given plan among them, without duplicates."""
+def comparison_plans(plan: Plan, cm, cluster=None) -> list[tuple[str, Plan]]:
+    """(label, plan) pairs to compare, the given plan among them, without duplicates. With a
+    ``cluster`` of several ranks per node, only devices a rank owns are ascent partners."""
     b = plan.batch_size if plan.batch_size is not None else cm.profile.batch_size
     d = cm.resolve(plan.descent_device)
     quarter = plan.ascent_batch_size if plan.strategy == "async_sam" and plan.ascent_batch_size else max(1, b // 4)
@@ -57,7 +59,7 @@ def comparison_plans(plan: Plan, cm) -> list[tuple[str, Plan]]:
     partners = []
     if plan.strategy in ("async_sam", "sampa"):
         partners.append(cm.resolve(plan.effective_ascent_device))
-    others = [x for x in cm.device_ids if not cm.shares_cores(d, x) and cm.has_link(d, x)]
+    others = (cluster or Cluster(cm)).ascent_devices(d)
     if others:
         partners.append(min(others, key=lambda x: cm.grad_seconds(x, b)))
     for a in dict.fromkeys(partners):
@@ -89,7 +91,7 @@ def compare_strategies(plan: Plan, profile, *, iterations: int = 2000, seed: int
     b = plan.batch_size if plan.batch_size is not None else cm.profile.batch_size
     given = _key(plan, cm, b)
     rows = []
-    for label, p in comparison_plans(plan, cm):
+    for label, p in comparison_plans(plan, cm, cluster):
         r = simulate(p, cm, iterations=iterations, seed=seed, jitter=jitter, timeline_iterations=0,
                      loader_seconds=loader_seconds, cluster=cluster)
         rows.append((label, p, r.iteration_seconds["mean"]))

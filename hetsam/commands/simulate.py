@@ -155,12 +155,9 @@ def plan_from_args(args, cm, cluster=None):
     descent = args.descent_device or min(cm.device_ids, key=lambda d: cm.grad_seconds(d, b))
     ascent = args.ascent_device
     if ascent is None and args.strategy in ("async_sam", "sampa"):
-        others = [d for d in cm.device_ids if not cm.shares_cores(descent, d) and cm.has_link(descent, d)]
-        if cluster is not None and cluster.ranks > 1 and cluster.devices_per_node > 1:
-            pool = cluster.rank_pool()
-            others = [d for d in others if cm.kind(d) == "gpu" and cluster.spare_gpus()]
-            if pool is not None and not cm.shares_cores(descent, pool) and cm.has_link(descent, pool):
-                others.append(cm.resolve(pool))
+        from hetsam.network import Cluster
+
+        others = (cluster or Cluster(cm)).ascent_devices(descent)
         ascent = min(others, key=lambda d: cm.grad_seconds(d, b)) if others else None
     kwargs = {"descent_device": descent, "ascent_device": ascent, "batch_size": b,
               "ascent_batch_size": args.ascent_batch_size, "sam_probability": args.probability}
