@@ -73,6 +73,9 @@ the simulation follows **one representative rank plus the network**, never n pro
   draws are taken the same way. Taking the slowest ascent and the slowest descent in one
   step is an upper bound (``max_r a_r + max_r d_r >= max_r (a_r + d_r)``) that is tight when
   the ascent is hidden. RST's coin is common to all ranks (every rank takes the same decision).
+- Not modelled: the other G−1 ranks' CPU pools computing on the same socket (shared memory
+  bandwidth; a pool's times are those the cost model gives for it alone), other traffic on
+  the network (data loading, checkpoints), and NCCL's switch to trees for small messages.
 - With n = 1 none of this runs: the result is the single-node one exactly.
 """
 
@@ -308,8 +311,8 @@ class Workload:
         """Gradient plus update of step t on D; the task whose end is ``U_t``.
 
         ``deps``: what the step needs (the previous step or its load, and the ascent gradient);
-        ``chain``: the task it would follow if the ascent were free (for the wait). This is the
-        extension point for a data-parallel descent (see the module docstring).
+        ``chain``: the task it would follow if the ascent were free (for the wait). With n > 1
+        ranks it is DDP's bucketed backward and all-reduce (:meth:`_ddp_descent_step`).
         """
         if self.cluster is not None:
             return self._ddp_descent_step(t, deps, chain)
