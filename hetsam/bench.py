@@ -16,9 +16,17 @@ side in one run, medians):
 each on its own copy of the same initial model, warms each up, then runs *rounds*: in every
 round each arrangement takes ``steps`` timed steps, in the same order (A B C … A B C …), so
 slow drifts of the machine hit all of them alike. Per arrangement it keeps every step's wall
-time (median and interquartile range are reported; the spread is flagged when wide) and the
-executor's descent wait. Load from other processes is measured during the rounds (CPU time of
-the whole machine minus this process's, from ``/proc/stat`` through psutil) and reported.
+time and reports the median and the interquartile range (flagged when wide), and the
+executor's descent wait per step. RST mixes two kinds of steps, so a median of its steps
+would mean nothing: its SGD and SAM steps are timed apart and it reports
+``(1 − p)·median(SGD steps) + p·median(SAM steps)``, its expected step time at p.
+
+Load from other processes is measured during each round (CPU time of the whole machine minus
+this process's, through psutil) and reported; ``quiet_seconds`` makes each round first wait
+(up to that long) for a second in which other processes use under 5% of the CPUs. On a
+shared machine a multi-threaded OpenMP team is hit much harder by a competing process than
+one thread is (every parallel region waits for its slowest thread), so noisy rounds distort
+the comparison between arrangements, not just their absolute times.
 
 Each entry is also simulated with :func:`hetsam.simulator.simulate` on a profile of this
 machine: ``predicted_iteration_seconds`` and ``relative_error = measured / predicted − 1``.
@@ -27,6 +35,7 @@ machine: ``predicted_iteration_seconds`` and ``relative_error = measured / predi
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import statistics
 import time
@@ -58,6 +67,7 @@ class BenchResult:
 
     arrangement: Arrangement
     step_seconds: list[float]  # every timed step, all rounds, in order
+    step_kinds: list[str] | None  # RST: "sgd" or "sam" per timed step; None for the others
     round_medians: list[float]
     wait_seconds: float  # total descent wait over the timed steps
     inline_seconds: float  # total time the descent thread computed ascent jobs itself
@@ -65,14 +75,23 @@ class BenchResult:
     mode: str | None  # the executor's mode (worker, time-sliced), None without an executor
     predicted: dict | None = None  # the simulator's prediction (iteration_seconds, descent_wait_per_iteration)
 
+    def _by_kind(self, fn) -> float:
+        """``fn`` of the steps; for RST (1 − p)·fn(SGD steps) + p·fn(SAM steps)."""
+        if self.step_kinds is None:
+            return fn(self.step_seconds)
+        p = self.arrangement.plan.probability
+        parts = {k: [t for t, kind in zip(self.step_seconds, self.step_kinds) if kind == k] for k in ("sgd", "sam")}
+        if not parts["sgd"] or not parts["sam"]:  # too few steps to see both kinds
+            return fn(self.step_seconds)
+        return (1.0 - p) * fn(parts["sgd"]) + p * fn(parts["sam"])
+
     @property
     def median(self) -> float:
-        return statistics.median(self.step_seconds)
+        return self._by_kind(statistics.median)
 
     @property
     def iqr(self) -> float:
-        q = statistics.quantiles(self.step_seconds, n=4) if len(self.step_seconds) >= 2 else [self.median] * 3
-        return q[2] - q[0]
+        return self._by_kind(_iqr)
 
     @property
     def wait_per_step(self) -> float:
@@ -146,6 +165,13 @@ class BenchReport:
 
 
 # ---------------------------------------------------------------------------------------
+def _iqr(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
+
+
 def _socket0_halves() -> tuple[str, str] | None:
     """Two disjoint pools of socket 0: its first and its second half of usable cores."""
     from hetsam.devices import detect_cpus
@@ -219,6 +245,19 @@ class _LoadMeter:
     def start(self) -> None:
         self._t0 = self._sample()
 
+    def wait_quiet(self, limit: float, threshold: float = 0.05, window: float = 1.0) -> bool:
+        """Wait (up to ``limit`` seconds) for a ``window`` in which other processes use less
+        than ``threshold`` of the CPUs; returns whether one came."""
+        deadline = time.perf_counter() + limit
+        while True:
+            self.start()
+            time.sleep(window)
+            share = self.stop()
+            if share is None or share < threshold:
+                return True
+            if time.perf_counter() >= deadline:
+                return False
+
     def stop(self) -> float | None:
         t1 = self._sample()
         if self._t0 is None or t1 is None:
@@ -245,9 +284,11 @@ def run_bench(
     profile_source: str | None = None,
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    quiet_seconds: float = 0.0,
 ) -> BenchReport:
     """Measure each arrangement in interleaved rounds (module docstring); simulate it on
-    ``profile`` (a Profile, CostModel or path) when one is given."""
+    ``profile`` (a Profile, CostModel or path) when one is given. ``quiet_seconds``: before
+    each round, wait up to that long for the other processes to go quiet."""
     import torch
 
     from hetsam.auto import AutoSAM
@@ -281,18 +322,23 @@ def run_bench(
             say(f"warming up {a.label}")
             s.run(warmup)
         times = [[] for _ in arrangements]
+        kinds = [[] for _ in arrangements]
         medians = [[] for _ in arrangements]
         counters = [[0.0, 0.0, 0.0] for _ in arrangements]
         load = []
         meter = _LoadMeter()
+        noisy_starts = 0
         for r in range(rounds):
+            if quiet_seconds > 0 and not meter.wait_quiet(quiet_seconds):
+                noisy_starts += 1
             meter.start()
             for i, (a, s) in enumerate(zip(arrangements, streams)):
                 say(f"round {r + 1}/{rounds}: {a.label}")
                 before = s.counters()
-                ts = s.run(steps)
+                ts, ks = s.run(steps)
                 after = s.counters()
                 times[i] += ts
+                kinds[i] += ks
                 medians[i].append(statistics.median(ts))
                 for k in range(3):
                     counters[i][k] += after[k] - before[k]
@@ -303,7 +349,8 @@ def run_bench(
         for i, (a, opt) in enumerate(zip(arrangements, opts)):
             ex = opt.executor
             mode = None if ex is None else ex.describe().get("mode", ex.name)
-            results.append(BenchResult(a, times[i], medians[i], *counters[i], mode=mode))
+            results.append(BenchResult(a, times[i], kinds[i] if a.plan.strategy == "rst" else None, medians[i],
+                                       *counters[i], mode=mode))
     finally:
         for opt in opts:
             opt.close()
@@ -317,6 +364,8 @@ def run_bench(
         if res.iqr > _WIDE_SPREAD * res.median:
             notes.append(f"{res.arrangement.label}: wide spread (IQR {res.iqr / res.median:.0%} of the median); "
                          "the machine may be busy")
+    if noisy_starts:
+        notes.append(f"{noisy_starts} round(s) started without a quiet second within {quiet_seconds:g} s")
     if load and max(load) > _BUSY:
         notes.append(f"other processes used up to {max(load):.0%} of the CPUs during a round; "
                      "rerun when the machine is quiet")
@@ -332,23 +381,25 @@ def _executor(a: Arrangement):
 
 
 class _Stream:
-    """An AutoSAM fed from a cycle of batches, ``upcoming`` included; times each step."""
+    """An AutoSAM fed by ``prefetch`` from an endless cycle of batches; times each step."""
 
     def __init__(self, opt, data: list):
-        self.opt, self.data, self.i = opt, data, 0
+        self.opt = opt
+        self.batches = opt.prefetch(itertools.cycle(data))
+        self.rst = opt.plan.strategy == "rst"
 
-    def run(self, n: int) -> list[float]:
-        out = []
-        tau = self.opt._strategy.lookahead
+    def run(self, n: int) -> tuple[list[float], list[str]]:
+        """Seconds of each of ``n`` steps, and for RST which kind each step was."""
+        out, kinds = [], []
         for _ in range(n):
-            k = len(self.data)
-            batch = self.data[self.i % k]
-            upcoming = [self.data[(self.i + j) % k] for j in range(1, tau + 1)]
+            batch = next(self.batches)
+            sam_before = self.opt.stats()["sam_steps"] if self.rst else 0
             start = time.perf_counter()
-            self.opt.step(batch, upcoming=upcoming)
+            self.opt.step(batch)
             out.append(time.perf_counter() - start)
-            self.i += 1
-        return out
+            if self.rst:
+                kinds.append("sam" if self.opt.stats()["sam_steps"] > sam_before else "sgd")
+        return out, kinds
 
     def counters(self) -> tuple[float, float, float]:
         ex = self.opt.executor

@@ -36,14 +36,26 @@ def test_default_arrangements_are_the_issue_list():
 
 def test_run_bench_interleaves_and_predicts(toy_profile):
     arrangements = default_arrangements(8)
-    report = run_bench(arrangements, model="mlp", batch_size=8, steps=3, rounds=2, warmup=1, profile=toy_profile)
+    report = run_bench(arrangements, model="mlp", batch_size=8, steps=3, rounds=2, warmup=1, profile=toy_profile,
+                       quiet_seconds=0.01)
     data = report.to_dict()
     assert [r["label"] for r in data["results"]] == [a.label for a in arrangements]
     sgd = data["results"][0]["measured_iteration_seconds"]
     sam = data["results"][1]["measured_iteration_seconds"]
     for res, row in zip(report.results, data["results"]):
         assert len(res.step_seconds) == 6 and len(res.round_medians) == 2
-        assert row["measured_iteration_seconds"] == statistics.median(res.step_seconds) > 0
+        if row["strategy"] == "rst":  # (1 − p)·median(SGD steps) + p·median(SAM steps)
+            sgd_steps = [t for t, k in zip(res.step_seconds, res.step_kinds) if k == "sgd"]
+            sam_steps = [t for t, k in zip(res.step_seconds, res.step_kinds) if k == "sam"]
+            assert len(sgd_steps) + len(sam_steps) == 6
+            if sgd_steps and sam_steps:
+                expected = 0.5 * statistics.median(sgd_steps) + 0.5 * statistics.median(sam_steps)
+            else:
+                expected = statistics.median(res.step_seconds)
+            assert row["measured_iteration_seconds"] == pytest.approx(expected)
+        else:
+            assert res.step_kinds is None
+            assert row["measured_iteration_seconds"] == statistics.median(res.step_seconds) > 0
         assert row["throughput_vs_sgd"] == pytest.approx(sgd / row["measured_iteration_seconds"])
         assert row["throughput_vs_sam"] == pytest.approx(sam / row["measured_iteration_seconds"])
         expected = simulate(res.arrangement.plan, toy_profile, iterations=2000, seed=0).iteration_seconds["mean"]

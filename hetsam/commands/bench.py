@@ -27,6 +27,9 @@ def add_arguments(p) -> None:
                    help="also measure AsyncSAM with a worker thread on the shared cores (both roles on 'cpu')")
     p.add_argument("--profile-budget-seconds", type=float, default=60.0, metavar="S",
                    help="time budget when a profile must be measured (default 60)")
+    p.add_argument("--refresh-profile", action="store_true", help="measure this machine's profile again (replaces the cached one)")
+    p.add_argument("--quiet-seconds", type=float, default=0.0, metavar="S",
+                   help="before each round, wait up to S seconds for other processes to use < 5%% of the CPUs (default 0: no wait)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -39,6 +42,8 @@ def _check(args) -> None:
             raise HetsamInputError(f"--{name.replace('_', '-')} {value} must be a positive integer")
     if args.warmup < 0:
         raise HetsamInputError(f"--warmup {args.warmup} must be >= 0")
+    if args.quiet_seconds < 0:
+        raise HetsamInputError(f"--quiet-seconds {args.quiet_seconds} must be >= 0")
     if args.no_predict and args.profile:
         raise HetsamInputError("--no-predict and --profile cannot be combined")
 
@@ -64,7 +69,7 @@ def run(args) -> int:
             from hetsam.profile_cache import profile_this_machine
 
             profile = profile_this_machine(args.model, args.batch_size, budget_seconds=args.profile_budget_seconds,
-                                           progress=not args.json, log=say)
+                                           progress=not args.json, refresh=args.refresh_profile, log=say)
             source = f"this machine ({args.model}, batch {args.batch_size}, cached)"
 
     arrangements = default_arrangements(args.batch_size)
@@ -88,7 +93,8 @@ def run(args) -> int:
         arrangements = [a for a in arrangements if a.label in wanted]
 
     report = run_bench(arrangements, model=args.model, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
-                       warmup=args.warmup, profile=profile, profile_source=source, progress=say)
+                       warmup=args.warmup, profile=profile, profile_source=source, progress=say,
+                       quiet_seconds=args.quiet_seconds)
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
