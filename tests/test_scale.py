@@ -374,3 +374,18 @@ def test_cli_bad_cluster_input_exits_2(profile_path, capsys, command, bad):
     assert main([command, "--profile", profile_path, *extra, "--nodes", "2", *bad]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and bad[0] in err
+
+
+def test_cli_at_scale_never_imports_torch(profile_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\nfrom hetsam.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main(['plan', '--profile', {profile_path!r}, '--nodes', '64', '--devices-per-node', '8', '--json']) == 0\n"
+            f"    assert main(['simulate', '--profile', {profile_path!r}, '--strategy', 'async_sam', '--nodes', '64',"
+            " '--devices-per-node', '8', '--ascent-batch-size', '16', '--json']) == 0\n"
+            "print('torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
