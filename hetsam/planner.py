@@ -429,12 +429,14 @@ def _confirm_with_simulator(cm, candidates, top, seed, floor_fraction, notes, sc
     except ImportError:
         notes.append("simulator unavailable: times are closed-form")
         return
-    if scale is None:
-        ranked = sorted(candidates, key=lambda c: ([-x for x in c.fidelity], c.closed_form_seconds))
-    else:  # at scale, those that can win first: within the budget by the closed form, then fidelity
-        ranked = sorted(candidates, key=lambda c: (c.closed_form_seconds > budget_seconds * (1 + 1e-9),
-                                                   [-x for x in c.fidelity], c.closed_form_seconds))
-    chosen = [c for c in ranked if c.plan.strategy != "sgd"][:top]
+    # those that can win first: within the budget by the closed form, by fidelity; then the
+    # fastest at the fidelity floor, which win when nothing fits
+    ranked = sorted(candidates, key=lambda c: (c.closed_form_seconds > budget_seconds * (1 + 1e-9),
+                                               [-x for x in c.fidelity], c.closed_form_seconds))
+    non_sgd = [c for c in ranked if c.plan.strategy != "sgd"]
+    fastest_at_floor = sorted((c for c in non_sgd if c.ascent_fraction >= floor_fraction - 1e-12),
+                              key=lambda c: c.closed_form_seconds)[:3]
+    chosen = non_sgd[:top] + [c for c in fastest_at_floor if c not in non_sgd[:top]]
     for c in candidates:
         if c.plan.strategy != "sgd":
             continue
