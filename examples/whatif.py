@@ -1,0 +1,76 @@
+"""What-if study: the plan hetsam would choose on each reference machine in ``profiles/``.
+
+    python examples/whatif.py                  # a table
+    python examples/whatif.py --plot whatif.png
+
+The reference machines are spec-scaled from a measured ResNet-20 profile (see each profile's
+``provenance``); nothing here needs the hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hetsam.planner import plan
+from hetsam.profiles import load_profile, reference_profile_names
+
+
+def study(batch_size: int | None = None) -> list[dict]:
+    rows = []
+    for name in reference_profile_names():
+        profile = load_profile(name)
+        report = plan(profile, batch_size=batch_size)
+        p = report.plan
+        rows.append({
+            "machine": name, "provenance": profile.provenance.get("kind"), "plan": p.describe(),
+            "strategy": p.strategy, "ascent_batch_size": p.ascent_batch_size, "batch_size": report.batch_size,
+            "sgd_ms": report.sgd_seconds * 1e3, "sam_ms": report.sam_seconds * 1e3,
+            "plan_ms": p.predicted["iteration_seconds"] * 1e3, "overhead_vs_sgd": p.predicted["overhead_vs_sgd"],
+            "budget_met": report.budget_met,
+        })
+    return rows
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5))
+    y = range(len(rows))
+    ax.barh([i + 0.27 for i in y], [r["sgd_ms"] for r in rows], height=0.25, label="SGD", color="#9e9e9e")
+    ax.barh(list(y), [r["plan_ms"] for r in rows], height=0.25, label="hetsam plan", color="#1f77b4")
+    ax.barh([i - 0.27 for i in y], [r["sam_ms"] for r in rows], height=0.25, label="SAM", color="#d62728")
+    for i, r in enumerate(rows):
+        ax.text(r["plan_ms"], i, f"  {r['strategy']} ({r['overhead_vs_sgd']:+.1%} vs SGD)", va="center", fontsize=8)
+    ax.set_yticks(list(y), [r["machine"] for r in rows])
+    ax.set_xlabel("predicted ms per step")
+    ax.set_title("What hetsam plans on each reference machine")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--plot", default=None, help="write a bar chart here (PNG)")
+    args = ap.parse_args(argv)
+    rows = study(args.batch_size)
+    if not rows:
+        print("no reference profiles found")
+        return 1
+    print(f"{'machine':28s} {'b':>4s} {'SGD ms':>8s} {'SAM ms':>8s} {'plan ms':>8s} {'vs SGD':>8s}  plan")
+    for r in rows:
+        flag = "" if r["budget_met"] else "  (budget not met)"
+        print(f"{r['machine']:28s} {r['batch_size']:4d} {r['sgd_ms']:8.2f} {r['sam_ms']:8.2f} {r['plan_ms']:8.2f} "
+              f"{r['overhead_vs_sgd']:+8.1%}  {r['plan']}{flag}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
