@@ -30,6 +30,12 @@ the comparison between arrangements, not just their absolute times.
 
 Each entry is also simulated with :func:`hetsam.simulator.simulate` on a profile of this
 machine: ``predicted_iteration_seconds`` and ``relative_error = measured / predicted − 1``.
+The speed of a shared (virtual) machine drifts by tens of percent over minutes, and the glibc
+allocator's page faults vary with a process's history, so a profile taken at another time or
+in another process is compared with a different machine. ``profile_probe`` fixes that: it is
+called at the start of every round, in the bench's own process, and the predictions use the
+per-point medians of those profiles (:func:`median_profile`), measured side by side with the
+strategies.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from hetsam.devnames import format_cpulist
 from hetsam.errors import HetsamInputError
 from hetsam.plan import Plan
 
-__all__ = ["Arrangement", "BenchResult", "BenchReport", "default_arrangements", "run_bench", "predict", "format_report"]
+__all__ = ["Arrangement", "BenchResult", "BenchReport", "default_arrangements", "run_bench", "predict", "format_report",
+           "median_profile", "probe_profile"]
 
 _WIDE_SPREAD = 0.10  # IQR / median above which a result is flagged
 _BUSY = 0.10  # other processes' share of the CPUs above which the report warns
@@ -285,9 +292,11 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
     quiet_seconds: float = 0.0,
+    profile_probe: Callable[[], object] | None = None,
 ) -> BenchReport:
     """Measure each arrangement in interleaved rounds (module docstring); simulate it on
-    ``profile`` (a Profile, CostModel or path) when one is given. ``quiet_seconds``: before
+    ``profile`` (a Profile, CostModel or path) when one is given, or on the median of the
+    profiles ``profile_probe()`` returns at the start of each round. ``quiet_seconds``: before
     each round, wait up to that long for the other processes to go quiet."""
     import torch
 
@@ -328,10 +337,14 @@ def run_bench(
         load = []
         meter = _LoadMeter()
         noisy_starts = 0
+        probes = []
         for r in range(rounds):
             if quiet_seconds > 0 and not meter.wait_quiet(quiet_seconds):
                 noisy_starts += 1
             meter.start()
+            if profile_probe is not None:
+                say(f"round {r + 1}/{rounds}: profiling")
+                probes.append(profile_probe())
             for i, (a, s) in enumerate(zip(arrangements, streams)):
                 say(f"round {r + 1}/{rounds}: {a.label}")
                 before = s.counters()
@@ -356,6 +369,9 @@ def run_bench(
             opt.close()
 
     notes = []
+    if probes:
+        profile = median_profile(probes)
+        profile_source = profile_source or f"median of {len(probes)} profiles measured in the rounds"
     if profile is not None:
         for res in results:
             say(f"simulating {res.arrangement.label}")
@@ -370,6 +386,73 @@ def run_bench(
         notes.append(f"other processes used up to {max(load):.0%} of the CPUs during a round; "
                      "rerun when the machine is quiet")
     return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes)
+
+
+def median_profile(profiles: Sequence) -> "Profile":
+    """One profile from several of the same machine and model: per device and batch size the
+    median of the medians (and of the spreads), the median update time, link bandwidth and
+    latency, and contention slowdown. Points or entries missing from any profile are dropped."""
+    from hetsam.profiles import Profile
+
+    dicts = [p.to_dict() for p in profiles]
+    out = copy.deepcopy(dicts[0])
+    med = statistics.median
+
+    def same(key_fn, items_of):
+        index = [{key_fn(x): x for x in items_of(d)} for d in dicts]
+        keys = [k for k in index[0] if all(k in ix for ix in index)]
+        return keys, index
+
+    keys, index = same(lambda d: d["id"], lambda d: d["devices"])
+    devices = []
+    for k in keys:
+        entries = [ix[k] for ix in index]
+        dev = copy.deepcopy(entries[0])
+        tables = [e["grad_seconds"] for e in entries]
+        sizes = [b for b in tables[0]["batch_sizes"] if all(b in t["batch_sizes"] for t in tables)]
+        at = lambda t, field, b: t[field][t["batch_sizes"].index(b)]  # noqa: E731
+        dev["grad_seconds"] = {
+            "batch_sizes": sizes,
+            "median": [med(at(t, "median", b) for t in tables) for b in sizes],
+            "spread": [med(at(t, "spread", b) for t in tables) for b in sizes],
+            "repeats": sum(t.get("repeats", 0) for t in tables),
+        }
+        updates = [e.get("update_seconds") for e in entries if e.get("update_seconds") is not None]
+        dev["update_seconds"] = med(updates) if updates else None
+        devices.append(dev)
+    out["devices"] = devices
+    keys, index = same(lambda x: (x["src"], x["dst"]), lambda d: d.get("links", []))
+    out["links"] = [{**index[0][k], "bytes_per_second": med(ix[k]["bytes_per_second"] for ix in index),
+                     "latency_seconds": med(ix[k]["latency_seconds"] for ix in index)} for k in keys]
+    keys, index = same(lambda x: tuple(x["devices"]), lambda d: d.get("contention", []))
+    out["contention"] = [{"devices": list(k), "slowdown": [med(ix[k]["slowdown"][j] for ix in index) for j in (0, 1)]}
+                         for k in keys]
+    out["provenance"] = {**dicts[0]["provenance"], "notes": f"median of {len(dicts)} profiles taken between bench rounds"}
+    return Profile.from_dict(out, where="median profile")
+
+
+def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None = None, repeats: int = 5,
+                  contention: bool = True) -> Callable[[], object]:
+    """A ``profile_probe`` for :func:`run_bench`: a short profile of ``model`` at b/4 and b
+    (the batches the default arrangements use) on ``devices`` (default: every core and the
+    first pool of socket 0's halves)."""
+    from hetsam.models import reference_model
+    from hetsam.profiler import profile
+
+    ref = reference_model(model)
+    pools = _socket0_halves()
+    if devices is None:
+        devices = ["cpu:0"] + ([pools[0]] if pools else [])
+    ladder = sorted({max(1, batch_size // 4), batch_size})
+    pairs = [pools] if contention and pools else False
+    net = ref.build()
+    batch = ref.sample_batch(batch_size)
+
+    def run():
+        return profile(net, ref.loss_fn, batch, list(devices), batch_sizes=ladder, warmup=1, repeats=repeats,
+                       contention=pairs, name=ref.name, progress=False)
+
+    return run
 
 
 def _executor(a: Arrangement):

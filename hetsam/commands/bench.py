@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--profile-budget-seconds", type=float, default=60.0, metavar="S",
                    help="time budget when a profile must be measured (default 60)")
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine's profile again (replaces the cached one)")
+    p.add_argument("--interleave-profile", action="store_true",
+                   help="profile this machine briefly at the start of every round (b/4 and b, all cores and one pool, "
+                        "contention) and predict from the medians: the profile sees the same machine as the measurements")
     p.add_argument("--quiet-seconds", type=float, default=0.0, metavar="S",
                    help="before each round, wait up to S seconds for other processes to use < 5%% of the CPUs (default 0: no wait)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -59,8 +62,16 @@ def run(args) -> int:
     given = Plan.load(args.plan) if args.plan else None
     say = (lambda line: None) if args.json else (lambda line: print(f"hetsam bench: {line}", file=sys.stderr, flush=True))
 
-    profile, source = None, None
-    if not args.no_predict:
+    profile, source, probe = None, None, None
+    if args.interleave_profile:
+        from hetsam.bench import probe_profile
+
+        if args.no_predict or args.profile:
+            raise HetsamInputError("--interleave-profile measures the profile itself; drop --no-predict/--profile")
+        probe = probe_profile(args.model, args.batch_size)
+        say("measuring a first profile for the planner")
+        profile, source = probe(), "median of the profiles measured in the rounds"
+    elif not args.no_predict:
         if args.profile:
             from hetsam.profiles import load_profile
 
@@ -93,8 +104,8 @@ def run(args) -> int:
         arrangements = [a for a in arrangements if a.label in wanted]
 
     report = run_bench(arrangements, model=args.model, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
-                       warmup=args.warmup, profile=profile, profile_source=source, progress=say,
-                       quiet_seconds=args.quiet_seconds)
+                       warmup=args.warmup, profile=None if probe else profile, profile_source=source, progress=say,
+                       quiet_seconds=args.quiet_seconds, profile_probe=probe)
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
