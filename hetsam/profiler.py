@@ -449,19 +449,23 @@ def _contention_pair(model, loss_fn, batch, a: _Target, b: _Target, n: int, sett
     stopped is dropped: it overlapped only in part.
     """
     phases = 3 * _CONTENTION_ROUNDS
-    per_phase = allot / (phases + 0.5) if math.isfinite(allot) else settings.target
+    per_phase = allot / (phases + 0.5) if math.isfinite(allot) else math.inf
     replicas: dict[str, _Replica] = {}
     cap = settings.repeats if settings.repeats is not None else 15
 
     def alone(target):
         def job():
             rep = replicas.get(target.id)
+            warm = 1
             if rep is None:
                 rep = replicas[target.id] = _Replica(model, loss_fn, batch, target)
+                warm = max(1, settings.warmup)
             t_est = math.inf
-            for _ in range(max(1, settings.warmup)):
+            for _ in range(warm):
                 t_est = rep.time_step(n)
-            want = max(1, min(settings.wanted(t_est), cap, math.floor(per_phase / max(t_est, 1e-9))))
+            want = min(settings.wanted(t_est), cap)
+            if math.isfinite(per_phase):
+                want = max(1, min(want, math.floor(per_phase / max(t_est, 1e-9))))
             return [rep.time_step(n) for _ in range(want)]
 
         return job

@@ -125,7 +125,7 @@ def _load(path: str) -> tuple[dict[str, DeviceSpec], dict[str, str], dict[str, f
     specs = {key: _parse_spec(key, raw) for key, raw in data["devices"].items()}
     index = {}
     for key, raw in data["devices"].items():
-        for name in [key, *raw.get("aliases", [])]:
+        for name in [key, raw.get("name", key), *raw.get("aliases", [])]:
             index[name.lower()] = key
     consts = {name: float(v["value"]) for name, v in data["assumptions"].items()}
     return specs, index, consts
@@ -139,6 +139,14 @@ def spec_table(path=None) -> dict[str, DeviceSpec]:
 def assumptions(path=None) -> dict[str, float]:
     """The efficiency assumptions of the table (see the module docstring)."""
     return dict(_load(str(path or _TABLE))[2])
+
+
+def _by_reported_name(name: str) -> DeviceSpec | None:
+    """The row whose name or alias equals a name torch/NVML/cpuinfo reports, if any."""
+    try:
+        return get_spec(name)
+    except HetsamInputError:
+        return None
 
 
 def get_spec(key, path=None) -> DeviceSpec:
@@ -252,13 +260,17 @@ def _scale_device(profile: Profile, work: _Work, new_id: str, spec: DeviceSpec, 
 
 
 def _pick_source(profile: Profile, kind: str, source_specs: dict[str, str]) -> tuple[DeviceProfile | None, DeviceSpec | None]:
-    """The measured device of ``kind`` with a known spec and the fewest cores."""
+    """The measured device of ``kind`` with a known spec and the fewest cores.
+
+    A device's spec is ``source_specs[id]``, else its ``spec`` field, else the table row whose
+    name or alias equals the device's name (as torch or NVML reports it, any case).
+    """
     best = None
     for d in profile.devices:
         key = source_specs.get(d.id) or d.spec
-        if d.kind != kind or key is None:
+        spec = get_spec(key) if key is not None else _by_reported_name(d.name)
+        if d.kind != kind or spec is None:
             continue
-        spec = get_spec(key)
         if best is None or (d.cores or 0) < (best[0].cores or 0):
             best = (d, spec)
     return best if best is not None else (None, None)
