@@ -52,3 +52,23 @@ def test_noisy_labels_are_symmetric_and_never_keep_the_label():
     counts = torch.bincount((noisy[flipped] - y[flipped]) % 10, minlength=10)
     assert counts[0] == 0
     assert counts[1:].min() > 0.8 * counts[1:].float().mean()
+
+
+def test_whatif_study_plans_every_reference_machine(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    whatif = load_example("whatif")
+    png = tmp_path / "whatif.png"
+    assert whatif.main(["--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {r["machine"]: r for r in whatif.study()}
+    assert {"a6000-epyc7452", "2xa100", "h100-xeon", "rtx4060-i9-13900hx", "rtx4060-i7-12650h"} <= set(rows)
+    a6000 = rows["a6000-epyc7452"]
+    assert a6000["strategy"] == "async_sam" and a6000["ascent_batch_size"] < a6000["batch_size"]
+    assert "a6000-epyc7452" in capsys.readouterr().out
+
+
+def test_own_model_example_profiles_plans_and_simulates(capsys):
+    own = load_example("own_model")
+    assert own.main(["--batch-size", "16", "--budget-seconds", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen:" in out and "simulated:" in out
