@@ -33,6 +33,9 @@ def add_arguments(p) -> None:
                         "contention) and predict from the medians: the profile sees the same machine as the measurements")
     p.add_argument("--quiet-seconds", type=float, default=0.0, metavar="S",
                    help="before each round, wait up to S seconds for other processes to use < 5%% of the CPUs (default 0: no wait)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (default: keep freed memory in the process, which removes "
+                        "the per-step page faults that make CPU timings depend on the process's history)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -61,6 +64,11 @@ def run(args) -> int:
     reference_model(args.model)  # a clear error for an unknown name, before anything runs
     given = Plan.load(args.plan) if args.plan else None
     say = (lambda line: None) if args.json else (lambda line: print(f"hetsam bench: {line}", file=sys.stderr, flush=True))
+    allocator = "system"
+    if not args.system_malloc:
+        from hetsam.bench import retain_freed_memory
+
+        allocator = "glibc, freed memory retained" if retain_freed_memory() else "system (not glibc)"
 
     profile, source, probe = None, None, None
     if args.interleave_profile:
@@ -84,6 +92,13 @@ def run(args) -> int:
             source = f"this machine ({args.model}, batch {args.batch_size}, cached)"
 
     arrangements = default_arrangements(args.batch_size)
+    if profile is not None:
+        from hetsam.bench import fitted_pool_arrangement
+
+        fitted = fitted_pool_arrangement(profile, args.batch_size)
+        if fitted is not None and fitted.plan.ascent_batch_size != args.batch_size // 4:
+            at = next(i for i, a in enumerate(arrangements) if a.label == "async_sam pools") + 1
+            arrangements.insert(at, fitted)
     if args.concurrent:
         shared = next(a for a in arrangements if a.label == "async_sam time-sliced")
         arrangements.append(Arrangement("async_sam concurrent", shared.plan, {"share": "concurrent"}))
@@ -103,9 +118,11 @@ def run(args) -> int:
             raise HetsamInputError(f"--only {', '.join(unknown)}: not measured here; choose from {', '.join(known)}")
         arrangements = [a for a in arrangements if a.label in wanted]
 
+    say(f"allocator: {allocator}")
     report = run_bench(arrangements, model=args.model, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
                        warmup=args.warmup, profile=None if probe else profile, profile_source=source, progress=say,
                        quiet_seconds=args.quiet_seconds, profile_probe=probe)
+    report.notes.insert(0, f"allocator: {allocator}")
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
