@@ -297,11 +297,14 @@ def run_bench(
     seed: int = 0,
     quiet_seconds: float = 0.0,
     profile_probe: Callable[[], object] | None = None,
+    max_other_load: float | None = None,
 ) -> BenchReport:
     """Measure each arrangement in interleaved rounds (module docstring); simulate it on
     ``profile`` (a Profile, CostModel or path) when one is given, or on the median of the
     profiles ``profile_probe()`` returns at the start of each round. ``quiet_seconds``: before
-    each round, wait up to that long for the other processes to go quiet."""
+    each round, wait up to that long for the other processes to go quiet; ``max_other_load``:
+    a round during which other processes used more than that share of the CPUs is measured
+    again (at most ``rounds`` times in all)."""
     import torch
 
     from hetsam.auto import AutoSAM
@@ -340,28 +343,39 @@ def run_bench(
         counters = [[0.0, 0.0, 0.0] for _ in arrangements]
         load = []
         meter = _LoadMeter()
-        noisy_starts = 0
+        noisy_starts = discarded = 0
         probes = []
-        for r in range(rounds):
+        r = 0
+        while r < rounds:
             if quiet_seconds > 0 and not meter.wait_quiet(quiet_seconds):
                 noisy_starts += 1
             meter.start()
+            probe = None
             if profile_probe is not None:
                 say(f"round {r + 1}/{rounds}: profiling")
-                probes.append(profile_probe())
-            for i, (a, s) in enumerate(zip(arrangements, streams)):
+                probe = profile_probe()
+            measured = []
+            for a, s in zip(arrangements, streams):
                 say(f"round {r + 1}/{rounds}: {a.label}")
                 before = s.counters()
                 ts, ks = s.run(steps)
-                after = s.counters()
+                measured.append((ts, ks, [y - x for x, y in zip(before, s.counters())]))
+            share = meter.stop()
+            if share is not None and max_other_load is not None and share > max_other_load and discarded < rounds:
+                discarded += 1  # measure this round again
+                say(f"round {r + 1}/{rounds} discarded: other processes used {share:.0%} of the CPUs")
+                continue
+            for i, (ts, ks, deltas) in enumerate(measured):
                 times[i] += ts
                 kinds[i] += ks
                 medians[i].append(statistics.median(ts))
                 for k in range(3):
-                    counters[i][k] += after[k] - before[k]
-            share = meter.stop()
+                    counters[i][k] += deltas[k]
+            if probe is not None:
+                probes.append(probe)
             if share is not None:
                 load.append(share)
+            r += 1
         results = []
         for i, (a, opt) in enumerate(zip(arrangements, opts)):
             ex = opt.executor
@@ -384,6 +398,9 @@ def run_bench(
         if res.iqr > _WIDE_SPREAD * res.median:
             notes.append(f"{res.arrangement.label}: wide spread (IQR {res.iqr / res.median:.0%} of the median); "
                          "the machine may be busy")
+    if discarded:
+        notes.append(f"{discarded} round(s) were measured again: other processes used more than "
+                     f"{max_other_load:.0%} of the CPUs during them")
     if noisy_starts:
         notes.append(f"{noisy_starts} round(s) started without a quiet second within {quiet_seconds:g} s")
     if load and max(load) > _BUSY:

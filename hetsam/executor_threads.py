@@ -45,6 +45,7 @@ finishes first (a daemon thread, it never blocks the interpreter's exit).
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import threading
 import time
@@ -105,8 +106,6 @@ def _enter_device(w: _Worker) -> None:
     rep = w.replica
     if rep.device.type == "cpu":
         if w.cpus is not None:
-            import os
-
             os.sched_setaffinity(0, w.cpus)  # before the first parallel region: the team inherits it
         torch.get_num_threads()  # the per-thread lazy init first, so it cannot undo the next line
         if rep.threads is not None:
@@ -130,7 +129,7 @@ def _worker_main(w: _Worker) -> None:
         item = w.jobs.get()
         if item is _STOP or w.stop.is_set():
             break
-        job, slot, future, out_stream = item
+        job, slot, future = item
         if not future.set_running_or_notify_cancel():
             w.release(slot)
             continue
@@ -145,7 +144,7 @@ def _worker_main(w: _Worker) -> None:
                 slot.free = torch.cuda.Event()
                 slot.free.record(torch.cuda.current_stream(rep.device))
             result = rep.run(job)
-            if out_stream is not None:  # results on a GPU: the caller's stream waits for them
+            if rep.out_device.type == "cuda":  # results on a GPU: the caller's stream waits for them
                 done = torch.cuda.Event()
                 done.record(torch.cuda.current_stream(rep.out_device))
                 result = (result, done)
@@ -251,8 +250,7 @@ class ThreadedExecutor(Executor):
         staged = dataclasses.replace(job, params=slot.params, buffers=slot.buffers)
         future: Future = Future()
         self._outstanding[future] = (staged, slot)
-        out_stream = torch.cuda.current_stream(w.replica.out_device) if w.replica.out_device.type == "cuda" else None
-        w.jobs.put((staged, slot, future, out_stream))
+        w.jobs.put((staged, slot, future))
         self.stats.copy_seconds += time.perf_counter() - start
         return future
 

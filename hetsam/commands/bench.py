@@ -33,6 +33,9 @@ def add_arguments(p) -> None:
                         "contention) and predict from the medians: the profile sees the same machine as the measurements")
     p.add_argument("--quiet-seconds", type=float, default=0.0, metavar="S",
                    help="before each round, wait up to S seconds for other processes to use < 5%% of the CPUs (default 0: no wait)")
+    p.add_argument("--max-other-load", type=float, default=0.10, metavar="F",
+                   help="measure a round again when other processes used more than this share of the CPUs during it "
+                        "(default 0.10; at most R repeats; 1 disables)")
     p.add_argument("--system-malloc", action="store_true",
                    help="leave glibc's allocator as it is (default: keep freed memory in the process, which removes "
                         "the per-step page faults that make CPU timings depend on the process's history)")
@@ -50,6 +53,8 @@ def _check(args) -> None:
         raise HetsamInputError(f"--warmup {args.warmup} must be >= 0")
     if args.quiet_seconds < 0:
         raise HetsamInputError(f"--quiet-seconds {args.quiet_seconds} must be >= 0")
+    if not args.max_other_load > 0:
+        raise HetsamInputError(f"--max-other-load {args.max_other_load} must be > 0 (a share of the CPUs; 1 disables)")
     if args.no_predict and args.profile:
         raise HetsamInputError("--no-predict and --profile cannot be combined")
 
@@ -121,7 +126,8 @@ def run(args) -> int:
     say(f"allocator: {allocator}")
     report = run_bench(arrangements, model=args.model, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
                        warmup=args.warmup, profile=None if probe else profile, profile_source=source, progress=say,
-                       quiet_seconds=args.quiet_seconds, profile_probe=probe)
+                       quiet_seconds=args.quiet_seconds, profile_probe=probe,
+                       max_other_load=None if args.max_other_load >= 1 else args.max_other_load)
     report.notes.insert(0, f"allocator: {allocator}")
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
