@@ -179,9 +179,9 @@ def plan(
     step = {d: _descent_step(cm, scale, d, cm.grad_seconds(d, b)) for d in layout.descent_devices}
     fastest = min(step, key=step.get)
     sgd_seconds = step[fastest]
-    if scale is not None and simulate:
-        # at scale the slowest of n ranks sets the pace (the simulator's max-of-n jitter), which
-        # the closed forms leave out: the baseline the budget and overheads refer to is simulated too
+    if simulate:
+        # the baseline that the budget and the overheads refer to is simulated like the candidates,
+        # so both include jitter (and, at scale, the slowest of n ranks)
         sgd_seconds = _simulated_seconds(sim_cm, Plan("sgd", descent_device=fastest, batch_size=b), seed, scale)
     budget_seconds = budget * sgd_seconds
 
@@ -198,19 +198,25 @@ def plan(
     else:  # SAM's ascent on D is not all-reduced (per-rank perturbation)
         sam_step = {d: cm.grad_seconds(d, b) + step[d] for d in layout.descent_devices}
     sam_seconds = min(sam_step.values())
-    if scale is not None and simulate:
-        sam_fastest = min(sam_step, key=sam_step.get)
+    sam_fastest = min(sam_step, key=sam_step.get)
+    sam_extra = cm.grad_seconds(fastest, b)  # what a SAM step adds to an SGD step on `fastest`
+    if simulate:
         sam_seconds = _simulated_seconds(sim_cm, Plan("sam", descent_device=sam_fastest, batch_size=b), seed, scale)
+        sam_on_fastest = sam_seconds if sam_fastest == fastest else _simulated_seconds(
+            sim_cm, Plan("sam", descent_device=fastest, batch_size=b), seed, scale)
+        sam_extra = sam_on_fastest - sgd_seconds
     if "sam" in strategies:
         for d in layout.descent_devices:
             add(Plan("sam", descent_device=d, batch_size=b), sam_step[d])
+    # RST's expected step is exact from the two baselines: (1 - p) SGD + p SAM; p is rounded down
+    # to 4 decimals so that the p meeting the budget still meets it
+    p_budget = min(1.0, max(0.0, math.floor((budget_seconds - sgd_seconds) / sam_extra * 1e4 + 1e-6) / 1e4))
+    rst_expected = {}
     if "rst" in strategies:
-        t = cm.grad_seconds(fastest, b)
-        p_budget = min(1.0, max(0.0, (budget_seconds - sgd_seconds) / t))
         for p in sorted({p_budget, min(1.0, min_ascent_fraction), 0.5}):
-            add(Plan("rst", descent_device=fastest, batch_size=b, sam_probability=round(p, 4)), sgd_seconds + round(p, 4) * t)
-    else:
-        p_budget = min(1.0, max(0.0, (budget_seconds - sgd_seconds) / cm.grad_seconds(fastest, b)))
+            rst = Plan("rst", descent_device=fastest, batch_size=b, sam_probability=p)
+            rst_expected[id(rst)] = sgd_seconds + p * sam_extra
+            add(rst, rst_expected[id(rst)])
     notes: list[str] = []
     for descent, ascent in layout.pairs():
         if not (cm.shares_cores(descent, ascent) or cm.has_link(descent, ascent)):
@@ -223,8 +229,8 @@ def plan(
             add(*_sampa_candidate(cm, descent, ascent, b, scale))
 
     if simulate:
-        _confirm_with_simulator(sim_cm, candidates, simulate_top, seed, floor / b, notes, scale, budget_seconds,
-                                sgd_seconds if scale is not None else None, fastest)
+        _confirm_with_simulator(sim_cm, [c for c in candidates if id(c.plan) not in rst_expected], simulate_top,
+                                seed, floor / b, notes, scale, budget_seconds, sgd_seconds, fastest)
 
     for c in candidates:
         c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
