@@ -49,6 +49,7 @@ place where it will plug in.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -68,6 +69,8 @@ from hetsam.executor import (
     EXECUTORS, FAILURE_POLICIES, Executor, Placement, make_executor, pool_cpus, role_binding, role_threads, torch_device,
 )
 from hetsam.plan import STRATEGIES, Plan
+from hetsam.distributed import rank_context
+from hetsam.sampa_pairs import SAMPaPairStep
 
 __all__ = ["AutoSAM", "auto_plan", "resolve_plan"]
 
@@ -161,6 +164,18 @@ class AutoSAM(torch.optim.Optimizer):
             its perturbation and the update rule is unchanged, only the overlap is gone.
             None keeps the setting of an :class:`Executor` instance (else ``"raise"``).
 
+        sampa_pairs: with a ``DistributedDataParallel`` model (one process per rank, see
+            :mod:`hetsam.distributed`), ``"sampa"`` runs across rank pairs by default (None):
+            ranks 2i and 2i+1 compute g_x and g_y' and one all-reduce combines them
+            (:mod:`hetsam.sampa_pairs`; both ranks of a pair read the same data, shard it by
+            ``opt.distributed.data_rank``/``data_world``). False: every rank computes both,
+            g_y' on its executor, averaged over the ranks.
+
+    With a ``DistributedDataParallel`` model the descent goes through DDP (all-reduced) and the
+    ascent stays per rank on the unwrapped module; ranks agree on ascent failures in the step
+    they happen. ``opt.distributed`` describes the rank; :mod:`hetsam.distributed` has the
+    semantics.
+
     A ``KeyboardInterrupt`` (or ``SystemExit``) during ``step`` closes the optimizer before it
     propagates, so no worker thread outlives it.
     """
@@ -169,7 +184,7 @@ class AutoSAM(torch.optim.Optimizer):
                  plan: Any = "auto", executor: Any = "threads", *, adaptive: bool = False, sam_probability: Any = None,
                  grst_alpha: float = 1.0, seed: int | None = None, amp: Any = None, scaler: Any = None,
                  descent_threads: int | None = None, ascent_threads: int | None = None,
-                 on_worker_failure: str | None = None, **base_kwargs):
+                 on_worker_failure: str | None = None, sampa_pairs: bool | None = None, **base_kwargs):
         if not isinstance(model, nn.Module):
             raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -204,7 +219,9 @@ class AutoSAM(torch.optim.Optimizer):
         self._descent_threads = role_threads(self.plan.descent_device, descent_threads)
         self._descent_cpus = pool_cpus(self.plan.descent_device) if device.type == "cpu" else None
         self._on_worker_failure = on_worker_failure
+        self._dist = rank_context(model, self.plan, sampa_pairs=sampa_pairs)  # DDP: hetsam.distributed
         self._rt = Runtime(model, loss_fn, self.base_optimizer, rho=rho, adaptive=adaptive, amp=amp_spec,
+                           local_model=self._dist.module if self._dist is not None else None,
                            scaler=self.scaler)
         self._executor: Executor | None = None
         self._strategy = self._build_strategy(executor, amp_spec, ascent_threads, sam_probability, grst_alpha, seed)
@@ -219,17 +236,23 @@ class AutoSAM(torch.optim.Optimizer):
             return SAMStep(rt)
         if plan.strategy == "rst":
             p = plan.probability if sam_probability is None else sam_probability
+            if self._dist is not None:
+                seed = self._dist.agree_seed(seed)  # one coin for all ranks
             strategy = RSTStep(rt, p=p, alpha=grst_alpha, seed=seed)
             if isinstance(p, (int, float)) and not isinstance(p, bool):
                 self.plan = dataclasses.replace(plan, sam_probability=float(p))  # what runs
             return strategy
+        if plan.strategy == "sampa" and self._dist is not None and self._dist.pairs:
+            return SAMPaPairStep(rt, self._dist, lam=plan.sampa_lambda)  # no executor: the partner rank is the other device
         ex = make_executor(executor)
         if self._on_worker_failure is not None:
             ex.on_worker_failure = self._on_worker_failure
         ascent = plan.effective_ascent_device
-        ex.bind(self.model, self.loss_fn, rt.params, device=torch_device(ascent),
+        ex.bind(rt.local_model, self.loss_fn, rt.params, device=torch_device(ascent),
                 threads=role_threads(ascent, ascent_threads), amp_dtype=amp_spec.dtype if amp_spec else None,
                 placement=Placement(plan.descent_device, ascent, self._descent_threads))
+        if self._dist is not None:  # ranks agree on ascent failures; per-rank g_y' is averaged
+            ex = self._dist.wrap(ex, rt.params, average_results=plan.strategy == "sampa")
         self._executor = ex
         if plan.strategy == "async_sam":
             return AsyncSAMStep(rt, ex, staleness=plan.staleness, ascent_batch_size=plan.ascent_batch_size,
@@ -252,7 +275,8 @@ class AutoSAM(torch.optim.Optimizer):
             upcoming = self._prefetched[1]
         self._rt.release_grads()  # before any job runs, so no stale gradients stay alive
         try:
-            with role_binding(self._descent_threads, self._descent_cpus):
+            with role_binding(self._descent_threads, self._descent_cpus), \
+                    (self._dist.stepping() if self._dist is not None else contextlib.nullcontext()):
                 loss = self._strategy.step(batch, upcoming, accumulate)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: leave no worker behind
@@ -285,6 +309,11 @@ class AutoSAM(torch.optim.Optimizer):
 
     # ---- reporting --------------------------------------------------------------------------
     @property
+    def distributed(self):
+        """The :class:`hetsam.distributed.RankContext` of a DDP model (rank, data shard), else None."""
+        return self._dist
+
+    @property
     def executor(self) -> Executor | None:
         return self._executor
 
@@ -294,6 +323,8 @@ class AutoSAM(torch.optim.Optimizer):
                "skipped_perturbations": self._rt.perturbation.skipped, **self._strategy.stats()}
         if self._executor is not None:
             out["executor"] = self._executor.describe()
+        if self._dist is not None:
+            out["distributed"] = self._dist.describe()
         return out
 
     def extra_tensors(self) -> list[torch.Tensor]:

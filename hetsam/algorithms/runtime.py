@@ -31,8 +31,11 @@ class Runtime:
     """Descent-side operations shared by the AutoSAM strategies (see the module docstring)."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable, base: torch.optim.Optimizer, *, rho: float,
-                 adaptive: bool = False, amp: AmpSpec | None = None, scaler: Any = None):
+                 adaptive: bool = False, amp: AmpSpec | None = None, scaler: Any = None,
+                 local_model: nn.Module | None = None):
         self.model = model
+        # the model without a DDP wrapper (hetsam.distributed): per-rank passes and jobs use it
+        self.local_model = model if local_model is None else local_model
         self.loss_fn = loss_fn
         self.base = base
         self.rho = rho
@@ -62,10 +65,13 @@ class Runtime:
         return self._scale
 
     # ---- passes on the training model -------------------------------------------------------
-    def gradient(self, batch: Any, *, accumulate: int, update_stats: bool, unscale: bool) -> Tensor:
-        """``p.grad`` ← g(θ; B) at the model's current θ (S · g unless ``unscale``); returns the loss."""
+    def gradient(self, batch: Any, *, accumulate: int, update_stats: bool, unscale: bool, local: bool = False) -> Tensor:
+        """``p.grad`` ← g(θ; B) at the model's current θ (S · g unless ``unscale``); returns the loss.
+
+        ``local``: through ``local_model``, so under DDP the gradient stays this rank's own (no all-reduce).
+        """
         return compute_gradient(
-            self.model, self.loss_fn, batch, self.params, accumulate=accumulate, amp=self.amp,
+            self.local_model if local else self.model, self.loss_fn, batch, self.params, accumulate=accumulate, amp=self.amp,
             loss_scale=self.loss_scale(), unscale=unscale, update_stats=update_stats, layers=self.layers,
         )
 
@@ -121,8 +127,8 @@ class Runtime:
             kind=kind,
             batch=batch,
             params=self.params,
-            buffers=list(self.model.buffers()),
-            training=tuple(m.training for m in self.model.modules()),
+            buffers=list(self.local_model.buffers()),
+            training=tuple(m.training for m in self.local_model.modules()),  # aligned with a replica of it
             loss_scale=self.loss_scale(),
             accumulate=accumulate,
         )

@@ -92,7 +92,9 @@ class SAMStep(Strategy):
     def sam_step(self, batch, accumulate: int, alpha: float = 1.0) -> Tensor:
         """A SAM step; with α < 1 the update gradient is (1−α) g(θ_t) + α g(θ_t + e) (G-RST)."""
         rt = self.rt
-        loss = rt.gradient(batch, accumulate=accumulate, update_stats=False, unscale=True)
+        # under DDP the ascent is per rank (local: no all-reduce); G-RST mixes g0 into the update,
+        # so there it goes through DDP like the update gradient (hetsam.distributed)
+        loss = rt.gradient(batch, accumulate=accumulate, update_stats=False, unscale=True, local=alpha == 1.0)
         g0 = rt.take_grads()  # g(θ_t; B_t), unscaled
         rt.save()
         climbed = rt.climb(g0, scratch=alpha == 1.0)  # θ_t + e (g0 becomes e when it is not needed)

@@ -1,0 +1,132 @@
+"""One rank of the distributed tests (``tests/test_distributed.py`` starts two of these).
+
+Usage: ``python tests/_ddp_worker.py OUT_DIR SCENARIO [SCENARIO ...]`` with the usual
+``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` environment. Every scenario trains a
+fresh DDP model for 20 steps on CPU (gloo, 1 intra-op thread, deterministic algorithms) and the
+rank writes what it saw to ``OUT_DIR/rank{r}.pt`` (loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import traceback
+
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel
+
+from _alg_refs import SGD_KW, batches, loss_fn, mlp
+
+import hetsam
+from hetsam import AutoSAM, Plan, WorkerFailure
+from hetsam.executor_threads import ThreadedExecutor
+
+STEPS = 20
+B = 16  # global batch; each of the 2 ranks gets 8 samples (pairs: both get all 16)
+
+
+def shard(batch, rank, world, pairs=False):
+    if pairs:
+        return batch
+    x, y = batch
+    n = len(x) // world
+    return x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
+
+
+def failing_on_worker(at_call: int):
+    """A loss that raises on the ascent worker thread at its ``at_call``-th call there."""
+    main = threading.main_thread()
+    calls = {"n": 0}
+
+    def loss(model, batch):
+        if threading.current_thread() is not main:
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                raise ValueError("ascent boom")
+        return loss_fn(model, batch)
+
+    return loss
+
+
+PLANS = {
+    "async_lookahead": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4, ascent_batches="lookahead"),
+    "async_independent": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4, ascent_batches="independent"),
+    "sampa_local": Plan(strategy="sampa", sampa_lambda=0.2),
+    "sampa_pairs": Plan(strategy="sampa", sampa_lambda=0.2),
+    "sampa_pairs_mismatch": Plan(strategy="sampa", sampa_lambda=0.2),
+    "sam": Plan(strategy="sam"),
+    "rst": Plan(strategy="rst", sam_probability=0.5),
+    "fault_raise": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
+    "fault_degrade": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
+}
+
+
+def run(scenario: str, rank: int, world: int) -> dict:
+    name, _, executor = scenario.partition(":")  # e.g. "async_lookahead:inline"
+    plan = PLANS[name]
+    pairs = name.startswith("sampa_pairs")
+    model = DistributedDataParallel(mlp(bn=True))
+    counter = [0]
+
+    def counting_hook(state, bucket):  # DDP's own all-reduces, one per bucket
+        counter[0] += 1
+        return allreduce_hook(state, bucket)
+
+    model.register_comm_hook(None, counting_hook)
+    loss = loss_fn
+    kw = {}
+    if name.startswith("fault"):
+        executor = "threads"
+        kw["on_worker_failure"] = name.split("_")[1]
+        if rank == 1:
+            loss = failing_on_worker(4)
+    ex = ThreadedExecutor(share="concurrent") if executor in ("threads", "") else "inline"
+    opt = AutoSAM(model, loss, torch.optim.SGD, rho=0.05, plan=plan, executor=ex,
+                  sampa_pairs=None if pairs else False if name.startswith("sampa") else None, **kw, **SGD_KW)
+    data = batches(STEPS + 1, b=B)
+    if name == "sampa_pairs_mismatch":
+        data = [shard(b, rank, world) for b in data]  # each rank a different shard: refused
+    else:
+        data = [shard(b, rank, world, pairs) for b in data]
+    out = {"losses": [], "failures": []}
+    t = 0
+    with opt:
+        while t < STEPS:
+            try:
+                out["losses"].append(opt.step(data[t], upcoming=data[t + 1:t + 2]))
+                t += 1
+            except (WorkerFailure, hetsam.HetsamInputError) as exc:
+                out["failures"].append({"step": t, "type": type(exc).__name__, "message": str(exc),
+                                        "cause": repr(exc.__cause__)})
+                if len(out["failures"]) == 2:
+                    break
+        out["stats"] = opt.stats()
+    out["params"] = torch.cat([p.detach().reshape(-1) for p in model.module.parameters()])
+    out["buffers"] = [b.detach().clone() for b in model.module.buffers()]
+    out["ddp_allreduces"] = counter[0]
+    return out
+
+
+def main() -> int:
+    out_dir, scenarios = sys.argv[1], sys.argv[2:]
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    results = {}
+    for scenario in scenarios:
+        try:
+            results[scenario] = run(scenario, rank, world)
+        except Exception:  # noqa: BLE001 - reported to the test, which fails on it
+            results[scenario] = {"error": traceback.format_exc()}
+            break  # the ranks may be out of step now; stop rather than hang
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
