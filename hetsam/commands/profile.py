@@ -7,9 +7,11 @@ from pathlib import Path
 
 from hetsam.errors import HetsamInputError
 
+DEFAULT_BUDGET = 40.0  # seconds of measuring: with imports and the FLOP count, under a minute even on a busy machine
+
 HELP = "measure a reference model's forward+backward, update and copy costs on each device; save a profile JSON"
 
-__all__ = ["HELP", "add_arguments", "run", "summary"]
+__all__ = ["HELP", "DEFAULT_BUDGET", "add_arguments", "run", "summary"]
 
 
 def add_arguments(parser) -> None:
@@ -18,7 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the profile JSON")
     parser.add_argument("--devices", metavar="LIST", help="comma-separated device names, e.g. cpu:0,cpu:0[0] (default: every socket, its one-core pool and every GPU)")
     parser.add_argument("--ladder", metavar="LIST", help="batch sizes to measure, ascending, e.g. 8,16,32,64 (default: powers of two from B/8, and B)")
-    parser.add_argument("--budget-seconds", type=float, metavar="S", help="bound the measuring time; repeats and then ladder points are cut, with a note")
+    parser.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET, metavar="S",
+                        help=f"bound the measuring time (default {DEFAULT_BUDGET:g}; 0: no bound); repeats, then ladder points are cut, with a note in the profile")
     parser.add_argument("--repeats", type=int, metavar="N", help="fixed repeats per point (default: adaptive, about 1 s per point)")
     parser.add_argument("--no-contention", action="store_true", help="skip the two-pool contention measurement")
     parser.add_argument("--json", action="store_true", help="also print the profile JSON on stdout")
@@ -81,8 +84,8 @@ def summary(prof) -> str:
 def run(args) -> int:
     if args.batch_size <= 0:
         raise HetsamInputError(f"--batch-size {args.batch_size} must be a positive integer")
-    if args.budget_seconds is not None and not args.budget_seconds > 0:
-        raise HetsamInputError(f"--budget-seconds {args.budget_seconds} must be > 0")
+    if not args.budget_seconds >= 0:
+        raise HetsamInputError(f"--budget-seconds {args.budget_seconds} must be >= 0 (0: no bound)")
     if args.repeats is not None and args.repeats <= 0:
         raise HetsamInputError(f"--repeats {args.repeats} must be a positive integer")
     out = _check_out(args.out)
@@ -98,7 +101,7 @@ def run(args) -> int:
     devices = split_device_list(args.devices) if args.devices is not None else None
     prof = profile(
         ref.build(), ref.loss_fn, ref.sample_batch(args.batch_size), devices, batch_sizes=ladder,
-        budget_seconds=args.budget_seconds, repeats=args.repeats, contention=False if args.no_contention else None,
+        budget_seconds=args.budget_seconds or None, repeats=args.repeats, contention=False if args.no_contention else None,
         name=ref.name, progress=not args.quiet,
     )
     prof.save(out)
