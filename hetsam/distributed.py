@@ -194,6 +194,9 @@ class RankContext:
         self.device = next((p.device for p in self.module.parameters()), torch.device("cpu"))
         self.control_group = self._control_group()
         self._stepping = False
+        # for measuring the agreement's cost only: without it a failure on one rank leaves the
+        # others waiting in DDP's next all-reduce
+        self.fault_agreement = True
 
     def _control_group(self):
         """A gloo group for the small control messages (no GPU stream sync under NCCL)."""
@@ -385,7 +388,10 @@ class DistributedExecutor(Executor):
             except Exception as exc:  # noqa: BLE001 - every rank must hear of it first
                 error = exc
         status = FAILED if error is not None else DEGRADED if self.mode == "degraded" else OK
-        self.ctx.settle(status, error)
+        if self.ctx.fault_agreement:
+            self.ctx.settle(status, error)
+        elif error is not None:
+            raise error
         if self.average_results:
             result = dataclasses.replace(result, grads=self.ctx.average(result.grads, self._like))
         return result

@@ -124,6 +124,7 @@ def main() -> int:
             results[scenario] = {"error": traceback.format_exc()}
             break  # the ranks may be out of step now; stop rather than hang
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()  # nobody tears the group down while another rank still uses it
     dist.destroy_process_group()
     return 0
 

@@ -257,3 +257,24 @@ def test_worker_fault_with_degrade_carries_both_ranks_on(ranks):
     # so the run is bit-identical to the one without a fault
     ref = ranks[0]["async_lookahead:threads"]
     assert torch.equal(s0["params"], ref["params"]) and s0["losses"] == ref["losses"]
+
+
+# ---- the example ---------------------------------------------------------------------------
+def test_ddp_example_runs_under_torchrun(tmp_path):
+    out = tmp_path / "ddp.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           str(ROOT / "examples" / "ddp.py"), "--strategy", "async_sam", "--ascent-batch-size", "8", "--steps", "12",
+           "--json", str(out)]
+    try:
+        done = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"examples/ddp.py did not finish within {TIMEOUT} s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["ranks"] == 2 and result["steps"] == 12 and result["ranks_bit_identical"]
+    assert result["last_loss"] < result["first_loss"]
+    assert result["stats"]["distributed"]["agreements"] == 11
