@@ -152,6 +152,7 @@ class BenchReport:
     other_load: list[float]  # per round: other processes' share of the usable CPUs
     profile_source: str | None = None
     notes: list[str] = field(default_factory=list)
+    profile_used: dict | None = None  # the measurements the predictions came from (no provenance)
 
     def _baseline(self, strategy: str) -> float | None:
         for r in self.results:
@@ -169,6 +170,7 @@ class BenchReport:
             "rounds": self.rounds,
             "other_load_per_round": self.other_load,
             "profile": self.profile_source,
+            "profile_used": self.profile_used,
             "results": [r.to_dict(sgd, sam) for r in self.results],
             "simulator_error": None if not errors else {"median_abs": statistics.median(errors), "max_abs": max(errors)},
             "notes": list(self.notes),
@@ -406,7 +408,19 @@ def run_bench(
     if load and max(load) > _BUSY:
         notes.append(f"other processes used up to {max(load):.0%} of the CPUs during a round; "
                      "rerun when the machine is quiet")
-    return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes)
+    used = None
+    if profile is not None:
+        from hetsam.costmodel import CostModel
+
+        prof = profile.profile if isinstance(profile, CostModel) else _load(profile)
+        used = {k: v for k, v in prof.to_dict().items() if k != "provenance"}
+    return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes, used)
+
+
+def _load(profile):
+    from hetsam.profiles import load_profile
+
+    return load_profile(profile)
 
 
 def retain_freed_memory() -> bool:
