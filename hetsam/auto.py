@@ -52,6 +52,8 @@ import collections
 import contextlib
 import dataclasses
 import itertools
+import sys
+import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -64,6 +66,7 @@ from hetsam.algorithms.runtime import Runtime
 from hetsam.algorithms.sam import check_base_optimizer, check_rho, share_groups
 from hetsam.algorithms.sampa import SAMPaStep
 from hetsam.algorithms.strategies import RSTStep, SAMStep, SGDStep, Strategy
+from hetsam.autoplan import DriftMonitor, PlannerOptions, describe_choice, plan_for_model
 from hetsam.errors import HetsamInputError
 from hetsam.executor import (
     EXECUTORS, FAILURE_POLICIES, Executor, Placement, make_executor, pool_cpus, role_binding, role_threads, torch_device,
@@ -77,15 +80,12 @@ __all__ = ["AutoSAM", "auto_plan", "resolve_plan"]
 _FORMAT = 1  # version of AutoSAM.state_dict()'s "hetsam" entry
 
 
-def auto_plan(model: nn.Module, loss_fn: Callable, base_optimizer: Any) -> Plan:
-    """The plan ``plan="auto"`` stands for: profile the machine and ask the planner.
-
-    Not available yet; this is the one function that will call the planner.
-    """
-    raise HetsamInputError(
-        "plan='auto' needs hetsam's profiler and planner, which are not available in this version yet; "
-        f"pass a strategy name ({', '.join(repr(s) for s in STRATEGIES)}) or a hetsam.Plan"
-    )
+def auto_plan(model: nn.Module, loss_fn: Callable, sample_batch: Any, options: PlannerOptions | None = None, *,
+              refresh: bool = False, log: Callable[[str], None] | None = None):
+    """What ``plan="auto"`` stands for: profile ``model`` on this machine (cached on disk) with
+    ``sample_batch``, and ask the planner, keeping the descent where the model lives.
+    Returns the :class:`hetsam.planner.PlanReport`; ``report.plan`` is the Plan."""
+    return plan_for_model(model, loss_fn, sample_batch, options or PlannerOptions(), refresh=refresh, log=log)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -107,7 +107,7 @@ def resolve_plan(plan: Any, model: nn.Module, loss_fn: Callable = None, base_opt
             )
         return plan
     if plan == "auto":
-        return auto_plan(model, loss_fn, base_optimizer)
+        return None  # planned at the first step, from its batch (see AutoSAM)
     if isinstance(plan, str) and plan in STRATEGIES:
         name = "cpu" if device.type == "cpu" else f"cuda:{device.index if device.index is not None else 0}"
         return Plan(strategy=plan, descent_device=name)
@@ -137,7 +137,13 @@ class AutoSAM(torch.optim.Optimizer):
         base_optimizer: an optimizer class, e.g. ``torch.optim.SGD``; ``**base_kwargs`` go to it.
         rho: the perturbation radius ρ ≥ 0.
         plan: a :class:`hetsam.Plan`, a strategy name (``"sgd"``, ``"sam"``, ``"async_sam"``,
-            ``"sampa"``, ``"rst"``) with the Plan defaults, or ``"auto"`` (not available yet).
+            ``"sampa"``, ``"rst"``) with the Plan defaults, or ``"auto"``: at the first ``step``
+            hetsam profiles the model on this machine with that batch (cached on disk, keyed by
+            model structure, batch shape and machine), plans, logs the plan in one line, and
+            runs it; ``plan`` is None until then. If the measured step time then drifts more
+            than 15% from the prediction (median of 20 steps), it profiles again and re-plans,
+            switching strategy at a step boundary (the new strategy starts without pending
+            ascent gradients), at most ``max_replans`` times.
         executor: ``"threads"`` (the default: the ascent on a worker thread bound to the plan's
             ascent device, or time-sliced on the calling thread when both roles share a device;
             see :mod:`hetsam.executor_threads`), ``"inline"`` (the sequential reference, same
@@ -170,6 +176,10 @@ class AutoSAM(torch.optim.Optimizer):
             (:mod:`hetsam.sampa_pairs`; both ranks of a pair read the same data, shard it by
             ``opt.distributed.data_rank``/``data_world``). False: every rank computes both,
             g_y' on its executor, averaged over the ranks.
+        planner_options: for ``plan="auto"``: a dict of :class:`hetsam.autoplan.PlannerOptions`
+            (budget, max_staleness, min_ascent_fraction, reserve_cores, profile_budget_seconds,
+            drift_tolerance, drift_window, max_replans, ...).
+        log: where ``plan="auto"`` writes its one-line messages (default: ``print`` to stderr).
 
     With a ``DistributedDataParallel`` model the descent goes through DDP (all-reduced) and the
     ascent stays per rank on the unwrapped module; ranks agree on ascent failures in the step
@@ -184,7 +194,8 @@ class AutoSAM(torch.optim.Optimizer):
                  plan: Any = "auto", executor: Any = "threads", *, adaptive: bool = False, sam_probability: Any = None,
                  grst_alpha: float = 1.0, seed: int | None = None, amp: Any = None, scaler: Any = None,
                  descent_threads: int | None = None, ascent_threads: int | None = None,
-                 on_worker_failure: str | None = None, sampa_pairs: bool | None = None, **base_kwargs):
+                 on_worker_failure: str | None = None, sampa_pairs: bool | None = None,
+                 planner_options: Any = None, log: Callable[[str], None] | None = None, **base_kwargs):
         if not isinstance(model, nn.Module):
             raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -202,6 +213,9 @@ class AutoSAM(torch.optim.Optimizer):
         if not params:
             raise HetsamInputError("the model has no parameters that require grad; nothing to optimize")
         self.plan = resolve_plan(plan, model, loss_fn, base_optimizer)
+        if planner_options is not None and plan != "auto":
+            raise HetsamInputError("planner_options applies to plan='auto' only; drop it or pass plan='auto'")
+        self._planner_options = PlannerOptions.from_value(planner_options) if plan == "auto" else None
 
         super().__init__(params, dict(rho=rho, **base_kwargs))
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
@@ -216,17 +230,63 @@ class AutoSAM(torch.optim.Optimizer):
         self.scaler = scaler or None
         self.model = model
         self.loss_fn = loss_fn
-        self._descent_threads = role_threads(self.plan.descent_device, descent_threads)
-        self._descent_cpus = pool_cpus(self.plan.descent_device) if device.type == "cpu" else None
         self._on_worker_failure = on_worker_failure
-        self._dist = rank_context(model, self.plan, sampa_pairs=sampa_pairs)  # DDP: hetsam.distributed
-        self._rt = Runtime(model, loss_fn, self.base_optimizer, rho=rho, adaptive=adaptive, amp=amp_spec,
-                           local_model=self._dist.module if self._dist is not None else None,
-                           scaler=self.scaler)
+        self._log = log or (lambda line: print(line, file=sys.stderr))
+        self._settings = dict(executor=executor, amp_spec=amp_spec, ascent_threads=ascent_threads,
+                              sam_probability=sam_probability, grst_alpha=grst_alpha, seed=seed, rho=rho,
+                              adaptive=adaptive, descent_threads=descent_threads, sampa_pairs=sampa_pairs)
         self._executor: Executor | None = None
-        self._strategy = self._build_strategy(executor, amp_spec, ascent_threads, sam_probability, grst_alpha, seed)
+        self._strategy: Strategy | None = None
+        self._drift: DriftMonitor | None = None
+        self._replans = 0
+        self.plan_report = None  # plan="auto": the planner's report
         self._prefetched: tuple[Any, list] | None = None
         self._closed = False
+        if self.plan is not None:
+            self._configure(self.plan)
+
+    def _configure(self, plan: Plan) -> None:
+        """Build the runtime, executor and strategy that run ``plan``."""
+        cfg, device = self._settings, _model_device(self.model)
+        self.plan = plan
+        self._descent_threads = role_threads(plan.descent_device, cfg["descent_threads"])
+        self._descent_cpus = pool_cpus(plan.descent_device) if device.type == "cpu" else None
+        self._dist = rank_context(self.model, plan, sampa_pairs=cfg["sampa_pairs"])  # DDP: hetsam.distributed
+        self._rt = Runtime(self.model, self.loss_fn, self.base_optimizer, rho=cfg["rho"], adaptive=cfg["adaptive"],
+                           amp=cfg["amp_spec"], local_model=self._dist.module if self._dist is not None else None,
+                           scaler=self.scaler)
+        self._strategy = self._build_strategy(cfg["executor"], cfg["amp_spec"], cfg["ascent_threads"],
+                                              cfg["sam_probability"], cfg["grst_alpha"], cfg["seed"])
+
+    def _plan_automatically(self, batch: Any, *, refresh: bool = False) -> None:
+        """plan="auto": profile (cached), plan, log one line, and (re)build the strategy."""
+        opts = self._planner_options
+        module = self._dist.module if getattr(self, "_dist", None) is not None else self.model
+        report = auto_plan(module, self.loss_fn, batch, opts, refresh=refresh, log=self._log)
+        chosen = dataclasses.replace(report.plan, predicted=dict(report.plan.predicted))
+        self.plan_report = report
+        self._log(describe_choice(report))
+        if self._strategy is not None:
+            same = dataclasses.replace(chosen, predicted={}) == dataclasses.replace(self.plan, predicted={})
+            if same:
+                self.plan = chosen
+            else:
+                self._log(f"hetsam: switching from {self.plan.describe()} to {chosen.describe()}")
+                self._retire_strategy()
+                self._configure(chosen)
+        else:
+            self._configure(chosen)
+        predicted = chosen.predicted.get("iteration_seconds")
+        self._drift = DriftMonitor(predicted, opts.drift_tolerance, opts.drift_window, opts.drift_warmup) if predicted else None
+
+    def _retire_strategy(self) -> None:
+        """Let the running strategy's pending jobs finish, then release its executor."""
+        for future in list(getattr(self._strategy, "pending", {}).values()):
+            self._executor.wait(future)
+        if self._executor is not None:
+            self._executor.close()
+        self._executor = None
+        self._strategy = None
 
     def _build_strategy(self, executor, amp_spec, ascent_threads, sam_probability, grst_alpha, seed) -> Strategy:
         plan, rt = self.plan, self._rt
@@ -273,7 +333,12 @@ class AutoSAM(torch.optim.Optimizer):
             raise HetsamInputError(f"accumulate={accumulate!r} must be a positive integer (micro-batches per step)")
         if upcoming is None and self._prefetched is not None and self._prefetched[0] is batch:
             upcoming = self._prefetched[1]
+        if self._strategy is None:
+            self._plan_automatically(batch)
+            if upcoming is None and self._prefetched is not None and self._prefetched[0] is batch:
+                upcoming = self._prefetched[1]
         self._rt.release_grads()  # before any job runs, so no stale gradients stay alive
+        start = time.perf_counter()
         try:
             with role_binding(self._descent_threads, self._descent_cpus), \
                     (self._dist.stepping() if self._dist is not None else contextlib.nullcontext()):
@@ -284,7 +349,21 @@ class AutoSAM(torch.optim.Optimizer):
             raise
         if getattr(self._strategy, "fell_back", False) and self.plan.ascent_batches != "independent":
             self.plan = dataclasses.replace(self.plan, ascent_batches="independent")  # what ran
-        return float(loss)
+        loss = float(loss)
+        if self._drift is not None and self._drift.observe(time.perf_counter() - start):
+            self._on_drift(batch)
+        return loss
+
+    def _on_drift(self, batch: Any) -> None:
+        drift, opts = self._drift, self._planner_options
+        self._log(f"hetsam: measured {drift.last_median * 1e3:.1f} ms/step, {drift.ratio - 1:+.0%} from the predicted "
+                  f"{drift.predicted_seconds * 1e3:.1f} ms")
+        if self._replans >= opts.max_replans:
+            self._log(f"hetsam: not re-planning: {opts.max_replans} re-plan(s) already done")
+            self._drift = None
+            return
+        self._replans += 1
+        self._plan_automatically(batch, refresh=True)
 
     def prefetch(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Iterate ``loader``, reading τ batches ahead so that ``step(batch)`` gets ``upcoming``.
@@ -292,7 +371,8 @@ class AutoSAM(torch.optim.Optimizer):
         ``for batch in opt.prefetch(loader): opt.step(batch)`` is the same as passing the next
         τ batches by hand (fewer at the end of the data).
         """
-        ahead = self._strategy.lookahead
+        # before plan="auto" has chosen, read as far ahead as its largest allowed staleness
+        ahead = self._strategy.lookahead if self._strategy is not None else self._planner_options.max_staleness
         it = iter(loader)
         window = collections.deque(itertools.islice(it, ahead + 1))
         end = object()
@@ -319,6 +399,8 @@ class AutoSAM(torch.optim.Optimizer):
 
     def stats(self) -> dict:
         """What ran: the plan, step counts, skipped perturbations, and the executor's waits."""
+        if self._strategy is None:
+            return {"plan": None, "steps": 0}
         out = {"plan": self.plan.describe(), "steps": self._strategy.t,
                "skipped_perturbations": self._rt.perturbation.skipped, **self._strategy.stats()}
         if self._executor is not None:
@@ -331,6 +413,8 @@ class AutoSAM(torch.optim.Optimizer):
         """The parameter-sized tensors hetsam holds beyond the model, its gradients and the base
         optimizer's state (backup of θ, replica, pending ascent gradients, g_y), for memory
         accounting."""
+        if self._strategy is None:
+            return []
         out = self._rt.held_tensors() + self._strategy.held_tensors()
         if self._executor is not None:
             out += self._executor.held_tensors()
@@ -338,6 +422,8 @@ class AutoSAM(torch.optim.Optimizer):
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        if self._strategy is None:
+            raise HetsamInputError("plan='auto' has not chosen a plan yet: take one step before state_dict()")
         hetsam_state = {
             "format": _FORMAT,
             "plan": self.plan.to_dict(),
@@ -355,6 +441,8 @@ class AutoSAM(torch.optim.Optimizer):
         if saved.get("format") != _FORMAT:
             raise HetsamInputError(f"AutoSAM state format {saved.get('format')!r} is not supported (expected {_FORMAT})")
         strategy = saved["plan"]["strategy"]
+        if self._strategy is None:  # plan="auto" before its first step: resume the saved plan
+            self._configure(Plan.from_dict(saved["plan"]))
         if strategy != self.plan.strategy:
             raise HetsamInputError(
                 f"the checkpoint was taken with strategy {strategy!r}; this AutoSAM runs {self.plan.strategy!r}"

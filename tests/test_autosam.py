@@ -143,9 +143,11 @@ def test_sam_gradient_accumulation_gives_the_same_update():
     assert_rel_close(runs[1], runs[0], 1e-10)
 
 
-def test_plan_auto_is_not_available_yet():
-    with pytest.raises(HetsamInputError, match="not available"):
-        AutoSAM(mlp(), loss_fn, torch.optim.SGD, lr=0.1)
+def test_plan_auto_rejects_bad_options():
+    with pytest.raises(HetsamInputError, match="colour"):
+        AutoSAM(mlp(), loss_fn, torch.optim.SGD, planner_options={"colour": 1}, lr=0.1)
+    with pytest.raises(HetsamInputError, match="plan='auto' only"):
+        AutoSAM(mlp(), loss_fn, torch.optim.SGD, plan="sam", planner_options={"budget": 1.1}, lr=0.1)
 
 
 def test_threads_executor_falls_back_to_inline_with_one_warning(monkeypatch):

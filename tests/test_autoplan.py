@@ -1,0 +1,76 @@
+"""AutoSAM(plan="auto"): profile on first use (cached), plan, log one line, re-plan on drift."""
+
+import pytest
+import torch
+
+from hetsam import AutoSAM, Plan
+from hetsam.autoplan import DriftMonitor
+from _alg_refs import batches, loss_fn, mlp
+
+OPTIONS = {"profile_budget_seconds": 2.0, "progress": False, "devices": ["cpu:0", "cpu:0[0]"]}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HETSAM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_first_step_profiles_plans_and_logs_one_line(tmp_path):
+    lines = []
+    torch.manual_seed(0)
+    opt = AutoSAM(mlp(), loss_fn, torch.optim.SGD, planner_options=OPTIONS, log=lines.append, lr=0.05)
+    assert opt.plan is None
+    data = batches(6)
+    with opt:
+        for batch in opt.prefetch(data):
+            opt.step(batch)
+    assert isinstance(opt.plan, Plan) and opt.plan.descent_device.startswith("cpu")
+    plan_lines = [line for line in lines if line.startswith("hetsam: plan ")]
+    assert len(plan_lines) == 1 and "ms/step" in plan_lines[0] and "\n" not in plan_lines[0]
+    assert any("profiled this machine" in line for line in lines)
+    assert opt.stats()["steps"] == 6
+    assert opt.plan.predicted["iteration_seconds"] > 0
+
+    # the same model structure, batch shape and machine: the cached profile, no new measurement
+    again = []
+    with AutoSAM(mlp(), loss_fn, torch.optim.SGD, planner_options=OPTIONS, log=again.append, lr=0.05) as opt2:
+        opt2.step(data[0], upcoming=data[1:2])
+    assert any("using the cached profile" in line for line in again)
+    assert opt2.plan.strategy == opt.plan.strategy
+
+
+def test_drift_triggers_a_bounded_replan():
+    lines = []
+    opts = {**OPTIONS, "drift_tolerance": 0.0, "drift_window": 2, "drift_warmup": 0, "max_replans": 1}
+    with AutoSAM(mlp(), loss_fn, torch.optim.SGD, planner_options=opts, log=lines.append, lr=0.05) as opt:
+        for batch in opt.prefetch(batches(8)):
+            opt.step(batch)
+        assert opt.stats()["steps"] >= 1
+    measured = [line for line in lines if line.startswith("hetsam: measured")]
+    assert len(measured) >= 2  # one re-plan, then the limit is logged
+    assert sum(line.startswith("hetsam: plan ") for line in lines) == 2
+    assert any("not re-planning" in line for line in lines)
+
+
+def test_resume_into_auto_uses_the_saved_plan_without_profiling():
+    with AutoSAM(mlp(), loss_fn, plan=Plan("async_sam", ascent_batch_size=4), executor="inline", lr=0.05) as opt:
+        data = batches(3)
+        for batch in opt.prefetch(data):
+            opt.step(batch)
+        state = opt.state_dict()
+    lines = []
+    with AutoSAM(mlp(), loss_fn, planner_options=OPTIONS, executor="inline", log=lines.append, lr=0.05) as fresh:
+        fresh.load_state_dict(state)
+        assert fresh.plan.strategy == "async_sam" and fresh.plan.ascent_batch_size == 4
+    assert lines == []
+
+
+def test_drift_monitor_against_a_direct_median():
+    m = DriftMonitor(predicted_seconds=1.0, tolerance=0.15, window=3, warmup=1)
+    assert not m.observe(100.0)  # warm-up is ignored
+    assert not m.observe(1.1) and not m.observe(1.2)
+    assert not m.observe(1.0)  # median(1.1, 1.2, 1.0) = 1.1: within 15%
+    assert m.last_median == pytest.approx(1.1)
+    assert not m.observe(1.3) and not m.observe(1.2)
+    assert m.observe(1.25)  # median 1.25: 25% off
+    assert m.ratio == pytest.approx(1.25)
