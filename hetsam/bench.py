@@ -215,7 +215,8 @@ def default_arrangements(batch_size: int, *, pools: tuple[str, str] | None | boo
         out.append(Arrangement("async_sam pools", Plan("async_sam", descent_device=d, ascent_device=a, batch_size=b,
                                                        ascent_batch_size=bp, staleness=1)))
     out.append(Arrangement("async_sam time-sliced", Plan("async_sam", descent_device="cpu", ascent_device="cpu",
-                                                         batch_size=b, ascent_batch_size=bp, staleness=1)))
+                                                         batch_size=b, ascent_batch_size=bp, staleness=1),
+                           {"share": "time-slice"}))
     if pools:
         d, a = pools
         out.append(Arrangement("sampa pools", Plan("sampa", descent_device=d, ascent_device=a, batch_size=b)))
@@ -227,8 +228,12 @@ def predict(arrangement: Arrangement, profile, *, iterations: int = 2000, seed: 
     """The simulator's prediction for an arrangement on ``profile``."""
     from hetsam.simulator import simulate
 
-    if arrangement.executor_options.get("share") == "concurrent":
-        return {}  # the simulator models shared devices as time-sliced only
+    if arrangement.executor_options.get("share") == "concurrent" and arrangement.plan.strategy in ("async_sam", "sampa"):
+        from hetsam.devnames import parse_device
+
+        p = arrangement.plan
+        if parse_device(p.descent_device).overlaps(parse_device(p.effective_ascent_device)):
+            return {}  # the simulator models shared devices as time-sliced only
     r = simulate(arrangement.plan, profile, iterations=iterations, seed=seed)
     return {"iteration_seconds": r.iteration_seconds["mean"], "p50": r.iteration_seconds["p50"],
             "descent_wait_per_iteration": r.descent_wait_per_iteration}
@@ -339,6 +344,8 @@ def run_bench(
         for a, s in zip(arrangements, streams):
             say(f"warming up {a.label}")
             s.run(warmup)
+            while s.opt.executor is not None and s.opt.executor.describe().get("mode") == "measuring":
+                s.run(1)  # share="auto" on a shared device: let it choose before the timed rounds
         times = [[] for _ in arrangements]
         kinds = [[] for _ in arrangements]
         medians = [[] for _ in arrangements]

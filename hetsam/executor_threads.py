@@ -1,7 +1,7 @@
 """The threaded executor (``executor="threads"``): the ascent runs while the descent runs.
 
-:class:`ThreadedExecutor` implements the executor contract of :mod:`hetsam.executor` in one
-of three modes, chosen at ``bind`` from the plan's :class:`~hetsam.executor.Placement`:
+:class:`ThreadedExecutor` implements the executor contract of :mod:`hetsam.executor`; its
+``mode`` (in ``describe()``) follows from the plan's :class:`~hetsam.executor.Placement`:
 
 ``worker`` (the ascent and descent devices are disjoint: two core pools, a GPU and a CPU, two GPUs)
     A daemon thread bound to the ascent device owns its own :class:`~hetsam.executor.Replica`.
@@ -21,12 +21,18 @@ of three modes, chosen at ``bind`` from the plan's :class:`~hetsam.executor.Plac
     the worker reads the slot. Jobs run one at a time, first in, first out; staleness is
     enforced by the strategies (step t waits for the job of step t − τ and nothing newer).
 
-``time-sliced`` (the two roles share hardware, e.g. both ``"cpu"``, or one GPU)
-    No worker: two thread teams on the same cores oversubscribe them (and libgomp throttles
-    its spin-waits once there are more OpenMP threads than CPUs), so the jobs run on the
-    calling thread with all the pool's threads, one gradient after the other, exactly as
-    :class:`~hetsam.executor.InlineExecutor` runs them. ``share="concurrent"`` starts a
-    worker anyway, for measuring that arrangement (``hetsam bench``).
+``time-sliced``, ``measuring`` (the two roles share hardware, e.g. both ``"cpu"``, or one GPU)
+    Two thread teams on the same cores oversubscribe them (and libgomp throttles its
+    spin-waits once there are more OpenMP threads than CPUs), so by default the jobs run on
+    the calling thread with all the pool's threads, one gradient after the other, exactly as
+    :class:`~hetsam.executor.InlineExecutor` runs them (``time-sliced``). Small gradients
+    scale poorly over many threads, though, and running them beside the descent can fill
+    cores the descent leaves idle, so with ``share="auto"`` (the default) the executor
+    *measures*: its first jobs alternate between the two arrangements in blocks (``measuring``
+    mode; :class:`_ShareChooser`), then it keeps the time-sliced one unless the concurrent
+    one (a worker thread on the same cores: mode ``worker``) gave shorter steps by more than
+    3%, and releases the other. Both compute the same numbers. ``share="time-slice"`` or
+    ``"concurrent"`` fixes the choice (``hetsam bench`` measures each).
 
 ``degraded`` (after a worker failure with ``on_worker_failure="degrade"``)
     The failed job and every job after it run synchronously on the descent device (an inline
@@ -47,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import statistics
 import threading
 import time
 import weakref
@@ -63,7 +70,8 @@ from hetsam.executor import Executor, InlineExecutor, Placement, Replica, pool_c
 
 __all__ = ["ThreadedExecutor", "SHARE_MODES"]
 
-SHARE_MODES = ("auto", "concurrent")
+SHARE_MODES = ("auto", "time-slice", "concurrent")
+SLICED, CONCURRENT = "time-sliced", "concurrent"  # the two arrangements of a shared device
 _POLL_SECONDS = 0.05  # liveness check period of a blocking wait
 _STOP = object()  # queue sentinel
 
@@ -176,13 +184,58 @@ def _shutdown(w: _Worker, join_seconds: float) -> None:
         w.thread.join(join_seconds)
 
 
+class _ShareChooser:
+    """Times the two arrangements of a shared device on the user's own steps, A B A B.
+
+    Job i runs in ``schedule[i]``: a warm-up block of each arrangement, then ``blocks`` blocks
+    of each, alternating. The interval from one submit to the next covers the job submitted at
+    its start and the step around it, so it is attributed to that job's arrangement; the first
+    ``skip`` intervals of a block (the switch) are left out. Once the schedule is done the
+    concurrent arrangement is chosen only if its median step is shorter than the time-sliced
+    one's by more than ``margin``.
+    """
+
+    def __init__(self, block: int = 6, skip: int = 2, blocks: int = 2, margin: float = 0.03):
+        pair = [SLICED] * block + [CONCURRENT] * block
+        self.schedule = pair * (blocks + 1)
+        self.block, self.skip, self.warm, self.margin = block, skip, 2 * block, margin
+        self.samples: dict[str, list[float]] = {SLICED: [], CONCURRENT: []}
+        self._i = 0
+        self._last: float | None = None
+        self.chosen: str | None = None
+
+    def next(self, now: float) -> str:
+        """The arrangement of the next job (records the interval the previous one closed)."""
+        i = self._i
+        if self._last is not None:
+            prev = i - 1
+            if prev >= self.warm and prev % self.block >= self.skip:
+                self.samples[self.schedule[prev]].append(now - self._last)
+        self._last = now
+        if i >= len(self.schedule):
+            t, c = (statistics.median(self.samples[k]) for k in (SLICED, CONCURRENT))
+            self.chosen = CONCURRENT if c < (1.0 - self.margin) * t else SLICED
+            return self.chosen
+        self._i += 1
+        return self.schedule[i]
+
+    def describe(self) -> dict:
+        out = {"chosen": self.chosen, "jobs_measured": self._i}
+        for k, v in self.samples.items():
+            out[f"{k}_step_seconds"] = statistics.median(v) if v else None
+        return out
+
+
 class ThreadedExecutor(Executor):
     """Runs the ascent jobs on a worker thread bound to the ascent device (module docstring).
 
     Args:
         on_worker_failure: ``"raise"`` (default) or ``"degrade"``.
-        share: ``"auto"`` (default): time-slice when the two roles share hardware;
-            ``"concurrent"``: a worker even then (two thread teams on the same cores).
+        share: what to do when the two roles share hardware: ``"auto"`` (default) times both
+            arrangements on the first steps (:class:`_ShareChooser`, about 36 jobs) and keeps
+            the time-sliced one unless the concurrent one is measurably faster;
+            ``"time-slice"`` and ``"concurrent"`` fix the choice. Both arrangements compute
+            the same numbers (the same replica code and thread counts).
         join_seconds: how long ``close()`` waits for the worker thread.
     """
 
@@ -191,19 +244,21 @@ class ThreadedExecutor(Executor):
     def __init__(self, *, on_worker_failure: str = "raise", share: str = "auto", join_seconds: float = 1.0) -> None:
         super().__init__(on_worker_failure=on_worker_failure)
         if share not in SHARE_MODES:
-            raise HetsamInputError(f"share={share!r} must be 'auto' (time-slice shared devices) or 'concurrent'")
+            raise HetsamInputError(f"share={share!r} must be one of {', '.join(map(repr, SHARE_MODES))}")
         self.share = share
         self.join_seconds = float(join_seconds)
-        self.mode = "unbound"
+        self.mode = "unbound"  # worker (jobs on the worker thread), time-sliced, measuring, degraded
         self.placement: Placement | None = None
-        self._inline: InlineExecutor | None = None  # time-sliced or degraded
+        self._sliced: InlineExecutor | None = None  # time-sliced jobs, on the ascent device
+        self._sliced_pending: set[Future] = set()
+        self._fallback: InlineExecutor | None = None  # degraded jobs, on the descent device
+        self._chooser: _ShareChooser | None = None
         self._worker: _Worker | None = None
         self._finalizer: weakref.finalize | None = None
         self._outstanding: dict[Future, tuple[GradJob, _Slot]] = {}
         self._slots: list[_Slot] = []
         self._copy_stream = None
         self._bound: tuple | None = None  # (model, loss_fn, params, amp_dtype) for degrade
-        self._warned = False
 
     # ---- setup ------------------------------------------------------------------------------
     def bind(self, model: nn.Module, loss_fn: Callable, params: Sequence[Tensor], *, device: torch.device,
@@ -214,12 +269,21 @@ class ThreadedExecutor(Executor):
             placement = Placement(name(out), name(device), None)
         self.placement = placement
         self._bound = (model, loss_fn, list(params), amp_dtype)
-        if placement.shared and self.share == "auto":
-            self.mode = "time-sliced"
-            self._inline = InlineExecutor()
-            self._inline.stats = self.stats  # one set of counters
-            self._inline.bind(model, loss_fn, params, device=device, threads=threads, amp_dtype=amp_dtype)
-            return
+        shared = placement.shared
+        if shared and self.share != "concurrent":
+            self._sliced = InlineExecutor()
+            self._sliced.stats = self.stats  # one set of counters
+            self._sliced.bind(model, loss_fn, params, device=device, threads=threads, amp_dtype=amp_dtype)
+        if not shared or self.share != "time-slice":
+            self._start_worker(model, loss_fn, params, device, threads, amp_dtype, out)
+        if shared and self.share == "auto":
+            self.mode = "measuring"
+            self._chooser = _ShareChooser()
+        else:
+            self.mode = SLICED if shared and self.share == "time-slice" else "worker"
+
+    def _start_worker(self, model, loss_fn, params, device, threads, amp_dtype, out) -> None:
+        placement = self.placement
         cpus = pool_cpus(placement.ascent_device) if device.type == "cpu" else None
         replica = Replica(model, loss_fn, params, device=device, threads=threads, amp_dtype=amp_dtype)
         w = _Worker(replica, cpus, f"hetsam-ascent-{placement.ascent_device}")
@@ -233,18 +297,21 @@ class ThreadedExecutor(Executor):
                 from w.start_error
         self._worker = w
         self._finalizer = weakref.finalize(self, _shutdown, w, self.join_seconds)
-        self.mode = "worker"
 
     # ---- jobs ---------------------------------------------------------------------------------
     def submit(self, job: GradJob) -> Future:
         if self.closed or self.mode == "unbound":
             raise RuntimeError("ThreadedExecutor.submit() before bind() or after close()")
-        if self._inline is not None:
-            return self._inline.submit(job)
-        w = self._worker
+        if self.mode == "degraded":
+            return self._fallback.submit(job)
+        if self._arrangement() == SLICED:
+            future = self._sliced.submit(job)
+            self._sliced_pending.add(future)
+            return future
         if not self._alive():
             self._failed(None)  # raises, or switches to degraded mode
-            return self._inline.submit(job)
+            return self._fallback.submit(job)
+        w = self._worker
         start = time.perf_counter()
         slot = self._take_slot(job)
         staged = dataclasses.replace(job, params=slot.params, buffers=slot.buffers)
@@ -254,13 +321,27 @@ class ThreadedExecutor(Executor):
         self.stats.copy_seconds += time.perf_counter() - start
         return future
 
+    def _arrangement(self) -> str:
+        """Where the next job runs: SLICED (calling thread) or the worker."""
+        if self.mode == "measuring":
+            choice = self._chooser.next(time.perf_counter())
+            if self._chooser.chosen is not None:
+                self.mode = SLICED if choice == SLICED else "worker"
+            return choice
+        return SLICED if self.mode == SLICED else CONCURRENT
+
     def wait(self, future: Future) -> GradResult:
+        if future in self._sliced_pending:
+            self._sliced_pending.discard(future)
+            result = self._sliced.wait(future)
+            self._retire()
+            return result
         entry = self._outstanding.get(future)
         if entry is None:
             if future.cancelled():
                 raise WorkerFailure("the executor was closed before this ascent job finished")
-            if self._inline is not None:
-                return self._inline.wait(future)
+            if self._fallback is not None and not future.done():
+                return self._fallback.wait(future)
             if future.done():  # e.g. a pending result restored from a checkpoint
                 return future.result()
             raise RuntimeError("ThreadedExecutor.wait() on a job it does not hold")
@@ -287,7 +368,18 @@ class ThreadedExecutor(Executor):
                     g.record_stream(stream)  # the caller's stream uses memory the worker allocated
         self.stats.jobs += 1
         self.stats.job_seconds += result.seconds
+        self._retire()
         return result
+
+    def _retire(self) -> None:
+        """Once the measured choice is made, release the other arrangement when its jobs are done."""
+        if self.mode == SLICED and self._worker is not None and not self._outstanding and self._chooser is not None:
+            self._stop_worker()
+            self._worker = None
+            self._slots.clear()
+        elif self.mode == "worker" and self._sliced is not None and not self._sliced_pending:
+            self._sliced.close()
+            self._sliced = None
 
     # ---- snapshots ------------------------------------------------------------------------------
     def _take_slot(self, job: GradJob) -> _Slot:
@@ -343,6 +435,7 @@ class ThreadedExecutor(Executor):
         if w.failure is None and not w.thread.is_alive():
             w.failure = RuntimeError("the ascent worker thread ended without finishing its jobs")
         return w.failure is None
+
     def _failed(self, future: Future | None) -> GradResult | None:
         """Raise WorkerFailure, or (degrade) switch to the descent device and compute ``future``'s job."""
         w = self._worker
@@ -355,13 +448,13 @@ class ThreadedExecutor(Executor):
             raise WorkerFailure(
                 f"the ascent worker on {self.placement.ascent_device} failed: {type(cause).__name__}: {cause}"
             ) from cause
-        if self._inline is None:
+        if self._fallback is None:
             self._degrade(cause)
         if future is None:
             return None
         job, slot = self._outstanding.pop(future)
-        result = self._inline.wait(self._inline.submit(job))  # from the snapshot taken at submit
-        self._release(slot)
+        result = self._fallback.wait(self._fallback.submit(job))  # from the snapshot taken at submit
+        w.release(slot)
         return result
 
     def _degrade(self, cause: BaseException | None) -> None:
@@ -373,16 +466,12 @@ class ThreadedExecutor(Executor):
             f"{descent} (no step is lost; the ascent no longer overlaps the descent)"
         )
         self._stop_worker()
-        inline = InlineExecutor()
-        inline.stats = self.stats
-        inline.bind(model, loss_fn, params, device=torch_device(descent), threads=self.placement.descent_threads,
-                    amp_dtype=amp_dtype)
-        self._inline = inline
+        fallback = InlineExecutor()
+        fallback.stats = self.stats
+        fallback.bind(model, loss_fn, params, device=torch_device(descent), threads=self.placement.descent_threads,
+                      amp_dtype=amp_dtype)
+        self._fallback = fallback
         self.mode = "degraded"
-
-    def _release(self, slot: _Slot) -> None:
-        if self._worker is not None:
-            self._worker.release(slot)
 
     def _stop_worker(self) -> None:
         if self._finalizer is not None:
@@ -400,8 +489,10 @@ class ThreadedExecutor(Executor):
         for future in self._outstanding:
             future.cancel()
         self._outstanding.clear()
-        if self._inline is not None:
-            self._inline.close()
+        self._sliced_pending.clear()
+        for ex in (self._sliced, self._fallback):
+            if ex is not None:
+                ex.close()
         self._slots.clear()
         if self._worker is not None:
             with self._worker.lock:
@@ -409,26 +500,30 @@ class ThreadedExecutor(Executor):
 
     def held_tensors(self) -> list[Tensor]:
         out: list[Tensor] = []
-        if self._worker is not None and self.mode == "worker":
+        if self._worker is not None and self.mode != "degraded":
             out += self._worker.replica.held_tensors()
         for slot in self._slots:
             out += slot.params + slot.buffers
-        if self._inline is not None:
-            out += self._inline.held_tensors()
+        for ex in (self._sliced, self._fallback):
+            if ex is not None:
+                out += ex.held_tensors()
         return out
 
     @property
     def worker_thread(self) -> threading.Thread | None:
-        """The worker thread (None when time-sliced)."""
+        """The worker thread (None when there is none)."""
         return self._worker.thread if self._worker is not None else None
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["mode"] = self.mode
+        out["share"] = self.share
         if self.placement is not None:
             out["descent_device"] = self.placement.descent_device
             out["ascent_device"] = self.placement.ascent_device
         out["staging_slots"] = len(self._slots)
+        if self._chooser is not None:
+            out["share_choice"] = self._chooser.describe()
         return out
 
 

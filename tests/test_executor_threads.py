@@ -55,7 +55,7 @@ def train(plan, executor, *, bn, steps=STEPS, loss=loss_fn, **kw):
 def test_worker_is_bit_for_bit_equal_to_inline(deterministic, name, bn):
     ref, ref_losses, _ = train(PLANS[name], "inline", bn=bn)
     got, losses, stats = train(PLANS[name], ThreadedExecutor(share="concurrent"), bn=bn)
-    assert stats["executor"]["mode"] == "worker"
+    assert stats["executor"]["mode"] == "worker"  # a worker thread beside the descent
     assert stats["executor"]["jobs"] == STEPS - (PLANS[name].staleness if name.startswith("async") else 0)
     assert losses == ref_losses
     assert torch.equal(got, ref)
@@ -87,19 +87,49 @@ def test_disjoint_pools_pin_each_role_and_match_inline(deterministic, name):
     assert (os.sched_getaffinity(0), torch.get_num_threads()) == before  # the caller's binding is restored
 
 
-def test_shared_device_is_time_sliced_on_the_calling_thread(deterministic):
+def test_shared_device_time_sliced_on_the_calling_thread(deterministic):
     plan = PLANS["async_lookahead_tau1"]  # both roles on "cpu"
     ref, _, _ = train(plan, "inline", bn=True)
     started = len(hetsam_threads())
     model = mlp(bn=True)
-    with AutoSAM(model, loss_fn, plan=plan, **SGD_KW) as opt:  # executor="threads" is the default
-        assert opt.executor.name == "threads" and opt.executor.describe()["mode"] == "time-sliced"
+    with AutoSAM(model, loss_fn, plan=plan, executor=ThreadedExecutor(share="time-slice"), **SGD_KW) as opt:
+        assert opt.executor.describe()["mode"] == "time-sliced"
         assert opt.executor.worker_thread is None and len(hetsam_threads()) == started
         for batch in opt.prefetch(batches(STEPS)):
             opt.step(batch)
         stats = opt.stats()["executor"]
     assert torch.equal(flat(model), ref)
     assert stats["wait_seconds"] == 0.0 and stats["inline_seconds"] > 0  # the caller computes, it never idles
+
+
+@pytest.mark.parametrize("name", ["async_lookahead_tau2", "sampa_0.2"])
+def test_shared_device_measures_both_arrangements_then_keeps_one(deterministic, name):
+    """The default share='auto' alternates time-sliced and concurrent blocks on the first
+    steps, keeps the faster (time-sliced unless concurrent wins by > 3%), releases the other,
+    and computes exactly the inline reference's numbers throughout."""
+    steps = 48
+    ref, ref_losses, _ = train(PLANS[name], "inline", bn=True, steps=steps)
+    started = len(hetsam_threads())
+    model = mlp(bn=True)
+    losses = []
+    with AutoSAM(model, loss_fn, plan=PLANS[name], **SGD_KW) as opt:  # executor="threads" is the default
+        ex = opt.executor
+        assert ex.name == "threads" and ex.describe()["mode"] == "measuring" and len(hetsam_threads()) == started + 1
+        for batch in opt.prefetch(batches(steps)):
+            losses.append(opt.step(batch))
+        info = ex.describe()
+        choice = info["share_choice"]
+        assert info["mode"] == {"time-sliced": "time-sliced", "concurrent": "worker"}[choice["chosen"]]
+        t, c = choice["time-sliced_step_seconds"], choice["concurrent_step_seconds"]
+        assert choice["chosen"] == ("concurrent" if c < 0.97 * t else "time-sliced")
+        if choice["chosen"] == "time-sliced":
+            assert ex.worker_thread is None and len(hetsam_threads()) == started
+        else:
+            assert ex.worker_thread.is_alive() and ex.held_tensors()  # the time-sliced replica is gone
+        lag = PLANS[name].staleness if name.startswith("async") else 0  # jobs never waited for
+        assert info["inline_seconds"] > 0 and steps - lag <= info["jobs"] <= steps
+    assert losses == ref_losses and torch.equal(flat(model), ref)
+    assert len(hetsam_threads()) == started
 
 
 def test_descent_waits_are_counted_when_the_ascent_is_slower():
@@ -277,7 +307,7 @@ def test_cuda_worker_matches_inline(descent, ascent):
 @pytest.mark.cuda
 def test_cuda_shared_device_is_time_sliced():
     plan = Plan(strategy="sampa", descent_device="cuda:0", ascent_device="cuda:0")
-    with AutoSAM(mlp().cuda(), loss_fn, plan=plan, **SGD_KW) as opt:
+    with AutoSAM(mlp().cuda(), loss_fn, plan=plan, executor=ThreadedExecutor(share="time-slice"), **SGD_KW) as opt:
         assert opt.executor.describe()["mode"] == "time-sliced"
         for batch in batches(3):
             opt.step(tuple(t.cuda() for t in batch))

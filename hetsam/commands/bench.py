@@ -24,7 +24,8 @@ def add_arguments(p) -> None:
     p.add_argument("--only", metavar="LABELS", help="comma-separated subset of the default strategies to measure "
                    "(sgd, sam, 'async_sam pools', 'async_sam time-sliced', 'sampa pools', rst, plan)")
     p.add_argument("--concurrent", action="store_true",
-                   help="also measure AsyncSAM with a worker thread on the shared cores (both roles on 'cpu')")
+                   help="also measure AsyncSAM with a worker thread on the shared cores (both roles on 'cpu'), and with "
+                        "the executor's own measured choice between that and time-slicing")
     p.add_argument("--profile-budget-seconds", type=float, default=60.0, metavar="S",
                    help="time budget when a profile must be measured (default 60)")
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine's profile again (replaces the cached one)")
@@ -107,6 +108,7 @@ def run(args) -> int:
     if args.concurrent:
         shared = next(a for a in arrangements if a.label == "async_sam time-sliced")
         arrangements.append(Arrangement("async_sam concurrent", shared.plan, {"share": "concurrent"}))
+        arrangements.append(Arrangement("async_sam shared auto", shared.plan))
     if given is not None:
         arrangements.append(Arrangement("plan", given))
     elif profile is not None:
