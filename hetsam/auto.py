@@ -143,7 +143,8 @@ class AutoSAM(torch.optim.Optimizer):
             runs it; ``plan`` is None until then. If the measured step time then drifts more
             than 15% from the prediction (median of 20 steps), it profiles again and re-plans,
             switching strategy at a step boundary (the new strategy starts without pending
-            ascent gradients), at most ``max_replans`` times.
+            ascent gradients), at most ``max_replans`` times; if the fresh profile yields the
+            same plan it stops watching.
         executor: ``"threads"`` (the default: the ascent on a worker thread bound to the plan's
             ascent device, or time-sliced on the calling thread when both roles share a device;
             see :mod:`hetsam.executor_threads`), ``"inline"`` (the sequential reference, same
@@ -178,7 +179,7 @@ class AutoSAM(torch.optim.Optimizer):
             g_y' on its executor, averaged over the ranks.
         planner_options: for ``plan="auto"``: a dict of :class:`hetsam.autoplan.PlannerOptions`
             (budget, max_staleness, min_ascent_fraction, reserve_cores, profile_budget_seconds,
-            drift_tolerance, drift_window, max_replans, ...).
+            drift_tolerance, drift_window, max_replans (default 1), ...).
         log: where ``plan="auto"`` writes its one-line messages (default: ``print`` to stderr).
 
     With a ``DistributedDataParallel`` model the descent goes through DDP (all-reduced) and the
@@ -334,6 +335,7 @@ class AutoSAM(torch.optim.Optimizer):
         if upcoming is None and self._prefetched is not None and self._prefetched[0] is batch:
             upcoming = self._prefetched[1]
         if self._strategy is None:
+            self._sample_batch = batch  # profiled now, and again if the step time drifts
             self._plan_automatically(batch)
             if upcoming is None and self._prefetched is not None and self._prefetched[0] is batch:
                 upcoming = self._prefetched[1]
@@ -363,7 +365,13 @@ class AutoSAM(torch.optim.Optimizer):
             self._drift = None
             return
         self._replans += 1
-        self._plan_automatically(batch, refresh=True)
+        before = dataclasses.replace(self.plan, predicted={})
+        self._plan_automatically(self._sample_batch, refresh=True)
+        if dataclasses.replace(self.plan, predicted={}) == before:
+            # a fresh profile chose the same plan: the gap is not in the profile (e.g. per-step
+            # overhead outside forward+backward), so watching further would only re-measure it
+            self._log("hetsam: the fresh profile chose the same plan; keeping it and no longer watching for drift")
+            self._drift = None
 
     def prefetch(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Iterate ``loader``, reading τ batches ahead so that ``step(batch)`` gets ``upcoming``.

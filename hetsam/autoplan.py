@@ -31,7 +31,7 @@ class PlannerOptions:
     drift_tolerance: float = 0.15
     drift_window: int = 20
     drift_warmup: int = 3
-    max_replans: int = 2
+    max_replans: int = 1
     progress: bool = True
 
     @classmethod

@@ -47,9 +47,10 @@ def test_drift_triggers_a_bounded_replan():
             opt.step(batch)
         assert opt.stats()["steps"] >= 1
     measured = [line for line in lines if line.startswith("hetsam: measured")]
-    assert len(measured) >= 2  # one re-plan, then the limit is logged
-    assert sum(line.startswith("hetsam: plan ") for line in lines) == 2
-    assert any("not re-planning" in line for line in lines)
+    assert measured  # the drift was reported
+    assert sum(line.startswith("hetsam: plan ") for line in lines) == 2  # exactly one re-plan
+    # then it stops: either the limit (a different plan ran) or "same plan" (nothing to gain)
+    assert any("not re-planning" in line or "same plan" in line for line in lines)
 
 
 def test_resume_into_auto_uses_the_saved_plan_without_profiling():

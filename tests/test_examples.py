@@ -72,3 +72,14 @@ def test_own_model_example_profiles_plans_and_simulates(capsys):
     assert own.main(["--batch-size", "16", "--budget-seconds", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "chosen:" in out and "simulated:" in out
+
+
+def test_quickstart_trains_with_an_automatic_plan(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    monkeypatch.setenv("HETSAM_CACHE_DIR", str(tmp_path / "cache"))
+    quickstart = load_example("quickstart")
+    assert quickstart.main(["--epochs", "2", "--profile-budget-seconds", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "hetsam: plan " in captured.err
+    accuracies = [float(line.rsplit(" ", 1)[1].rstrip("%")) for line in captured.out.splitlines() if "test accuracy" in line]
+    assert len(accuracies) == 2 and accuracies[-1] > 50.0  # far above chance (10%) after two epochs
