@@ -17,7 +17,9 @@ each on its own copy of the same initial model, warms each up, then runs *rounds
 round each arrangement takes ``steps`` timed steps, in the same order (A B C … A B C …), so
 slow drifts of the machine hit all of them alike. Per arrangement it keeps every step's wall
 time and reports the median and the interquartile range (flagged when wide), and the
-executor's descent wait per step. RST mixes two kinds of steps, so a median of its steps
+executor's descent wait per step. Between its turns an arrangement's worker thread is parked
+(:meth:`~hetsam.executor_threads.ThreadedExecutor.park`): an idle worker's OpenMP team would
+otherwise slow every two-thread arrangement measured after it. RST mixes two kinds of steps, so a median of its steps
 would mean nothing: its SGD and SAM steps are timed apart and it reports
 ``(1 − p)·median(SGD steps) + p·median(SAM steps)``, its expected step time at p.
 
@@ -346,6 +348,7 @@ def run_bench(
             s.run(warmup)
             while s.opt.executor is not None and s.opt.executor.describe().get("mode") == "measuring":
                 s.run(1)  # share="auto" on a shared device: let it choose before the timed rounds
+            s.park()
         times = [[] for _ in arrangements]
         kinds = [[] for _ in arrangements]
         medians = [[] for _ in arrangements]
@@ -369,6 +372,7 @@ def run_bench(
                 before = s.counters()
                 ts, ks = s.run(steps)
                 measured.append((ts, ks, [y - x for x, y in zip(before, s.counters())]))
+                s.park()
             share = meter.stop()
             if share is not None and max_other_load is not None and share > max_other_load and discarded < rounds:
                 discarded += 1  # measure this round again
@@ -564,6 +568,12 @@ class _Stream:
             if self.rst:
                 kinds.append("sam" if self.opt.stats()["sam_steps"] > sam_before else "sgd")
         return out, kinds
+
+    def park(self) -> None:
+        """End the worker thread between turns (its OpenMP team would slow the next arrangement)."""
+        park = getattr(self.opt.executor, "park", None)
+        if park is not None:
+            park()
 
     def counters(self) -> tuple[float, float, float]:
         ex = self.opt.executor

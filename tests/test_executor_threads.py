@@ -311,3 +311,20 @@ def test_cuda_shared_device_is_time_sliced():
         assert opt.executor.describe()["mode"] == "time-sliced"
         for batch in batches(3):
             opt.step(tuple(t.cuda() for t in batch))
+
+
+def test_park_ends_the_thread_and_the_next_job_restarts_it(deterministic):
+    plan = PLANS["async_lookahead_tau2"]
+    ref, ref_losses, _ = train(plan, "inline", bn=True)
+    before = len(hetsam_threads())
+    model = mlp(bn=True)
+    losses = []
+    with AutoSAM(model, loss_fn, plan=plan, executor=ThreadedExecutor(share="concurrent"), **SGD_KW) as opt:
+        for i, batch in enumerate(opt.prefetch(batches(STEPS))):
+            losses.append(opt.step(batch))
+            if i % 5 == 4:
+                first = opt.executor.worker_thread
+                opt.executor.park()  # with a job outstanding (tau = 2): it finishes first
+                assert not first.is_alive() and len(hetsam_threads()) == before
+        assert opt.executor.describe()["staging_slots"] <= plan.staleness
+    assert losses == ref_losses and torch.equal(flat(model), ref)
