@@ -59,7 +59,7 @@ from hetsam.errors import HetsamInputError
 from hetsam.plan import Plan
 
 __all__ = ["Arrangement", "BenchResult", "BenchReport", "default_arrangements", "run_bench", "predict", "format_report",
-           "median_profile", "probe_profile", "retain_freed_memory", "fitted_pool_arrangement"]
+           "median_profile", "probe_profile", "retain_freed_memory", "fitted_pool_arrangement", "wait_quiet"]
 
 _WIDE_SPREAD = 0.10  # IQR / median above which a result is flagged
 _BUSY = 0.10  # other processes' share of the CPUs above which the report warns
@@ -286,6 +286,11 @@ class _LoadMeter:
         machine = os.cpu_count() or self._cpus
         other = (t1[1] - self._t0[1]) - (t1[2] - self._t0[2])
         return max(0.0, other) / (wall * min(machine, self._cpus)) if wall > 0 else None
+
+
+def wait_quiet(limit: float) -> bool:
+    """Wait up to ``limit`` seconds for a second in which other processes use < 5% of the CPUs."""
+    return _LoadMeter().wait_quiet(limit)
 
 
 def _batches(ref, batch_size: int, count: int) -> list:

@@ -407,6 +407,4 @@ def make_executor(spec: str | Executor, **options) -> Executor:
     return factory(**options)
 
 
-from hetsam import executor_threads as _executor_threads  # noqa: E402  registers "threads"
-
-EXECUTORS["threads"] = _executor_threads.ThreadedExecutor
+import hetsam.executor_threads  # noqa: E402,F401  registers "threads" (it imports this module)

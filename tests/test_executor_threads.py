@@ -328,3 +328,13 @@ def test_park_ends_the_thread_and_the_next_job_restarts_it(deterministic):
                 assert not first.is_alive() and len(hetsam_threads()) == before
         assert opt.executor.describe()["staging_slots"] <= plan.staleness
     assert losses == ref_losses and torch.equal(flat(model), ref)
+
+
+@pytest.mark.parametrize("first", ["hetsam.executor_threads", "hetsam.executor"])
+def test_either_module_can_be_imported_first(first):
+    import subprocess
+    import sys
+
+    code = f"import {first}\nfrom hetsam.executor import EXECUTORS\nprint(EXECUTORS['threads'].__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ThreadedExecutor"

@@ -83,6 +83,10 @@ def run(args) -> int:
         if args.no_predict or args.profile:
             raise HetsamInputError("--interleave-profile measures the profile itself; drop --no-predict/--profile")
         probe = probe_profile(args.model, args.batch_size)
+        if args.quiet_seconds > 0:
+            from hetsam.bench import wait_quiet
+
+            wait_quiet(args.quiet_seconds)
         say("measuring a first profile for the planner")
         profile, source = probe(), "median of the profiles measured in the rounds"
     elif not args.no_predict:
