@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import traceback
 
 import torch
@@ -19,6 +18,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from torch.nn.parallel import DistributedDataParallel
 
 from _alg_refs import SGD_KW, batches, loss_fn, mlp
+from test_executor_threads import failing_on_worker
 
 import hetsam
 from hetsam import AutoSAM, Plan, WorkerFailure
@@ -34,21 +34,6 @@ def shard(batch, rank, world, pairs=False):
     x, y = batch
     n = len(x) // world
     return x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
-
-
-def failing_on_worker(at_call: int):
-    """A loss that raises on the ascent worker thread at its ``at_call``-th call there."""
-    main = threading.main_thread()
-    calls = {"n": 0}
-
-    def loss(model, batch):
-        if threading.current_thread() is not main:
-            calls["n"] += 1
-            if calls["n"] == at_call:
-                raise ValueError("ascent boom")
-        return loss_fn(model, batch)
-
-    return loss
 
 
 PLANS = {
@@ -131,9 +116,5 @@ def main() -> int:
 
 if __name__ == "__main__":
     code = main()
-    # torch 2.13's gloo threads sometimes abort the interpreter's finalization ("terminate called
-    # without an active exception", ~10% of 2-rank runs here, even after destroy_process_group;
-    # see pytorch/pytorch#179291): everything is written, so leave without finalizing
     sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    os._exit(code)  # without finalization, which gloo sometimes aborts (see examples/ddp.py)
