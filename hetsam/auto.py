@@ -72,7 +72,7 @@ from hetsam.executor import (
     EXECUTORS, FAILURE_POLICIES, Executor, Placement, make_executor, pool_cpus, role_binding, role_threads, torch_device,
 )
 from hetsam.plan import STRATEGIES, Plan
-from hetsam.distributed import rank_context
+from hetsam.distributed import agree_plan, rank_context
 from hetsam.sampa_pairs import SAMPaPairStep
 
 __all__ = ["AutoSAM", "auto_plan", "resolve_plan"]
@@ -265,6 +265,7 @@ class AutoSAM(torch.optim.Optimizer):
         module = self._dist.module if getattr(self, "_dist", None) is not None else self.model
         report = auto_plan(module, self.loss_fn, batch, opts, refresh=refresh, log=self._log)
         chosen = dataclasses.replace(report.plan, predicted=dict(report.plan.predicted))
+        chosen = agree_plan(self.model, chosen)  # DDP: every rank runs rank 0's plan
         self.plan_report = report
         self._log(describe_choice(report))
         if self._strategy is not None:
@@ -278,7 +279,10 @@ class AutoSAM(torch.optim.Optimizer):
         else:
             self._configure(chosen)
         predicted = chosen.predicted.get("iteration_seconds")
-        self._drift = DriftMonitor(predicted, opts.drift_tolerance, opts.drift_window, opts.drift_warmup) if predicted else None
+        # DDP: no re-planning on drift; ranks would decide it at different steps (hetsam.distributed)
+        ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        self._drift = DriftMonitor(predicted, opts.drift_tolerance, opts.drift_window, opts.drift_warmup) \
+            if predicted and not ddp else None
 
     def _retire_strategy(self) -> None:
         """Let the running strategy's pending jobs finish, then release its executor."""

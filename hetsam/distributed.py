@@ -63,6 +63,10 @@ Semantics, compared with single-process training on the global batch B_t
 * **Checkpoints**: the pending ascent gradients (AsyncSAM) are per rank, so to resume exactly
   save and load each rank's ``state_dict()``; parameters and base-optimizer state are equal
   on every rank.
+* ``plan="auto"`` profiles and plans on every rank, then every rank runs rank 0's plan
+  (:func:`agree_plan`); it does not re-plan on drift (ranks would decide that in different
+  steps). It plans for one process: pass a plan from ``hetsam plan --nodes N
+  --devices-per-node G`` to plan for the whole job.
 * ``accumulate=k`` runs k DDP forward/backward pairs, so DDP all-reduces each micro-batch
   (correct, but k all-reduces rather than one).
 
@@ -114,6 +118,7 @@ __all__ = [
     "DistributedExecutor",
     "DistributedStats",
     "rank_context",
+    "agree_plan",
     "unwrap",
     "flatten",
     "unflatten",
@@ -406,6 +411,29 @@ class DistributedExecutor(Executor):
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
+
+
+def agree_plan(model: nn.Module, plan: Plan) -> Plan:
+    """Rank 0's ``plan`` on every rank of a DDP ``model`` (any other model: ``plan`` itself).
+
+    ``plan="auto"`` profiles and plans on every rank, and the ranks could choose differently;
+    they must all run one plan (the same collectives in the same order), so they take rank 0's.
+    The plan travels as its JSON text (no pickle) in two broadcasts.
+    """
+    if not isinstance(model, DistributedDataParallel):
+        return plan
+    group = model.process_group
+    gloo = "gloo" in str(dist.get_backend(group)).lower()
+    device = torch.device("cpu") if gloo else next(p.device for p in model.parameters())
+    src = dist.get_global_rank(group, 0)
+    text = plan.to_json(indent=None).encode("utf-8") if dist.get_rank(group) == 0 else b""
+    size = torch.tensor([len(text)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=src, group=group)
+    buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
+    if text:
+        buf.copy_(torch.frombuffer(bytearray(text), dtype=torch.uint8))
+    dist.broadcast(buf, src=src, group=group)
+    return Plan.from_json(bytes(buf.cpu().tolist()).decode("utf-8"))
 
 
 def rank_context(model: nn.Module, plan: Plan, *, sampa_pairs: bool | None = None) -> RankContext | None:

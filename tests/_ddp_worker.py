@@ -22,6 +22,7 @@ from test_executor_threads import failing_on_worker
 
 import hetsam
 from hetsam import AutoSAM, Plan, WorkerFailure
+from hetsam.distributed import agree_plan
 from hetsam.executor_threads import ThreadedExecutor
 
 STEPS = 20
@@ -51,6 +52,9 @@ PLANS = {
 
 def run(scenario: str, rank: int, world: int) -> dict:
     name, _, executor = scenario.partition(":")  # e.g. "async_lookahead:inline"
+    if name == "agree_plan":  # each rank proposes its own plan; all must run rank 0's
+        mine = Plan(strategy="async_sam", ascent_batch_size=4 + rank, predicted={"iteration_seconds": 0.1 * (rank + 1)})
+        return {"plan": agree_plan(DistributedDataParallel(mlp()), mine).to_json()}
     plan = PLANS[name]
     pairs = name.startswith("sampa_pairs")
     model = DistributedDataParallel(mlp(bn=True))

@@ -30,7 +30,7 @@ SCENARIOS = [
     "async_independent:threads", "async_independent:inline",
     "sampa_local:threads", "sampa_local:inline",
     "sampa_pairs", "sampa_pairs_mismatch", "sam", "rst",
-    "fault_raise", "fault_degrade",
+    "fault_raise", "fault_degrade", "agree_plan",
 ]
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -278,3 +278,10 @@ def test_ddp_example_runs_under_torchrun(tmp_path):
     assert result["ranks"] == 2 and result["steps"] == 12 and result["ranks_bit_identical"]
     assert result["last_loss"] < result["first_loss"]
     assert result["stats"]["distributed"]["agreements"] == 11
+
+
+def test_every_rank_runs_rank_0s_plan(ranks):
+    from hetsam import Plan
+
+    got = [Plan.from_json(ranks[r]["agree_plan"]["plan"]) for r in range(WORLD)]
+    assert got[0] == got[1] == Plan(strategy="async_sam", ascent_batch_size=4, predicted={"iteration_seconds": 0.1})
