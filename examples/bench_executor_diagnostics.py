@@ -2,6 +2,9 @@
 
     python examples/bench_executor_diagnostics.py [--model resnet20] [--batch-size 64] [--rounds 5] [--steps 6]
 
+Checks 2 and 3 run with freed memory retained (as ``hetsam bench`` does), so page faults do
+not blur them.
+
 1. **Page faults.** ``forward+backward`` at b with glibc's default allocator and with freed
    memory retained (:func:`hetsam.bench.retain_freed_memory`), each in a fresh process: the
    step time and the minor page faults per step (``getrusage``).
@@ -147,7 +150,8 @@ def gil(model: str, b: int, rounds: int, steps: int) -> None:
         return lambda: (stop.set(), th.join())
 
     def worker_process():
-        p = subprocess.Popen([sys.executable, "-c", _CHILD, "loop", model, bp, 0, cpus[1]], stdout=subprocess.PIPE, text=True)
+        argv = [sys.executable, "-c", _CHILD, "loop", model, str(bp), "0", str(cpus[1])]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         p.stdout.readline()  # imports and warm-up done
         return lambda: (p.kill(), p.wait())
 
@@ -175,6 +179,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--only", choices=("faults", "scaling", "gil"))
     args = ap.parse_args()
+    from hetsam.bench import retain_freed_memory
+
+    print(f"(checks 2 and 3 run with freed memory retained, as hetsam bench does: {retain_freed_memory()})")
     for name, fn in (("faults", page_faults), ("scaling", scaling), ("gil", gil)):
         if args.only in (None, name):
             fn(args.model, args.batch_size, args.rounds, args.steps)
