@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import torch
@@ -156,16 +155,10 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w", encoding="utf-8") as fh:
                 json.dump(result, fh, indent=2, default=str)
-    dist.barrier()  # nobody tears the group down while another rank still uses it
-    dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    # torch 2.13's gloo threads sometimes abort the interpreter's finalization ("terminate called
-    # without an active exception", ~10% of 2-rank runs here, even after destroy_process_group;
-    # see pytorch/pytorch#179291): everything is written, so leave without finalizing
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from hetsam.distributed import exit_process
+
+    exit_process(main())  # barrier, destroy the group, leave without finalization (a gloo bug)

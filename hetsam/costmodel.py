@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from hetsam.devnames import DeviceName, parse_device
+from hetsam.devnames import parse_device
 from hetsam.errors import HetsamInputError
 from hetsam.profiles import DeviceProfile, GradTable, Profile, load_profile
 

@@ -122,6 +122,7 @@ __all__ = [
     "unwrap",
     "flatten",
     "unflatten",
+    "exit_process",
     "OK",
     "DEGRADED",
     "FAILED",
@@ -456,3 +457,21 @@ def rank_context(model: nn.Module, plan: Plan, *, sampa_pairs: bool | None = Non
         )
     pairs = plan.strategy == "sampa" and sampa_pairs is not False
     return RankContext(model, pairs=pairs)
+
+
+def exit_process(code: int = 0) -> None:
+    """End a rank's process: barrier, tear down the process group, then leave without
+    interpreter finalization.
+
+    torch 2.13's gloo threads sometimes abort finalization ("terminate called without an active
+    exception", about 10% of 2-rank runs here, even after ``destroy_process_group``; see
+    pytorch/pytorch#179291). Call this once everything is written.
+    """
+    import sys
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # nobody tears the group down while another rank still uses it
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

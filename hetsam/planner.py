@@ -56,7 +56,7 @@ This module does not import torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from hetsam.costmodel import CostModel
 from hetsam.devnames import format_cpulist, parse_device

@@ -113,12 +113,10 @@ def main() -> int:
             results[scenario] = {"error": traceback.format_exc()}
             break  # the ranks may be out of step now; stop rather than hang
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.barrier()  # nobody tears the group down while another rank still uses it
-    dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # without finalization, which gloo sometimes aborts (see examples/ddp.py)
+    from hetsam.distributed import exit_process
+
+    exit_process(main())  # barrier, destroy the group, leave without finalization (a gloo bug)

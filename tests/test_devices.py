@@ -1,7 +1,6 @@
 """Device detection on fake sysfs / proc / cgroup trees, and on this machine."""
 
 import os
-import sys
 
 import pytest
 
