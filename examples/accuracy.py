@@ -167,7 +167,7 @@ def print_table(task: str, rows: list[dict], seeds: int) -> None:
 def planner_ascent_batch(profile_name: str | None) -> int | None:
     if not profile_name:
         return None
-    from hetsam.planner import plan
+    from hetsam.planning.search import plan
 
     report = plan(profile_name, batch_size=BATCH, simulate=False)
     return report.plan.ascent_batch_size if report.plan.strategy == "async_sam" else None

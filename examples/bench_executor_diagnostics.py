@@ -6,7 +6,7 @@ Checks 2 and 3 run with freed memory retained (as ``hetsam bench`` does), so pag
 not blur them.
 
 1. **Page faults.** ``forward+backward`` at b with glibc's default allocator and with freed
-   memory retained (:func:`hetsam.bench.retain_freed_memory`), each in a fresh process: the
+   memory retained (:func:`hetsam.bench.harness.retain_freed_memory`), each in a fresh process: the
    step time and the minor page faults per step (``getrusage``).
 2. **Thread scaling.** ``forward+backward`` at b and at b/4 on both cores (one thread team of
    two) and on one core (one thread), side by side: the time-sliced arrangement pays
@@ -31,8 +31,8 @@ import time
 
 _CHILD = """
 import os, resource, sys, time, statistics, torch
-from hetsam.bench import retain_freed_memory
-from hetsam.models import reference_model
+from hetsam.bench.harness import retain_freed_memory
+from hetsam.profiling.models import reference_model
 mode, model, b, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if mode == "retain":
     retain_freed_memory()
@@ -74,7 +74,7 @@ def page_faults(model: str, b: int, rounds: int, steps: int) -> None:
 def _timer(model: str, b: int, threads: int, cpus=None):
     import torch
 
-    from hetsam.models import reference_model
+    from hetsam.profiling.models import reference_model
 
     ref = reference_model(model)
     m, batch = ref.build(), ref.sample_batch(b)
@@ -130,7 +130,7 @@ def gil(model: str, b: int, rounds: int, steps: int) -> None:
     descent(2)
 
     def worker_thread():
-        from hetsam.models import reference_model
+        from hetsam.profiling.models import reference_model
 
         stop = threading.Event()
         ref = reference_model(model)
@@ -179,7 +179,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--only", choices=("faults", "scaling", "gil"))
     args = ap.parse_args()
-    from hetsam.bench import retain_freed_memory
+    from hetsam.bench.harness import retain_freed_memory
 
     print(f"(checks 2 and 3 run with freed memory retained, as hetsam bench does: {retain_freed_memory()})")
     for name, fn in (("faults", page_faults), ("scaling", scaling), ("gil", gil)):

@@ -4,7 +4,7 @@ Run from the repository root::
 
     python examples/bench_sam_step.py [--batch-size 64] [--rounds 7] [--steps 3] [--threads N]
 
-1. **Step time** on the CIFAR ResNet-20 (``hetsam.models.ResNet20``), CPU: a whole SAM step
+1. **Step time** on the CIFAR ResNet-20 (``hetsam.profiling.models.ResNet20``), CPU: a whole SAM step
    (two forward/backward passes + the optimizer), hetsam.SAM (foreach ops) against a plain
    per-parameter-loop SAM written here from the equations, side by side in interleaved rounds
    (A B A B ...). Also the optimizer part alone (first_step + second_step on fixed gradients),
@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from hetsam import SAM, AutoSAM, Plan
-from hetsam.models import ResNet20, cross_entropy_loss
+from hetsam.profiling.models import ResNet20, cross_entropy_loss
 
 
 class LoopSAM:

@@ -17,11 +17,11 @@ import statistics
 import sys
 import time
 
-from hetsam.costmodel import CostModel
-from hetsam.plan import Plan
-from hetsam.profiles import Profile
+from hetsam.cost.model import CostModel
+from hetsam.planning.plan import Plan
+from hetsam.profiling.schema import Profile
 from hetsam.simulator import simulate
-from hetsam.simulator._simpy_reference import async_sam_update_ends
+from _simpy_reference import async_sam_update_ends
 
 PROFILE = {
     "schema_version": 1,

@@ -6,7 +6,7 @@
 
 The same loop as single-process training: wrap the model in ``DistributedDataParallel`` and give
 it to ``hetsam.AutoSAM``. The descent is all-reduced by DDP; each rank's ascent runs on that
-rank's ``--ascent-device`` on its own shard of the batch (see ``hetsam.distributed``). Data: the
+rank's ``--ascent-device`` on its own shard of the batch (see ``hetsam.execution.distributed``). Data: the
 scikit-learn digits (1,797 8x8 images, offline), 80/20 split; ``--model resnet20`` upsamples them
 to 3x32x32 for the CIFAR ResNet-20. ``--batch-size`` is per rank (per pair with SAMPa pairs).
 
@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import hetsam
-from hetsam.models import ResNet20
+from hetsam.profiling.models import ResNet20
 
 
 def digits(model: str) -> tuple[TensorDataset, TensorDataset]:
@@ -159,6 +159,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from hetsam.distributed import exit_process
+    from hetsam.execution.distributed import exit_process
 
     exit_process(main())  # barrier, destroy the group, leave without finalization (a gloo bug)

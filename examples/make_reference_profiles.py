@@ -5,7 +5,7 @@
 
 The measured input is profiles/cpu-2core-resnet20.json (made with
 ``hetsam profile --model resnet20 --batch-size 128 --out profiles/cpu-2core-resnet20.json``);
-the machines and their specs are ``hetsam.specs.REFERENCE_MACHINES``. Deterministic.
+the machines and their specs are ``hetsam.cost.specscale.REFERENCE_MACHINES``. Deterministic.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hetsam.specs import MEASURED_REFERENCE, reference_machines  # noqa: E402
+from hetsam.cost.specscale import MEASURED_REFERENCE, reference_machines  # noqa: E402
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import hetsam
-from hetsam.planner import plan
+from hetsam.planning.search import plan
 
 
 class SmallCNN(nn.Module):

@@ -6,7 +6,7 @@
 
 A machine is ``PROFILE:G[:S]``: a bundled reference profile name (``profiles/``) or a profile
 path, ``G`` ranks (descent GPUs) per node and ``S`` CPU sockets per node (default: the
-profile's). For each machine and node count it runs ``hetsam.plan(profile, nodes=N,
+profile's). For each machine and node count it runs ``hetsam.planning.plan(profile, nodes=N,
 devices_per_node=G)`` (the planner, confirmed by the simulator with DDP's bucketed ring
 all-reduce and the slowest-of-n-ranks jitter; see ``hetsam/network.py``) and prints the chosen
 plan, its predicted seconds per step, the data-parallel SGD step it is compared with, the
@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hetsam.costmodel import CostModel  # noqa: E402
+from hetsam.cost.model import CostModel  # noqa: E402
 from hetsam.errors import HetsamInputError  # noqa: E402
-from hetsam.planner import plan  # noqa: E402
+from hetsam.planning.search import plan  # noqa: E402
 from hetsam.simulator import simulate  # noqa: E402
 
 # (profile, G ranks per node, S sockets per node or None); DGX H100 has 8 GPUs and 2 sockets

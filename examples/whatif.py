@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from hetsam.planner import plan
-from hetsam.profiles import load_profile, reference_profile_names
+from hetsam.planning.search import plan
+from hetsam.profiling.schema import load_profile, reference_profile_names
 
 
 def study(batch_size: int | None = None) -> list[dict]:

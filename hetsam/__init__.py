@@ -9,21 +9,21 @@ from __future__ import annotations
 import importlib
 
 from hetsam.errors import HetsamInputError, WorkerFailure
-from hetsam.plan import Plan
+from hetsam.planning.plan import Plan
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded lazily, PEP 562)
 _LAZY = {
-    "SAM": "hetsam.algorithms.sam",
-    "RST": "hetsam.algorithms.rst",
-    "AutoSAM": "hetsam.auto",
-    "profile": "hetsam.profiler",
-    "Profile": "hetsam.profiles",
-    "load_profile": "hetsam.profiles",
-    "CostModel": "hetsam.costmodel",
+    "SAM": "hetsam.optim.sam",
+    "RST": "hetsam.optim.rst",
+    "AutoSAM": "hetsam.autosam.optimizer",
+    "profile": "hetsam.profiling.measure",
+    "Profile": "hetsam.profiling.schema",
+    "load_profile": "hetsam.profiling.schema",
+    "CostModel": "hetsam.cost.model",
     "simulate": "hetsam.simulator",
-    "detect_devices": "hetsam.devices",
+    "detect_devices": "hetsam.hardware.detect",
 }
 
 __all__ = ["Plan", "HetsamInputError", "WorkerFailure", "__version__", *_LAZY]

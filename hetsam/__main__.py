@@ -1,3 +1,3 @@
-from hetsam.cli import main
+from hetsam.cli.main import main
 
 raise SystemExit(main())

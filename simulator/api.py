@@ -9,10 +9,10 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from hetsam.costmodel import CostModel
+from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
-from hetsam.network import Cluster
-from hetsam.plan import Plan
+from hetsam.cost.network import Cluster
+from hetsam.planning.plan import Plan
 
 from .engine import Engine
 from .model import Workload, warmup_iterations
@@ -137,17 +137,17 @@ def cost_model(profile) -> CostModel:
 
 def make_cluster(cm: CostModel, nodes: int = 1, devices_per_node: int = 1, *, cluster: Cluster | None = None,
                  **network) -> Cluster:
-    """The :class:`~hetsam.network.Cluster` ``simulate`` runs on (``cluster`` as given, if any)."""
+    """The :class:`~hetsam.cost.network.Cluster` ``simulate`` runs on (``cluster`` as given, if any)."""
     if cluster is not None:
         if network or (nodes, devices_per_node) != (1, 1):
             raise HetsamInputError("pass either cluster= or nodes/devices_per_node and network options, not both")
         if not isinstance(cluster, Cluster):
-            raise HetsamInputError(f"cluster must be a hetsam.network.Cluster, got {type(cluster).__name__}")
+            raise HetsamInputError(f"cluster must be a hetsam.cost.network.Cluster, got {type(cluster).__name__}")
         return cluster
     try:
         return Cluster(cm, nodes, devices_per_node, **network)
     except TypeError as exc:  # an unknown keyword
-        raise HetsamInputError(f"simulate: {exc}; see hetsam.network.Cluster for the network options") from None
+        raise HetsamInputError(f"simulate: {exc}; see hetsam.cost.network.Cluster for the network options") from None
 
 
 def _check_iterations(iterations) -> int:
@@ -174,7 +174,7 @@ def simulate(
     """Simulate ``iterations`` training iterations of ``plan`` on the machine ``profile`` describes.
 
     Args:
-        plan: a :class:`~hetsam.plan.Plan` (or a dict in its JSON form).
+        plan: a :class:`~hetsam.planning.plan.Plan` (or a dict in its JSON form).
         profile: a CostModel, a Profile, a profile path, or a bundled profile name.
         iterations: how many iterations to predict (e.g. 78,200 for 200 CIFAR-10 epochs at 128).
         seed: seeds the jitter and RST's coin; equal seeds give equal results.
@@ -185,9 +185,9 @@ def simulate(
             within ``rel_tol`` of it (batch means) and extrapolate the rest.
         nodes, devices_per_node: N and G of a data-parallel job (n = N·G ranks; ``model.py``
             says how one representative rank and the network stand for all of them, and
-            ``hetsam.network`` gives the ring all-reduce and DDP bucket model). N = G = 1 is
+            ``hetsam.cost.network`` gives the ring all-reduce and DDP bucket model). N = G = 1 is
             the single-process simulation, exactly.
-        **network: the other arguments of :class:`hetsam.network.Cluster`
+        **network: the other arguments of :class:`hetsam.cost.network.Cluster`
             (``sockets_per_node``, ``intra_node_bandwidth``, ``inter_node_bandwidth`` in bytes/s,
             ``intra_node_latency``, ``inter_node_latency`` in seconds, ``bucket_cap_mb``,
             ``first_bucket_mb``, ``backward_fraction``), or ``cluster=`` a ready Cluster.

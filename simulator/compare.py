@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from hetsam.network import Cluster
-from hetsam.plan import Plan
+from hetsam.cost.network import Cluster
+from hetsam.planning.plan import Plan
 
 from .api import cost_model, simulate
 
@@ -86,7 +86,7 @@ def _key(p: Plan, cm, b: int) -> tuple:
 def compare_strategies(plan: Plan, profile, *, iterations: int = 2000, seed: int = 0, jitter: bool = True,
                        loader_seconds: float = 0.0, cluster=None) -> list[Comparison]:
     """Simulate every plan of :func:`comparison_plans`; SGD first, SAM second (on ``cluster``,
-    a :class:`hetsam.network.Cluster`, when given)."""
+    a :class:`hetsam.cost.network.Cluster`, when given)."""
     cm = cost_model(profile)
     b = plan.batch_size if plan.batch_size is not None else cm.profile.batch_size
     given = _key(plan, cm, b)

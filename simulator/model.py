@@ -1,6 +1,6 @@
 """How one iteration of each strategy maps to tasks on devices and links.
 
-Notation (all from the :class:`~hetsam.costmodel.CostModel`): D the descent device, A the
+Notation (all from the :class:`~hetsam.cost.model.CostModel`): D the descent device, A the
 ascent device, b and b' the batch sizes, ``t_D = grad_seconds(D, b)``,
 ``t_A = grad_seconds(A, b')``, ``u = update_seconds(D)``, ``L`` the data loader's seconds per
 step (``loader_seconds``, default 0), ``c_DA = copy_seconds(D, A, parameter_bytes)`` for a
@@ -46,7 +46,7 @@ RST coin), so the n-th descent of two strategies uses the same random number (co
 numbers make strategy comparisons less noisy). Updates, loader and copies have no spread in
 the profile and are not jittered.
 
-Many nodes (``cluster``, a :class:`hetsam.network.Cluster` with n = N·G > 1 ranks). The
+Many nodes (``cluster``, a :class:`hetsam.cost.network.Cluster` with n = N·G > 1 ranks). The
 descent is data-parallel: every rank runs the plan on its own devices and DDP all-reduces the
 descent gradient. Ranks run in lock-step (every rank applies the same averaged gradient), so
 the simulation follows **one representative rank plus the network**, never n processes:
@@ -56,7 +56,7 @@ the simulation follows **one representative rank plus the network**, never n pro
   ``1−β`` of the draw, then bucket k's share of the backward), adds one ring all-reduce task
   per bucket on a ``network`` resource (each after its bucket's segment and the previous
   all-reduce, so they run one after the other), and the update after both the backward and
-  the last all-reduce. ``hetsam.network`` gives the bucket sizes, ``β`` and the ring formula;
+  the last all-reduce. ``hetsam.cost.network`` gives the bucket sizes, ``β`` and the ring formula;
   without jitter the step is exactly ``max(t_D, e_K) + u`` of its closed form.
 - The ascent of SAM and RST runs on D without an all-reduce, and AsyncSAM's on the rank's own
   ascent device: the perturbation is per rank, as SAM is usually run under DDP.
@@ -85,9 +85,9 @@ import math
 import random
 from statistics import NormalDist
 
-from hetsam.costmodel import CostModel
+from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
-from hetsam.plan import Plan
+from hetsam.planning.plan import Plan
 
 from .engine import Engine, Resource, Task
 

@@ -22,8 +22,8 @@ from test_executor_threads import failing_on_worker
 
 import hetsam
 from hetsam import AutoSAM, Plan, WorkerFailure
-from hetsam.distributed import agree_plan
-from hetsam.executor_threads import ThreadedExecutor
+from hetsam.execution.distributed import agree_plan
+from hetsam.execution.threads import ThreadedExecutor
 
 STEPS = 20
 B = 16  # global batch; each of the 2 ranks gets 8 samples (pairs: both get all 16)
@@ -117,6 +117,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from hetsam.distributed import exit_process
+    from hetsam.execution.distributed import exit_process
 
     exit_process(main())  # barrier, destroy the group, leave without finalization (a gloo bug)

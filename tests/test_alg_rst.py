@@ -7,8 +7,8 @@ import torch
 from scipy.stats import binom
 
 from hetsam import RST, SAM
-from hetsam.algorithms import schedules
-from hetsam.algorithms.rst import SamTrials
+from hetsam.optim import schedules
+from hetsam.optim.rst import SamTrials
 from _alg_refs import (SGD_KW, Scratch, assert_rel_close, batches, descend, flat, loss_fn, mlp, perturbation,
                        save_load, snapshot)
 

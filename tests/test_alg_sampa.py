@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hetsam import AutoSAM, Plan
-from hetsam.algorithms.sampa import optimistic_point_
+from hetsam.strategies.sampa.rule import optimistic_point_
 from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp, ref_sampa
 
 

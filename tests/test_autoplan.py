@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hetsam import AutoSAM, Plan
-from hetsam.autoplan import DriftMonitor
+from hetsam.autosam.controller import DriftMonitor
 from _alg_refs import batches, loss_fn, mlp
 
 OPTIONS = {"profile_budget_seconds": 2.0, "progress": False, "devices": ["cpu:0", "cpu:0[0]"]}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-import hetsam.executor as executor_mod
+import hetsam.execution.executor as executor_mod
 from hetsam import AutoSAM, HetsamInputError, Plan
 from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp
 

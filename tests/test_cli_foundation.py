@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hetsam.devices import cgroup_cpu_limit
-from hetsam.profiles import load_profile
+from hetsam.hardware.detect import cgroup_cpu_limit
+from hetsam.profiling.schema import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def test_devices_json_shows_usable_cores():
 
 
 def test_devices_does_not_import_torch():
-    code = ("import sys, contextlib, io\nfrom hetsam.cli import main\n"
+    code = ("import sys, contextlib, io\nfrom hetsam.cli.main import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main(['devices'])\n"
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -3,8 +3,8 @@ import random
 import pytest
 
 from hetsam import HetsamInputError
-from hetsam.costmodel import CostModel, isotonic
-from hetsam.profiles import Profile
+from hetsam.cost.model import CostModel, isotonic
+from hetsam.profiling.schema import Profile
 
 from _profiles import synthetic_profile_dict
 

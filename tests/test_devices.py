@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from hetsam.devices import COULD_NOT_COLLECT, cgroup_cpu_limit, cpus_of, detect, detect_cpus, detect_gpus
+from hetsam.hardware.detect import COULD_NOT_COLLECT, cgroup_cpu_limit, cpus_of, detect, detect_cpus, detect_gpus
 from hetsam.errors import HetsamInputError
 
 

@@ -1,4 +1,4 @@
-"""``hetsam bench`` and :mod:`hetsam.bench` in a reduced form (tiny MLP, one or two rounds).
+"""``hetsam bench`` and :mod:`hetsam.bench.harness` in a reduced form (tiny MLP, one or two rounds).
 
 These check the bookkeeping (interleaving, medians, ratios, predictions from the simulator),
 never a speed: speeds come from running the bench itself.
@@ -10,10 +10,10 @@ import statistics
 
 import pytest
 
-from hetsam.bench import Arrangement, default_arrangements, run_bench
-from hetsam.cli import main
-from hetsam.plan import Plan
-from hetsam.profiles import Profile
+from hetsam.bench.harness import Arrangement, default_arrangements, run_bench
+from hetsam.cli.main import main
+from hetsam.planning.plan import Plan
+from hetsam.profiling.schema import Profile
 from hetsam.simulator import simulate
 from _profiles import synthetic_profile_dict
 
@@ -120,8 +120,8 @@ def test_retain_freed_memory_stops_most_page_faults_of_a_training_step():
 
     code = (
         "import resource, sys\n"
-        "from hetsam.bench import retain_freed_memory\n"
-        "from hetsam.models import reference_model\n"
+        "from hetsam.bench.harness import retain_freed_memory\n"
+        "from hetsam.profiling.models import reference_model\n"
         "if sys.argv[1] == 'retain' and not retain_freed_memory(): print('unsupported'); sys.exit()\n"
         "ref = reference_model('resnet20'); m = ref.build(); b = ref.sample_batch(16)\n"
         "for _ in range(2): ref.loss_fn(m, b).backward()\n"

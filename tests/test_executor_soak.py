@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hetsam import AutoSAM, Plan
-from hetsam.executor_threads import ThreadedExecutor
+from hetsam.execution.threads import ThreadedExecutor
 
 STEPS = 5000
 WARM = 500  # RSS is taken after the allocator and the pipeline have settled

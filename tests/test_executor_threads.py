@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hetsam import AutoSAM, Plan, WorkerFailure
-from hetsam.executor import InlineExecutor, make_executor
-from hetsam.executor_threads import ThreadedExecutor
+from hetsam.execution.executor import InlineExecutor, make_executor
+from hetsam.execution.threads import ThreadedExecutor
 from _alg_refs import SGD_KW, batches, flat, loss_fn, mlp
 
 STEPS = 32
@@ -211,7 +211,7 @@ def test_degrade_carries_on_on_the_descent_device_and_loses_no_step(deterministi
 
 
 def test_dead_worker_never_hangs_the_caller():
-    from hetsam.executor_threads import _STOP
+    from hetsam.execution.threads import _STOP
 
     with AutoSAM(mlp(), loss_fn, plan=PLANS["async_independent_tau1"], executor=ThreadedExecutor(share="concurrent"),
                  **SGD_KW) as opt:
@@ -330,11 +330,11 @@ def test_park_ends_the_thread_and_the_next_job_restarts_it(deterministic):
     assert losses == ref_losses and torch.equal(flat(model), ref)
 
 
-@pytest.mark.parametrize("first", ["hetsam.executor_threads", "hetsam.executor"])
+@pytest.mark.parametrize("first", ["hetsam.execution.threads", "hetsam.execution.executor"])
 def test_either_module_can_be_imported_first(first):
     import subprocess
     import sys
 
-    code = f"import {first}\nfrom hetsam.executor import EXECUTORS\nprint(EXECUTORS['threads'].__name__)"
+    code = f"import {first}\nfrom hetsam.execution.executor import EXECUTORS\nprint(EXECUTORS['threads'].__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ThreadedExecutor"

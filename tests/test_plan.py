@@ -1,7 +1,7 @@
 import pytest
 
 from hetsam import HetsamInputError, Plan
-from hetsam.devnames import format_cpulist, parse_cpulist, parse_device
+from hetsam.hardware.names import format_cpulist, parse_cpulist, parse_device
 
 
 def test_plan_json_round_trip():

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from hetsam import HetsamInputError
-from hetsam.costmodel import CostModel
-from hetsam.planner import fidelity_key, plan
-from hetsam.profiles import Profile
+from hetsam.cost.model import CostModel
+from hetsam.planning.search import fidelity_key, plan
+from hetsam.profiling.schema import Profile
 
 LADDER = [8, 16, 32, 64, 128]
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from hetsam.errors import HetsamInputError
-from hetsam.models import MLP, REFERENCE_MODELS, ResNet20, cross_entropy_loss
-from hetsam.devices import split_device_list
-from hetsam.profiler import default_ladder, profile, workload
-from hetsam.profiles import load_profile
+from hetsam.profiling.models import MLP, REFERENCE_MODELS, ResNet20, cross_entropy_loss
+from hetsam.hardware.detect import split_device_list
+from hetsam.profiling.measure import default_ladder, profile, workload
+from hetsam.profiling.schema import load_profile
 
 CORES = len(os.sched_getaffinity(0))
 QUICK = dict(warmup=1, repeats=3, progress=False)
@@ -104,7 +104,7 @@ class _Recorder(nn.Module):
 
 @pytest.mark.skipif(CORES < 2, reason="needs two usable cores for a one-core pool")
 def test_pool_runs_pinned_with_its_own_thread_count(monkeypatch):
-    import hetsam.profiler as prof_mod
+    import hetsam.profiling.measure as prof_mod
 
     seen = {}
     real = prof_mod._Replica.__init__

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hetsam import HetsamInputError
-from hetsam.profiles import Profile, load_profile
+from hetsam.profiling.schema import Profile, load_profile
 
 from _profiles import synthetic_profile_dict
 

@@ -13,11 +13,11 @@ import statistics
 import pytest
 
 from hetsam import HetsamInputError, Plan
-from hetsam.cli import main
-from hetsam.costmodel import CostModel
-from hetsam.network import Cluster, ring_allreduce_seconds
-from hetsam.planner import plan
-from hetsam.profiles import Profile
+from hetsam.cli.main import main
+from hetsam.cost.model import CostModel
+from hetsam.cost.network import Cluster, ring_allreduce_seconds
+from hetsam.planning.search import plan
+from hetsam.profiling.schema import Profile
 from hetsam.simulator import simulate
 from hetsam.simulator.model import MaxDraw, lognormal_sigma, slowest_median
 
@@ -237,7 +237,7 @@ def test_max_of_n_is_stable_for_huge_n():
 
 # ---- where the network numbers come from ------------------------------------------------------------
 def test_defaults_from_the_spec_and_network_tables():
-    from hetsam.specs import get_spec
+    from hetsam.cost.specscale import get_spec
 
     h100 = get_spec("H100-SXM")
     cm = profile()
@@ -380,7 +380,7 @@ def test_cli_at_scale_never_imports_torch(profile_path):
     import subprocess
     import sys
 
-    code = ("import sys, io, contextlib\nfrom hetsam.cli import main\n"
+    code = ("import sys, io, contextlib\nfrom hetsam.cli.main import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    assert main(['plan', '--profile', {profile_path!r}, '--nodes', '64', '--devices-per-node', '8', '--json']) == 0\n"
             f"    assert main(['simulate', '--profile', {profile_path!r}, '--strategy', 'async_sam', '--nodes', '64',"

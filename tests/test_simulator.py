@@ -13,10 +13,10 @@ import sys
 import pytest
 
 from hetsam import HetsamInputError, Plan
-from hetsam.costmodel import CostModel
-from hetsam.profiles import Profile
+from hetsam.cost.model import CostModel
+from hetsam.profiling.schema import Profile
 from hetsam.simulator import SimResult, simulate
-from hetsam.simulator._simpy_reference import async_sam_update_ends
+from _simpy_reference import async_sam_update_ends
 from hetsam.simulator.model import lognormal_sigma, warmup_iterations
 from hetsam.simulator.steady import BatchMeans, percentile, t_quantile_975
 from hetsam.simulator.trace import chrome_trace
@@ -350,7 +350,7 @@ def test_import_pulls_in_neither_torch_nor_matplotlib():
         "import hetsam.simulator, hetsam.simulator.trace, hetsam.simulator.compare\n"
         "from hetsam import Plan, simulate\n"
         "from _profiles import synthetic_profile_dict\n"
-        "from hetsam.profiles import Profile\n"
+        "from hetsam.profiling.schema import Profile\n"
         "simulate(Plan('async_sam', 'cuda:0', 'cpu:0'), Profile.from_dict(synthetic_profile_dict()), iterations=50)\n"
         "bad = [m for m in ('torch', 'matplotlib', 'numpy', 'scipy') if m in sys.modules]\n"
         "print(bad); sys.exit(1 if bad else 0)\n"

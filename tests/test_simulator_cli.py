@@ -98,9 +98,9 @@ def test_bad_plan_file_exits_2(profile_path, tmp_path):
 
 
 def test_what_if_swaps_a_device(profile_path):
-    specs = importlib.import_module("hetsam.specs") if importlib.util.find_spec("hetsam.specs") else None
+    specs = importlib.import_module("hetsam.cost.specscale") if importlib.util.find_spec("hetsam.cost.specscale") else None
     if specs is None or not hasattr(specs, "what_if"):
-        pytest.skip("hetsam.specs.what_if is not available yet (written by the foundation issue)")
+        pytest.skip("hetsam.cost.specscale.what_if is not available yet (written by the foundation issue)")
     base = hetsam("--profile", profile_path, "--strategy", "sgd", "--descent-device", "cuda:0", "--no-jitter",
                   "--iterations", "20", "--json")
     swapped = hetsam("--profile", profile_path, "--strategy", "sgd", "--descent-device", "cuda:0", "--no-jitter",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hetsam.costmodel import CostModel
+from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
-from hetsam.profiles import Profile, load_profile, reference_profile_names
-from hetsam.specs import REFERENCE_MACHINES, assumptions, get_spec, spec_scale, spec_table, what_if
+from hetsam.profiling.schema import Profile, load_profile, reference_profile_names
+from hetsam.cost.specscale import REFERENCE_MACHINES, assumptions, get_spec, spec_scale, spec_table, what_if
 from tests._profiles import synthetic_profile_dict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,41 @@
+"""``hetsam devices [--json]``: list the usable CPU sockets and GPUs (no torch unless a GPU is there)."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "list the usable CPU sockets (cores after affinity and cgroup limits) and GPUs"
+
+__all__ = ["HELP", "add_arguments", "run", "render"]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print {\"devices\": [...], \"notes\": [...]} as JSON")
+
+
+def _gib(value) -> str:
+    return f"{value / 2**30:.1f} GiB" if isinstance(value, (int, float)) else str(value)
+
+
+def render(data: dict) -> str:
+    """Human-readable text for a detection dict (``Detection.to_dict()``)."""
+    lines = []
+    for d in data["devices"]:
+        if d["kind"] == "cpu":
+            extra = f", cgroup limit {d['cgroup_cpu_limit']} cores" if "cgroup_cpu_limit" in d else ""
+            lines.append(f"{d['id']:<8} cpu  {d['name']}: {d['cores']} usable core(s) (OS CPUs {d['cpulist']}{extra}), memory {_gib(d.get('memory_bytes'))}")
+        else:
+            clock = d.get("sm_clock_max_mhz", "could not collect")
+            lines.append(f"{d['id']:<8} gpu  {d['name']}: memory {_gib(d.get('memory_bytes'))}, max SM clock {clock} MHz")
+    if any(d["kind"] == "cpu" and d["cores"] != "could not collect" and d["cores"] > 1 for d in data["devices"]):
+        lines.append("pools: 'cpu:S[LIST]' names cores by position in the socket's list, e.g. cpu:0[0] and cpu:0[1] are disjoint")
+    lines += [f"note: {n}" for n in data.get("notes", [])]
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from hetsam.hardware.detect import detect
+
+    data = detect().to_dict()  # build the data, then print it
+    print(json.dumps(data, indent=2) if args.json else render(data))
+    return 0

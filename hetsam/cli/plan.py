@@ -1,0 +1,105 @@
+"""``hetsam plan``: choose the plan that hides the ascent gradient on this (or a profiled) machine."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
+
+HELP = "Plan SAM for a profiled machine (or profile this one first) and print the candidates."
+
+
+def add_arguments(p) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--profile", help="profile JSON path or bundled reference name (default: profile this machine)")
+    src.add_argument("--model", default=None, help="built-in model to profile this machine with (default: resnet20)")
+    p.add_argument("--batch-size", type=int, default=None, help="descent batch size b (default: the profile's)")
+    p.add_argument("--budget", type=float, default=1.05, help="allowed step time, as a multiple of SGD on the fastest device (default 1.05)")
+    p.add_argument("--max-staleness", type=int, default=1, help="largest AsyncSAM staleness tau (default 1)")
+    p.add_argument("--min-ascent-fraction", type=float, default=0.125, help="fidelity floor: b'/b or RST p (default 0.125)")
+    p.add_argument("--reserve-cores", type=int, default=0, help="cores of socket 0 kept for the data loader (default 0)")
+    p.add_argument("--ascent-batches", choices=("lookahead", "independent"), default="lookahead", help="AsyncSAM batch policy")
+    p.add_argument("--no-simulate", action="store_true", help="rank by the closed form only (skip the simulator)")
+    p.add_argument("--profile-budget-seconds", type=float, default=60.0, help="time budget when profiling this machine")
+    p.add_argument("--refresh-profile", action="store_true", help="measure this machine again even if a cached profile exists")
+    p.add_argument("--out", default=None, help="write the chosen plan as JSON here")
+    p.add_argument("--json", action="store_true", help="print the chosen plan as JSON, with alternatives")
+    add_cluster_arguments(p)
+
+
+def run(args) -> int:
+    from hetsam.errors import HetsamInputError
+    from hetsam.planning.search import plan
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise HetsamInputError(f"--batch-size {args.batch_size} must be a positive integer")
+    scale = cluster_kwargs(args)
+    if args.profile is not None:
+        profile = args.profile
+    else:
+        from hetsam.profiling.cache import profile_this_machine
+
+        profile = profile_this_machine(args.model or "resnet20", args.batch_size or 64,
+                                       budget_seconds=args.profile_budget_seconds, progress=not args.json,
+                                       refresh=args.refresh_profile, log=lambda line: print(line, file=sys.stderr))
+    report = plan(
+        profile, batch_size=args.batch_size, budget=args.budget, max_staleness=args.max_staleness,
+        min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
+        ascent_batches=args.ascent_batches, simulate=not args.no_simulate, **scale,
+    )
+    if args.out:
+        try:
+            report.plan.save(args.out)
+        except OSError as exc:
+            raise HetsamInputError(f"cannot write plan to {args.out}: {exc.strerror or exc}") from None
+    if args.json:
+        data = report.plan.to_dict()
+        data["alternatives"] = report.alternatives()
+        data["budget_met"] = report.budget_met
+        data["objective"] = report.objective
+        if report.cluster is not None:
+            data["cluster"] = report.cluster
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_report(report))
+    return 0
+
+
+def format_report(report) -> str:
+    """The candidates as an aligned text table, the objective, and the choice."""
+    head = ("", "strategy", "descent", "ascent", "b'", "tau", "p/lambda", "s/step", "vs SGD", "vs SAM", "fits")
+    rows = [head]
+    for c in report.candidates:
+        p = c.plan
+        rows.append((
+            "*" if p is report.plan else "",
+            p.strategy,
+            p.descent_device,
+            p.effective_ascent_device if p.strategy in ("async_sam", "sampa") else "-",
+            str(p.ascent_size(report.batch_size)) if p.strategy == "async_sam" else "-",
+            str(p.staleness) if p.strategy == "async_sam" else "-",
+            f"p={p.probability:.3g}" if p.strategy == "rst" else (f"l={p.sampa_lambda:g}" if p.strategy == "sampa" else "-"),
+            f"{c.predicted_seconds:.4f}",
+            f"{c.predicted_seconds / report.sgd_seconds - 1:+.1%}",
+            f"{report.sam_seconds / c.predicted_seconds:.2f}x",
+            "yes" if c.fits_budget else "no",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    out = [
+        f"batch size {report.batch_size}; SGD {report.sgd_seconds:.4f} s/step, SAM {report.sam_seconds:.4f} s/step, "
+        f"budget {report.budget_seconds:.4f} s/step ({report.budget:g} x SGD)",
+        f"objective: {report.objective}",
+        *format_cluster(report.cluster),
+        "",
+        *lines,
+        "",
+        f"chosen: {report.plan.describe()}  ({report.plan.predicted['overhead_vs_sgd']:+.1%} vs SGD, "
+        f"{report.plan.predicted['speedup_vs_sam']:.2f}x faster than SAM)"
+        + ("" if report.budget_met else "  -- budget NOT met"),
+    ]
+    out += [f"note: {n}" for n in report.notes]
+    return "\n".join(out)

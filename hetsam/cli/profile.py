@@ -1,0 +1,113 @@
+"""``hetsam profile``: measure a reference model on this machine's devices and save the Profile JSON."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hetsam.errors import HetsamInputError
+
+DEFAULT_BUDGET = 40.0  # seconds of measuring: with imports and the FLOP count, under a minute even on a busy machine
+
+HELP = "measure a reference model's forward+backward, update and copy costs on each device; save a profile JSON"
+
+__all__ = ["HELP", "DEFAULT_BUDGET", "add_arguments", "run", "summary"]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="resnet20", help="reference model: resnet20 (default) or mlp (see hetsam.profiling.models)")
+    parser.add_argument("--batch-size", type=int, default=128, metavar="B", help="the largest batch of the ladder (default 128)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the profile JSON")
+    parser.add_argument("--devices", metavar="LIST", help="comma-separated device names, e.g. cpu:0,cpu:0[0] (default: every socket, its one-core pool and every GPU)")
+    parser.add_argument("--ladder", metavar="LIST", help="batch sizes to measure, ascending, e.g. 8,16,32,64 (default: powers of two from B/8, and B)")
+    parser.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET, metavar="S",
+                        help=f"bound the measuring time (default {DEFAULT_BUDGET:g}; 0: no bound); repeats, then ladder points are cut, with a note in the profile")
+    parser.add_argument("--repeats", type=int, metavar="N", help="fixed repeats per point (default: adaptive, about 1 s per point)")
+    parser.add_argument("--no-contention", action="store_true", help="skip the two-pool contention measurement")
+    parser.add_argument("--json", action="store_true", help="also print the profile JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _check_out(path: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise HetsamInputError(f"--out {path!r} is a directory; name a file, e.g. {os.path.join(path, 'profile.json')}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise HetsamInputError(f"--out {path!r}: folder {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise HetsamInputError(f"--out {path!r} is not writable; choose another path")
+    return out
+
+
+def _ladder(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise HetsamInputError(f"--ladder {text!r} must be comma-separated integers, e.g. 8,16,32,64") from None
+
+
+def _check_devices(text: str) -> None:
+    """Reject unknown names and missing CPU sockets/cores before importing torch."""
+    from hetsam.hardware.detect import cpus_of, detect_cpus, split_device_list
+    from hetsam.hardware.names import parse_device
+
+    names = split_device_list(text)
+    if not names:
+        raise HetsamInputError(f"--devices {text!r} names no device; e.g. --devices cpu:0,cpu:0[0]")
+    sockets = None
+    for name in names:
+        if parse_device(name).kind == "cpu":
+            sockets = sockets if sockets is not None else detect_cpus()
+            cpus_of(name, sockets)
+
+
+def summary(prof) -> str:
+    """A short text table of a profile."""
+    lines = [f"model {prof.model.name}: {prof.model.parameters:,} parameters; batch sizes {', '.join(map(str, prof.devices[0].grad_seconds.batch_sizes))}"]
+    for d in prof.devices:
+        g = d.grad_seconds
+        times = ", ".join(f"{m * 1e3:.1f}±{s * 1e3:.1f}" for m, s in zip(g.median, g.spread))
+        cores = f", {d.cores} core(s)" if d.cores else ""
+        extra = f"; update {d.update_seconds * 1e3:.2f} ms" if d.update_seconds is not None else ""
+        fit = f"; max batch {d.max_batch_size}" if d.max_batch_size else ""
+        lines.append(f"  {d.id:<10} {d.name}{cores}: grad ms {times}{extra}{fit}")
+    for link in prof.links:
+        lines.append(f"  copy {link.src} -> {link.dst}: {link.bytes_per_second / 1e9:.2f} GB/s, latency {link.latency_seconds * 1e6:.1f} us")
+    for c in prof.contention:
+        lines.append(f"  contention {c.devices[0]} + {c.devices[1]}: slowdown {c.slowdown[0]:.2f}, {c.slowdown[1]:.2f}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    if args.batch_size <= 0:
+        raise HetsamInputError(f"--batch-size {args.batch_size} must be a positive integer")
+    if not args.budget_seconds >= 0:
+        raise HetsamInputError(f"--budget-seconds {args.budget_seconds} must be >= 0 (0: no bound)")
+    if args.repeats is not None and args.repeats <= 0:
+        raise HetsamInputError(f"--repeats {args.repeats} must be a positive integer")
+    out = _check_out(args.out)
+    ladder = _ladder(args.ladder)
+    if args.devices is not None:
+        _check_devices(args.devices)
+
+    from hetsam.profiling.models import reference_model
+    from hetsam.hardware.detect import split_device_list
+    from hetsam.profiling.measure import profile
+
+    ref = reference_model(args.model)
+    devices = split_device_list(args.devices) if args.devices is not None else None
+    prof = profile(
+        ref.build(), ref.loss_fn, ref.sample_batch(args.batch_size), devices, batch_sizes=ladder,
+        budget_seconds=args.budget_seconds or None, repeats=args.repeats, contention=False if args.no_contention else None,
+        name=ref.name, progress=not args.quiet,
+    )
+    prof.save(out)
+    if args.json:
+        print(prof.to_json())
+    else:
+        print(summary(prof))
+        print(f"saved {out}")
+    return 0

@@ -1,0 +1,217 @@
+"""``hetsam simulate``: predict a plan's time per iteration from a profile, without torch.
+
+Builds the prediction (``hetsam.simulator.simulate``), then prints it as a short table or
+as JSON; ``--trace`` writes a Chrome trace, ``--plot`` a PNG with a Gantt chart and a bar
+chart of strategies, ``--what-if cuda:0=H100`` swaps a device for a spec-table one first.
+``--nodes N --devices-per-node G`` simulates one rank of a data-parallel job with DDP's
+all-reduce (``hetsam.cost.network``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
+
+HELP = "Predict a plan's time per iteration on a profiled (or what-if) machine with a discrete-event simulation."
+
+_PLAN_OPTIONS = ("strategy", "descent_device", "ascent_device", "batch_size", "ascent_batch_size", "staleness",
+                 "ascent_batches", "probability", "sampa_lambda")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--profile", required=True, help="profile JSON path or bundled reference name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--plan", help="plan JSON (as written by 'hetsam plan --out')")
+    src.add_argument("--strategy", choices=("sgd", "sam", "async_sam", "sampa", "rst"), help="simulate this strategy")
+    p.add_argument("--descent-device", help="descent device (default: the profile's fastest at b)")
+    p.add_argument("--ascent-device", help="ascent device (default for async_sam/sampa: the fastest other device with a link)")
+    p.add_argument("--batch-size", type=int, help="descent batch b (default: the profile's)")
+    p.add_argument("--ascent-batch-size", type=int, help="AsyncSAM ascent batch b' (default: b)")
+    p.add_argument("--staleness", type=int, help="AsyncSAM staleness tau (default 1)")
+    p.add_argument("--ascent-batches", choices=("lookahead", "independent"), help="AsyncSAM batch policy")
+    p.add_argument("--probability", type=float, help="RST probability p (default 0.5)")
+    p.add_argument("--sampa-lambda", type=float, help="SAMPa lambda (default 0.2)")
+    p.add_argument("--iterations", type=int, default=1000, help="iterations to predict (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the jitter and RST coin (default 0)")
+    p.add_argument("--no-jitter", action="store_true", help="use the median times, no spread")
+    p.add_argument("--no-steady-state", action="store_true",
+                   help="simulate every iteration instead of stopping once the mean is known to 0.5%% and extrapolating")
+    p.add_argument("--loader-seconds", type=float, default=0.0, help="data loading seconds per step on the descent side")
+    p.add_argument("--timeline-iterations", type=int, default=6, help="iterations kept for --trace/--plot (default 6)")
+    p.add_argument("--what-if", action="append", default=[], metavar="DEVICE=SPEC",
+                   help="swap a device for one from the spec table, e.g. cuda:0=H100 (repeatable, or comma-separated)")
+    p.add_argument("--trace", metavar="OUT.json", help="write the timeline as Chrome-trace JSON (Perfetto opens it)")
+    p.add_argument("--plot", metavar="OUT.png", help="draw a Gantt chart and a strategy comparison (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_cluster_arguments(p)
+
+
+def run(args) -> int:
+    from hetsam.cost.model import CostModel
+    from hetsam.errors import HetsamInputError
+    from hetsam.planning.plan import Plan
+    from hetsam.profiling.schema import load_profile
+    from hetsam.simulator import simulate
+
+    from hetsam.cost.network import Cluster
+
+    scale = cluster_kwargs(args)
+    profile = load_profile(args.profile)
+    swaps = parse_what_if(args.what_if)
+    if swaps:
+        profile = apply_what_if(profile, swaps)
+    cm = CostModel(profile)
+    cluster = Cluster(cm, **scale)
+    if args.plan is not None:
+        given = [f"--{o.replace('_', '-')}" for o in _PLAN_OPTIONS if getattr(args, o, None) is not None]
+        if given:
+            raise HetsamInputError(f"{', '.join(given)} cannot be combined with --plan; edit the plan file or use --strategy")
+        plan = Plan.load(args.plan)
+    else:
+        plan = plan_from_args(args, cm, cluster)
+    result = simulate(plan, cm, iterations=args.iterations, seed=args.seed, jitter=not args.no_jitter,
+                      timeline_iterations=args.timeline_iterations, loader_seconds=args.loader_seconds,
+                      steady_state=not args.no_steady_state, cluster=cluster)
+    comparisons = None
+    if args.plot:
+        from hetsam.simulator.compare import compare_strategies
+
+        comparisons = compare_strategies(plan, cm, seed=args.seed, jitter=not args.no_jitter,
+                                         loader_seconds=args.loader_seconds, cluster=cluster)
+    if args.trace:
+        from hetsam.simulator.trace import write_chrome_trace
+
+        _write(args.trace, lambda: write_chrome_trace(result, args.trace))
+    if args.plot:
+        try:
+            from hetsam.simulator.plot import plot_simulation
+        except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
+            raise HetsamInputError(f"--plot needs matplotlib ({exc}); pip install 'hetsam[plot]'") from None
+        _write(args.plot, lambda: plot_simulation(result, comparisons, args.plot))
+    if args.json:
+        data = result.to_dict()
+        data["profile"] = profile.source
+        data["what_if"] = swaps
+        if comparisons is not None:
+            data["comparison"] = [c.to_dict() for c in comparisons]
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_result(result, profile, swaps, comparisons))
+    return 0
+
+
+def _write(path, write) -> None:
+    from hetsam.errors import HetsamInputError
+
+    try:
+        write()
+    except OSError as exc:
+        raise HetsamInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def parse_what_if(items) -> dict[str, str]:
+    """``["cuda:0=H100", "cpu:0=EPYC-7452,cuda:1=A100"]`` -> ``{"cuda:0": "H100", ...}``."""
+    from hetsam.errors import HetsamInputError
+
+    out: dict[str, str] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            dev, sep, spec = part.partition("=")
+            if not sep or not dev.strip() or not spec.strip():
+                raise HetsamInputError(f"--what-if {part!r} must look like DEVICE=SPEC, e.g. cuda:0=H100")
+            out[dev.strip()] = spec.strip()
+    return out
+
+
+def apply_what_if(profile, swaps: dict[str, str]):
+    """``hetsam.cost.specscale.what_if(profile, swaps)``: the profile with devices scaled to spec-table ones."""
+    from hetsam.errors import HetsamInputError
+
+    try:
+        from hetsam.cost.specscale import what_if
+    except ImportError:
+        raise HetsamInputError("--what-if needs hetsam.cost.specscale.what_if, which this installation lacks") from None
+    return what_if(profile, swaps)
+
+
+def plan_from_args(args, cm, cluster=None):
+    """A Plan from ``--strategy`` and its options, with devices defaulted from the profile.
+
+    With G > 1 ranks per node (``cluster``) the default ascent device is one the rank owns:
+    its CPU pool, or a spare GPU.
+    """
+    from hetsam.errors import HetsamInputError
+    from hetsam.planning.plan import Plan
+
+    b = args.batch_size if args.batch_size is not None else cm.profile.batch_size
+    if b < 1:
+        raise HetsamInputError(f"--batch-size {b} must be a positive integer")
+    descent = args.descent_device or min(cm.device_ids, key=lambda d: cm.grad_seconds(d, b))
+    ascent = args.ascent_device
+    if ascent is None and args.strategy in ("async_sam", "sampa"):
+        from hetsam.cost.network import Cluster
+
+        others = (cluster or Cluster(cm)).ascent_devices(descent)
+        ascent = min(others, key=lambda d: cm.grad_seconds(d, b)) if others else None
+    kwargs = {"descent_device": descent, "ascent_device": ascent, "batch_size": b,
+              "ascent_batch_size": args.ascent_batch_size, "sam_probability": args.probability}
+    if args.staleness is not None:
+        kwargs["staleness"] = args.staleness
+    if args.ascent_batches is not None:
+        kwargs["ascent_batches"] = args.ascent_batches
+    if args.sampa_lambda is not None:
+        kwargs["sampa_lambda"] = args.sampa_lambda
+    return Plan(args.strategy, **kwargs)
+
+
+def _fmt_seconds(s: float) -> str:
+    if s == 0:
+        return "0 s"
+    if s >= 3600:
+        return f"{s / 3600:.2f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    if s >= 1:
+        return f"{s:.3f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3f} ms"
+    return f"{s * 1e6:.1f} µs"
+
+
+def format_result(result, profile, swaps, comparisons=None) -> str:
+    """The human-readable table."""
+    it = result.iteration_seconds
+    prov = profile.provenance.get("kind", "?")
+    lines = [
+        f"plan        {result.plan.describe()}",
+        f"profile     {profile.model.name} ({prov}{'; what-if ' + ', '.join(f'{k}={v}' for k, v in swaps.items()) if swaps else ''})",
+        f"iterations  {result.iterations}: {result.note}",
+        "",
+        f"  {'seconds / iteration':<24}mean {_fmt_seconds(it['mean'])}   p50 {_fmt_seconds(it['p50'])}   p95 {_fmt_seconds(it['p95'])}",
+        f"  {'samples / second':<24}{result.samples_per_second:,.1f}",
+        f"  {'total':<24}{_fmt_seconds(result.total_seconds)}",
+        f"  {'descent wait':<24}{_fmt_seconds(result.descent_wait_per_iteration)} / iteration "
+        f"({100 * result.descent_wait_per_iteration / it['mean']:.1f}% of a step; {_fmt_seconds(result.descent_wait_seconds)} in all)",
+    ]
+    for name, u in result.utilisation.items():
+        lines.append(f"  {'busy ' + name:<24}{100 * u:.1f}%")
+    for name, u in result.link_utilisation.items():
+        lines.append(f"  {'busy ' + name:<24}{100 * u:.1f}%")
+    if result.cluster:
+        lines += ["", *format_cluster(result.cluster),
+                  f"               all-reduce not hidden by the backward: {_fmt_seconds(result.allreduce_exposed_per_iteration)}"
+                  " / iteration"]
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    if comparisons:
+        lines += ["", f"  {'strategy':<44}{'s / iteration':>14}{'vs SGD':>10}{'vs SAM':>9}"]
+        for c in comparisons:
+            label = c.label.replace("\n", " ") + (" *" if c.is_given else "")
+            lines.append(f"  {label:<44}{_fmt_seconds(c.iteration_seconds):>14}{100 * c.overhead_vs_sgd:>+9.1f}%{c.speedup_vs_sam:>8.2f}x")
+    return "\n".join(lines)

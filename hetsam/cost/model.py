@@ -1,0 +1,267 @@
+"""The cost model: a Profile turned into functions of device and batch size. No torch.
+
+- ``grad_seconds(device, b)``: one forward+backward at batch ``b``. Measured medians are first
+  made monotone in ``b`` (pool-adjacent-violators, i.e. isotonic regression), then interpolated
+  piecewise-linearly. Beyond the largest measured batch the last segment's per-sample slope
+  continues; below the smallest, the first segment continues but never drops under the
+  proportional bound ``t(b0)·b/b0``.
+- ``grad_spread(device, b)``: the interquartile spread, as the interpolated relative spread
+  times ``grad_seconds``.
+- ``copy_seconds(src, dst, nbytes) = latency + nbytes / bandwidth`` of the link between the two
+  devices' hardware (a pool uses its socket's links); zero on the very same device.
+- ``slowdown(device, other)``: how much slower ``device`` computes while ``other`` computes too.
+
+A CPU pool the profile did not measure (``cpu:0[0-3]`` when only ``cpu:0`` was profiled) is
+derived from the socket's measurements with Amdahl's law, ``t(k) = t(1)·((1−f) + f/k)``: ``f``
+is fitted per batch size from two measured core counts, or taken as ``DEFAULT_PARALLEL_FRACTION``
+when only one was measured (the result says so in ``derivations``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+from hetsam.hardware.names import parse_device
+from hetsam.errors import HetsamInputError
+from hetsam.profiling.schema import DeviceProfile, GradTable, Profile, load_profile
+
+__all__ = ["CostModel", "DEFAULT_PARALLEL_FRACTION", "isotonic"]
+
+DEFAULT_PARALLEL_FRACTION = 0.9
+
+
+def isotonic(values) -> list[float]:
+    """Least-squares non-decreasing fit (pool-adjacent-violators)."""
+    blocks: list[list[float]] = []  # [mean, weight]
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, w2 = blocks.pop()
+            m1, w1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2])
+    out: list[float] = []
+    for mean, weight in blocks:
+        out.extend([mean] * int(weight))
+    return out
+
+
+class _Curve:
+    """Monotone piecewise-linear t(b) with the extrapolation rules of the module docstring."""
+
+    def __init__(self, table: GradTable):
+        self.b = [float(x) for x in table.batch_sizes]
+        self.t = isotonic(table.median)
+        self.rel = [s / m for s, m in zip(table.spread, table.median)]
+
+    def __call__(self, batch: float) -> float:
+        b, t = self.b, self.t
+        if len(b) == 1:
+            return t[0] * batch / b[0]
+        if batch >= b[-1]:
+            slope = (t[-1] - t[-2]) / (b[-1] - b[-2])
+            if slope <= 0:  # flat tail: fall back to the average per-sample cost
+                slope = t[-1] / b[-1]
+            return t[-1] + (batch - b[-1]) * slope
+        if batch <= b[0]:
+            slope = (t[1] - t[0]) / (b[1] - b[0])
+            return max(t[0] * batch / b[0], t[0] + (batch - b[0]) * slope)
+        i = bisect.bisect_right(b, batch) - 1
+        frac = (batch - b[i]) / (b[i + 1] - b[i])
+        return t[i] + frac * (t[i + 1] - t[i])
+
+    def relative_spread(self, batch: float) -> float:
+        b, rel = self.b, self.rel
+        if batch <= b[0]:
+            return rel[0]
+        if batch >= b[-1]:
+            return rel[-1]
+        i = bisect.bisect_right(b, batch) - 1
+        frac = (batch - b[i]) / (b[i + 1] - b[i])
+        return rel[i] + frac * (rel[i + 1] - rel[i])
+
+
+class CostModel:
+    """Costs of one model on one machine, from a :class:`~hetsam.profiling.schema.Profile`."""
+
+    def __init__(self, profile):
+        self.profile: Profile = load_profile(profile)
+        self._curves: dict[str, _Curve] = {}
+        self._derived: dict[str, DeviceProfile] = {}
+        self.derivations: dict[str, str] = {}
+        self._links = {(link.src, link.dst): link for link in self.profile.links}
+        self._contention: dict[tuple[str, str], float] = {}
+        for c in self.profile.contention:
+            (a, b), (sa, sb) = c.devices, c.slowdown
+            self._contention[(a, b)] = sa
+            self._contention[(b, a)] = sb
+
+    # ---- naming ------------------------------------------------------------------------
+    @property
+    def parameter_bytes(self) -> int:
+        return self.profile.model.parameter_bytes
+
+    @property
+    def device_ids(self) -> tuple[str, ...]:
+        return self.profile.device_ids
+
+    def resolve(self, name) -> str:
+        """The profile's id for ``name`` (``cpu`` -> ``cpu:0``); pools may be derived."""
+        text = str(name)
+        ids = self.profile.device_ids
+        if text in ids:
+            return text
+        dev = parse_device(text)
+        canon = str(dev.canonical())
+        if canon in ids:
+            return canon
+        if dev.kind == "cpu" and dev.positions is not None and dev.socket_id in {str(parse_device(i).canonical().socket_id) for i in ids if parse_device(i).kind == "cpu"}:
+            self._derive_pool(canon)
+            return canon
+        raise HetsamInputError(
+            f"device {text!r} is not in the profile (it has {', '.join(ids)}); name one of those, or a pool 'cpu:S[LIST]' of a profiled socket"
+        )
+
+    def device(self, name) -> DeviceProfile:
+        dev_id = self.resolve(name)
+        return self._derived.get(dev_id) or self.profile.device(dev_id)
+
+    def kind(self, name) -> str:
+        return self.device(name).kind
+
+    def cores(self, name) -> int | None:
+        return self.device(name).cores
+
+    def max_batch(self, name) -> int | None:
+        return self.device(name).max_batch_size
+
+    # ---- compute -----------------------------------------------------------------------
+    def _curve(self, name) -> _Curve:
+        dev_id = self.resolve(name)
+        curve = self._curves.get(dev_id)
+        if curve is None:
+            curve = self._curves[dev_id] = _Curve(self.device(dev_id).grad_seconds)
+        return curve
+
+    def grad_seconds(self, device, batch) -> float:
+        """Seconds of one forward+backward of ``batch`` samples on ``device``."""
+        _check_batch(batch)
+        return self._curve(device)(float(batch))
+
+    def grad_spread(self, device, batch) -> float:
+        """Interquartile spread (seconds) of ``grad_seconds(device, batch)``."""
+        _check_batch(batch)
+        curve = self._curve(device)
+        return curve.relative_spread(float(batch)) * curve(float(batch))
+
+    def update_seconds(self, device) -> float:
+        """Seconds of one optimizer update on ``device`` (0 when the profile did not measure it)."""
+        return self.device(device).update_seconds or 0.0
+
+    # ---- copies ------------------------------------------------------------------------
+    def copy_seconds(self, src, dst, nbytes) -> float:
+        """``latency + nbytes / bandwidth`` between two devices; 0 on the same device."""
+        if nbytes < 0:
+            raise HetsamInputError(f"copy size {nbytes} bytes must be >= 0")
+        a, b = self.resolve(src), self.resolve(dst)
+        if a == b:
+            return 0.0
+        link = self._link(a, b)
+        return link.latency_seconds + nbytes / link.bytes_per_second
+
+    def has_link(self, src, dst) -> bool:
+        """Whether :meth:`copy_seconds` can price a copy between the two devices."""
+        a, b = self.resolve(src), self.resolve(dst)
+        return a == b or self._find_link(a, b) is not None
+
+    def _link(self, a: str, b: str):
+        link = self._find_link(a, b)
+        if link is None:
+            raise HetsamInputError(
+                f"the profile has no link between {a} and {b}; re-profile with both devices (hetsam profile --devices {a},{b})"
+            )
+        return link
+
+    def _find_link(self, a: str, b: str):
+        candidates = []
+        for x in (a, parse_device(a).socket_id):
+            for y in (b, parse_device(b).socket_id):
+                candidates += [(x, y), (y, x)]
+        for key in candidates:
+            if key in self._links:
+                return self._links[key]
+        return None
+
+    # ---- sharing -----------------------------------------------------------------------
+    def shares_cores(self, a, b) -> bool:
+        """Whether two devices are the same hardware (time-sliced rather than parallel)."""
+        return parse_device(self.resolve(a)).overlaps(parse_device(self.resolve(b)))
+
+    def slowdown(self, device, other) -> float:
+        """Factor by which ``device`` computes slower while ``other`` computes too (1.0: none known)."""
+        a, b = self.resolve(device), self.resolve(other)
+        if (a, b) in self._contention:
+            return self._contention[(a, b)]
+        # pools of the same sizes on the same socket behave alike, whatever their positions
+        da, db = parse_device(a), parse_device(b)
+        for (x, y), factor in self._contention.items():
+            dx, dy = parse_device(x), parse_device(y)
+            if (dx.socket_id, dy.socket_id) == (da.socket_id, db.socket_id) and (self.cores(x), self.cores(y)) == (self.cores(a), self.cores(b)):
+                return factor
+        return 1.0
+
+    # ---- derived pools ---------------------------------------------------------------------
+    def _derive_pool(self, pool_id: str) -> None:
+        if pool_id in self._derived:
+            return
+        pool = parse_device(pool_id)
+        k = len(pool.positions or ())
+        socket = [d for d in self.profile.devices if d.kind == "cpu" and parse_device(d.id).socket_id == pool.socket_id]
+        same = [d for d in socket if d.cores == k]
+        if same:
+            base = same[0]
+            table = base.grad_seconds
+            how = f"same core count as measured {base.id}"
+        else:
+            by_cores = sorted(socket, key=lambda d: d.cores or 0)
+            socket_max = max((d.cores or 0) for d in socket)
+            if k > socket_max:
+                raise HetsamInputError(f"pool {pool_id} asks for {k} cores but socket {pool.socket_id} has {socket_max} in the profile")
+            table, how = _amdahl_table(by_cores, k)
+            base = by_cores[-1]
+        self._derived[pool_id] = DeviceProfile(
+            id=pool_id, kind="cpu", name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
+            threads=k, memory_bytes=base.memory_bytes, spec=base.spec, update_seconds=base.update_seconds,
+            max_batch_size=base.max_batch_size,
+        )
+        self.derivations[pool_id] = how
+
+
+def _amdahl_table(measured: list[DeviceProfile], k: int) -> tuple[GradTable, str]:
+    """Grad times for a k-core pool from measured pools of other core counts (Amdahl's law)."""
+    big = measured[-1]
+    small = measured[0] if len(measured) > 1 and measured[0].cores != big.cores else None
+    medians, spreads = [], []
+    for b, t_big, s_big in zip(big.grad_seconds.batch_sizes, big.grad_seconds.median, big.grad_seconds.spread):
+        n = big.cores or 1
+        f = DEFAULT_PARALLEL_FRACTION
+        if small is not None:
+            # solve t_small = T1((1-f)+f/m), t_big = T1((1-f)+f/n) for f at this batch size
+            t_small = _Curve(small.grad_seconds)(float(b))
+            m = small.cores or 1
+            r = t_small / t_big
+            # r = (1 - f + f/m) / (1 - f + f/n)  =>  f = (r - 1) / (r - 1 + 1/m - r/n)
+            denom = (r - 1) + 1 / m - r / n
+            f = min(1.0, max(0.0, (r - 1) / denom)) if denom != 0 else DEFAULT_PARALLEL_FRACTION
+        t1 = t_big / ((1 - f) + f / n)
+        scale = ((1 - f) + f / k) * t1 / t_big
+        medians.append(t_big * scale)
+        spreads.append(s_big * scale)
+    how = (f"Amdahl from {small.id} and {big.id}" if small is not None else
+           f"Amdahl from {big.id} with parallel fraction {DEFAULT_PARALLEL_FRACTION}")
+    return GradTable(big.grad_seconds.batch_sizes, tuple(medians), tuple(spreads)), how
+
+
+def _check_batch(batch) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, (int, float)) or not math.isfinite(batch) or batch <= 0:
+        raise HetsamInputError(f"batch size {batch!r} must be a positive number")

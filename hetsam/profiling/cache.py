@@ -1,0 +1,108 @@
+"""An on-disk cache of this machine's profiles, so ``AutoSAM(plan="auto")`` and ``hetsam plan``
+measure a model once, not at every start.
+
+A cached profile is keyed by a SHA-256 of
+
+- the model's structure: every module's type and ``extra_repr``, every parameter's and
+  buffer's name, shape and dtype (not their values: timing does not depend on them);
+- the sample batch's shapes and dtypes;
+- the machine: each detected device's id, name and usable cores, and the torch and hetsam versions;
+- the devices and batch ladder asked for.
+
+The cache lives in ``$HETSAM_CACHE_DIR`` or ``$XDG_CACHE_HOME/hetsam`` (default
+``~/.cache/hetsam``). Entries are plain profile JSON, validated again when read; an entry that
+fails to load is measured again and replaced. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from hetsam.errors import HetsamInputError
+from hetsam.profiling.schema import Profile, load_profile
+
+__all__ = ["cache_dir", "cache_key", "cached_profile", "profile_this_machine"]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HETSAM_CACHE_DIR")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hetsam"
+
+
+def _shapes(batch) -> list:
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return [list(batch.shape), str(batch.dtype)]
+    if isinstance(batch, dict):
+        return [[k, _shapes(v)] for k, v in sorted(batch.items())]
+    if isinstance(batch, (list, tuple)):
+        return [_shapes(v) for v in batch]
+    return [type(batch).__name__]
+
+
+def cache_key(model, sample_batch, *, devices=None, batch_sizes=None) -> str:
+    """The cache key of a profile of ``model`` on ``sample_batch`` on this machine."""
+    import torch
+
+    from hetsam import __version__
+    from hetsam.hardware.detect import detect
+
+    structure = [(name, type(m).__name__, m.extra_repr()) for name, m in model.named_modules()]
+    tensors = [(n, list(t.shape), str(t.dtype)) for n, t in list(model.named_parameters()) + list(model.named_buffers())]
+    machine = [(d.id, d.name, d.cores) for d in detect(probe_torch=True).devices]
+    payload = {
+        "structure": structure, "tensors": tensors, "batch": _shapes(sample_batch), "machine": machine,
+        "torch": torch.__version__, "hetsam": __version__, "devices": devices, "batch_sizes": batch_sizes,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=None, budget_seconds: float | None = 60.0,
+                   name: str | None = None, progress: bool = True, refresh: bool = False, log=None) -> Profile:
+    """Profile ``model`` on this machine, or return the cached profile of an identical setup.
+
+    ``log`` (a callable taking one line) is told whether the cache was hit.
+    """
+    from hetsam.profiling.measure import profile
+
+    key = cache_key(model, sample_batch, devices=devices, batch_sizes=batch_sizes)
+    path = cache_dir() / f"profile-{key}.json"
+    if path.exists() and not refresh:
+        try:
+            prof = load_profile(path)
+            if log:
+                log(f"hetsam: using the cached profile {path}")
+            return prof
+        except HetsamInputError as exc:
+            if log:
+                log(f"hetsam: cached profile unusable ({exc}); measuring again")
+    prof = profile(model, loss_fn, sample_batch, devices, batch_sizes=batch_sizes, budget_seconds=budget_seconds,
+                   name=name, progress=progress)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prof.save(path)
+        if log:
+            log(f"hetsam: profiled this machine in the cache at {path}")
+    except OSError as exc:  # a read-only home must not stop training
+        if log:
+            log(f"hetsam: could not cache the profile ({exc.strerror or exc}); continuing")
+    return prof
+
+
+def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, budget_seconds: float | None = 60.0,
+                         progress: bool = True, refresh: bool = False, log=None) -> Profile:
+    """A (cached) profile of this machine with one of :data:`hetsam.profiling.models.REFERENCE_MODELS`."""
+    from hetsam.profiling.models import reference_model
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HetsamInputError(f"batch size {batch_size!r} must be a positive integer")
+    ref = reference_model(model_name)
+    return cached_profile(ref.build(), ref.loss_fn, ref.sample_batch(batch_size), budget_seconds=budget_seconds,
+                          name=ref.name, progress=progress, refresh=refresh, log=log)

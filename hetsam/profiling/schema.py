@@ -1,0 +1,404 @@
+"""Profiles: the measured (or spec-scaled) costs of one model on one machine, as versioned JSON.
+
+Schema version 1 (every object is closed: unknown keys are rejected)::
+
+    {
+      "schema_version": 1,
+      "model": {"name": str, "parameters": int, "parameter_bytes": int,
+                "flops_per_sample": float | null,      # forward FLOPs, torch.utils.flop_counter
+                "sample_shape": [int, ...] | null},    # optional
+      "batch_size": int,                               # the largest batch of the ladder (B)
+      "devices": [{
+          "id": "cpu:0" | "cpu:0[1]" | "cuda:0",       # see hetsam.hardware.names
+          "kind": "cpu" | "gpu",
+          "name": str,
+          "cores": int,                                # CPU: cores in the pool; GPU: optional
+          "threads": int,                              # optional: intra-op threads used
+          "memory_bytes": int | null,                  # optional
+          "spec": str | null,                          # optional: key in the spec table
+          "grad_seconds": {"batch_sizes": [int, ...],  # ascending
+                           "median": [float, ...],     # seconds of one forward+backward
+                           "spread": [float, ...],     # interquartile range, seconds
+                           "repeats": int},            # optional
+          "update_seconds": float,                     # optional: one optimizer update
+          "max_batch_size": int | null                 # optional: largest batch that fit
+      }, ...],
+      "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
+      "contention": [{"devices": [id, id], "slowdown": [float, float]}, ...],   # optional
+      "provenance": {"kind": "measured" | "spec-scaled" | "synthetic", ...free-form strings...}
+    }
+
+``contention`` records how much slower each of two devices computes while the other one
+computes too (two pools sharing a socket's caches and memory bandwidth): 1.0 means no effect.
+
+This module is pure Python (no torch): the planner and simulator load profiles anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hetsam.hardware.names import parse_device
+from hetsam.errors import HetsamInputError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "GradTable",
+    "DeviceProfile",
+    "Link",
+    "Contention",
+    "ModelInfo",
+    "Profile",
+    "load_profile",
+    "reference_profile_names",
+]
+
+SCHEMA_VERSION = 1
+_PROVENANCE_KINDS = ("measured", "spec-scaled", "synthetic")
+
+
+# ---------------------------------------------------------------------------------------
+# small validation helpers: each error names the JSON path and the fix
+class _Checker:
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, path: str, problem: str) -> None:
+        raise HetsamInputError(f"{self.where}: {path} {problem}; fix the file or re-create it with 'hetsam profile'")
+
+    def obj(self, value, path: str, required: set[str], optional: set[str]) -> dict:
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a JSON object, got {type(value).__name__}")
+        missing = sorted(required - set(value))
+        if missing:
+            self.fail(path, f"is missing field(s) {', '.join(missing)}")
+        unknown = sorted(set(value) - required - optional)
+        if unknown:
+            self.fail(path, f"has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(required | optional))})")
+        return value
+
+    def num(self, value, path: str, *, positive=False, nonneg=False, integer=False, nullable=False):
+        if value is None and nullable:
+            return None
+        ok_type = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok_type) or not math.isfinite(value):
+            self.fail(path, f"must be {'an integer' if integer else 'a finite number'}, got {value!r}")
+        if positive and value <= 0:
+            self.fail(path, f"must be > 0, got {value!r}")
+        if nonneg and value < 0:
+            self.fail(path, f"must be >= 0, got {value!r}")
+        return value
+
+    def string(self, value, path: str, *, nullable=False):
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(path, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def array(self, value, path: str, *, nonempty=True) -> list:
+        if not isinstance(value, list):
+            self.fail(path, f"must be a JSON array, got {type(value).__name__}")
+        if nonempty and not value:
+            self.fail(path, "must not be empty")
+        return value
+
+    def device_id(self, value, path: str) -> str:
+        self.string(value, path)
+        try:
+            parse_device(value)
+        except HetsamInputError as exc:
+            self.fail(path, f"is not a device name ({exc})")
+        return value
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GradTable:
+    """Forward+backward seconds at a ladder of batch sizes (median and interquartile spread)."""
+
+    batch_sizes: tuple[int, ...]
+    median: tuple[float, ...]
+    spread: tuple[float, ...]
+    repeats: int | None = None
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"batch_sizes": list(self.batch_sizes), "median": list(self.median), "spread": list(self.spread)}
+        if self.repeats is not None:
+            d["repeats"] = self.repeats
+        return d
+
+    @classmethod
+    def parse(cls, value, path: str, chk: _Checker) -> "GradTable":
+        chk.obj(value, path, {"batch_sizes", "median", "spread"}, {"repeats"})
+        bs = [chk.num(b, f"{path}.batch_sizes[{i}]", positive=True, integer=True) for i, b in enumerate(chk.array(value["batch_sizes"], f"{path}.batch_sizes"))]
+        med = [chk.num(m, f"{path}.median[{i}]", positive=True) for i, m in enumerate(chk.array(value["median"], f"{path}.median"))]
+        spr = [chk.num(s, f"{path}.spread[{i}]", nonneg=True) for i, s in enumerate(chk.array(value["spread"], f"{path}.spread"))]
+        if any(b2 <= b1 for b1, b2 in zip(bs, bs[1:])):
+            chk.fail(f"{path}.batch_sizes", f"must be strictly ascending, got {bs}")
+        for name, arr in (("median", med), ("spread", spr)):
+            if len(arr) != len(bs):
+                chk.fail(f"{path}.{name}", f"has {len(arr)} values but batch_sizes has {len(bs)}")
+        repeats = value.get("repeats")
+        if repeats is not None:
+            chk.num(repeats, f"{path}.repeats", positive=True, integer=True)
+        return cls(tuple(bs), tuple(float(m) for m in med), tuple(float(s) for s in spr), repeats)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    id: str
+    kind: str
+    name: str
+    grad_seconds: GradTable
+    cores: int | None = None
+    threads: int | None = None
+    memory_bytes: int | None = None
+    spec: str | None = None
+    update_seconds: float | None = None
+    max_batch_size: int | None = None
+
+    _OPTIONAL = ("cores", "threads", "memory_bytes", "spec", "update_seconds", "max_batch_size")
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name}
+        for key in self._OPTIONAL:
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        d["grad_seconds"] = self.grad_seconds.to_dict()
+        return d
+
+    @classmethod
+    def parse(cls, value, path: str, chk: _Checker) -> "DeviceProfile":
+        chk.obj(value, path, {"id", "kind", "name", "grad_seconds"}, set(cls._OPTIONAL))
+        dev_id = chk.device_id(value["id"], f"{path}.id")
+        kind = value["kind"]
+        if kind not in ("cpu", "gpu"):
+            chk.fail(f"{path}.kind", f"must be 'cpu' or 'gpu', got {kind!r}")
+        if parse_device(dev_id).kind != kind:
+            chk.fail(f"{path}.kind", f"is {kind!r} but the id {dev_id!r} names a {parse_device(dev_id).kind} device")
+        chk.string(value["name"], f"{path}.name")
+        cores = value.get("cores")
+        if kind == "cpu" and cores is None:
+            chk.fail(f"{path}.cores", "is required for a CPU device")
+        pool = parse_device(dev_id).positions
+        if cores is not None:
+            chk.num(cores, f"{path}.cores", positive=True, integer=True)
+            if pool is not None and len(pool) != cores:
+                chk.fail(f"{path}.cores", f"is {cores} but the pool {dev_id!r} names {len(pool)} core(s)")
+        for key in ("threads", "max_batch_size"):
+            if value.get(key) is not None:
+                chk.num(value[key], f"{path}.{key}", positive=True, integer=True)
+        if value.get("memory_bytes") is not None:
+            chk.num(value["memory_bytes"], f"{path}.memory_bytes", positive=True)
+        if value.get("update_seconds") is not None:
+            chk.num(value["update_seconds"], f"{path}.update_seconds", nonneg=True)
+        chk.string(value.get("spec"), f"{path}.spec", nullable=True)
+        table = GradTable.parse(value["grad_seconds"], f"{path}.grad_seconds", chk)
+        return cls(
+            id=dev_id, kind=kind, name=value["name"], grad_seconds=table, cores=cores,
+            threads=value.get("threads"), memory_bytes=value.get("memory_bytes"), spec=value.get("spec"),
+            update_seconds=value.get("update_seconds"), max_batch_size=value.get("max_batch_size"),
+        )
+
+
+@dataclass(frozen=True)
+class Link:
+    src: str
+    dst: str
+    bytes_per_second: float
+    latency_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"src": self.src, "dst": self.dst, "bytes_per_second": self.bytes_per_second, "latency_seconds": self.latency_seconds}
+
+    @classmethod
+    def parse(cls, value, path: str, chk: _Checker) -> "Link":
+        chk.obj(value, path, {"src", "dst", "bytes_per_second", "latency_seconds"}, set())
+        return cls(
+            chk.device_id(value["src"], f"{path}.src"), chk.device_id(value["dst"], f"{path}.dst"),
+            float(chk.num(value["bytes_per_second"], f"{path}.bytes_per_second", positive=True)),
+            float(chk.num(value["latency_seconds"], f"{path}.latency_seconds", nonneg=True)),
+        )
+
+
+@dataclass(frozen=True)
+class Contention:
+    devices: tuple[str, str]
+    slowdown: tuple[float, float]
+
+    def to_dict(self) -> dict:
+        return {"devices": list(self.devices), "slowdown": list(self.slowdown)}
+
+    @classmethod
+    def parse(cls, value, path: str, chk: _Checker) -> "Contention":
+        chk.obj(value, path, {"devices", "slowdown"}, set())
+        devs = chk.array(value["devices"], f"{path}.devices")
+        slow = chk.array(value["slowdown"], f"{path}.slowdown")
+        if len(devs) != 2 or len(slow) != 2:
+            chk.fail(path, "must name exactly two devices and two slowdown factors")
+        ids = tuple(chk.device_id(d, f"{path}.devices[{i}]") for i, d in enumerate(devs))
+        factors = tuple(float(chk.num(s, f"{path}.slowdown[{i}]", positive=True)) for i, s in enumerate(slow))
+        return cls(ids, factors)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    parameters: int
+    parameter_bytes: int
+    flops_per_sample: float | None = None
+    sample_shape: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "parameters": self.parameters, "parameter_bytes": self.parameter_bytes,
+            "flops_per_sample": self.flops_per_sample,
+            "sample_shape": list(self.sample_shape) if self.sample_shape is not None else None,
+        }
+
+    @classmethod
+    def parse(cls, value, path: str, chk: _Checker) -> "ModelInfo":
+        chk.obj(value, path, {"name", "parameters", "parameter_bytes"}, {"flops_per_sample", "sample_shape"})
+        shape = value.get("sample_shape")
+        if shape is not None:
+            shape = tuple(chk.num(s, f"{path}.sample_shape[{i}]", positive=True, integer=True) for i, s in enumerate(chk.array(shape, f"{path}.sample_shape", nonempty=False)))
+        return cls(
+            chk.string(value["name"], f"{path}.name"),
+            chk.num(value["parameters"], f"{path}.parameters", positive=True, integer=True),
+            chk.num(value["parameter_bytes"], f"{path}.parameter_bytes", positive=True, integer=True),
+            chk.num(value.get("flops_per_sample"), f"{path}.flops_per_sample", positive=True, nullable=True),
+            shape,
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated profile. Build one with :meth:`from_dict` or :func:`load_profile`."""
+
+    model: ModelInfo
+    batch_size: int
+    devices: tuple[DeviceProfile, ...]
+    links: tuple[Link, ...] = ()
+    contention: tuple[Contention, ...] = ()
+    provenance: dict = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False)  # where it was loaded from
+
+    def device(self, device_id: str) -> DeviceProfile:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise HetsamInputError(
+            f"device {device_id!r} is not in the profile (it has {', '.join(self.device_ids)}); "
+            "name one of those or re-profile with that device"
+        )
+
+    @property
+    def device_ids(self) -> tuple[str, ...]:
+        return tuple(d.id for d in self.devices)
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model.to_dict(),
+            "batch_size": self.batch_size,
+            "devices": [dev.to_dict() for dev in self.devices],
+            "links": [link.to_dict() for link in self.links],
+        }
+        if self.contention:
+            d["contention"] = [c.to_dict() for c in self.contention]
+        d["provenance"] = dict(self.provenance)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path) -> None:
+        """Write atomically (a temporary file, then rename), so a failure never leaves half a file."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_dict(cls, data, where: str = "profile") -> "Profile":
+        chk = _Checker(where)
+        chk.obj(data, "the top level", {"schema_version", "model", "batch_size", "devices", "links", "provenance"}, {"contention"})
+        if data["schema_version"] != SCHEMA_VERSION:
+            chk.fail("schema_version", f"is {data['schema_version']!r}; this hetsam reads version {SCHEMA_VERSION}")
+        model = ModelInfo.parse(data["model"], "model", chk)
+        batch_size = chk.num(data["batch_size"], "batch_size", positive=True, integer=True)
+        devices = tuple(DeviceProfile.parse(d, f"devices[{i}]", chk) for i, d in enumerate(chk.array(data["devices"], "devices")))
+        ids = [d.id for d in devices]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            chk.fail("devices", f"lists {', '.join(dupes)} more than once")
+        links = tuple(Link.parse(v, f"links[{i}]", chk) for i, v in enumerate(chk.array(data["links"], "links", nonempty=False)))
+        contention = tuple(Contention.parse(v, f"contention[{i}]", chk) for i, v in enumerate(chk.array(data.get("contention", []), "contention", nonempty=False)))
+        for i, link in enumerate(links):
+            for end in ("src", "dst"):
+                if getattr(link, end) not in ids:
+                    chk.fail(f"links[{i}].{end}", f"names {getattr(link, end)!r}, which is not among devices ({', '.join(ids)})")
+        sockets = {parse_device(i).socket_id for i in ids}
+        for i, c in enumerate(contention):
+            for j, dev in enumerate(c.devices):
+                if dev not in ids and parse_device(dev).socket_id not in sockets:
+                    chk.fail(f"contention[{i}].devices[{j}]", f"names {dev!r}, which is on no profiled device")
+        prov = chk.obj(data["provenance"], "provenance", {"kind"}, set(data["provenance"]) if isinstance(data["provenance"], dict) else set())
+        if prov["kind"] not in _PROVENANCE_KINDS:
+            chk.fail("provenance.kind", f"must be one of {', '.join(_PROVENANCE_KINDS)}, got {prov['kind']!r}")
+        return cls(model, batch_size, devices, links, contention, dict(prov), source=where)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "profile") -> "Profile":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HetsamInputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the file or re-create it with 'hetsam profile'") from None
+        return cls.from_dict(data, where)
+
+
+# ---------------------------------------------------------------------------------------
+def _reference_dir() -> Path | None:
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("hetsam.reference_profiles")))
+        if path.is_dir():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    here = Path(__file__).resolve().parents[2] / "profiles"  # a source checkout
+    return here if here.is_dir() else None
+
+
+def reference_profile_names() -> list[str]:
+    """Names of the profiles bundled with hetsam (``profiles/*.json``), without ``.json``."""
+    folder = _reference_dir()
+    return sorted(p.stem for p in folder.glob("*.json")) if folder else []
+
+
+def load_profile(source) -> Profile:
+    """Load and validate a profile from a path, or by the name of a bundled reference profile."""
+    if isinstance(source, Profile):
+        return source
+    path = Path(source)
+    if not path.exists() and path.suffix != ".json" and os.sep not in str(source):
+        folder = _reference_dir()
+        candidate = folder / f"{source}.json" if folder else None
+        if candidate is not None and candidate.exists():
+            path = candidate
+        else:
+            names = ", ".join(reference_profile_names()) or "none"
+            raise HetsamInputError(f"no profile file {str(source)!r} and no bundled profile of that name (bundled: {names})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HetsamInputError(f"cannot read profile {str(source)!r}: {exc.strerror or exc}") from None
+    return Profile.from_json(text, where=str(source))

@@ -1,0 +1,140 @@
+"""AsyncSAM: the ascent gradient τ steps stale, on b' samples, computed by an executor.
+
+After "Asynchronous Sharpness-Aware Minimization for Fast and Accurate Deep Learning"
+(``papers/asyncsam-paper.txt``), with the two batch policies of DESIGN.md section 3.
+Let B'_s be the first b' samples of B_s.
+
+* ``lookahead`` (hetsam's default): step t is perturbed by ĝ_t = g(θ_{t−τ}; B'_t). The job is
+  submitted during step t − τ, at θ_{t−τ}, so it needs B_t τ steps early (``upcoming``).
+* ``independent`` (the paper's): ĝ_s = g(θ_s; B'_s), submitted during step s, used at s + τ.
+
+Either way: e_t = ρ T² ĝ / ‖T ĝ‖ and θ_{t+1} = base(θ_t, g(θ_t + e_t; B_t)); steps t < τ have no
+perturbation; the staleness is exact (step t waits for the job submitted at step t − τ and for
+nothing newer). With τ = 0 and b' = b both policies are SAM.
+
+Without ``upcoming`` the ``lookahead`` policy cannot name B_{t+τ}: it then falls back to
+``independent`` for the rest of the run, with a one-time warning (``fell_back`` is set and
+AutoSAM records the policy that ran in its plan). When ``upcoming`` is shorter than τ (the end
+of the data), that one job uses B'_t as in ``independent``, silently; ``stats()`` counts both.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any, Sequence
+
+from hetsam.execution.batches import batch_size, slice_batch
+from hetsam._warnings import warn_user
+from hetsam.execution.jobs import ASCENT, GradResult
+from hetsam.execution.runtime import Runtime
+from hetsam.strategies.rule import Strategy
+
+__all__ = ["AsyncSAMStep", "completed"]
+
+
+def completed(result: GradResult) -> Future:
+    """A finished future holding ``result`` (pending results restored from a checkpoint)."""
+    future: Future = Future()
+    future.set_result(result)
+    return future
+
+
+class AsyncSAMStep(Strategy):
+    """AsyncSAM(τ, b', policy); see the module docstring for the rule. Returns L(θ_t + e_t; B_t)."""
+
+    name = "async_sam"
+    uses_executor = True
+
+    def __init__(self, rt: Runtime, executor: Any, *, staleness: int = 1, ascent_batch_size: int | None = None,
+                 policy: str = "lookahead"):
+        super().__init__(rt, executor)
+        self.tau = staleness
+        self.ascent_batch_size = ascent_batch_size
+        self.policy = policy
+        self.fell_back = False
+        self.pending: dict[int, Future] = {}  # step index -> the job whose ĝ perturbs that step
+        self.counts = {"lookahead_jobs": 0, "independent_jobs": 0, "unperturbed_steps": 0}
+
+    @property
+    def lookahead(self) -> int:
+        return self.tau if self.policy == "lookahead" else 0
+
+    def _job_batch(self, batch: Any, upcoming: Sequence[Any] | None) -> Any:
+        """B'_{t+τ} under lookahead, B'_t under independent (and τ = 0)."""
+        source, ahead = batch, False
+        if self.tau > 0 and self.policy == "lookahead":
+            if upcoming is None:
+                self._fall_back()
+            elif len(upcoming) >= self.tau:
+                source, ahead = upcoming[self.tau - 1], True
+        if self.tau > 0:
+            self.counts["lookahead_jobs" if ahead else "independent_jobs"] += 1
+        n = batch_size(source)
+        b_prime = n if self.ascent_batch_size is None else min(self.ascent_batch_size, n)
+        return source if b_prime == n else slice_batch(source, 0, b_prime)
+
+    def _fall_back(self) -> None:
+        self.policy = "independent"
+        self.fell_back = True
+        warn_user(
+            "AsyncSAM ascent_batches='lookahead' needs the next τ batches: pass step(batch, upcoming=[...]) "
+            "or iterate `for batch in opt.prefetch(loader)`. Without them this run falls back to "
+            "ascent_batches='independent' (the AsyncSAM paper's policy, which keeps less of SAM's gain); "
+            "opt.plan records it."
+        )
+
+    def step(self, batch, upcoming, accumulate):
+        rt, ex, t, tau = self.rt, self.executor, self.t, self.tau
+        ghat = None
+        if tau > 0 and t in self.pending:  # ĝ_t, submitted at step t − τ
+            ghat = ex.wait(self.pending.pop(t)).grads
+        # the job for step t + τ, at θ_t: submitted before the climb changes θ
+        future = ex.submit(rt.job(t + tau, ASCENT, self._job_batch(batch, upcoming), accumulate=accumulate))
+        if tau == 0:
+            ghat = ex.wait(future).grads
+        else:
+            self.pending[t + tau] = future
+        climbed = False
+        if ghat is None:
+            self.counts["unperturbed_steps"] += 1  # t < τ
+        else:
+            rt.save()
+            climbed = rt.climb(ghat, scratch=True)  # θ_t + e_t (ĝ becomes e_t in place)
+            del ghat
+        loss = rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)  # S·g(θ_t + e_t; B_t)
+        if climbed:
+            rt.restore()
+        rt.perturbation.release()
+        rt.apply()
+        self.t += 1
+        return loss
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        pending = {}
+        for key, future in sorted(self.pending.items()):
+            result = self.executor.wait(future)
+            pending[key] = {"grads": list(result.grads), "loss": result.loss, "kind": result.kind}
+        return {"t": self.t, "policy": self.policy, "fell_back": self.fell_back, "counts": dict(self.counts),
+                "pending": pending}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.policy = state["policy"]
+        self.fell_back = bool(state["fell_back"])
+        self.counts = dict(state["counts"])
+        params = self.rt.params
+        self.pending = {}
+        for key, entry in state["pending"].items():
+            grads = [None if g is None else g.to(p.device) for g, p in zip(entry["grads"], params)]
+            self.pending[int(key)] = completed(GradResult(int(key), entry["kind"], grads, float(entry["loss"])))
+
+    def held_tensors(self):
+        out = []
+        for future in self.pending.values():
+            if future.done():
+                out.extend(g for g in future.result().grads if g is not None)
+        return out
+
+    def stats(self) -> dict:
+        return {"policy": self.policy, **self.counts}

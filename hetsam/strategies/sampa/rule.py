@@ -1,0 +1,154 @@
+"""SAMPa-λ: SAM's two gradients in parallel, through an optimistic auxiliary sequence.
+
+Xie et al., "SAMPa: Sharpness-aware Minimization Parallelized" (NeurIPS 2024); semantics of the
+official ``LIONS-EPFL/SAMPa`` ``train.py``, as DESIGN.md section 3 writes them. Keep g_y, the
+gradient at the auxiliary point (none before the first step). At step t:
+
+    x̃_t     = x_t + ρ · g_y / ‖g_y‖                          (ASAM scaling when adaptive)
+    y_{t+1} = x_t − η · (g_y + wd · x_t + μ · buf_t)          (SGD with a momentum buffer)
+            = x_t − η · g_y                                    (any other base optimizer, or no buffer yet)
+    g_x     = g(x̃_t; B_{t−1})       on the training model      (B_{−1} = B_0)
+    g_y'    = g(y_{t+1}; B_t)        a job for the executor     (runs at the same time as g_x)
+    x_{t+1} = base(x_t, (1 − λ) · g_x + λ · g_y');   then g_y ← g_y'
+
+η, wd, μ are each parameter group's ``lr``, ``weight_decay`` and ``momentum`` (the official code
+uses the first group's lr for all groups; they agree for one group). At t = 0, g_y is absent and
+SGD has no momentum buffer yet, so x̃_0 = y_1 = x_0, as in the official code. λ = 0 works: g_y is
+kept itself rather than recovered from the mixed gradient by dividing by λ as the official code
+does. The batches: g_x is taken on the previous batch, which g_y was computed on.
+
+Only the g_x pass updates BatchNorm running statistics (the official code keeps the model of
+the device that computes g_x). ``step`` returns L(y_{t+1}; B_t), the loss of the g_y' pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_
+from hetsam._warnings import warn_user
+from hetsam.execution.jobs import SAMPA_Y
+from hetsam.execution.runtime import Runtime
+from hetsam.strategies.rule import Strategy
+
+__all__ = ["SAMPaStep", "optimistic_point_"]
+
+
+@torch.no_grad()
+def optimistic_point_(base: torch.optim.Optimizer, g_y: Sequence[Tensor | None] | None) -> bool:
+    """Move the parameters from x_t to y_{t+1} = x_t − η (g_y + wd x_t + μ buf_t) in place.
+
+    ``g_y`` is aligned with the parameters of ``base.param_groups`` (None: absent). The
+    weight-decay and momentum terms apply to parameters of an SGD base optimizer that have a
+    momentum buffer; the rest move by −η g_y. Returns whether any parameter moved.
+    """
+    sgd = isinstance(base, torch.optim.SGD)
+    moved = False
+    offset = 0
+    for group in base.param_groups:
+        params = group["params"]
+        grads = list(g_y[offset:offset + len(params)]) if g_y is not None else [None] * len(params)
+        offset += len(params)
+        lr = float(group["lr"])
+        heavy, light = [], []  # with a momentum buffer / without
+        for p, g in zip(params, grads):
+            buf = base.state[p].get("momentum_buffer") if sgd and p in base.state else None
+            if buf is not None:
+                heavy.append((p, g, buf))
+            elif g is not None:
+                light.append((p, g))
+        if heavy:
+            xs = [p for p, _, _ in heavy]
+            d = torch._foreach_mul(xs, float(group["weight_decay"]))  # wd · x
+            torch._foreach_add_(d, torch._foreach_mul([b for _, _, b in heavy], float(group["momentum"])))  # + μ · buf
+            with_g = [(di, g) for di, (_, g, _) in zip(d, heavy) if g is not None]
+            if with_g:
+                torch._foreach_add_([di for di, _ in with_g], [g for _, g in with_g])  # + g_y
+            torch._foreach_mul_(d, lr)
+            torch._foreach_sub_(xs, d)  # y = x − η · d
+            moved = True
+        if light:
+            step = torch._foreach_mul([g for _, g in light], lr)
+            torch._foreach_sub_([p for p, _ in light], step)  # y = x − η · g_y
+            moved = True
+    return moved
+
+
+class SAMPaStep(Strategy):
+    """SAMPa-λ; see the module docstring for the rule."""
+
+    name = "sampa"
+    uses_executor = True
+
+    def __init__(self, rt: Runtime, executor: Any, *, lam: float = 0.2):
+        super().__init__(rt, executor)
+        self.lam = lam
+        self.g_y: list[Tensor | None] | None = None
+        self.g_y_norm: Tensor | None = None  # ‖g_y‖, found when g_y arrived (reused by a SAM climb)
+        self.prev_batch: Any = None
+        self.dropped = 0  # non-finite g_y' left out of the update
+
+    def step(self, batch, upcoming, accumulate):
+        rt, ex = self.rt, self.executor
+        prev = batch if self.prev_batch is None else self.prev_batch  # B_{t−1}; B_{−1} = B_0
+        g_y, self.g_y = self.g_y, None
+        rt.save()  # x_t
+        moved = optimistic_point_(rt.base, g_y)  # params: y_{t+1}
+        future = ex.submit(rt.job(self.t, SAMPA_Y, batch, accumulate=accumulate))  # g_y' = g(y_{t+1}; B_t)
+        if moved:
+            rt.restore()  # params: x_t
+        norm = None if rt.adaptive else self.g_y_norm
+        climbed = g_y is not None and rt.climb(g_y, scratch=True, norm=norm)  # params: x̃_t
+        del g_y
+        rt.gradient(prev, accumulate=accumulate, update_stats=True, unscale=False)  # p.grad = S · g_x
+        if climbed:
+            rt.restore()  # params: x_t
+        rt.perturbation.release()
+        result = ex.wait(future)
+        scale = rt.loss_scale()
+        self.g_y_norm = self._norm(result.grads)
+        finite = self.g_y_norm is not None
+        if finite or scale is not None:  # with a GradScaler a non-finite g_y' makes the scaler skip the step
+            mix_([p.grad for p in rt.params], result.grads, 1.0 - self.lam, self.lam * (scale or 1.0))
+        rt.apply()  # x_{t+1} = base(x_t, (1 − λ) g_x + λ g_y')
+        self.g_y = result.grads if finite else None  # g_y ← g_y'
+        self.prev_batch = batch
+        self.t += 1
+        return torch.tensor(result.loss)
+
+    def _norm(self, grads: Sequence[Tensor | None]) -> Tensor | None:
+        """‖g_y'‖, or None (with a warning the first time) when it is not finite."""
+        norm = ascent_norm([AscentGroup([], [g for g in grads if g is not None], 0.0)])
+        if norm is None or math.isfinite(float(norm)):
+            return norm
+        self.dropped += 1
+        if self.dropped == 1:
+            warn_user(
+                "SAMPa: the gradient g_y' at the auxiliary point is not finite; it is left out of this "
+                "update and the next step is not perturbed. Further cases are counted silently."
+            )
+        return None
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"t": self.t, "g_y": None if self.g_y is None else list(self.g_y), "prev_batch": self.prev_batch,
+                "dropped": self.dropped}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        g_y = state["g_y"]
+        params = self.rt.params
+        self.g_y = None if g_y is None else [None if g is None else g.to(p.device) for g, p in zip(g_y, params)]
+        self.g_y_norm = None  # recomputed by the next climb
+        self.prev_batch = state["prev_batch"]
+        self.dropped = int(state.get("dropped", 0))
+
+    def held_tensors(self):
+        return [g for g in self.g_y or () if g is not None]
+
+    def stats(self) -> dict:
+        return {"dropped_g_y": self.dropped}
