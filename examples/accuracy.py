@@ -170,7 +170,7 @@ def planner_ascent_batch(profile_name: str | None) -> int | None:
     from hetsam.planning.search import plan
 
     report = plan(profile_name, batch_size=BATCH, simulate=False)
-    return report.plan.ascent_batch_size if report.plan.strategy == "async_sam" else None
+    return report.plan.ascent_batch_size
 
 
 def main(argv=None) -> int:
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
             y_seed = noisy_labels(y_tr, args.noise, seed) if task_name == "digits" else y_tr
             task = (x_tr, y_seed, *rest)
             for name, plan in strategies(planner_b).items():
-                plan = Plan.from_dict({**plan.to_dict(), "predicted": {}})
+                plan = Plan.from_dict(plan.to_dict())
                 results.setdefault(name, []).append(train_one(task, plan, seed, args.epochs, args.rho, args.executor))
         rows = summarize(results)
         print_table(task_name, rows, args.seeds)

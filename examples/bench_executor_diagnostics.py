@@ -6,7 +6,7 @@ Checks 2 and 3 run with freed memory retained (as ``hetsam bench`` does), so pag
 not blur them.
 
 1. **Page faults.** ``forward+backward`` at b with glibc's default allocator and with freed
-   memory retained (:func:`hetsam.bench.harness.retain_freed_memory`), each in a fresh process: the
+   memory retained (:func:`hetsam.bench.retain_freed_memory`), each in a fresh process: the
    step time and the minor page faults per step (``getrusage``).
 2. **Thread scaling.** ``forward+backward`` at b and at b/4 on both cores (one thread team of
    two) and on one core (one thread), side by side: the time-sliced arrangement pays
@@ -31,7 +31,7 @@ import time
 
 _CHILD = """
 import os, resource, sys, time, statistics, torch
-from hetsam.bench.harness import retain_freed_memory
+from hetsam.bench import retain_freed_memory
 from hetsam.profiling.models import reference_model
 mode, model, b, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if mode == "retain":
@@ -179,7 +179,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--only", choices=("faults", "scaling", "gil"))
     args = ap.parse_args()
-    from hetsam.bench.harness import retain_freed_memory
+    from hetsam.bench import retain_freed_memory
 
     print(f"(checks 2 and 3 run with freed memory retained, as hetsam bench does: {retain_freed_memory()})")
     for name, fn in (("faults", page_faults), ("scaling", scaling), ("gil", gil)):

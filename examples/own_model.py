@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     report = plan(profile, batch_size=args.batch_size)
     chosen = report.plan
     print(f"\nchosen: {chosen.describe()}")
-    print(f"predicted {chosen.predicted['iteration_seconds'] * 1e3:.1f} ms/step, "
-          f"{chosen.predicted['overhead_vs_sgd']:+.1%} vs SGD, budget met: {report.budget_met}")
+    print(f"predicted {report.prediction.iteration_seconds * 1e3:.1f} ms/step, "
+          f"{report.prediction.overhead_vs_sgd:+.1%} vs SGD, budget met: {report.budget_met}")
 
     # 3. simulate it for a whole training run (steady state is detected and extrapolated)
     result = hetsam.simulate(chosen, profile, iterations=10_000, seed=0)

@@ -17,7 +17,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "SAM": "hetsam.optim.sam",
     "RST": "hetsam.optim.rst",
-    "AutoSAM": "hetsam.autosam.optimizer",
+    "AutoSAM": "hetsam.autosam",
+    "Prediction": "hetsam.planning.prediction",
+    "plan": "hetsam.planning.search",
     "profile": "hetsam.profiling.measure",
     "Profile": "hetsam.profiling.schema",
     "load_profile": "hetsam.profiling.schema",

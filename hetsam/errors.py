@@ -15,4 +15,10 @@ class HetsamInputError(ValueError):
 
 
 class WorkerFailure(RuntimeError):
-    """An ascent worker failed; the original exception is attached as ``__cause__``."""
+    """An ascent worker failed; the original exception is attached as ``__cause__``.
+
+    ``job`` (when set) is the job whose result is missing, with the snapshot it was submitted
+    with, so ``on_worker_failure="degrade"`` can compute it elsewhere.
+    """
+
+    job = None

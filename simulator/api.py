@@ -6,23 +6,29 @@ See ``model.py`` for what an iteration is made of and ``engine.py`` for how task
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 
+from hetsam import _checks, defaults
+from hetsam.cost.cluster import Cluster
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
-from hetsam.cost.network import Cluster
 from hetsam.planning.plan import Plan
+from hetsam.profiling.stats import quantile
 
 from .engine import Engine
 from .model import Workload, warmup_iterations
-from .steady import BatchMeans, percentile
+from .steady import BatchMeans
 
 __all__ = ["simulate", "SimResult", "TimelineEvent", "cost_model", "make_cluster", "DEFAULT_ITERATIONS",
            "DEFAULT_TIMELINE_ITERATIONS"]
 
-DEFAULT_ITERATIONS = 1000
-DEFAULT_TIMELINE_ITERATIONS = 6
+DEFAULT_ITERATIONS = defaults.SIM_ITERATIONS
+DEFAULT_TIMELINE_ITERATIONS = defaults.SIM_TIMELINE_ITERATIONS
+MAX_ITERATIONS = 10**12  # a prediction for more iterations than this is refused
+MAX_TIMELINE_ITERATIONS = 1000  # iterations kept for the trace and the plot
+_KEEP = 100_000  # iteration times kept for p50/p95; beyond it a uniform sample (constant memory)
 
 
 @dataclass(frozen=True)
@@ -137,23 +143,17 @@ def cost_model(profile) -> CostModel:
 
 def make_cluster(cm: CostModel, nodes: int = 1, devices_per_node: int = 1, *, cluster: Cluster | None = None,
                  **network) -> Cluster:
-    """The :class:`~hetsam.cost.network.Cluster` ``simulate`` runs on (``cluster`` as given, if any)."""
+    """The :class:`~hetsam.cost.cluster.Cluster` ``simulate`` runs on (``cluster`` as given, if any)."""
     if cluster is not None:
         if network or (nodes, devices_per_node) != (1, 1):
             raise HetsamInputError("pass either cluster= or nodes/devices_per_node and network options, not both")
         if not isinstance(cluster, Cluster):
-            raise HetsamInputError(f"cluster must be a hetsam.cost.network.Cluster, got {type(cluster).__name__}")
+            raise HetsamInputError(f"cluster must be a hetsam.cost.cluster.Cluster, got {type(cluster).__name__}")
         return cluster
     try:
         return Cluster(cm, nodes, devices_per_node, **network)
     except TypeError as exc:  # an unknown keyword
-        raise HetsamInputError(f"simulate: {exc}; see hetsam.cost.network.Cluster for the network options") from None
-
-
-def _check_iterations(iterations) -> int:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise HetsamInputError(f"iterations={iterations!r} must be a positive integer")
-    return iterations
+        raise HetsamInputError(f"simulate: {exc}; see hetsam.cost.cluster.Cluster for the network options") from None
 
 
 def simulate(
@@ -166,7 +166,7 @@ def simulate(
     timeline_iterations: int = DEFAULT_TIMELINE_ITERATIONS,
     loader_seconds: float = 0.0,
     steady_state: bool = True,
-    rel_tol: float = 0.005,
+    rel_tol: float = defaults.SIM_REL_TOL,
     nodes: int = 1,
     devices_per_node: int = 1,
     **network,
@@ -187,7 +187,7 @@ def simulate(
             says how one representative rank and the network stand for all of them, and
             ``hetsam.cost.network`` gives the ring all-reduce and DDP bucket model). N = G = 1 is
             the single-process simulation, exactly.
-        **network: the other arguments of :class:`hetsam.cost.network.Cluster`
+        **network: the other arguments of :class:`hetsam.cost.cluster.Cluster`
             (``sockets_per_node``, ``intra_node_bandwidth``, ``inter_node_bandwidth`` in bytes/s,
             ``intra_node_latency``, ``inter_node_latency`` in seconds, ``bucket_cap_mb``,
             ``first_bucket_mb``, ``backward_fraction``), or ``cluster=`` a ready Cluster.
@@ -199,30 +199,24 @@ def simulate(
         plan = Plan.from_dict(plan)
     if not isinstance(plan, Plan):
         raise HetsamInputError(f"plan must be a hetsam.Plan or a dict, got {type(plan).__name__}")
-    n_total = _check_iterations(iterations)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise HetsamInputError(f"seed={seed!r} must be an integer")
-    if isinstance(timeline_iterations, bool) or not isinstance(timeline_iterations, int) or timeline_iterations < 0:
-        raise HetsamInputError(f"timeline_iterations={timeline_iterations!r} must be an integer >= 0")
-    if not (isinstance(rel_tol, (int, float)) and 0 < rel_tol < 1):
-        raise HetsamInputError(f"rel_tol={rel_tol!r} must be in (0, 1)")
+    plan.validate()
+    n_total = _checks.integer(iterations, "iterations", low=1, high=MAX_ITERATIONS)
+    _checks.integer(seed, "seed", low=-(2**63), high=2**63 - 1)
+    _checks.integer(timeline_iterations, "timeline_iterations", low=0, high=MAX_TIMELINE_ITERATIONS)
+    _checks.number(rel_tol, "rel_tol", low=0.0, high=1.0, low_open=True, high_open=True)
+    _checks.number(loader_seconds, "loader_seconds", low=0.0, high=3600.0)
     cm = cost_model(profile)
     cluster = make_cluster(cm, nodes, devices_per_node, **network)
 
     engine = Engine(record_until_iteration=timeline_iterations)
-    times: list[float] = []
-    waits: list[float] = []
-    last = [0.0]
-    tau = plan.staleness if plan.strategy == "async_sam" else 0
+    tau = plan.spec.staleness(plan)
     warmup = warmup_iterations(tau)
     stats = BatchMeans(warmup, min_batch=8 * (tau + 1), rel_tol=rel_tol)
+    log = _Log(warmup, seed)
 
     def on_step(t: int, task) -> None:
-        times.append(task.end - last[0])
-        last[0] = task.end
-        waits.append(task.wait)
-        converged = stats.add(times[-1])
-        if len(times) >= n_total or (steady_state and converged):
+        converged = stats.add(log.add(task.end, task.wait))
+        if log.n >= n_total or (steady_state and converged):
             engine.stopped = True
 
     workload = Workload(plan, cm, engine, jitter=jitter, seed=seed, loader_seconds=loader_seconds, on_step=on_step,
@@ -231,29 +225,56 @@ def simulate(
     workload.start()
     engine.run()
     wall = time.perf_counter() - t0
-    return _result(plan, workload, engine, times, waits, stats, n_total, warmup, wall,
+    return _result(plan, workload, engine, log, stats, n_total, warmup, wall,
                    seed=seed, jitter=jitter, loader_seconds=float(loader_seconds))
 
 
-def _result(plan, workload, engine, times, waits, stats, n_total, warmup, wall, **meta) -> SimResult:
-    n = len(times)
+class _Log:
+    """Iteration times and descent waits in constant memory: exact sums (all, and after the
+    warm-up), and up to ``_KEEP`` times for the percentiles (a seeded uniform sample beyond)."""
+
+    def __init__(self, warmup: int, seed: int):
+        self.warmup, self.n, self.last = warmup, 0, 0.0
+        self.total = self.steady_total = self.wait_total = self.steady_wait = 0.0
+        self.kept: list[float] = []
+        self._rng = random.Random(f"hetsam.simulator.sample:{seed}")
+
+    def add(self, end: float, wait: float) -> float:
+        x, self.last = end - self.last, end
+        self.n += 1
+        self.total += x
+        self.wait_total += wait
+        if self.n > self.warmup:
+            self.steady_total += x
+            self.steady_wait += wait
+        if self.n <= self.warmup or self.n - self.warmup <= _KEEP:
+            self.kept.append(x)
+        else:  # reservoir sampling of the steady-state times (Algorithm R)
+            j = self._rng.randrange(self.n - self.warmup)
+            if j < _KEEP:
+                self.kept[self.warmup + j] = x
+        return x
+
+
+def _result(plan, workload, engine, log, stats, n_total, warmup, wall, **meta) -> SimResult:
+    n = log.n
     end = engine.now
     extrapolated = n < n_total
     steady_n = n - warmup
     if extrapolated:
         mean_x = stats.mean
-        mean_w = sum(waits[warmup:]) / steady_n
-        total = sum(times) + (n_total - n) * mean_x
-        wait_total = sum(waits) + (n_total - n) * mean_w
+        mean_w = log.steady_wait / steady_n
+        total = log.total + (n_total - n) * mean_x
+        wait_total = log.wait_total + (n_total - n) * mean_w
         s = stats.summary()
         note = (f"simulated {n} of {n_total} iterations; the steady-state mean is known to "
                 f"±{100 * s['relative_halfwidth']:.2f}% (95% CI, batch means), so the remaining "
                 f"{n_total - n} were extrapolated with it")
     else:
-        total = sum(times)
-        wait_total = sum(waits)
+        total = log.total
+        wait_total = log.wait_total
         note = f"simulated all {n} iterations"
-    sample = sorted(times[warmup:] if steady_n >= 20 else times)
+    sample = sorted(log.kept[warmup:] if steady_n >= 20 else log.kept)
     mean = total / n_total
     b = workload.b
     utilisation = {name: (res.busy_at(end) / end if end > 0 else 0.0) for name, res in workload.device_roles().items()}
@@ -262,7 +283,7 @@ def _result(plan, workload, engine, times, waits, stats, n_total, warmup, wall, 
     tracks = {r.name: labels.get(r, "") for r in engine.resources}
     return SimResult(
         plan=plan, batch_size=b, iterations=n_total, simulated_iterations=n, extrapolated=extrapolated, note=note,
-        iteration_seconds={"mean": mean, "p50": percentile(sample, 50), "p95": percentile(sample, 95)},
+        iteration_seconds={"mean": mean, "p50": quantile(sample, 0.50), "p95": quantile(sample, 0.95)},
         total_seconds=total, samples_per_second=b / mean if mean > 0 else math.inf,
         utilisation=utilisation, link_utilisation=links,
         descent_wait_seconds=wait_total, descent_wait_per_iteration=wait_total / n_total,

@@ -1,4 +1,4 @@
-"""How one iteration of each strategy maps to tasks on devices and links.
+"""A plan on a cost model as resources and tasks: the primitives every strategy's iteration uses.
 
 Notation (all from the :class:`~hetsam.cost.model.CostModel`): D the descent device, A the
 ascent device, b and b' the batch sizes, ``t_D = grad_seconds(D, b)``,
@@ -8,45 +8,31 @@ parameter snapshot and ``c_AD`` for the gradient coming back (a gradient has the
 size). ``U_t`` is the time step t's update ends; the *iteration time* is ``U_t − U_{t−1}``
 (``U_{−1} = 0``).
 
-Per iteration t (DESIGN.md section 3 gives the update rules):
+How one iteration of a strategy maps to tasks is that strategy's own business: its spec's
+``simulation(workload)`` (``hetsam/strategies/<name>/__init__.py``, which also gives its period
+in closed form) builds iteration t from these primitives:
 
-- **sgd**: ``load_t`` (L, on D, after ``U_{t−1}``), then ``step_t`` = gradient + update
-  (``t_D + u``, on D). Without jitter every iteration is exactly ``L + t_D + u``.
-- **sam**: the ascent ``g(θ_t; B_t)`` then the descent at ``θ_t + e``: on D that is
-  ``L + 2·t_D + u``. If the plan names another ascent device, the ascent runs there with
-  both copies in between (AsyncSAM with τ = 0).
-- **async_sam(τ, b')**: the ascent that perturbs step t is ``g(θ_{t−τ}; ·)`` under both batch
-  policies (``lookahead``: on B'_t; ``independent``: on B'_{t−τ}); only the samples differ, not
-  the timing. θ_{t−τ} exists once step t−τ−1's update is done (θ_0 at time 0), so:
-  ``copy θ_{t−τ}`` (D→A link) after ``U_{t−τ−1}``, then ``ascent_t`` (t_A, on A), then
-  ``copy ĝ_t`` (A→D link), and ``step_t`` starts after both ``load_t`` and that copy. Steps
-  t < τ have no perturbation. The descent *waits* for the idle time of D between ``load_t``
-  (or ``U_{t−1}``) and the gradient's arrival. With no jitter and τ = 1 the period is
+- :meth:`Workload.load`: ``load_t`` (L, on D, after ``U_{t−1}``);
+- :meth:`Workload.descent_step`: gradient plus update of step t on D (``t_D + u``), the task
+  whose end is ``U_t``; at scale DDP's bucketed backward and all-reduce;
+- :meth:`Workload.ascent_chain`: ``copy θ`` (D→A link) → the ascent gradient on A (t_A) →
+  ``copy ĝ`` (A→D link), after a given task (the update that made the θ it reads);
+- :meth:`Workload.sgd_step` and :meth:`Workload.sam_step`: the two baselines' iterations
+  (SGD: ``L + t_D + u``; SAM: the ascent then the descent at ``θ_t + e``, ``L + 2·t_D + u`` on D,
+  or with both copies when the plan names another ascent device).
 
-      max(L + t_D + u, t_A, c_DA, c_AD, (c_DA + t_A + c_AD + L + t_D + u) / 2)
+Same hardware (``CostModel.shares_cores``): D and A are one resource, so the two gradients are
+time-sliced (one after the other), as the executor runs them on a shared pool; the copies
+between the same device cost nothing. Disjoint pools of one socket are two resources that slow
+each other while both compute (``CostModel.slowdown``; see ``engine.py``).
 
-  (the last term is the cycle snapshot → ascent → copy → step spanning two steps). It equals
-  ``max(t_D + u, t_A + copies)`` when the ascent chain fits in one step or the copies are free.
-- **sampa**: both gradients of a step at once: ``g_x`` at b on D after ``load_t``; ``y_{t+1}``
-  is sent D→A after ``U_{t−1}``, ``g_y'`` at b runs on A and comes back A→D; then the combine
-  ``(1−λ)·g_x + λ·g_y'`` and the base update take ``u`` on D. Period:
-  ``max(L + t_D, c_DA + t_A(b) + c_AD) + u``. The descent waits between ``g_x`` and ``g_y'``.
-- **rst(p)**: each step draws u ~ U[0, 1) from its own seeded stream; if u < p it is a SAM
-  step, otherwise an SGD step. Mean: ``L + t_D + u + p·t_D``.
+Jitter (:mod:`hetsam.cost.jitter`): every gradient time is drawn from a lognormal matched to the
+measured median and interquartile range. Draws come from separate seeded streams (descent,
+ascent, and any a strategy asks for with :meth:`Workload.stream`), so the n-th descent of two
+strategies uses the same random number (common random numbers make strategy comparisons less
+noisy). Updates, loader and copies have no spread in the profile and are not jittered.
 
-Same hardware (``CostModel.shares_cores``): D and A are one resource, so the two gradients
-are time-sliced (one after the other), as the executor runs them on a shared pool; the copies
-between the same device cost nothing. Disjoint pools of one socket are two resources that
-slow each other while both compute (``CostModel.slowdown``; see ``engine.py``).
-
-Jitter: every gradient time is drawn from a lognormal with the measured median ``m`` and
-interquartile range ``IQR`` matched exactly: ``σ = asinh(IQR / (2m)) / z_0.75`` (for small
-spreads σ ≈ IQR / (1.349·m)). Draws come from separate seeded streams (descent, ascent,
-RST coin), so the n-th descent of two strategies uses the same random number (common random
-numbers make strategy comparisons less noisy). Updates, loader and copies have no spread in
-the profile and are not jittered.
-
-Many nodes (``cluster``, a :class:`hetsam.cost.network.Cluster` with n = N·G > 1 ranks). The
+Many nodes (``cluster``, a :class:`hetsam.cost.cluster.Cluster` with n = N·G > 1 ranks). The
 descent is data-parallel: every rank runs the plan on its own devices and DDP all-reduces the
 descent gradient. Ranks run in lock-step (every rank applies the same averaged gradient), so
 the simulation follows **one representative rank plus the network**, never n processes:
@@ -56,23 +42,19 @@ the simulation follows **one representative rank plus the network**, never n pro
   ``1−β`` of the draw, then bucket k's share of the backward), adds one ring all-reduce task
   per bucket on a ``network`` resource (each after its bucket's segment and the previous
   all-reduce, so they run one after the other), and the update after both the backward and
-  the last all-reduce. ``hetsam.cost.network`` gives the bucket sizes, ``β`` and the ring formula;
-  without jitter the step is exactly ``max(t_D, e_K) + u`` of its closed form.
-- The ascent of SAM and RST runs on D without an all-reduce, and AsyncSAM's on the rank's own
-  ascent device: the perturbation is per rank, as SAM is usually run under DDP.
-- **SAMPa pairs** (as the official SAMPa code runs on two GPUs): D and A are the two ranks of
-  a pair; each step both compute their gradient at b (``g_x`` on D after ``U_{t−1}``,
-  ``g_y'`` on A after A's previous update), and *one* all-reduce over the 2n ranks combines
-  ``(1−λ)·g_x`` and ``λ·g_y'`` and averages over the pairs, so there are no D↔A copies. Its
-  buckets are ready when both ranks have produced them; then D and A update (``u`` each).
-  The descent wait is the time D's backward ends before A's. With n = 1 SAMPa keeps the
-  single-process model above (copies).
+  the last all-reduce. ``hetsam.cost.network`` gives the bucket sizes, ``β`` and the ring
+  formula; without jitter the step is exactly ``max(t_D, e_K) + u`` of its closed form.
+- The ascent runs on the rank's own ascent device without an all-reduce: the perturbation is
+  per rank, as SAM is usually run under DDP.
+- A strategy whose spec says ``rank_pairs`` runs its two gradients on a *pair* of ranks
+  (D and A are the two ranks): :meth:`Workload.backward_buckets` and :meth:`Workload.allreduces`
+  over ``2n`` ranks, with no D↔A copies.
 - **Jitter across ranks**: an all-reduce waits for the slowest rank, so every gradient draw
-  is the slowest of n ranks' draws: the maximum of n lognormals, sampled exactly by the
-  inverse CDF, ``m·exp(σ·Φ⁻¹(U^{1/n}))`` with one uniform U (:class:`MaxDraw`). Ascent
-  draws are taken the same way. Taking the slowest ascent and the slowest descent in one
-  step is an upper bound (``max_r a_r + max_r d_r >= max_r (a_r + d_r)``) that is tight when
-  the ascent is hidden. RST's coin is common to all ranks (every rank takes the same decision).
+  is the slowest of n ranks' draws (:class:`~hetsam.cost.jitter.MaxDraw`). Ascent draws are
+  taken the same way. Taking the slowest ascent and the slowest descent in one step is an
+  upper bound (``max_r a_r + max_r d_r >= max_r (a_r + d_r)``) that is tight when the ascent is
+  hidden. Strategy streams (``stream``) are common to all ranks (every rank takes the same
+  decision).
 - Not modelled: the other G−1 ranks' CPU pools computing on the same socket (shared memory
   bandwidth; a pool's times are those the cost model gives for it alone), other traffic on
   the network (data loading, checkpoints), and NCCL's switch to trees for small messages.
@@ -83,81 +65,20 @@ from __future__ import annotations
 
 import math
 import random
-from statistics import NormalDist
 
+from hetsam import strategies
+from hetsam.cost.jitter import Draw, MaxDraw
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
-from hetsam.planning.plan import Plan
 
 from .engine import Engine, Resource, Task
 
-__all__ = ["Workload", "Draw", "MaxDraw", "lognormal_sigma", "slowest_median", "warmup_iterations"]
-
-_Z75 = 0.6744897501960817  # standard normal 0.75 quantile
-_NORMAL = NormalDist()
-
-
-def lognormal_sigma(median: float, iqr: float) -> float:
-    """σ of the lognormal whose median is ``median`` and interquartile range is ``iqr``.
-
-    The quartiles of ``m·exp(σZ)`` are ``m·exp(±σ·z_0.75)``, so ``IQR = 2m·sinh(σ·z_0.75)``.
-    """
-    if median <= 0 or iqr < 0:
-        raise ValueError("median must be > 0 and iqr >= 0")
-    return math.asinh(iqr / (2.0 * median)) / _Z75
-
-
-def slowest_median(median: float, iqr: float, n: int) -> float:
-    """Median of the slowest of ``n`` ranks' draws: ``m·exp(σ·Φ⁻¹(0.5^{1/n}))`` (see :class:`MaxDraw`)."""
-    if n <= 1 or iqr <= 0:
-        return median
-    return median * math.exp(lognormal_sigma(median, iqr) * _NORMAL.inv_cdf(0.5 ** (1.0 / n)))
+__all__ = ["Workload", "warmup_iterations", "ORIGIN"]
 
 
 def warmup_iterations(staleness: int) -> int:
     """Iterations left out of the steady-state mean: the pipeline of τ+1 steps fills first."""
     return 5 * (staleness + 2)
-
-
-class Draw:
-    """Seconds of one gradient: the median, or a lognormal draw around it when jittering."""
-
-    __slots__ = ("median", "sigma", "_gauss")
-
-    def __init__(self, median: float, iqr: float, rng: random.Random | None):
-        self.median = median
-        self.sigma = lognormal_sigma(median, iqr) if rng is not None else 0.0
-        self._gauss = rng.gauss if rng is not None else None
-
-    def __call__(self) -> float:
-        if self.sigma == 0.0:
-            return self.median
-        return self.median * math.exp(self.sigma * self._gauss(0.0, 1.0))
-
-
-class MaxDraw(Draw):
-    """Seconds of the slowest of ``n`` ranks' gradients: the maximum of n lognormal draws.
-
-    ``P(max <= m·e^{σz}) = Φ(z)^n``, so ``max = m·exp(σ·Φ⁻¹(U^{1/n}))`` with U uniform: one
-    draw per step whatever n. ``Φ⁻¹(U^{1/n})`` is taken as ``−Φ⁻¹(1 − U^{1/n})`` with
-    ``1 − U^{1/n} = −expm1(ln U / n)``, which stays accurate when ``U^{1/n}`` rounds to 1.
-    """
-
-    __slots__ = ("inv_n", "_random")
-
-    def __init__(self, median: float, iqr: float, rng: random.Random | None, n: int):
-        super().__init__(median, iqr, rng)
-        self.inv_n = 1.0 / n
-        self._random = rng.random if rng is not None else None
-
-    def __call__(self) -> float:
-        if self.sigma == 0.0:
-            return self.median
-        u = self._random()
-        while u == 0.0:  # log(0); probability 2^-53
-            u = self._random()
-        tail = -math.expm1(math.log(u) * self.inv_n)  # 1 − U^{1/n}
-        return self.median * math.exp(-self.sigma * _NORMAL.inv_cdf(tail))
 
 
 def _stream(seed: int, name: str) -> random.Random:
@@ -173,44 +94,52 @@ class Workload:
     the last completed step, so memory stays bounded however many iterations run.
     """
 
-    def __init__(self, plan: Plan, cm: CostModel, engine: Engine, *, jitter: bool, seed: int,
+    def __init__(self, plan, cm: CostModel, engine: Engine, *, jitter: bool, seed: int,
                  loader_seconds: float = 0.0, on_step=None, cluster=None):
         if not isinstance(loader_seconds, (int, float)) or not math.isfinite(loader_seconds) or loader_seconds < 0:
             raise HetsamInputError(f"loader_seconds={loader_seconds!r} must be a number >= 0")
         self.plan = plan
+        self.spec = spec = strategies.get(plan.strategy)
         self.cm = cm
         self.engine = engine
         self.on_step = on_step
-        self.strategy = plan.strategy
+        self.seed, self.jitter = seed, jitter
         self.b = plan.batch_size if plan.batch_size is not None else cm.profile.batch_size
         self.descent = _resolve(cm, plan.descent_device, "descent_device")
         self.ascent = _resolve(cm, plan.effective_ascent_device, "ascent_device")
-        s = self.strategy
-        self.uses_ascent = s != "sgd"
-        self.b_ascent = plan.ascent_size(self.b) if s == "async_sam" else self.b
-        self.tau = plan.staleness if s == "async_sam" else 0
-        self.probability = plan.probability if s == "rst" else (1.0 if s == "sam" else 0.0)
+        self.uses_ascent = spec.uses_ascent
+        self.ascent_batch_size = spec.ascent_batch_size(plan, self.b)
+        self.tau = spec.staleness(plan)
         self.loader = float(loader_seconds)
         self.update = cm.update_seconds(self.descent)
-        rng = (lambda name: _stream(seed, name)) if jitter else (lambda name: None)
         # data parallel over n > 1 ranks (module docstring): one representative rank + the network
         self.cluster = cluster if cluster is not None and cluster.ranks > 1 else None
-        ranks = self.cluster.ranks if self.cluster is not None else 1
-        self.pairs = self.cluster is not None and s == "sampa"
-
-        def draw(dev: str, batch: int, name: str) -> Draw:
-            med, iqr, stream = cm.grad_seconds(dev, batch), cm.grad_spread(dev, batch), rng(name)
-            return MaxDraw(med, iqr, stream, ranks) if ranks > 1 else Draw(med, iqr, stream)
-
-        self.t_descent = draw(self.descent, self.b, "descent")
+        self.ranks = self.cluster.ranks if self.cluster is not None else 1
+        self.pairs = self.cluster is not None and spec.rank_pairs
+        self.t_descent = self._draw(self.descent, self.b, "descent")
         self.t_ascent = None
-        self.coin = _stream(seed, "rst").random
         self.notes: list[str] = []
-        for dev, batch in ((self.descent, self.b), (self.ascent, self.b_ascent)):
+        for dev, batch in ((self.descent, self.b), (self.ascent, self.ascent_batch_size)):
             limit = cm.max_batch(dev)
             if limit is not None and batch > limit and (dev == self.descent or self.uses_ascent):
                 self.notes.append(f"batch {batch} on {dev} exceeds the largest batch that fit when profiling ({limit})")
+        self._resources()
+        self._steps: dict[int, Task] = {}  # step tasks still referenced by later iterations
+        self.ascent_updates: dict[int, Task] = {}  # rank pairs: A's update of each step
+        self._built = 0
+        self._build_iteration = spec.simulation(self)  # the one dispatch point between strategies
 
+    def _draw(self, dev: str, batch: int, name: str) -> Draw:
+        med, iqr = self.cm.grad_seconds(dev, batch), self.cm.grad_spread(dev, batch)
+        stream = _stream(self.seed, name) if self.jitter else None
+        return MaxDraw(med, iqr, stream, self.ranks) if self.ranks > 1 else Draw(med, iqr, stream)
+
+    def stream(self, name: str) -> random.Random:
+        """A seeded random stream of its own for a strategy's decisions (common to all ranks)."""
+        return _stream(self.seed, name)
+
+    def _resources(self) -> None:
+        cm, engine = self.cm, self.engine
         self.res_descent = engine.resource(self.descent)
         self.res_ascent = self.res_descent
         self.link_to_ascent: Resource | None = None
@@ -218,13 +147,13 @@ class Workload:
         self.copy_to_ascent = self.copy_to_descent = 0.0
         self.shared = False
         if self.uses_ascent:
-            self.t_ascent = draw(self.ascent, self.b_ascent, "ascent")
+            self.t_ascent = self._draw(self.ascent, self.ascent_batch_size, "ascent")
             self.shared = cm.shares_cores(self.descent, self.ascent)
             if not self.shared:
                 self.res_ascent = engine.resource(self.ascent)
                 engine.contend(self.res_descent, self.res_ascent,
                                cm.slowdown(self.descent, self.ascent), cm.slowdown(self.ascent, self.descent))
-        if self.uses_ascent and not self.pairs:  # SAMPa pairs exchange through the all-reduce
+        if self.uses_ascent and not self.pairs:  # rank pairs exchange through the all-reduce
             nbytes = cm.parameter_bytes
             self.copy_to_ascent = cm.copy_seconds(self.descent, self.ascent, nbytes)
             self.copy_to_descent = cm.copy_seconds(self.ascent, self.descent, nbytes)
@@ -234,7 +163,6 @@ class Workload:
                 self.link_to_descent = engine.resource(f"{self.ascent}→{self.descent}", "link", compute=False)
             if self.shared and self.ascent != self.descent:
                 self.notes.append(f"{self.descent} and {self.ascent} share cores: their gradients are time-sliced")
-
         self.res_network: Resource | None = None
         self.exposed = [0.0, 0]  # sum and count of the seconds the last all-reduce ends after the backward
         if self.cluster is not None:
@@ -249,16 +177,8 @@ class Workload:
                 roles["ascent"] = self.ascent
             self.notes += c.ownership_notes(roles)
             if self.pairs and cm.kind(self.ascent) != "gpu":
-                self.notes.append(f"SAMPa pair: {self.ascent} is a rank of the all-reduce; NCCL needs GPUs, so a CPU rank "
-                                  "means a gloo or mixed backend, priced here at the same ring link")
-
-        self._steps: dict[int, Task] = {}  # step tasks still referenced by later iterations
-        self._ascent_updates: dict[int, Task] = {}  # SAMPa pairs: A's update of each step
-        self._built = 0
-        self._build_iteration = {
-            "sgd": self._build_sgd, "sam": self._build_sam, "rst": self._build_rst,
-            "async_sam": self._build_async, "sampa": self._build_sampa_pairs if self.pairs else self._build_sampa,
-        }[s]  # the one dispatch point between strategies
+                self.notes.append(f"{self.spec.title} pair: {self.ascent} is a rank of the all-reduce; NCCL needs GPUs, "
+                                  "so a CPU rank means a gloo or mixed backend, priced here at the same ring link")
 
     # ---- roles, for reports ----------------------------------------------------------------
     def device_roles(self) -> dict[str, Resource]:
@@ -294,18 +214,32 @@ class Workload:
         self._built += 1
         self._build_iteration(t)
         self._steps.pop(t - self.tau - 2, None)
-        self._ascent_updates.pop(t - 2, None)
+        self.ascent_updates.pop(t - 2, None)
 
-    def _done(self, task: Task) -> None:
+    def done(self, task: Task) -> None:
+        """``on_done`` of a step's last task: build the next iteration, then report the step."""
         self._next()  # keeps τ+1 iterations ahead of the last completed step
         if self.on_step is not None:
             self.on_step(task.iteration, task)
 
-    def _load(self, t: int, prev: Task | None) -> Task | None:
+    def step(self, t: int) -> Task | None:
+        """The task whose end is ``U_t`` (None before step 0 or once forgotten)."""
+        return self._steps.get(t)
+
+    def set_step(self, t: int, task: Task) -> Task:
+        self._steps[t] = task
+        return task
+
+    def load(self, t: int, prev: Task | None) -> Task | None:
         """The data loader's share of step t on the descent side (None when L = 0)."""
         if self.loader <= 0.0:
             return None
         return self.engine.add("load", "loader", self.res_descent, self.loader, t, (prev,), order=4 * t)
+
+    def start_of(self, t: int) -> tuple[Task | None, Task | None]:
+        """(``U_{t−1}``'s task, what step t's descent follows: its load, else ``U_{t−1}``)."""
+        prev = self.step(t - 1)
+        return prev, self.load(t, prev) or prev
 
     def descent_step(self, t: int, deps, chain: Task | None) -> Task:
         """Gradient plus update of step t on D; the task whose end is ``U_t``.
@@ -316,14 +250,12 @@ class Workload:
         """
         if self.cluster is not None:
             return self._ddp_descent_step(t, deps, chain)
-        e = self.engine
         work = self.t_descent() + self.update
-        task = e.add("descent", "descent", self.res_descent, work, t, deps, order=4 * t + 2, on_done=self._done,
-                     chain=chain or _ORIGIN, tail=self.update)
-        self._steps[t] = task
-        return task
+        task = self.engine.add("descent", "descent", self.res_descent, work, t, deps, order=4 * t + 2,
+                               on_done=self.done, chain=chain or ORIGIN, tail=self.update)
+        return self.set_step(t, task)
 
-    def _backward_buckets(self, t: int, res: Resource, work: float, deps, chain, name: str) -> list[Task]:
+    def backward_buckets(self, t: int, res: Resource, work: float, deps, chain, name: str) -> list[Task]:
         """The forward and one backward segment per DDP bucket of a ``work``-second gradient on
         ``res``, one after the other: segment k ends when bucket k is ready (r_k)."""
         beta = self.cluster.backward_fraction
@@ -335,10 +267,10 @@ class Workload:
             label = f"{name}: forward + backward 1/{len(self.bucket_fractions)}" if k == 0 else \
                 f"{name}: backward {k + 1}/{len(self.bucket_fractions)}"
             segs.append(self.engine.add(label, "descent", res, seg_work, t, deps if k == 0 else (segs[-1],),
-                                        order=4 * t + 2, chain=(chain or _ORIGIN) if k == 0 else None))
+                                        order=4 * t + 2, chain=(chain or ORIGIN) if k == 0 else None))
         return segs
 
-    def _allreduces(self, t: int, *producers: list[Task]) -> Task:
+    def allreduces(self, t: int, *producers: list[Task]) -> Task:
         """One ring all-reduce per bucket, each after its bucket (on every producer) and the
         previous all-reduce; returns the last."""
         prev = None
@@ -349,27 +281,27 @@ class Workload:
                                    order=4 * t + 2)
         return prev
 
-    def _expose(self, seconds: float) -> None:
+    def expose(self, seconds: float) -> None:
+        """Record how long the last all-reduce ended after the backward."""
         self.exposed[0] += max(0.0, seconds)
         self.exposed[1] += 1
 
     def _ddp_descent_step(self, t: int, deps, chain: Task | None) -> Task:
         """Descent of step t as one rank of a DDP job: buckets, their all-reduces, the update."""
-        segs = self._backward_buckets(t, self.res_descent, self.t_descent(), deps, chain, "descent")
-        last = self._allreduces(t, segs)
+        segs = self.backward_buckets(t, self.res_descent, self.t_descent(), deps, chain, "descent")
+        last = self.allreduces(t, segs)
         first, end = segs[0], segs[-1]
 
         def done(task: Task) -> None:
             task.wait = first.wait  # the descent's wait for ĝ, as in the single-node model
-            self._expose(last.end - end.end)
-            self._done(task)
+            self.expose(last.end - end.end)
+            self.done(task)
 
         task = self.engine.add("update", "update", self.res_descent, self.update, t, (end, last), order=4 * t + 3,
                                on_done=done)
-        self._steps[t] = task
-        return task
+        return self.set_step(t, task)
 
-    def _ascent_chain(self, t: int, theta: int, after: Task | None, name: str = "ascent") -> Task:
+    def ascent_chain(self, t: int, theta: int, after: Task | None, name: str = "ascent") -> Task:
         """copy θ → ascent gradient on A → copy ĝ back, for step t from θ_theta; returns the
         last task. Program order: right after load_theta, before descent_theta."""
         e = self.engine
@@ -381,66 +313,17 @@ class Workload:
             dep = e.add("copy ĝ", "copy", self.link_to_descent, self.copy_to_descent, t, (dep,), order=order)
         return dep
 
-    def _build_sgd(self, t: int) -> None:
-        prev = self._steps.get(t - 1)
-        chain = self._load(t, prev) or prev
+    # ---- the baselines' iterations --------------------------------------------------------
+    def sgd_step(self, t: int) -> None:
+        """``load_t``, then the descent: ``L + t_D + u``."""
+        _, chain = self.start_of(t)
         self.descent_step(t, (chain,), chain)
 
-    def _build_sam(self, t: int) -> None:
-        prev = self._steps.get(t - 1)
-        chain = self._load(t, prev) or prev
-        grad = self._ascent_chain(t, t, prev)
+    def sam_step(self, t: int) -> None:
+        """The ascent at θ_t (on A, with copies if A is not D), then the descent at θ_t + e."""
+        prev, chain = self.start_of(t)
+        grad = self.ascent_chain(t, t, prev)
         self.descent_step(t, (chain, grad), chain)
-
-    def _build_rst(self, t: int) -> None:
-        if self.coin() < self.probability:
-            self._build_sam(t)
-        else:
-            self._build_sgd(t)
-
-    def _build_async(self, t: int) -> None:
-        prev = self._steps.get(t - 1)
-        chain = self._load(t, prev) or prev
-        if t < self.tau:  # no perturbation yet
-            self.descent_step(t, (chain,), chain)
-            return
-        # θ_{t−τ} is ready when step t−τ−1's update is done (θ_0 at time 0)
-        grad = self._ascent_chain(t, t - self.tau, self._steps.get(t - self.tau - 1))
-        self.descent_step(t, (chain, grad), chain)
-
-    def _build_sampa(self, t: int) -> None:
-        e = self.engine
-        prev = self._steps.get(t - 1)
-        chain = self._load(t, prev) or prev
-        gy = self._ascent_chain(t, t, prev, name="g_y'")
-        gx = e.add("g_x", "descent", self.res_descent, self.t_descent(), t, (chain,), order=4 * t + 2)
-        task = e.add("combine + update", "update", self.res_descent, self.update, t, (gx, gy), order=4 * t + 3,
-                     on_done=self._done, chain=gx)
-        self._steps[t] = task
-
-
-    def _build_sampa_pairs(self, t: int) -> None:
-        """SAMPa across a pair of ranks (module docstring): g_x on D and g_y' on A at b, one
-        all-reduce over the 2n ranks, then both update."""
-        e = self.engine
-        prev = self._steps.get(t - 1)
-        chain = self._load(t, prev) or prev
-        gx = self._backward_buckets(t, self.res_descent, self.t_descent(), (chain,), chain, "g_x")
-        gy = self._backward_buckets(t, self.res_ascent, self.t_ascent(), (self._ascent_updates.get(t - 1),), None, "g_y'")
-        for seg in gy:
-            seg.category = "ascent"
-        last = self._allreduces(t, gx, gy)
-        ax, dx = gy[-1], gx[-1]
-
-        def done(task: Task) -> None:
-            task.wait = max(0.0, ax.end - dx.end)  # D's backward ended before A's
-            self._expose(last.end - max(ax.end, dx.end))
-            self._done(task)
-
-        self._ascent_updates[t] = e.add("update", "update", self.res_ascent, self.update_ascent, t, (ax, last),
-                                        order=4 * t + 3)
-        self._steps[t] = e.add("combine + update", "update", self.res_descent, self.update, t, (dx, last),
-                               order=4 * t + 3, on_done=done)
 
 
 def _resolve(cm: CostModel, name: str, field: str) -> str:
@@ -458,4 +341,4 @@ class _Origin:
     busy_mark = 0.0
 
 
-_ORIGIN = _Origin()
+ORIGIN = _Origin()

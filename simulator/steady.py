@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["BatchMeans", "t_quantile_975", "percentile", "MIN_BATCHES"]
+__all__ = ["BatchMeans", "t_quantile_975", "MIN_BATCHES"]
 
 MIN_BATCHES = 32
 
@@ -33,17 +33,6 @@ def t_quantile_975(df: int) -> float:
     z3, z5, z7 = z**3, z**5, z**7
     return (z + (z3 + z) / (4 * df) + (5 * z5 + 16 * z3 + 3 * z) / (96 * df**2)
             + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * df**3))
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile of an already sorted list (numpy's default method)."""
-    if not sorted_values:
-        raise ValueError("percentile of an empty list")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(sorted_values) - 1)
-    frac = pos - lo
-    return sorted_values[lo] + frac * (sorted_values[hi] - sorted_values[lo])
 
 
 class BatchMeans:

@@ -53,7 +53,7 @@ PLANS = {
 def run(scenario: str, rank: int, world: int) -> dict:
     name, _, executor = scenario.partition(":")  # e.g. "async_lookahead:inline"
     if name == "agree_plan":  # each rank proposes its own plan; all must run rank 0's
-        mine = Plan(strategy="async_sam", ascent_batch_size=4 + rank, predicted={"iteration_seconds": 0.1 * (rank + 1)})
+        mine = Plan(strategy="async_sam", ascent_batch_size=4 + rank, staleness=1 + rank)
         return {"plan": agree_plan(DistributedDataParallel(mlp()), mine).to_json()}
     plan = PLANS[name]
     pairs = name.startswith("sampa_pairs")

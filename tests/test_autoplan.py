@@ -29,7 +29,7 @@ def test_first_step_profiles_plans_and_logs_one_line(tmp_path):
     assert len(plan_lines) == 1 and "ms/step" in plan_lines[0] and "\n" not in plan_lines[0]
     assert any("profiled this machine" in line for line in lines)
     assert opt.stats()["steps"] == 6
-    assert opt.plan.predicted["iteration_seconds"] > 0
+    assert opt.plan_report.prediction.iteration_seconds > 0 and opt.plan_report.plan == opt.plan
 
     # the same model structure, batch shape and machine: the cached profile, no new measurement
     again = []

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-import hetsam.execution.executor as executor_mod
 from hetsam import AutoSAM, HetsamInputError, Plan
 from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp
 
@@ -150,21 +149,15 @@ def test_plan_auto_rejects_bad_options():
         AutoSAM(mlp(), loss_fn, torch.optim.SGD, plan="sam", planner_options={"budget": 1.1}, lr=0.1)
 
 
-def test_threads_executor_falls_back_to_inline_with_one_warning(monkeypatch):
-    monkeypatch.delitem(executor_mod.EXECUTORS, "threads")  # as in a build without the threaded executor
-    executor_mod._warned_fallback.clear()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for _ in range(2):
-            with AutoSAM(mlp(), loss_fn, plan="sampa", lr=0.1) as opt:
-                assert opt.executor.name == "inline"
-    assert sum("executor='threads'" in str(w.message) for w in caught) == 1
+def test_unknown_executor_is_a_clear_error():
+    with pytest.raises(HetsamInputError, match="executor='gpu-magic' is unknown"):
+        AutoSAM(mlp(), loss_fn, plan="sampa", executor="gpu-magic", lr=0.1)
 
 
 def test_ascent_pools_set_thread_counts():
     plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", ascent_batch_size=8)
     with AutoSAM(mlp(), loss_fn, plan=plan, executor="inline", lr=0.1) as opt:
-        assert opt.executor.replica.threads == 1 and opt._descent_threads == 1
+        assert opt.executor.replica.threads == 1 and opt._parts.descent_threads == 1
         for b in opt.prefetch(batches(3)):
             opt.step(b)
         assert opt.stats()["executor"]["jobs"] >= 2

@@ -284,4 +284,4 @@ def test_every_rank_runs_rank_0s_plan(ranks):
     from hetsam import Plan
 
     got = [Plan.from_json(ranks[r]["agree_plan"]["plan"]) for r in range(WORLD)]
-    assert got[0] == got[1] == Plan(strategy="async_sam", ascent_batch_size=4, predicted={"iteration_seconds": 0.1})
+    assert got[0] == got[1] == Plan(strategy="async_sam", ascent_batch_size=4, staleness=1)

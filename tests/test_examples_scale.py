@@ -61,7 +61,7 @@ def test_scale_study_reduced(tmp_path, capsys):
             assert r["ascent"] in {f"cpu:0[0-{k - 1}]" for k in range(1, 15)}
     # one rank on one node is the single-node planner's choice
     single = plan(str(paths["2xa100"]))
-    assert rows[2]["plan"] == single.plan.to_dict() | {"predicted": rows[2]["plan"]["predicted"]}
+    assert rows[2]["plan"] == single.plan.to_dict()
     assert rows[2]["allreduce_exposed_seconds"] == 0.0 and rows[3]["allreduce_exposed_seconds"] > 0.0
     # more nodes never make data-parallel SGD faster
     assert rows[1]["sgd_seconds"] >= rows[0]["sgd_seconds"] and rows[3]["sgd_seconds"] >= rows[2]["sgd_seconds"]

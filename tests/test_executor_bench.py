@@ -1,4 +1,4 @@
-"""``hetsam bench`` and :mod:`hetsam.bench.harness` in a reduced form (tiny MLP, one or two rounds).
+"""``hetsam bench`` and :mod:`hetsam.bench` in a reduced form (tiny MLP, one or two rounds).
 
 These check the bookkeeping (interleaving, medians, ratios, predictions from the simulator),
 never a speed: speeds come from running the bench itself.
@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from hetsam.bench.harness import Arrangement, default_arrangements, run_bench
+from hetsam.bench import Arrangement, default_arrangements, run_bench
 from hetsam.cli.main import main
 from hetsam.planning.plan import Plan
 from hetsam.profiling.schema import Profile
@@ -30,7 +30,7 @@ def test_default_arrangements_are_the_issue_list():
     assert labels == ["sgd", "sam", "async_sam pools", "async_sam time-sliced", "sampa pools", "rst"]
     by = {a.label: a.plan for a in default_arrangements(64, pools=("cpu:0[0]", "cpu:0[1]"))}
     assert by["async_sam pools"].ascent_batch_size == 16 and by["async_sam pools"].ascent_device == "cpu:0[1]"
-    assert by["async_sam time-sliced"].effective_ascent_device == "cpu" and by["rst"].probability == 0.5
+    assert by["async_sam time-sliced"].effective_ascent_device == "cpu" and by["rst"].sam_probability == 0.5
     assert [a.label for a in default_arrangements(64, pools=None)] == ["sgd", "sam", "async_sam time-sliced", "rst"]
 
 
@@ -45,8 +45,8 @@ def test_run_bench_interleaves_and_predicts(toy_profile):
     for res, row in zip(report.results, data["results"]):
         assert len(res.step_seconds) == 6 and len(res.round_medians) == 2
         if row["strategy"] == "rst":  # (1 − p)·median(SGD steps) + p·median(SAM steps)
-            sgd_steps = [t for t, k in zip(res.step_seconds, res.step_kinds) if k == "sgd"]
-            sam_steps = [t for t, k in zip(res.step_seconds, res.step_kinds) if k == "sam"]
+            sgd_steps = [t for t, k in zip(res.step_seconds, res.step_kinds) if k == "plain"]
+            sam_steps = [t for t, k in zip(res.step_seconds, res.step_kinds) if k == "ascent"]
             assert len(sgd_steps) + len(sam_steps) == 6
             if sgd_steps and sam_steps:
                 expected = 0.5 * statistics.median(sgd_steps) + 0.5 * statistics.median(sam_steps)
@@ -120,7 +120,7 @@ def test_retain_freed_memory_stops_most_page_faults_of_a_training_step():
 
     code = (
         "import resource, sys\n"
-        "from hetsam.bench.harness import retain_freed_memory\n"
+        "from hetsam.bench import retain_freed_memory\n"
         "from hetsam.profiling.models import reference_model\n"
         "if sys.argv[1] == 'retain' and not retain_freed_memory(): print('unsupported'); sys.exit()\n"
         "ref = reference_model('resnet20'); m = ref.build(); b = ref.sample_batch(16)\n"

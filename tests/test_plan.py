@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import pytest
 
 from hetsam import HetsamInputError, Plan
@@ -6,14 +9,41 @@ from hetsam.hardware.names import format_cpulist, parse_cpulist, parse_device
 
 def test_plan_json_round_trip():
     p = Plan("async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=64,
-             ascent_batch_size=16, staleness=2, ascent_batches="independent", predicted={"iteration_seconds": 0.2})
+             ascent_batch_size=16, staleness=2, ascent_batches="independent")
     assert Plan.from_json(p.to_json()) == p
+    assert json.loads(p.to_json())["schema_version"] == 1 and "predicted" not in p.to_json()
+
+
+def test_plan_is_frozen_and_replace_validates_again():
+    p = Plan("sam")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.strategy = "bogus"
+    with pytest.raises(HetsamInputError, match="staleness"):
+        dataclasses.replace(p, staleness=-5)
+    object.__setattr__(p, "strategy", "bogus")  # behind the frozen dataclass's back
+    with pytest.raises(HetsamInputError, match="bogus"):
+        p.validate()
+
+
+def test_old_unversioned_plan_files_still_load_and_drop_the_prediction():
+    old = {"strategy": "async_sam", "descent_device": "cuda:0", "ascent_device": "cpu:0", "batch_size": 128,
+           "ascent_batch_size": 24, "staleness": 1, "ascent_batches": "lookahead", "sam_probability": None,
+           "sampa_lambda": 0.2, "predicted": {"iteration_seconds": 0.0075}}
+    p = Plan.from_json(json.dumps(old))
+    assert p == Plan("async_sam", "cuda:0", "cpu:0", 128, 24)
+    with pytest.raises(HetsamInputError, match="schema_version 7"):
+        Plan.from_dict({"schema_version": 7, "strategy": "sgd"})
+
+
+def test_pool_names_are_canonical():
+    assert Plan("sgd", descent_device="cpu:0[1,1]").descent_device == "cpu:0[1]"
+    assert Plan("sgd", descent_device="cpu:0[3,1-2]").descent_device == "cpu:0[1-3]"
 
 
 def test_plan_defaults():
     p = Plan("sgd")
     assert (p.descent_device, p.ascent_device, p.staleness, p.ascent_batches, p.sampa_lambda) == ("cpu", None, 1, "lookahead", 0.2)
-    assert p.predicted == {} and p.batch_size is None and p.ascent_batch_size is None and p.sam_probability is None
+    assert p.batch_size is None and p.ascent_batch_size is None and p.sam_probability is None and not p.options
 
 
 @pytest.mark.parametrize("kwargs, word", [

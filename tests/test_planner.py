@@ -46,7 +46,7 @@ def test_gpu_with_spare_cpu_picks_async_sam_and_the_largest_hidden_ascent_batch(
     report = plan(prof, batch_size=128, simulate=False)
     p = report.plan
     assert (p.strategy, p.descent_device, p.ascent_device) == ("async_sam", "cuda:0", "cpu:0")
-    assert report.budget_met and p.predicted["overhead_vs_sgd"] <= 0.05
+    assert report.budget_met and report.prediction.overhead_vs_sgd <= 0.05
     # independent reference: brute force over every integer b'
     cm = CostModel(prof)
     window = cm.grad_seconds("cuda:0", 128)
@@ -65,7 +65,7 @@ def test_two_equal_gpus_pair_up_at_full_ascent_batch():
     assert p.strategy in ("sampa", "async_sam")
     assert {p.descent_device, p.ascent_device} == {"cuda:0", "cuda:1"}
     assert p.strategy == "sampa" or p.ascent_batch_size == 128
-    assert report.budget_met and p.predicted["overhead_vs_sgd"] <= 0.05
+    assert report.budget_met and report.prediction.overhead_vs_sgd <= 0.05
 
 
 def test_single_cpu_reports_unmet_budget_and_offers_rst():
@@ -81,7 +81,7 @@ def test_single_cpu_reports_unmet_budget_and_offers_rst():
     # the fallback sits at the fidelity floor and is the fastest there
     assert fidelity_key(report.plan, 64)[0] >= 0.125 - 1e-12
     floor_times = [c.predicted_seconds for c in report.candidates if c.ascent_fraction >= 0.125 - 1e-12]
-    assert report.plan.predicted["iteration_seconds"] == pytest.approx(min(floor_times))
+    assert report.prediction.iteration_seconds == pytest.approx(min(floor_times))
 
 
 @pytest.mark.parametrize("max_staleness, min_fraction", [(1, 0.125), (2, 0.25), (3, 0.5)])
@@ -129,8 +129,8 @@ def test_cli_plan_json_and_errors(tmp_path):
                          capture_output=True, text=True, check=True)
     data = json.loads(out.stdout)
     for key in ("iteration_seconds", "sgd_iteration_seconds", "sam_iteration_seconds", "overhead_vs_sgd"):
-        assert key in data["predicted"]
-    assert data["strategy"] == "async_sam" and isinstance(data["alternatives"], list) and data["alternatives"]
+        assert key in data["prediction"]
+    assert data["plan"]["strategy"] == "async_sam" and isinstance(data["alternatives"], list) and data["alternatives"]
     assert json.loads((tmp_path / "plan.json").read_text())["strategy"] == "async_sam"
     bad = subprocess.run([sys.executable, "-m", "hetsam", "plan", "--profile", str(path), "--budget", "0.5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

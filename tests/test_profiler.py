@@ -104,16 +104,17 @@ class _Recorder(nn.Module):
 
 @pytest.mark.skipif(CORES < 2, reason="needs two usable cores for a one-core pool")
 def test_pool_runs_pinned_with_its_own_thread_count(monkeypatch):
+    import hetsam.profiling.ladder as ladder_mod
     import hetsam.profiling.measure as prof_mod
 
     seen = {}
-    real = prof_mod._Replica.__init__
+    real = ladder_mod.TimedReplica.__init__
 
     def spy(self, model, loss_fn, batch, target):
         real(self, model, loss_fn, batch, target)
-        seen[target.id] = self.model  # the replica this device times
+        seen[target.id] = self.replica.module  # the replica this device times
 
-    monkeypatch.setattr(prof_mod._Replica, "__init__", spy)
+    monkeypatch.setattr(ladder_mod.TimedReplica, "__init__", spy)
     cpus = sorted(os.sched_getaffinity(0))
     profile(_Recorder(), cross_entropy_loss, tiny_batch(4), ["cpu:0", "cpu:0[1]"], batch_sizes=[4],
             contention=False, links=False, **QUICK)

@@ -17,8 +17,10 @@ from hetsam.cost.model import CostModel
 from hetsam.profiling.schema import Profile
 from hetsam.simulator import SimResult, simulate
 from _simpy_reference import async_sam_update_ends
-from hetsam.simulator.model import lognormal_sigma, warmup_iterations
-from hetsam.simulator.steady import BatchMeans, percentile, t_quantile_975
+from hetsam.cost.jitter import lognormal_sigma
+from hetsam.simulator.model import warmup_iterations
+from hetsam.profiling.stats import quantile
+from hetsam.simulator.steady import BatchMeans, t_quantile_975
 from hetsam.simulator.trace import chrome_trace
 
 from _profiles import synthetic_profile_dict
@@ -269,7 +271,7 @@ def test_batch_means_on_iid_values_and_t_quantiles():
     vals = [1.0 + 0.1 * ((i * 7919) % 13 - 6) / 6 for i in range(20000)]
     done = next(i for i, v in enumerate(vals) if bm.add(v))
     assert done < 20000 and abs(bm.mean - statistics.fmean(vals)) < 0.01
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
 
 
 # ---- outputs -------------------------------------------------------------------------------
@@ -307,7 +309,7 @@ def test_to_dict_is_json_and_profile_forms_agree(cm, tmp_path):
 
 
 def test_compare_strategies_has_baselines_and_the_plan(cm):
-    from hetsam.simulator.compare import compare_strategies
+    from hetsam.planning.compare import compare_strategies
 
     plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=8)
     rows = compare_strategies(plan, cm, iterations=300, jitter=False)
@@ -347,7 +349,7 @@ def test_other_bad_inputs(cm):
 def test_import_pulls_in_neither_torch_nor_matplotlib():
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
-        "import hetsam.simulator, hetsam.simulator.trace, hetsam.simulator.compare\n"
+        "import hetsam.simulator, hetsam.simulator.trace, hetsam.planning.compare\n"
         "from hetsam import Plan, simulate\n"
         "from _profiles import synthetic_profile_dict\n"
         "from hetsam.profiling.schema import Profile\n"

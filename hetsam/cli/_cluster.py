@@ -1,7 +1,7 @@
 """Command-line options for a data-parallel job over many nodes, shared by ``plan`` and ``simulate``.
 
 Bandwidths are given in GB/s (10^9 bytes/s) and latencies in microseconds on the command line;
-``hetsam.cost.network.Cluster`` takes bytes/s and seconds.
+``hetsam.cost.cluster.Cluster`` takes bytes/s and seconds.
 """
 
 from __future__ import annotations

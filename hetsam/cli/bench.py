@@ -1,10 +1,12 @@
 """``hetsam bench``: measure SGD, SAM and the parallel strategies side by side on this machine,
-each next to the simulator's prediction (see :mod:`hetsam.bench.harness`)."""
+each next to the simulator's prediction (see :mod:`hetsam.bench`)."""
 
 from __future__ import annotations
 
 import json
 import sys
+
+from hetsam import defaults as D
 
 HELP = "measure the step time of sgd, sam and each parallel strategy side by side on this machine, next to the simulator"
 
@@ -26,8 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--concurrent", action="store_true",
                    help="also measure AsyncSAM with a worker thread on the shared cores (both roles on 'cpu'), and with "
                         "the executor's own measured choice between that and time-slicing")
-    p.add_argument("--profile-budget-seconds", type=float, default=60.0, metavar="S",
-                   help="time budget when a profile must be measured (default 60)")
+    p.add_argument("--profile-budget-seconds", type=float, default=D.PROFILE_BUDGET_SECONDS, metavar="S",
+                   help=f"time budget when a profile must be measured (default {D.PROFILE_BUDGET_SECONDS:g})")
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine's profile again (replaces the cached one)")
     p.add_argument("--interleave-profile", action="store_true",
                    help="profile this machine briefly at the start of every round (b/4 and b, all cores and one pool, "
@@ -62,7 +64,7 @@ def _check(args) -> None:
 
 def run(args) -> int:
     _check(args)
-    from hetsam.bench.harness import Arrangement, default_arrangements, format_report, run_bench
+    from hetsam.bench import Arrangement, default_arrangements, format_report, run_bench
     from hetsam.errors import HetsamInputError
     from hetsam.profiling.models import reference_model
     from hetsam.planning.plan import Plan
@@ -72,19 +74,19 @@ def run(args) -> int:
     say = (lambda line: None) if args.json else (lambda line: print(f"hetsam bench: {line}", file=sys.stderr, flush=True))
     allocator = "system"
     if not args.system_malloc:
-        from hetsam.bench.harness import retain_freed_memory
+        from hetsam.bench import retain_freed_memory
 
         allocator = "glibc, freed memory retained" if retain_freed_memory() else "system (not glibc)"
 
     profile, source, probe = None, None, None
     if args.interleave_profile:
-        from hetsam.bench.harness import probe_profile
+        from hetsam.bench import probe_profile
 
         if args.no_predict or args.profile:
             raise HetsamInputError("--interleave-profile measures the profile itself; drop --no-predict/--profile")
         probe = probe_profile(args.model, args.batch_size)
         if args.quiet_seconds > 0:
-            from hetsam.bench.harness import wait_quiet
+            from hetsam.bench import wait_quiet
 
             wait_quiet(args.quiet_seconds)
         say("measuring a first profile for the planner")
@@ -103,7 +105,7 @@ def run(args) -> int:
 
     arrangements = default_arrangements(args.batch_size)
     if profile is not None:
-        from hetsam.bench.harness import fitted_pool_arrangement
+        from hetsam.bench import fitted_pool_arrangement
 
         fitted = fitted_pool_arrangement(profile, args.batch_size)
         if fitted is not None and fitted.plan.ascent_batch_size != args.batch_size // 4:

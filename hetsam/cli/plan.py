@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from hetsam import defaults as D
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 
 HELP = "Plan SAM for a profiled machine (or profile this one first) and print the candidates."
@@ -15,13 +16,17 @@ def add_arguments(p) -> None:
     src.add_argument("--profile", help="profile JSON path or bundled reference name (default: profile this machine)")
     src.add_argument("--model", default=None, help="built-in model to profile this machine with (default: resnet20)")
     p.add_argument("--batch-size", type=int, default=None, help="descent batch size b (default: the profile's)")
-    p.add_argument("--budget", type=float, default=1.05, help="allowed step time, as a multiple of SGD on the fastest device (default 1.05)")
-    p.add_argument("--max-staleness", type=int, default=1, help="largest AsyncSAM staleness tau (default 1)")
-    p.add_argument("--min-ascent-fraction", type=float, default=0.125, help="fidelity floor: b'/b or RST p (default 0.125)")
-    p.add_argument("--reserve-cores", type=int, default=0, help="cores of socket 0 kept for the data loader (default 0)")
-    p.add_argument("--ascent-batches", choices=("lookahead", "independent"), default="lookahead", help="AsyncSAM batch policy")
+    p.add_argument("--budget", type=float, default=D.BUDGET,
+                   help=f"allowed step time, as a multiple of SGD on the fastest device (default {D.BUDGET:g})")
+    p.add_argument("--max-staleness", type=int, default=D.MAX_STALENESS,
+                   help=f"largest AsyncSAM staleness tau (default {D.MAX_STALENESS}, at most {D.STALENESS_LIMIT})")
+    p.add_argument("--min-ascent-fraction", type=float, default=D.MIN_ASCENT_FRACTION,
+                   help=f"fidelity floor: b'/b or RST p (default {D.MIN_ASCENT_FRACTION:g})")
+    p.add_argument("--reserve-cores", type=int, default=D.RESERVE_CORES, help="cores of socket 0 kept for the data loader (default 0)")
+    p.add_argument("--ascent-batches", choices=("lookahead", "independent"), default=D.ASCENT_BATCHES, help="AsyncSAM batch policy")
     p.add_argument("--no-simulate", action="store_true", help="rank by the closed form only (skip the simulator)")
-    p.add_argument("--profile-budget-seconds", type=float, default=60.0, help="time budget when profiling this machine")
+    p.add_argument("--profile-budget-seconds", type=float, default=D.PROFILE_BUDGET_SECONDS,
+                   help=f"time budget when profiling this machine (default {D.PROFILE_BUDGET_SECONDS:g})")
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine again even if a cached profile exists")
     p.add_argument("--out", default=None, help="write the chosen plan as JSON here")
     p.add_argument("--json", action="store_true", help="print the chosen plan as JSON, with alternatives")
@@ -54,13 +59,7 @@ def run(args) -> int:
         except OSError as exc:
             raise HetsamInputError(f"cannot write plan to {args.out}: {exc.strerror or exc}") from None
     if args.json:
-        data = report.plan.to_dict()
-        data["alternatives"] = report.alternatives()
-        data["budget_met"] = report.budget_met
-        data["objective"] = report.objective
-        if report.cluster is not None:
-            data["cluster"] = report.cluster
-        json.dump(data, sys.stdout, indent=2)
+        json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
     else:
         print(format_report(report))
@@ -69,7 +68,7 @@ def run(args) -> int:
 
 def format_report(report) -> str:
     """The candidates as an aligned text table, the objective, and the choice."""
-    head = ("", "strategy", "descent", "ascent", "b'", "tau", "p/lambda", "s/step", "vs SGD", "vs SAM", "fits")
+    head = ("", "strategy", "descent", "ascent", "settings", "s/step", "vs SGD", "vs SAM", "fits")
     rows = [head]
     for c in report.candidates:
         p = c.plan
@@ -77,10 +76,8 @@ def format_report(report) -> str:
             "*" if p is report.plan else "",
             p.strategy,
             p.descent_device,
-            p.effective_ascent_device if p.strategy in ("async_sam", "sampa") else "-",
-            str(p.ascent_size(report.batch_size)) if p.strategy == "async_sam" else "-",
-            str(p.staleness) if p.strategy == "async_sam" else "-",
-            f"p={p.probability:.3g}" if p.strategy == "rst" else (f"l={p.sampa_lambda:g}" if p.strategy == "sampa" else "-"),
+            p.effective_ascent_device if p.spec.uses_executor else "-",
+            p.spec.settings(p, report.batch_size) or "-",
             f"{c.predicted_seconds:.4f}",
             f"{c.predicted_seconds / report.sgd_seconds - 1:+.1%}",
             f"{report.sam_seconds / c.predicted_seconds:.2f}x",
@@ -97,8 +94,8 @@ def format_report(report) -> str:
         "",
         *lines,
         "",
-        f"chosen: {report.plan.describe()}  ({report.plan.predicted['overhead_vs_sgd']:+.1%} vs SGD, "
-        f"{report.plan.predicted['speedup_vs_sam']:.2f}x faster than SAM)"
+        f"chosen: {report.plan.describe()}  ({report.prediction.overhead_vs_sgd:+.1%} vs SGD, "
+        f"{report.prediction.speedup_vs_sam:.2f}x faster than SAM)"
         + ("" if report.budget_met else "  -- budget NOT met"),
     ]
     out += [f"note: {n}" for n in report.notes]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hetsam import defaults
 from hetsam.errors import HetsamInputError
 
-DEFAULT_BUDGET = 40.0  # seconds of measuring: with imports and the FLOP count, under a minute even on a busy machine
+DEFAULT_BUDGET = defaults.PROFILE_BUDGET_SECONDS
 
 HELP = "measure a reference model's forward+backward, update and copy costs on each device; save a profile JSON"
 

@@ -12,19 +12,24 @@ from __future__ import annotations
 import json
 import sys
 
+from hetsam import strategies
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 
 HELP = "Predict a plan's time per iteration on a profiled (or what-if) machine with a discrete-event simulation."
 
 _PLAN_OPTIONS = ("strategy", "descent_device", "ascent_device", "batch_size", "ascent_batch_size", "staleness",
-                 "ascent_batches", "probability", "sampa_lambda")
+                 "ascent_batches", "probability", "sampa_lambda", "option")
+# flag (argparse dest) -> the Plan field it sets
+_FIELD_OF = {"ascent_device": "ascent_device", "ascent_batch_size": "ascent_batch_size", "staleness": "staleness",
+             "ascent_batches": "ascent_batches", "probability": "sam_probability", "sampa_lambda": "sampa_lambda"}
 
 
 def add_arguments(p) -> None:
     p.add_argument("--profile", required=True, help="profile JSON path or bundled reference name")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--plan", help="plan JSON (as written by 'hetsam plan --out')")
-    src.add_argument("--strategy", choices=("sgd", "sam", "async_sam", "sampa", "rst"), help="simulate this strategy")
+    src.add_argument("--strategy", choices=strategies.names(), help="simulate this strategy (registered: "
+                     + ", ".join(f"{s.name}: {s.summary}" for s in strategies.specs()) + ")")
     p.add_argument("--descent-device", help="descent device (default: the profile's fastest at b)")
     p.add_argument("--ascent-device", help="ascent device (default for async_sam/sampa: the fastest other device with a link)")
     p.add_argument("--batch-size", type=int, help="descent batch b (default: the profile's)")
@@ -33,6 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--ascent-batches", choices=("lookahead", "independent"), help="AsyncSAM batch policy")
     p.add_argument("--probability", type=float, help="RST probability p (default 0.5)")
     p.add_argument("--sampa-lambda", type=float, help="SAMPa lambda (default 0.2)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter of a strategy that declares its own options (repeatable)")
     p.add_argument("--iterations", type=int, default=1000, help="iterations to predict (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the jitter and RST coin (default 0)")
     p.add_argument("--no-jitter", action="store_true", help="use the median times, no spread")
@@ -55,7 +62,7 @@ def run(args) -> int:
     from hetsam.profiling.schema import load_profile
     from hetsam.simulator import simulate
 
-    from hetsam.cost.network import Cluster
+    from hetsam.cost.cluster import Cluster
 
     scale = cluster_kwargs(args)
     profile = load_profile(args.profile)
@@ -65,7 +72,7 @@ def run(args) -> int:
     cm = CostModel(profile)
     cluster = Cluster(cm, **scale)
     if args.plan is not None:
-        given = [f"--{o.replace('_', '-')}" for o in _PLAN_OPTIONS if getattr(args, o, None) is not None]
+        given = [f"--{o.replace('_', '-')}" for o in _PLAN_OPTIONS if getattr(args, o, None) not in (None, [])]
         if given:
             raise HetsamInputError(f"{', '.join(given)} cannot be combined with --plan; edit the plan file or use --strategy")
         plan = Plan.load(args.plan)
@@ -76,7 +83,7 @@ def run(args) -> int:
                       steady_state=not args.no_steady_state, cluster=cluster)
     comparisons = None
     if args.plot:
-        from hetsam.simulator.compare import compare_strategies
+        from hetsam.planning.compare import compare_strategies
 
         comparisons = compare_strategies(plan, cm, seed=args.seed, jitter=not args.no_jitter,
                                          loader_seconds=args.loader_seconds, cluster=cluster)
@@ -143,31 +150,51 @@ def apply_what_if(profile, swaps: dict[str, str]):
 def plan_from_args(args, cm, cluster=None):
     """A Plan from ``--strategy`` and its options, with devices defaulted from the profile.
 
-    With G > 1 ranks per node (``cluster``) the default ascent device is one the rank owns:
-    its CPU pool, or a spare GPU.
+    A flag the strategy does not read (``--staleness`` for ``sam``) is refused. With G > 1
+    ranks per node (``cluster``) the default ascent device is one the rank owns: its CPU pool,
+    or a spare GPU.
     """
     from hetsam.errors import HetsamInputError
     from hetsam.planning.plan import Plan
 
+    spec = strategies.get(args.strategy)
+    unread = [f"--{flag.replace('_', '-')}" for flag, f in _FIELD_OF.items()
+              if getattr(args, flag, None) is not None and f not in spec.fields]
+    if unread:
+        raise HetsamInputError(f"{', '.join(unread)} does not apply to strategy {spec.name!r} (it reads: "
+                               f"{', '.join(spec.fields) or 'no plan field beyond the devices'})")
     b = args.batch_size if args.batch_size is not None else cm.profile.batch_size
     if b < 1:
         raise HetsamInputError(f"--batch-size {b} must be a positive integer")
     descent = args.descent_device or min(cm.device_ids, key=lambda d: cm.grad_seconds(d, b))
     ascent = args.ascent_device
-    if ascent is None and args.strategy in ("async_sam", "sampa"):
-        from hetsam.cost.network import Cluster
+    if ascent is None and spec.uses_executor:
+        from hetsam.cost.cluster import Cluster
 
         others = (cluster or Cluster(cm)).ascent_devices(descent)
         ascent = min(others, key=lambda d: cm.grad_seconds(d, b)) if others else None
-    kwargs = {"descent_device": descent, "ascent_device": ascent, "batch_size": b,
-              "ascent_batch_size": args.ascent_batch_size, "sam_probability": args.probability}
-    if args.staleness is not None:
-        kwargs["staleness"] = args.staleness
-    if args.ascent_batches is not None:
-        kwargs["ascent_batches"] = args.ascent_batches
-    if args.sampa_lambda is not None:
-        kwargs["sampa_lambda"] = args.sampa_lambda
+    kwargs = {"descent_device": descent, "ascent_device": ascent, "batch_size": b, "options": parse_options(args.option)}
+    for flag, field in _FIELD_OF.items():
+        if flag != "ascent_device" and getattr(args, flag, None) is not None:
+            kwargs[field] = getattr(args, flag)
     return Plan(args.strategy, **kwargs)
+
+
+def parse_options(items) -> dict:
+    """``["k=10", "f=0.5"]`` -> ``{"k": 10, "f": 0.5}`` (numbers; the strategy's spec bounds them)."""
+    from hetsam.errors import HetsamInputError
+
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise HetsamInputError(f"--option {item!r} must look like NAME=VALUE, e.g. --option interval=10")
+        try:
+            value = int(text) if text.strip().lstrip("-").isdigit() and len(text.strip()) < 20 else float(text)
+        except ValueError:
+            raise HetsamInputError(f"--option {item!r}: {text!r} is not a number") from None
+        out[name.strip()] = value
+    return out
 
 
 def _fmt_seconds(s: float) -> str:

@@ -13,36 +13,37 @@ import torch
 
 from hetsam.errors import HetsamInputError
 
-__all__ = ["batch_size", "slice_batch", "split_batch", "batch_to"]
+__all__ = ["map_tensors", "leaves", "batch_size", "slice_batch", "split_batch", "batch_to", "detach_to", "signature"]
 
 
-def _map(batch: Any, fn) -> Any:
+def map_tensors(batch: Any, fn) -> Any:
     """Apply ``fn`` to every tensor leaf, rebuilding the containers."""
     if isinstance(batch, torch.Tensor):
         return fn(batch)
     if isinstance(batch, dict):
-        return type(batch)((k, _map(v, fn)) for k, v in batch.items())
+        return type(batch)((k, map_tensors(v, fn)) for k, v in batch.items())
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # named tuple
-        return type(batch)(*(_map(v, fn) for v in batch))
+        return type(batch)(*(map_tensors(v, fn) for v in batch))
     if isinstance(batch, (tuple, list)):
-        return type(batch)(_map(v, fn) for v in batch)
+        return type(batch)(map_tensors(v, fn) for v in batch)
     return batch
 
 
-def _leaves(batch: Any):
+def leaves(batch: Any):
+    """Every tensor leaf, depth first."""
     if isinstance(batch, torch.Tensor):
         yield batch
     elif isinstance(batch, dict):
         for v in batch.values():
-            yield from _leaves(v)
+            yield from leaves(v)
     elif isinstance(batch, (tuple, list)):
         for v in batch:
-            yield from _leaves(v)
+            yield from leaves(v)
 
 
 def batch_size(batch: Any) -> int:
     """Number of samples: the common dim-0 size of the tensor leaves."""
-    sizes = {t.shape[0] for t in _leaves(batch) if t.dim() > 0}
+    sizes = {t.shape[0] for t in leaves(batch) if t.dim() > 0}
     if not sizes:
         raise HetsamInputError(
             f"cannot find the batch size of a {type(batch).__name__}: a batch must be a tensor or a "
@@ -58,7 +59,7 @@ def batch_size(batch: Any) -> int:
 
 def slice_batch(batch: Any, start: int, stop: int) -> Any:
     """Samples ``start:stop`` of every tensor leaf (views, no copy)."""
-    return _map(batch, lambda t: t[start:stop] if t.dim() > 0 else t)
+    return map_tensors(batch, lambda t: t[start:stop] if t.dim() > 0 else t)
 
 
 def split_batch(batch: Any, parts: int) -> list[tuple[Any, float]]:
@@ -83,4 +84,20 @@ def split_batch(batch: Any, parts: int) -> list[tuple[Any, float]]:
 
 def batch_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move every tensor leaf to ``device`` (no copy for leaves already there)."""
-    return _map(batch, lambda t: t.to(device, non_blocking=non_blocking))
+    return map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
+
+
+def detach_to(batch: Any, device) -> Any:
+    """A detached copy of every tensor leaf on ``device`` (the profiler's sample batches)."""
+    return map_tensors(batch, lambda t: t.detach().to(device))
+
+
+def signature(batch: Any) -> Any:
+    """Shapes and dtypes of the tensor leaves, in the batch's structure (a cache key part)."""
+    if isinstance(batch, torch.Tensor):
+        return [list(batch.shape), str(batch.dtype)]
+    if isinstance(batch, dict):
+        return [[str(k), signature(v)] for k, v in sorted(batch.items(), key=lambda kv: str(kv[0]))]
+    if isinstance(batch, (tuple, list)):
+        return [signature(v) for v in batch]
+    return [type(batch).__name__]

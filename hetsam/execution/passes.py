@@ -2,7 +2,7 @@
 
 Every gradient hetsam computes, on the training model (descent device) or on an executor's
 replica (ascent device, possibly another thread), goes through :func:`compute_gradient`, under
-the intra-op thread count of its role (:func:`intra_op_threads`). That is what lets the inline
+the intra-op thread count of its role (:func:`hetsam.execution.binding.intra_op_threads`). That is what lets the inline
 executor and a threaded executor do bit-identical arithmetic on CPU.
 
 Cross-cutting rules implemented here:
@@ -23,23 +23,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.instancenorm import _InstanceNorm
 
-from hetsam.execution.batches import split_batch
 from hetsam.errors import HetsamInputError
+from hetsam.execution.batches import split_batch
+from hetsam.optim.batchnorm import frozen_running_stats, norm_layers
 
-__all__ = [
-    "AmpSpec",
-    "compute_gradient",
-    "frozen_running_stats",
-    "intra_op_threads",
-    "norm_layers",
-]
+__all__ = ["AmpSpec", "compute_gradient", "frozen_running_stats", "norm_layers"]
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -53,59 +46,6 @@ class AmpSpec:
 
     def context(self):
         return torch.autocast(self.device_type, dtype=self.dtype)
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int | None) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(n)`` on the calling thread (``None``: as is).
-
-    With the OpenMP backend the setting belongs to the calling thread, so a worker thread and
-    the training thread each keep their own count.
-    """
-    if n is None or n == torch.get_num_threads():
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def norm_layers(model: nn.Module) -> list[nn.Module]:
-    """The normalisation layers that can track running statistics."""
-    return [m for m in model.modules() if isinstance(m, (_BatchNorm, _InstanceNorm))]
-
-
-@contextlib.contextmanager
-def frozen_running_stats(layers: Sequence[nn.Module]) -> Iterator[None]:
-    """Batch statistics as usual, but no running-statistics update, inside the body.
-
-    BatchNorm layers are switched to ``track_running_stats=False`` (no copy; PyTorch then
-    normalises with the batch statistics and updates nothing). InstanceNorm updates its running
-    buffers even so, so those (small) buffers are saved and copied back instead.
-    """
-    toggled: list[nn.Module] = []
-    saved: list[tuple[Tensor, Tensor]] = []
-    for m in layers:
-        if not (m.training and m.track_running_stats):
-            continue
-        if isinstance(m, _BatchNorm):
-            m.track_running_stats = False
-            toggled.append(m)
-        else:
-            for b in (m.running_mean, m.running_var, m.num_batches_tracked):
-                if b is not None:
-                    saved.append((b, b.clone()))
-    try:
-        yield
-    finally:
-        for m in toggled:
-            m.track_running_stats = True
-        with torch.no_grad():
-            for b, copy in saved:
-                b.copy_(copy)
 
 
 def compute_gradient(

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 from hetsam.errors import HetsamInputError
 
-__all__ = ["DeviceName", "parse_device", "parse_cpulist", "format_cpulist"]
+__all__ = ["DeviceName", "parse_device", "parse_cpulist", "format_cpulist", "canonical_name", "MAX_CPUS", "MAX_INDEX"]
 
-_NAME = re.compile(r"^(?P<kind>cpu|cuda)(?::(?P<index>\d+))?(?:\[(?P<pool>[0-9,\- ]+)\])?$")
+MAX_CPUS = 8192  # Linux's largest CONFIG_NR_CPUS: no socket has more core positions than this
+MAX_INDEX = 1023  # the largest socket or GPU index a name may carry
+_NAME = re.compile(r"^(?P<kind>cpu|cuda)(?::(?P<index>[0-9]{1,6}))?(?:\[(?P<pool>[0-9,\- ]{1,512})\])?$")
 
 
 def parse_cpulist(text: str) -> tuple[int, ...]:
@@ -41,13 +43,23 @@ def parse_cpulist(text: str) -> tuple[int, ...]:
             continue
         if "-" in part:
             lo_s, hi_s = part.split("-", 1)
-            lo, hi = int(lo_s), int(hi_s)
+            lo, hi = _position(lo_s, part), _position(hi_s, part)
             if hi < lo:
                 raise ValueError(f"bad cpulist range {part!r}: end before start")
-            out.update(range(lo, hi + 1))
+            out.update(range(lo, hi + 1))  # bounded by MAX_CPUS before anything is built
         else:
-            out.add(int(part))
+            out.add(_position(part, part))
     return tuple(sorted(out))
+
+
+def _position(text: str, part: str) -> int:
+    text = text.strip()
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"bad cpulist entry {part!r}: use ASCII numbers such as 0-3,8")
+    value = int(text) if len(text) <= 6 else MAX_CPUS
+    if value >= MAX_CPUS:
+        raise ValueError(f"core position {value} in {part!r} is beyond the {MAX_CPUS} CPUs any machine has")
+    return value
 
 
 def format_cpulist(items) -> str:
@@ -120,6 +132,8 @@ def parse_device(name: str) -> DeviceName:
         )
     kind = "cpu" if m.group("kind") == "cpu" else "gpu"
     index = int(m.group("index")) if m.group("index") is not None else None
+    if index is not None and index > MAX_INDEX:
+        raise HetsamInputError(f"device {name!r}: index {index} is beyond {MAX_INDEX}; see 'hetsam devices'")
     pool = m.group("pool")
     if pool is not None and kind != "cpu":
         raise HetsamInputError(f"device {name!r}: only CPU sockets have core pools ('cpu:S[LIST]')")
@@ -134,3 +148,12 @@ def parse_device(name: str) -> DeviceName:
         if index is None:
             index = 0
     return DeviceName(kind, index, positions)
+
+
+def canonical_name(name, what: str = "device") -> str:
+    """The written form of a device name: pools as sorted, merged cpulists (``cpu:0[1,1]`` ->
+    ``cpu:0[1]``); the aliases ``cpu`` and ``cuda`` stay as they are."""
+    try:
+        return str(parse_device(name))
+    except HetsamInputError as exc:
+        raise HetsamInputError(f"{what}: {exc}") from None

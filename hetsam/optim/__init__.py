@@ -1,15 +1,15 @@
-"""The update rules of DESIGN.md section 3, correct on one device in a plain sequential loop.
+"""The plain optimizers for users, and the kernels every rule shares (the bottom of the torch side).
 
-- :class:`SAM` / :class:`RST`: torch optimizers wrapping any base optimizer.
+- :class:`SAM` / :class:`RST`: torch optimizers wrapping any base optimizer (``first_step`` /
+  ``second_step`` / ``step(closure)``), over the functional kernels of :mod:`~hetsam.optim.kernels`.
 - :mod:`~hetsam.optim.schedules`: RST's p(t).
-- :mod:`~hetsam.strategies.rule`, :mod:`~hetsam.strategies.async_sam.rule`,
-  :mod:`~hetsam.strategies.sampa.rule`: the per-step rules AutoSAM runs, which send the gradients
-  that may run elsewhere to an executor as :class:`~hetsam.execution.jobs.GradJob` s.
+- :func:`norm_layers`, :func:`frozen_running_stats`: run a pass without touching BatchNorm's
+  running statistics (so exactly one pass per step updates them).
 """
 
-from hetsam.execution.passes import frozen_running_stats, norm_layers
+from hetsam.optim import schedules
+from hetsam.optim.batchnorm import frozen_running_stats, norm_layers
 from hetsam.optim.rst import RST
 from hetsam.optim.sam import SAM
-from hetsam.optim import schedules
 
 __all__ = ["SAM", "RST", "schedules", "frozen_running_stats", "norm_layers"]

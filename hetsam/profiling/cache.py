@@ -21,6 +21,7 @@ import json
 import os
 from pathlib import Path
 
+from hetsam import defaults
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.schema import Profile, load_profile
 
@@ -64,7 +65,7 @@ def cache_key(model, sample_batch, *, devices=None, batch_sizes=None) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=None, budget_seconds: float | None = 60.0,
+def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=None, budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS,
                    name: str | None = None, progress: bool = True, refresh: bool = False, log=None) -> Profile:
     """Profile ``model`` on this machine, or return the cached profile of an identical setup.
 
@@ -96,7 +97,7 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
     return prof
 
 
-def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, budget_seconds: float | None = 60.0,
+def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS,
                          progress: bool = True, refresh: bool = False, log=None) -> Profile:
     """A (cached) profile of this machine with one of :data:`hetsam.profiling.models.REFERENCE_MODELS`."""
     from hetsam.profiling.models import reference_model

@@ -1,49 +1,76 @@
-"""The per-step rules that AutoSAM runs, one class per strategy of a Plan.
+"""The torch half of a strategy: its update rule, run by ``AutoSAM`` one step at a time.
 
-Each strategy implements :class:`Strategy`: ``step(batch, upcoming, accumulate)`` does one
-whole update of the training model through a :class:`~hetsam.execution.runtime.Runtime`, and
-hands the gradients that may run elsewhere to an executor as jobs. This module holds the rules
-that need no second device (SGD, SAM, RST/G-RST); AsyncSAM and SAMPa live in their own modules.
+A rule is built by its spec's ``build_rule(ctx)`` from a :class:`RuleContext`; its ``step(batch,
+upcoming, accumulate)`` does one whole update of the training model through the
+:class:`~hetsam.execution.runtime.Runtime`, and hands the gradients that may run elsewhere to an
+executor as jobs. Every rule passes the contract tests in ``tests/test_contract_strategies.py``.
 
-Notation of DESIGN.md section 3: θ_t the parameters before step t, B_t its batch, g(θ; B) the
-mean-loss gradient, e the SAM perturbation ρ T² ĝ / ‖T ĝ‖, ``base`` the base optimizer.
+Notation (README, "The update rules"): θ_t the parameters before step t, B_t its batch, g(θ; B)
+the mean-loss gradient, e the SAM perturbation ρ T² ĝ / ‖T ĝ‖, ``base`` the base optimizer.
 
-BatchNorm: in every strategy exactly one pass per step updates the running statistics, the
-pass whose gradient the update applies (SGD: the only pass; SAM/RST/AsyncSAM: the descent pass
-at θ_t + e; SAMPa: the pass for g_x). Every other pass uses batch statistics and leaves the
-running statistics alone.
+BatchNorm: in every rule exactly one pass per step updates the running statistics, the pass
+whose gradient the update applies. Every other pass uses batch statistics and leaves the running
+statistics alone.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
-from hetsam.optim.kernels import mix_
-from hetsam.optim.rst import SamTrials
 from hetsam.execution.runtime import Runtime
 
-__all__ = ["Strategy", "SGDStep", "SAMStep", "RSTStep"]
+__all__ = ["RuleContext", "StrategyRule"]
 
 
-class Strategy:
-    """One strategy's step rule (the contract every strategy passes).
+@dataclass
+class RuleContext:
+    """What a rule is built from (filled by ``hetsam.autosam``).
 
-    Attributes:
-        name: the Plan strategy it implements.
-        lookahead: how many upcoming batches ``step`` wants in ``upcoming`` (0: none).
-        uses_executor: whether it sends jobs to an executor (needs a replica).
+    ``make_executor()`` builds the executor bound to the plan's ascent device (wrapped for the
+    ranks under DDP), once, when a rule asks for it; ``dist`` is the
+    :class:`~hetsam.execution.distributed.RankContext` of a DDP model (else None); the rest are
+    ``AutoSAM``'s settings for the rules that read them (RST's probability override, G-RST's α, a seed).
     """
 
-    name = ""
-    lookahead = 0
-    uses_executor = False
+    plan: Any
+    runtime: Runtime
+    make_executor: Callable[[], Any] = None
+    dist: Any = None
+    sam_probability: Any = None
+    grst_alpha: float = 1.0
+    seed: int | None = None
+    _executor: Any = field(default=None, repr=False)
 
-    def __init__(self, rt: Runtime, executor: Any = None):
-        self.rt = rt
-        self.executor = executor
-        self.t = 0  # steps taken
+    def executor(self):
+        """The executor for the plan's ascent jobs (built on first use)."""
+        if self._executor is None:
+            self._executor = self.make_executor()
+        return self._executor
+
+    def agreed_seed(self) -> int | None:
+        """The seed, the same on every rank (rank 0's) under DDP."""
+        return self.dist.agree_seed(self.seed) if self.dist is not None else self.seed
+
+
+class StrategyRule:
+    """One strategy's step rule (the contract every rule passes).
+
+    Attributes:
+        lookahead: how many upcoming batches ``step`` wants in ``upcoming`` (0: none).
+        executor: the executor it sends jobs to, or None.
+        t: steps taken.
+    """
+
+    lookahead = 0
+
+    def __init__(self, ctx: RuleContext):
+        self.ctx = ctx
+        self.rt = ctx.runtime
+        self.executor = None
+        self.t = 0
 
     def step(self, batch: Any, upcoming: Sequence[Any] | None, accumulate: int) -> Tensor:
         """One update; returns the step's loss as a detached 0-dim tensor."""
@@ -55,6 +82,10 @@ class Strategy:
         self.rt.apply()
         return loss
 
+    def pending(self) -> list:
+        """Futures of jobs submitted but not yet consumed (waited for before a rule is retired)."""
+        return []
+
     def state_dict(self) -> dict:
         return {"t": self.t}
 
@@ -62,88 +93,9 @@ class Strategy:
         self.t = int(state["t"])
 
     def held_tensors(self) -> list[Tensor]:
-        """Parameter-sized tensors the strategy holds between steps (memory accounting)."""
+        """Parameter-sized tensors the rule holds between steps (memory accounting)."""
         return []
 
     def stats(self) -> dict:
+        """What ran (counters, the policy that ran); ``AutoSAM.stats()`` reports it."""
         return {}
-
-
-class SGDStep(Strategy):
-    """θ_{t+1} = base(θ_t, g(θ_t; B_t)). Returns L(θ_t; B_t)."""
-
-    name = "sgd"
-
-    def step(self, batch, upcoming, accumulate):
-        loss = self.base_step(batch, accumulate)
-        self.t += 1
-        return loss
-
-
-class SAMStep(Strategy):
-    """SAM (Foret et al. 2021): e = ρ g(θ_t; B_t)/‖·‖, θ_{t+1} = base(θ_t, g(θ_t + e; B_t)).
-
-    Both passes run on the training model; the ascent pass does not update BatchNorm
-    statistics, the descent pass does. Returns L(θ_t; B_t) (the ascent pass's loss).
-    """
-
-    name = "sam"
-
-    def sam_step(self, batch, accumulate: int, alpha: float = 1.0) -> Tensor:
-        """A SAM step; with α < 1 the update gradient is (1−α) g(θ_t) + α g(θ_t + e) (G-RST)."""
-        rt = self.rt
-        # under DDP the ascent is per rank (local: no all-reduce); G-RST mixes g0 into the update,
-        # so there it goes through DDP like the update gradient (hetsam.execution.distributed)
-        loss = rt.gradient(batch, accumulate=accumulate, update_stats=False, unscale=True, local=alpha == 1.0)
-        g0 = rt.take_grads()  # g(θ_t; B_t), unscaled
-        rt.save()
-        climbed = rt.climb(g0, scratch=alpha == 1.0)  # θ_t + e (g0 becomes e when it is not needed)
-        if alpha == 1.0:
-            del g0  # free e before the descent pass allocates its gradients
-        rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)  # S · g(θ_t + e)
-        if climbed:
-            rt.restore()
-        rt.perturbation.release()
-        if alpha != 1.0:
-            scale = rt.loss_scale() or 1.0
-            mix_([p.grad for p in rt.params], g0, alpha, (1.0 - alpha) * scale)
-        rt.apply()
-        return loss
-
-    def step(self, batch, upcoming, accumulate):
-        loss = self.sam_step(batch, accumulate)
-        self.t += 1
-        return loss
-
-
-class RSTStep(SAMStep):
-    """RST / G-RST (Zhao et al. 2022): a SAM step with probability p(t), an SGD step otherwise.
-
-    The trial is drawn before any pass, from the strategy's own seeded generator. Returns
-    L(θ_t; B_t) either way.
-    """
-
-    name = "rst"
-
-    def __init__(self, rt: Runtime, executor: Any = None, *, p: Any = 0.5, alpha: float = 1.0, seed: int | None = None):
-        super().__init__(rt, executor)
-        self.trials = SamTrials(p, seed, name="sam_probability")
-        self.alpha = alpha
-
-    def step(self, batch, upcoming, accumulate):
-        if self.trials.draw():
-            loss = self.sam_step(batch, accumulate, self.alpha)
-        else:
-            loss = self.base_step(batch, accumulate)
-        self.t += 1
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"t": self.t, "trials": self.trials.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.trials.load_state_dict(state["trials"])
-
-    def stats(self) -> dict:
-        return {"steps": self.trials.steps, "sam_steps": self.trials.sam_steps, "seed": self.trials.seed}

@@ -1,1 +1,122 @@
+"""AsyncSAM(τ, b'): the ascent gradient τ steps stale, on b' samples, on the ascent device.
 
+The update rule (``rule.py``; README, "AsyncSAM"): step t is perturbed by ĝ = g(θ_{t−τ}; B'_t)
+(``lookahead``) or g(θ_{t−τ}; B'_{t−τ}) (``independent``), e_t = ρ ĝ/‖ĝ‖ and
+θ_{t+1} = base(θ_t, g(θ_t + e_t; B_t)); steps t < τ are not perturbed.
+
+Closed form (the planner's; ``s_D``, ``s_A`` the contention slowdowns of the two devices):
+
+- time-sliced (D and A share cores): ``(t_D + u) + t_A(b')``, nothing hidden; b' is the largest
+  that keeps the step within the budget (at least the floor);
+- otherwise the window is one descent step ``W = t_D·s_D + u``; with τ = 1 the chain
+  ``c_DA + t_A(b')·s_A + c_AD`` must fit in it, with τ >= 2 only its slowest stage (the copies
+  overlap other steps); b' is the largest that fits, found by bisection on the monotone
+  ``t_A``; the step is ``max(W, chain)``.
+
+Simulated iteration: ``copy θ_{t−τ}`` (D→A) after ``U_{t−τ−1}``, then ``ascent_t`` (t_A on A),
+then ``copy ĝ_t`` (A→D); step t starts after both ``load_t`` and that copy, and the descent waits
+for the idle time of D in between. The policies differ in samples, not in timing. Without jitter
+and with τ = 1 the period is ``max(L + t_D + u, t_A, c_DA, c_AD, (c_DA + t_A + c_AD + L + t_D + u)/2)``.
+"""
+
+from __future__ import annotations
+
+from hetsam.cost.closed_form import largest_fitting
+from hetsam.strategies.registry import ASYNC_SAM
+from hetsam.strategies.spec import Proposal, StrategySpec
+
+__all__ = ["SPEC", "AsyncSAMSpec"]
+
+
+class AsyncSAMSpec(StrategySpec):
+    name = ASYNC_SAM
+    title = "AsyncSAM"
+    summary = "the ascent gradient one step stale on b' samples, on a spare device"
+    fields = ("ascent_device", "ascent_batch_size", "staleness", "ascent_batches")
+    uses_executor = True
+    rule = "hetsam.strategies.async_sam.rule:AsyncSAMRule"
+
+    def staleness(self, plan) -> int:
+        return plan.staleness
+
+    def ascent_batch_size(self, plan, batch_size: int) -> int:
+        return batch_size if plan.ascent_batch_size is None else min(plan.ascent_batch_size, batch_size)
+
+    def settings(self, plan, batch_size: int) -> str:
+        shown = plan.ascent_batch_size if plan.ascent_batch_size is not None else "b"
+        return f"b'={shown} tau={plan.staleness} {plan.ascent_batches}"
+
+    def label(self, plan, batch_size: int) -> str:
+        where = plan.effective_ascent_device
+        sliced = " (sliced)" if where == plan.descent_device else ""
+        return (f"{self.title} b'={self.ascent_batch_size(plan, batch_size)} τ={plan.staleness}\n"
+                f"{plan.descent_device} + {where}{sliced}")
+
+    # ---- the planner ----------------------------------------------------------------------------
+    def closed_form_seconds(self, ctx, plan) -> float:
+        descent, ascent = plan.descent_device, plan.effective_ascent_device
+        size = self.ascent_batch_size(plan, ctx.batch_size)
+        if ctx.cm.shares_cores(descent, ascent):
+            return ctx.descent_step(descent, ctx.cm.grad_seconds(descent, ctx.batch_size)) + ctx.cm.grad_seconds(ascent, size)
+        window, chain = self._window(ctx, descent, ascent, plan.staleness)
+        return max(window, chain(size))
+
+    def _window(self, ctx, descent, ascent, tau):
+        cm, nbytes = ctx.cm, ctx.cm.parameter_bytes
+        s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
+        window = ctx.descent_step(descent, cm.grad_seconds(descent, ctx.batch_size) * s_d)
+        to_a, to_d = cm.copy_seconds(descent, ascent, nbytes), cm.copy_seconds(ascent, descent, nbytes)
+
+        def chain(ascent_batch_size: int) -> float:
+            compute = cm.grad_seconds(ascent, ascent_batch_size) * s_a
+            return to_a + compute + to_d if tau == 1 else max(to_a, compute, to_d)
+
+        return window, chain
+
+    def candidates(self, ctx):
+        for descent, ascent in ctx.pairs:
+            for tau in range(1, ctx.max_staleness + 1):
+                yield self._candidate(ctx, descent, ascent, tau)
+
+    def _candidate(self, ctx, descent, ascent, tau) -> Proposal:
+        cm, b, floor = ctx.cm, ctx.batch_size, ctx.floor
+
+        def plan(ascent_batch_size):
+            return ctx.plan(self.name, descent_device=descent, ascent_device=ascent, ascent_batch_size=ascent_batch_size,
+                            staleness=tau, ascent_batches=ctx.ascent_batches)
+
+        if cm.shares_cores(descent, ascent):
+            # time-sliced: nothing is hidden; the largest b' that keeps the step within the budget
+            base = ctx.descent_step(descent, cm.grad_seconds(descent, b))
+            size = largest_fitting(lambda x: base + cm.grad_seconds(ascent, x) <= ctx.budget_seconds, floor, b) or floor
+            return Proposal(plan(size), base + cm.grad_seconds(ascent, size), "time-sliced on one pool")
+        window, chain = self._window(ctx, descent, ascent, tau)
+        size = largest_fitting(lambda x: chain(x) <= window, floor, b)
+        note = "ascent hidden behind the descent"
+        if size is None:
+            size, note = floor, "ascent at the floor does not fit; the descent waits"
+        return Proposal(plan(size), max(window, chain(size)), note)
+
+    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
+        size = given.ascent_batch_size if given.strategy == self.name and given.ascent_batch_size else \
+            max(1, batch_size // 4)
+        return [make_plan(self.name, descent_device=descent, ascent_device=a, batch_size=batch_size,
+                          ascent_batch_size=size, staleness=1) for a in [*partners, descent]]
+
+    # ---- the simulator --------------------------------------------------------------------------
+    def simulation(self, w):
+        tau = w.tau
+
+        def build(t: int) -> None:
+            prev, chain = w.start_of(t)
+            if t < tau:  # no perturbation yet
+                w.descent_step(t, (chain,), chain)
+                return
+            # θ_{t−τ} is ready when step t−τ−1's update is done (θ_0 at time 0)
+            grad = w.ascent_chain(t, t - tau, w.step(t - tau - 1))
+            w.descent_step(t, (chain, grad), chain)
+
+        return build
+
+
+SPEC = AsyncSAMSpec()

@@ -1,7 +1,7 @@
 """AsyncSAM: the ascent gradient τ steps stale, on b' samples, computed by an executor.
 
-After "Asynchronous Sharpness-Aware Minimization for Fast and Accurate Deep Learning"
-(``papers/asyncsam-paper.txt``), with the two batch policies of DESIGN.md section 3.
+After "Asynchronous Sharpness-Aware Minimization for Fast and Accurate Deep Learning", with the
+two batch policies of the README ("AsyncSAM").
 Let B'_s be the first b' samples of B_s.
 
 * ``lookahead`` (hetsam's default): step t is perturbed by ĝ_t = g(θ_{t−τ}; B'_t). The job is
@@ -13,8 +13,8 @@ perturbation; the staleness is exact (step t waits for the job submitted at step
 nothing newer). With τ = 0 and b' = b both policies are SAM.
 
 Without ``upcoming`` the ``lookahead`` policy cannot name B_{t+τ}: it then falls back to
-``independent`` for the rest of the run, with a one-time warning (``fell_back`` is set and
-AutoSAM records the policy that ran in its plan). When ``upcoming`` is shorter than τ (the end
+``independent`` for the rest of the run, with a one-time warning; ``stats()`` reports the policy
+that ran (the plan stays the decision). When ``upcoming`` is shorter than τ (the end
 of the data), that one job uses B'_t as in ``independent``, silently; ``stats()`` counts both.
 """
 
@@ -23,13 +23,12 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any, Sequence
 
-from hetsam.execution.batches import batch_size, slice_batch
 from hetsam._warnings import warn_user
+from hetsam.execution.batches import batch_size, slice_batch
 from hetsam.execution.jobs import ASCENT, GradResult
-from hetsam.execution.runtime import Runtime
-from hetsam.strategies.rule import Strategy
+from hetsam.strategies.rule import StrategyRule
 
-__all__ = ["AsyncSAMStep", "completed"]
+__all__ = ["AsyncSAMRule", "completed"]
 
 
 def completed(result: GradResult) -> Future:
@@ -39,20 +38,17 @@ def completed(result: GradResult) -> Future:
     return future
 
 
-class AsyncSAMStep(Strategy):
+class AsyncSAMRule(StrategyRule):
     """AsyncSAM(τ, b', policy); see the module docstring for the rule. Returns L(θ_t + e_t; B_t)."""
 
-    name = "async_sam"
-    uses_executor = True
-
-    def __init__(self, rt: Runtime, executor: Any, *, staleness: int = 1, ascent_batch_size: int | None = None,
-                 policy: str = "lookahead"):
-        super().__init__(rt, executor)
-        self.tau = staleness
-        self.ascent_batch_size = ascent_batch_size
-        self.policy = policy
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.executor = ctx.executor()
+        self.plan = ctx.plan
+        self.tau = ctx.plan.staleness
+        self.policy = ctx.plan.ascent_batches
         self.fell_back = False
-        self.pending: dict[int, Future] = {}  # step index -> the job whose ĝ perturbs that step
+        self.pending_jobs: dict[int, Future] = {}  # step index -> the job whose ĝ perturbs that step
         self.counts = {"lookahead_jobs": 0, "independent_jobs": 0, "unperturbed_steps": 0}
 
     @property
@@ -70,8 +66,8 @@ class AsyncSAMStep(Strategy):
         if self.tau > 0:
             self.counts["lookahead_jobs" if ahead else "independent_jobs"] += 1
         n = batch_size(source)
-        b_prime = n if self.ascent_batch_size is None else min(self.ascent_batch_size, n)
-        return source if b_prime == n else slice_batch(source, 0, b_prime)
+        size = self.plan.spec.ascent_batch_size(self.plan, n)
+        return source if size == n else slice_batch(source, 0, size)
 
     def _fall_back(self) -> None:
         self.policy = "independent"
@@ -80,20 +76,20 @@ class AsyncSAMStep(Strategy):
             "AsyncSAM ascent_batches='lookahead' needs the next τ batches: pass step(batch, upcoming=[...]) "
             "or iterate `for batch in opt.prefetch(loader)`. Without them this run falls back to "
             "ascent_batches='independent' (the AsyncSAM paper's policy, which keeps less of SAM's gain); "
-            "opt.plan records it."
+            "opt.stats() reports the policy that ran."
         )
 
     def step(self, batch, upcoming, accumulate):
         rt, ex, t, tau = self.rt, self.executor, self.t, self.tau
         ghat = None
-        if tau > 0 and t in self.pending:  # ĝ_t, submitted at step t − τ
-            ghat = ex.wait(self.pending.pop(t)).grads
+        if tau > 0 and t in self.pending_jobs:  # ĝ_t, submitted at step t − τ
+            ghat = ex.wait(self.pending_jobs.pop(t)).grads
         # the job for step t + τ, at θ_t: submitted before the climb changes θ
         future = ex.submit(rt.job(t + tau, ASCENT, self._job_batch(batch, upcoming), accumulate=accumulate))
         if tau == 0:
             ghat = ex.wait(future).grads
         else:
-            self.pending[t + tau] = future
+            self.pending_jobs[t + tau] = future
         climbed = False
         if ghat is None:
             self.counts["unperturbed_steps"] += 1  # t < τ
@@ -112,7 +108,7 @@ class AsyncSAMStep(Strategy):
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         pending = {}
-        for key, future in sorted(self.pending.items()):
+        for key, future in sorted(self.pending_jobs.items()):
             result = self.executor.wait(future)
             pending[key] = {"grads": list(result.grads), "loss": result.loss, "kind": result.kind}
         return {"t": self.t, "policy": self.policy, "fell_back": self.fell_back, "counts": dict(self.counts),
@@ -124,17 +120,20 @@ class AsyncSAMStep(Strategy):
         self.fell_back = bool(state["fell_back"])
         self.counts = dict(state["counts"])
         params = self.rt.params
-        self.pending = {}
+        self.pending_jobs = {}
         for key, entry in state["pending"].items():
             grads = [None if g is None else g.to(p.device) for g, p in zip(entry["grads"], params)]
-            self.pending[int(key)] = completed(GradResult(int(key), entry["kind"], grads, float(entry["loss"])))
+            self.pending_jobs[int(key)] = completed(GradResult(int(key), entry["kind"], grads, float(entry["loss"])))
+
+    def pending(self) -> list:
+        return list(self.pending_jobs.values())
 
     def held_tensors(self):
         out = []
-        for future in self.pending.values():
+        for future in self.pending_jobs.values():
             if future.done():
                 out.extend(g for g in future.result().grads if g is not None)
         return out
 
     def stats(self) -> dict:
-        return {"policy": self.policy, **self.counts}
+        return {"policy": self.policy, "fell_back": self.fell_back, **self.counts}

@@ -1,1 +1,108 @@
+"""SAMPa-λ (Xie et al., NeurIPS 2024): both gradients of a step in parallel on two devices.
 
+The update rule (``rule.py``; README, "SAMPa"): g_x at x̃_t = x_t + ρ g_y/‖g_y‖ on the previous
+batch, and in parallel g_y' at the optimistic point y_{t+1}; x_{t+1} = base(x_t, (1−λ) g_x + λ g_y').
+Its perturbation comes from the previous step's auxiliary gradient, so its fidelity counts one
+step of staleness. Under DDP the two gradients run on a pair of ranks (``pairs.py``).
+
+Closed form: ``max(t_D(b)·s_D, c_DA + t_A(b)·s_A + c_AD) + u`` (x̃/y sent to A, g_y' back); at
+scale a pair of ranks, both gradients combined by one all-reduce over 2n ranks, no copies.
+
+Simulated iteration: ``g_x`` at b on D after ``load_t``; the chain ``copy y → g_y' on A → copy
+back`` after ``U_{t−1}``; then the combine and the base update (u) on D. The descent waits
+between ``g_x`` and ``g_y'``. Rank pairs: both gradients as DDP buckets on D and A, one
+all-reduce per bucket over both, then both update.
+"""
+
+from __future__ import annotations
+
+from hetsam.strategies.registry import SAMPA
+from hetsam.strategies.spec import Proposal, StrategySpec
+
+__all__ = ["SPEC", "SAMPaSpec"]
+
+
+class SAMPaSpec(StrategySpec):
+    name = SAMPA
+    title = "SAMPa"
+    summary = "SAM's two gradients in parallel on two comparable devices"
+    fields = ("ascent_device", "sampa_lambda")
+    uses_executor = True
+    rank_pairs = True
+    jobs_enter_update = True
+    rule = "hetsam.strategies.sampa.rule:build"
+
+    def fidelity(self, plan, batch_size: int) -> tuple[float, int, float]:
+        return (1.0, -1, 1.0)  # the perturbation is the previous step's auxiliary gradient
+
+    def settings(self, plan, batch_size: int) -> str:
+        return f"lambda={plan.sampa_lambda:g}"
+
+    def label(self, plan, batch_size: int) -> str:
+        return f"{self.title}-{plan.sampa_lambda:g}\n{plan.descent_device} + {plan.effective_ascent_device}"
+
+    # ---- the planner ----------------------------------------------------------------------------
+    def closed_form_seconds(self, ctx, plan) -> float:
+        cm, b, descent, ascent = ctx.cm, ctx.batch_size, plan.descent_device, plan.effective_ascent_device
+        nbytes = cm.parameter_bytes
+        s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
+        if ctx.scale is not None:  # a pair of ranks, one all-reduce over 2n ranks
+            return ctx.scale.step_seconds(descent, cm.grad_seconds(descent, b) * s_d, cm.update_seconds(descent), nbytes,
+                                          partner_compute=cm.grad_seconds(ascent, b) * s_a, ranks=2 * ctx.scale.ranks)
+        other = cm.copy_seconds(descent, ascent, nbytes) + cm.grad_seconds(ascent, b) * s_a + \
+            cm.copy_seconds(ascent, descent, nbytes)
+        return max(cm.grad_seconds(descent, b) * s_d, other) + cm.update_seconds(descent)
+
+    def candidates(self, ctx):
+        note = "a pair of ranks" if ctx.scale is not None else "two gradients in parallel"
+        for descent, ascent in ctx.pairs:
+            if not ctx.cm.shares_cores(descent, ascent):
+                p = ctx.plan(self.name, descent_device=descent, ascent_device=ascent)
+                yield Proposal(p, self.closed_form_seconds(ctx, p), note)
+
+    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
+        return [make_plan(self.name, descent_device=descent, ascent_device=a, batch_size=batch_size,
+                          sampa_lambda=given.sampa_lambda) for a in partners]
+
+    # ---- the simulator --------------------------------------------------------------------------
+    def simulation(self, w):
+        return _pairs(w) if w.pairs else _parallel(w)
+
+
+def _parallel(w):
+    def build(t: int) -> None:
+        e = w.engine
+        prev, chain = w.start_of(t)
+        gy = w.ascent_chain(t, t, prev, name="g_y'")
+        gx = e.add("g_x", "descent", w.res_descent, w.t_descent(), t, (chain,), order=4 * t + 2)
+        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.update, t, (gx, gy), order=4 * t + 3,
+                            on_done=w.done, chain=gx))
+
+    return build
+
+
+def _pairs(w):
+    def build(t: int) -> None:
+        """g_x on D and g_y' on A at b, one all-reduce over the 2n ranks, then both update."""
+        e = w.engine
+        _, chain = w.start_of(t)
+        gx = w.backward_buckets(t, w.res_descent, w.t_descent(), (chain,), chain, "g_x")
+        gy = w.backward_buckets(t, w.res_ascent, w.t_ascent(), (w.ascent_updates.get(t - 1),), None, "g_y'")
+        for seg in gy:
+            seg.category = "ascent"
+        last = w.allreduces(t, gx, gy)
+        ax, dx = gy[-1], gx[-1]
+
+        def done(task) -> None:
+            task.wait = max(0.0, ax.end - dx.end)  # D's backward ended before A's
+            w.expose(last.end - max(ax.end, dx.end))
+            w.done(task)
+
+        w.ascent_updates[t] = e.add("update", "update", w.res_ascent, w.update_ascent, t, (ax, last), order=4 * t + 3)
+        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.update, t, (dx, last), order=4 * t + 3,
+                            on_done=done))
+
+    return build
+
+
+SPEC = SAMPaSpec()

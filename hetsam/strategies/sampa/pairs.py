@@ -3,7 +3,7 @@
 Xie et al., "SAMPa: Sharpness-aware Minimization Parallelized" (NeurIPS 2024); the pairing of
 the official ``LIONS-EPFL/SAMPa`` ``train.py`` (two DDP processes fed the same batches, rank 0
 computes g_x, rank 1 computes g_y', one all-reduce combines them). The rule is that of
-:mod:`hetsam.strategies.sampa.rule` (DESIGN.md section 3); here its two gradients run on two ranks:
+:mod:`hetsam.strategies.sampa.rule` (README, "SAMPa"); here its two gradients run on two ranks:
 
     pair i = ranks (2i, 2i+1), fed the same batches B_t (k = W/2 pairs shard the data)
     rank 2i   (role x):  x̃_t = x_t + ρ · g_y/‖g_y‖,          g_x  = g(x̃_t; B_{t−1})
@@ -19,7 +19,7 @@ single-process SAMPa on the pair's batches (bit for bit when both ranks compute 
 process would), and with k pairs it is SAMPa on the union of the pairs' batches.
 
 Differences from the official code: its all-reduce carries the mix (1 − λ)·g_x + λ·g_y' (P
-numbers) and rank 0 recovers g_y by dividing by λ, which cannot work at λ = 0 (DESIGN.md) and
+numbers) and rank 0 recovers g_y by dividing by λ, which cannot work at λ = 0 (README) and
 only for one pair. hetsam's carries g_x and g_y' side by side (2P numbers, one all-reduce), so
 λ = 0 works, any number of pairs works, and g_y is bit-identical on every rank; the price is
 twice the bytes of the official all-reduce (hetsam's simulator prices the P-number one).
@@ -35,26 +35,24 @@ from __future__ import annotations
 
 import torch
 
+from hetsam.execution.distributed import common_dtype, flatten, unflatten
 from hetsam.optim.kernels import mix_
-from hetsam.execution.runtime import Runtime
-from hetsam.strategies.sampa.rule import SAMPaStep, optimistic_point_
-from hetsam.execution.distributed import RankContext, common_dtype, flatten, unflatten
+from hetsam.strategies.sampa.rule import SAMPaRule, optimistic_point_
 
-__all__ = ["SAMPaPairStep"]
+__all__ = ["SAMPaPairRule"]
 
 
-class SAMPaPairStep(SAMPaStep):
-    """SAMPa-λ with g_x on the even rank and g_y' on the odd rank of each pair (module docstring)."""
+class SAMPaPairRule(SAMPaRule):
+    """SAMPa-λ with g_x on the even rank and g_y' on the odd rank of each pair (module docstring).
+    No executor: the partner rank is the other device."""
 
-    uses_executor = False
-
-    def __init__(self, rt: Runtime, ctx: RankContext, *, lam: float = 0.2):
-        super().__init__(rt, None, lam=lam)
-        self.ctx = ctx
-        self._stats = [t for m in rt.layers for t in (m.running_mean, m.running_var) if t is not None]
+    def __init__(self, ctx):
+        super().__init__(ctx, executor=False)
+        self.dist = ctx.dist
+        self._stats = [t for m in self.rt.layers for t in (m.running_mean, m.running_var) if t is not None]
 
     def step(self, batch, upcoming, accumulate):
-        rt, ctx = self.rt, self.ctx
+        rt, ctx = self.rt, self.dist
         if self.t == 0:
             ctx.check_pair_batches(batch)
         g_y, self.g_y = self.g_y, None
@@ -90,7 +88,7 @@ class SAMPaPairStep(SAMPaStep):
     def _combine(self, grads, loss):
         """One all-reduce: [g_x | g_y' | rank 0's running statistics | L_x, L_y] summed over the
         ranks, the gradients and losses divided by the number of pairs."""
-        ctx, params = self.ctx, self.rt.params
+        ctx, params = self.dist, self.rt.params
         sizes = [p.numel() for p in params]
         n, s = sum(sizes), sum(t.numel() for t in self._stats)
         dtype = common_dtype(list(params) + self._stats)
@@ -120,4 +118,4 @@ class SAMPaPairStep(SAMPaStep):
         return state
 
     def stats(self) -> dict:
-        return {**super().stats(), "pair_role": self.ctx.pair_role}
+        return {**super().stats(), "pair_role": self.dist.pair_role}

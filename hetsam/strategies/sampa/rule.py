@@ -1,7 +1,7 @@
 """SAMPa-λ: SAM's two gradients in parallel, through an optimistic auxiliary sequence.
 
 Xie et al., "SAMPa: Sharpness-aware Minimization Parallelized" (NeurIPS 2024); semantics of the
-official ``LIONS-EPFL/SAMPa`` ``train.py``, as DESIGN.md section 3 writes them. Keep g_y, the
+official ``LIONS-EPFL/SAMPa`` ``train.py``, as the README ("SAMPa") writes them. Keep g_y, the
 gradient at the auxiliary point (none before the first step). At step t:
 
     x̃_t     = x_t + ρ · g_y / ‖g_y‖                          (ASAM scaling when adaptive)
@@ -29,13 +29,22 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_
 from hetsam._warnings import warn_user
 from hetsam.execution.jobs import SAMPA_Y
-from hetsam.execution.runtime import Runtime
-from hetsam.strategies.rule import Strategy
+from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_
+from hetsam.strategies.rule import StrategyRule
 
-__all__ = ["SAMPaStep", "optimistic_point_"]
+__all__ = ["SAMPaRule", "optimistic_point_", "build"]
+
+
+def build(ctx):
+    """The SAMPa rule for ``ctx``: across a pair of ranks under DDP rank pairs (``pairs.py``),
+    else both gradients in this process, g_y' on the executor."""
+    if ctx.dist is not None and ctx.dist.pairs:
+        from hetsam.strategies.sampa.pairs import SAMPaPairRule
+
+        return SAMPaPairRule(ctx)
+    return SAMPaRule(ctx)
 
 
 @torch.no_grad()
@@ -78,15 +87,13 @@ def optimistic_point_(base: torch.optim.Optimizer, g_y: Sequence[Tensor | None] 
     return moved
 
 
-class SAMPaStep(Strategy):
+class SAMPaRule(StrategyRule):
     """SAMPa-λ; see the module docstring for the rule."""
 
-    name = "sampa"
-    uses_executor = True
-
-    def __init__(self, rt: Runtime, executor: Any, *, lam: float = 0.2):
-        super().__init__(rt, executor)
-        self.lam = lam
+    def __init__(self, ctx, *, executor: bool = True):
+        super().__init__(ctx)
+        self.executor = ctx.executor() if executor else None
+        self.lam = ctx.plan.sampa_lambda
         self.g_y: list[Tensor | None] | None = None
         self.g_y_norm: Tensor | None = None  # ‖g_y‖, found when g_y arrived (reused by a SAM climb)
         self.prev_batch: Any = None

@@ -1,0 +1,136 @@
+"""The parts that run one plan inside ``AutoSAM``: runtime, rule and executor, assembled.
+
+:func:`resolve_plan` turns what the user passed as ``plan`` into a :class:`~hetsam.Plan` (or
+None for ``"auto"``); :class:`Assembly` builds, for one plan, the descent-side
+:class:`~hetsam.execution.runtime.Runtime`, the strategy's rule (through the registry: its spec's
+``build_rule``), the executor the rule asks for, and under DDP the rank context; ``retire()``
+lets pending jobs finish and releases the executor (at ``close()``, or before a re-plan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from hetsam import strategies
+from hetsam.errors import HetsamInputError
+from hetsam.execution.binding import pool_cpus, role_threads, torch_device
+from hetsam.execution.distributed import rank_context
+from hetsam.execution.executor import Placement, make_executor
+from hetsam.execution.passes import AmpSpec
+from hetsam.execution.runtime import Runtime
+from hetsam.planning.plan import Plan
+from hetsam.strategies.rule import RuleContext
+
+__all__ = ["Settings", "Assembly", "resolve_plan", "amp_spec", "model_device"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """AutoSAM's keyword settings that shape the rule and its executor."""
+
+    rho: float
+    adaptive: bool
+    executor: Any = "threads"
+    amp: AmpSpec | None = None
+    descent_threads: int | None = None
+    ascent_threads: int | None = None
+    sam_probability: Any = None
+    grst_alpha: float = 1.0
+    seed: int | None = None
+    on_worker_failure: str | None = None
+    sampa_pairs: bool | None = None
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def resolve_plan(plan: Any, model: nn.Module, sam_probability: Any = None) -> Plan | None:
+    """A :class:`Plan` from a strategy name (its defaults, descent on the model's device), a
+    Plan (checked against the model's device), or None for ``"auto"`` (chosen at the first step)."""
+    device = model_device(model)
+    if isinstance(plan, Plan):
+        plan.validate()
+        wanted = torch_device(plan.descent_device)
+        if wanted.type != device.type or (wanted.index is not None and device.index is not None and wanted.index != device.index):
+            raise HetsamInputError(
+                f"the plan's descent_device={plan.descent_device!r} but the model is on {device}; "
+                "move the model there (model.to(...)) or use a plan for that device"
+            )
+        return plan
+    if isinstance(plan, str) and plan == "auto":
+        return None
+    if isinstance(plan, str) and plan in strategies.names():
+        name = "cpu" if device.type == "cpu" else f"cuda:{device.index if device.index is not None else 0}"
+        fields = {}
+        if "sam_probability" in strategies.get(plan).fields and isinstance(sam_probability, (int, float)) \
+                and not isinstance(sam_probability, bool):
+            fields["sam_probability"] = sam_probability  # the user's number is the plan's p
+        return Plan(strategy=plan, descent_device=name, **fields)
+    raise HetsamInputError(f"plan={plan!r} must be 'auto', a strategy name ({', '.join(strategies.names())}) or a hetsam.Plan")
+
+
+def amp_spec(amp: Any, device_type: str) -> AmpSpec | None:
+    if amp is None or amp is False:
+        return None
+    if amp is True:
+        return AmpSpec(device_type, torch.bfloat16 if device_type == "cpu" else torch.float16)
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    dtype = names.get(amp) if isinstance(amp, str) else amp
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise HetsamInputError(f"amp={amp!r} must be True, False, 'bf16', 'fp16' or torch.bfloat16/torch.float16")
+    return AmpSpec(device_type, dtype)
+
+
+class Assembly:
+    """Runtime + rule + executor (+ rank context under DDP) for one plan (module docstring)."""
+
+    def __init__(self, plan: Plan, model: nn.Module, loss_fn: Callable, base: torch.optim.Optimizer, scaler: Any,
+                 settings: Settings):
+        spec = plan.spec
+        self.plan, self.model, self.loss_fn, self.settings = plan, model, loss_fn, settings
+        self.descent_threads = role_threads(plan.descent_device, settings.descent_threads)
+        self.descent_cpus = pool_cpus(plan.descent_device) if model_device(model).type == "cpu" else None
+        self.dist = rank_context(model, plan, sampa_pairs=settings.sampa_pairs, replica_passes=spec.uses_executor,
+                                 rank_pairs=spec.rank_pairs)
+        self.runtime = Runtime(model, loss_fn, base, rho=settings.rho, adaptive=settings.adaptive, amp=settings.amp,
+                               local_model=self.dist.module if self.dist is not None else None, scaler=scaler)
+        self._ctx = RuleContext(plan, self.runtime, make_executor=self._make_executor, dist=self.dist,
+                                sam_probability=settings.sam_probability, grst_alpha=settings.grst_alpha,
+                                seed=settings.seed)
+        self.rule = spec.build_rule(self._ctx)
+
+    @property
+    def executor(self):
+        return self._ctx._executor
+
+    def _make_executor(self):
+        plan, s, rt = self.plan, self.settings, self.runtime
+        options = {} if s.on_worker_failure is None else {"on_worker_failure": s.on_worker_failure}
+        ex = make_executor(s.executor, **options)
+        ascent = plan.effective_ascent_device
+        ex.bind(rt.local_model, self.loss_fn, rt.params, device=torch_device(ascent),
+                threads=role_threads(ascent, s.ascent_threads), amp_dtype=s.amp.dtype if s.amp else None,
+                placement=Placement(plan.descent_device, ascent, self.descent_threads))
+        if self.dist is not None:  # ranks agree on ascent failures; gradients that enter the update are averaged
+            ex = self.dist.wrap(ex, rt.params, average_results=plan.spec.jobs_enter_update)
+        return ex
+
+    def retire(self) -> None:
+        """Let the rule's pending jobs finish, then release the executor."""
+        ex = self.executor
+        if ex is None:
+            return
+        for future in self.rule.pending():
+            ex.wait(future)
+        ex.close()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()

@@ -1,0 +1,38 @@
+"""Every default number of hetsam, defined once (torch-free).
+
+The planner, the command line, ``AutoSAM(plan="auto")``, the profiler and the simulator read
+their defaults from here, so a default changes in one place. The *limits* (the largest value
+anything accepts) are here too: a number a user or a file gives is checked against them before
+any arithmetic or allocation (``docs/architecture.md``, "Bounds").
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BUDGET", "MIN_ASCENT_FRACTION", "MAX_STALENESS", "STALENESS_LIMIT", "RESERVE_CORES", "SIMULATE_TOP",
+    "PLANNER_ITERATIONS", "SIM_ITERATIONS", "SIM_TIMELINE_ITERATIONS", "SIM_REL_TOL", "PROFILE_BUDGET_SECONDS",
+    "RHO", "SAM_PROBABILITY", "SAMPA_LAMBDA", "ASCENT_BATCHES",
+]
+
+# ---- planning (docs/architecture.md, "Planning") ------------------------------------------------
+BUDGET = 1.05  # allowed step time, a multiple of the SGD step on the fastest device
+MIN_ASCENT_FRACTION = 0.125  # the fidelity floor: b'/b for AsyncSAM, p for RST (b' >= b/8)
+MAX_STALENESS = 1  # the largest AsyncSAM staleness τ the planner considers by default
+STALENESS_LIMIT = 16  # the largest τ anything accepts: τ pending jobs and τ batches read ahead
+RESERVE_CORES = 0  # cores of socket 0 kept free for the data loader
+SIMULATE_TOP = 8  # candidates the planner confirms with the simulator, besides the fastest at the floor
+PLANNER_ITERATIONS = 2000  # simulated iterations per candidate
+
+# ---- simulation ------------------------------------------------------------------------------------
+SIM_ITERATIONS = 1000  # iterations `simulate` predicts by default
+SIM_TIMELINE_ITERATIONS = 6  # iterations kept for the Chrome trace and the plot
+SIM_REL_TOL = 0.005  # stop once the steady-state mean is known to ±0.5% (95% CI)
+
+# ---- profiling -------------------------------------------------------------------------------------
+PROFILE_BUDGET_SECONDS = 40.0  # measuring time of a profile; with imports and the FLOP count, under a minute
+
+# ---- the update rules ------------------------------------------------------------------------------
+RHO = 0.05  # SAM's perturbation radius
+SAM_PROBABILITY = 0.5  # RST's p when a plan gives none
+SAMPA_LAMBDA = 0.2  # SAMPa's λ (the paper's default)
+ASCENT_BATCHES = "lookahead"  # AsyncSAM's batch policy

@@ -1,0 +1,47 @@
+"""`Prediction`: what the planner predicts for a plan, kept apart from the Plan itself (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Prediction"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The predicted cost of one plan on one machine, next to the SGD and SAM baselines.
+
+    ``iteration_seconds`` is the simulator's mean when ``simulated`` (else the closed form);
+    ``fidelity`` is the strategy's ``(ascent fraction, −staleness, SAM share)``. ``ranks``,
+    ``nodes`` and ``devices_per_node`` describe a data-parallel job (1 for one process).
+    """
+
+    iteration_seconds: float
+    sgd_iteration_seconds: float
+    sam_iteration_seconds: float
+    fidelity: tuple
+    closed_form_seconds: float
+    simulated: bool
+    nodes: int = 1
+    devices_per_node: int = 1
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.devices_per_node
+
+    @property
+    def overhead_vs_sgd(self) -> float:
+        return self.iteration_seconds / self.sgd_iteration_seconds - 1.0
+
+    @property
+    def speedup_vs_sam(self) -> float:
+        return self.sam_iteration_seconds / self.iteration_seconds
+
+    def to_dict(self) -> dict:
+        d = {"iteration_seconds": self.iteration_seconds, "sgd_iteration_seconds": self.sgd_iteration_seconds,
+             "sam_iteration_seconds": self.sam_iteration_seconds, "overhead_vs_sgd": self.overhead_vs_sgd,
+             "speedup_vs_sam": self.speedup_vs_sam, "fidelity": list(self.fidelity),
+             "closed_form_seconds": self.closed_form_seconds, "simulated": self.simulated}
+        if self.ranks > 1:
+            d.update({"nodes": self.nodes, "devices_per_node": self.devices_per_node, "ranks": self.ranks})
+        return d

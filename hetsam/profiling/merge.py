@@ -1,0 +1,52 @@
+"""One profile from several of the same machine and model (the bench's per-round profiles)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+from hetsam.profiling.schema import Profile
+from hetsam.profiling.stats import median
+
+__all__ = ["median_profile"]
+
+
+def median_profile(profiles: Sequence) -> "Profile":
+    """One profile from several of the same machine and model: per device and batch size the
+    median of the medians (and of the spreads), the median update time, link bandwidth and
+    latency, and contention slowdown. Points or entries missing from any profile are dropped."""
+    dicts = [p.to_dict() for p in profiles]
+    out = copy.deepcopy(dicts[0])
+    med = median
+
+    def same(key_fn, items_of):
+        index = [{key_fn(x): x for x in items_of(d)} for d in dicts]
+        keys = [k for k in index[0] if all(k in ix for ix in index)]
+        return keys, index
+
+    keys, index = same(lambda d: d["id"], lambda d: d["devices"])
+    devices = []
+    for k in keys:
+        entries = [ix[k] for ix in index]
+        dev = copy.deepcopy(entries[0])
+        tables = [e["grad_seconds"] for e in entries]
+        sizes = [b for b in tables[0]["batch_sizes"] if all(b in t["batch_sizes"] for t in tables)]
+        at = lambda t, field, b: t[field][t["batch_sizes"].index(b)]  # noqa: E731
+        dev["grad_seconds"] = {
+            "batch_sizes": sizes,
+            "median": [med(at(t, "median", b) for t in tables) for b in sizes],
+            "spread": [med(at(t, "spread", b) for t in tables) for b in sizes],
+            "repeats": sum(t.get("repeats", 0) for t in tables),
+        }
+        updates = [e.get("update_seconds") for e in entries if e.get("update_seconds") is not None]
+        dev["update_seconds"] = med(updates) if updates else None
+        devices.append(dev)
+    out["devices"] = devices
+    keys, index = same(lambda x: (x["src"], x["dst"]), lambda d: d.get("links", []))
+    out["links"] = [{**index[0][k], "bytes_per_second": med(ix[k]["bytes_per_second"] for ix in index),
+                     "latency_seconds": med(ix[k]["latency_seconds"] for ix in index)} for k in keys]
+    keys, index = same(lambda x: tuple(x["devices"]), lambda d: d.get("contention", []))
+    out["contention"] = [{"devices": list(k), "slowdown": [med(ix[k]["slowdown"][j] for ix in index) for j in (0, 1)]}
+                         for k in keys]
+    out["provenance"] = {**dicts[0]["provenance"], "notes": f"median of {len(dicts)} profiles taken between bench rounds"}
+    return Profile.from_dict(out, where="median profile")

@@ -1,0 +1,50 @@
+"""RST / G-RST (Zhao, Zhang and Hu, 2022): a SAM step with probability p, an SGD step otherwise.
+
+Expected step: ``(1 − p)·SGD + p·SAM`` exactly, so the planner takes it from the simulated SGD and
+SAM baselines on the fastest device and proposes the p that meets the budget, the fidelity floor
+and 0.5. Simulated: each step draws u from the strategy's own seeded stream (common to all
+ranks) and is a SAM iteration if u < p, an SGD iteration otherwise.
+"""
+
+from __future__ import annotations
+
+from hetsam import defaults
+from hetsam.strategies.registry import RST
+from hetsam.strategies.spec import Proposal, StrategySpec
+
+__all__ = ["SPEC", "RSTSpec"]
+
+
+class RSTSpec(StrategySpec):
+    name = RST
+    title = "RST"
+    summary = "randomized SAM: a SAM step with probability p, else an SGD step"
+    fields = ("ascent_device", "sam_probability")
+    mixed_steps = True
+    rule = "hetsam.strategies.rst.rule:RSTRule"
+
+    def sam_fraction(self, plan) -> float:
+        return defaults.SAM_PROBABILITY if plan.sam_probability is None else float(plan.sam_probability)
+
+    def settings(self, plan, batch_size: int) -> str:
+        return f"p={self.sam_fraction(plan):g}"
+
+    def closed_form_seconds(self, ctx, plan) -> float:
+        return ctx.sgd_seconds + self.sam_fraction(plan) * ctx.sam_extra
+
+    def candidates(self, ctx):
+        for p in sorted({ctx.p_budget, min(1.0, ctx.min_fraction), defaults.SAM_PROBABILITY}):
+            plan = ctx.plan(self.name, descent_device=ctx.fastest, sam_probability=p)
+            yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
+
+    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
+        return [make_plan(self.name, descent_device=descent, batch_size=batch_size,
+                          sam_probability=defaults.SAM_PROBABILITY)]
+
+    def simulation(self, w):
+        coin = w.stream(self.name).random
+        p = self.sam_fraction(w.plan)
+        return lambda t: w.sam_step(t) if coin() < p else w.sgd_step(t)
+
+
+SPEC = RSTSpec()

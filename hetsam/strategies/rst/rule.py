@@ -1,0 +1,41 @@
+"""RST / G-RST's rule (Zhao et al. 2022): a SAM step with probability p(t), an SGD step otherwise.
+
+The trial is drawn before any pass, from the rule's own seeded generator (under DDP rank 0's seed
+on every rank). p is AutoSAM's ``sam_probability`` (a number, a callable or a schedule) when
+given, else the plan's. Returns L(θ_t; B_t) either way.
+"""
+
+from __future__ import annotations
+
+from hetsam.optim.rst import SamTrials
+from hetsam.strategies.sam.rule import SAMRule
+
+__all__ = ["RSTRule"]
+
+
+class RSTRule(SAMRule):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        p = ctx.sam_probability if ctx.sam_probability is not None else ctx.plan.spec.sam_fraction(ctx.plan)
+        self.trials = SamTrials(p, ctx.agreed_seed(), name="sam_probability")
+        self.alpha = ctx.grst_alpha
+
+    def step(self, batch, upcoming, accumulate):
+        if self.trials.draw():
+            loss = self.sam_step(batch, accumulate, self.alpha)
+        else:
+            loss = self.base_step(batch, accumulate)
+        self.t += 1
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "trials": self.trials.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.trials.load_state_dict(state["trials"])
+
+    def stats(self) -> dict:
+        steps = self.trials.steps
+        return {"steps": steps, "sam_steps": self.trials.sam_steps, "seed": self.trials.seed,
+                "sam_fraction_ran": self.trials.sam_steps / steps if steps else None}

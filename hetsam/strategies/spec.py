@@ -1,0 +1,219 @@
+"""The torch-free half of a strategy: what the planner, the simulator and the command line ask.
+
+A strategy is registered once (:mod:`hetsam.strategies.registry`) as a :class:`StrategySpec`.
+Nothing outside ``hetsam/strategies/`` compares strategy names: the planner, the simulator, the
+command line, the benchmark harness and ``AutoSAM`` all ask the spec. The spec answers:
+
+- **the plan**: which :class:`~hetsam.planning.Plan` fields it reads (``fields``), its own
+  parameters (``options``, carried in ``Plan.options``), its staleness τ, its ascent batch b',
+  its fidelity to SAM, and a one-line description;
+- **the planner**: its closed-form step time and its candidate plans on a machine
+  (:class:`PlanningContext`; ``docs/architecture.md`` gives the closed forms);
+- **the simulator**: how one training iteration maps to tasks on devices and links
+  (:meth:`StrategySpec.simulation`, over the primitives of ``hetsam.simulator.model.Workload``);
+- **AutoSAM**: its update rule, a torch class loaded only when a rule is built
+  (:meth:`StrategySpec.build_rule`).
+
+This module imports neither torch nor the planner.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from hetsam import _checks
+
+__all__ = ["Option", "Proposal", "PlanningContext", "StrategySpec", "FIELDS"]
+
+# Plan fields a spec may read besides strategy, descent_device and batch_size
+FIELDS = ("ascent_device", "ascent_batch_size", "staleness", "ascent_batches", "sam_probability", "sampa_lambda")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A strategy's own parameter, carried in ``Plan.options`` (bounded; never unbounded)."""
+
+    name: str
+    kind: type  # int or float
+    default: Any
+    low: float
+    high: float
+    help: str = ""
+
+    def check(self, value: Any, where: str = "Plan.options") -> Any:
+        name = f"{where}[{self.name!r}]"
+        if self.kind is int:
+            return _checks.integer(value, name, low=int(self.low), high=int(self.high))
+        return _checks.number(value, name, low=self.low, high=self.high)
+
+
+@dataclass
+class Proposal:
+    """A candidate plan and its closed-form step time.
+
+    ``exact``: the closed form is exact from the simulated SGD and SAM baselines (RST's
+    expectation), so the planner need not simulate it.
+    """
+
+    plan: Any
+    seconds: float
+    note: str = ""
+    exact: bool = False
+
+
+@dataclass
+class PlanningContext:
+    """What a spec needs to propose plans for one machine (filled by ``hetsam.planning.search``).
+
+    ``cm`` is the cost model (at scale, one whose gradient times are the slowest rank's);
+    ``descent_devices`` and ``pairs`` (descent, ascent) are the devices and pairs a plan may
+    use, pairs already filtered to those the cost model can price; ``floor`` is the smallest
+    ascent batch (samples) and ``min_fraction`` the fidelity floor; ``fastest``, ``sgd_seconds``
+    and ``sam_extra`` describe the SGD baseline on the fastest descent device and what a SAM
+    step adds to it; ``p_budget`` is the SAM share that meets the budget exactly.
+    """
+
+    cm: Any
+    batch_size: int
+    budget_seconds: float
+    floor: int
+    min_fraction: float
+    max_staleness: int
+    ascent_batches: str
+    descent_devices: list
+    pairs: list
+    fastest: str
+    sgd_seconds: float
+    sam_extra: float
+    p_budget: float
+    scale: Any = None  # a hetsam.cost.cluster.Cluster of n > 1 ranks, or None
+    plan_type: Callable[..., Any] = None  # hetsam.planning.Plan (passed in: specs do not import planning)
+    descent_step: Callable[[str, float], float] = None  # (device, compute seconds) -> one descent step
+
+    def plan(self, strategy: str, **fields) -> Any:
+        fields.setdefault("batch_size", self.batch_size)
+        return self.plan_type(strategy, **fields)
+
+
+class StrategySpec:
+    """The torch-free description of one strategy; subclass it and register an instance.
+
+    Class attributes:
+        name: the ``Plan.strategy`` value.
+        title: a short human name (``"AsyncSAM"``).
+        summary: one line for help texts.
+        fields: the Plan fields it reads (of :data:`FIELDS`); ``hetsam simulate`` refuses the
+            others' flags for it.
+        options: its own parameters (:class:`Option`), in ``Plan.options``.
+        uses_ascent: it computes a second (ascent) gradient on some steps.
+        uses_executor: its rule hands gradient jobs to an executor (a replica of the model on
+            the ascent device); under DDP such passes must not run collectives.
+        rank_pairs: under DDP with n > 1 ranks, its two gradients run on a pair of ranks.
+        jobs_enter_update: its executor's gradients are mixed into the update (SAMPa's g_y'),
+            so under DDP (without rank pairs) they are averaged over the ranks; an ascent
+            gradient that only perturbs (AsyncSAM's) stays per rank.
+        mixed_steps: its steps are of two kinds (SGD steps and SAM steps), so a step-time
+            median means nothing; ``sam_fraction`` is the expected share of SAM steps.
+        baseline: proposed on every plan (SGD) whatever strategies are asked for.
+        planned: the planner considers it unless told which strategies to consider.
+        rule: ``"module:Class"`` of its torch rule (a ``hetsam.strategies.rule.StrategyRule``).
+    """
+
+    name: str = ""
+    title: str = ""
+    summary: str = ""
+    fields: tuple = ()
+    options: tuple = ()
+    uses_ascent: bool = True
+    uses_executor: bool = False
+    rank_pairs: bool = False
+    jobs_enter_update: bool = False
+    mixed_steps: bool = False
+    baseline: bool = False
+    planned: bool = True
+    rule: str = ""
+
+    # ---- the plan -----------------------------------------------------------------------------
+    def check(self, plan) -> None:
+        """Extra validation of a plan of this strategy (beyond the Plan's own field checks)."""
+
+    def option(self, plan, name: str) -> Any:
+        """The value of one of this strategy's options in ``plan`` (its default when absent)."""
+        for opt in self.options:
+            if opt.name == name:
+                return plan.options.get(name, opt.default)
+        raise KeyError(f"strategy {self.name!r} has no option {name!r}")
+
+    def staleness(self, plan) -> int:
+        """τ: how many steps old the ascent gradient is (0: fresh)."""
+        return 0
+
+    def ascent_batch_size(self, plan, batch_size: int) -> int:
+        """b': the samples of a batch the ascent gradient is taken on."""
+        return batch_size
+
+    def sam_fraction(self, plan) -> float:
+        """Expected share of steps that compute the ascent gradient."""
+        return 1.0 if self.uses_ascent else 0.0
+
+    def fidelity(self, plan, batch_size: int) -> tuple[float, int, float]:
+        """``(ascent fraction, −staleness, SAM share)``; larger is more faithful to SAM."""
+        share = self.sam_fraction(plan)
+        fraction = share * self.ascent_batch_size(plan, batch_size) / batch_size
+        return (fraction, -self.staleness(plan), share)
+
+    def settings(self, plan, batch_size: int) -> str:
+        """This strategy's numbers in a few characters (``b'=24 τ=1``), '' when none."""
+        return " ".join(f"{o.name}={self.option(plan, o.name):g}" for o in self.options)
+
+    def describe(self, plan) -> str:
+        """The plan in one line, for logs."""
+        s = f"{plan.strategy} descent={plan.descent_device}"
+        if self.uses_ascent and plan.ascent_device:
+            s += f" ascent={plan.effective_ascent_device}"
+        if plan.batch_size is not None:
+            s += f" b={plan.batch_size}"
+        tail = self.settings(plan, plan.batch_size) if plan.batch_size is not None else self.settings(plan, 0)
+        return f"{s} {tail}" if tail else s
+
+    def label(self, plan, batch_size: int) -> str:
+        """A label for comparison charts."""
+        tail = self.settings(plan, batch_size)
+        return f"{self.title} {tail}".strip()
+
+    # ---- the planner ----------------------------------------------------------------------------
+    def closed_form_seconds(self, ctx: PlanningContext, plan) -> float:
+        """Seconds of one step of ``plan`` by the closed form (docs/architecture.md)."""
+        raise NotImplementedError(f"strategy {self.name!r} has no closed form")
+
+    def candidates(self, ctx: PlanningContext) -> Iterable[Proposal]:
+        """The plans of this strategy worth considering on this machine."""
+        return ()
+
+    def what_if_plans(self, given, descent: str, partners: list, batch_size: int, make_plan) -> list:
+        """Plans of this strategy to compare with ``given`` (``hetsam simulate --plot``): on the
+        descent device ``descent``, with the ascent on one of ``partners`` where it has one;
+        ``make_plan(strategy, **fields)`` builds a Plan."""
+        return []
+
+    # ---- the simulator ----------------------------------------------------------------------------
+    def simulation(self, w) -> Callable[[int], None]:
+        """A function ``build(t)`` that adds iteration t's tasks to the workload ``w``
+        (``hetsam.simulator.model.Workload``); it may keep state across iterations."""
+        raise NotImplementedError(f"strategy {self.name!r} has no simulator iteration")
+
+    # ---- the rule ----------------------------------------------------------------------------------
+    def rule_class(self):
+        """The torch rule class, imported now (never at registration)."""
+        module, _, cls = self.rule.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def build_rule(self, ctx):
+        """The rule that runs ``ctx.plan`` (``ctx``: a ``hetsam.strategies.rule.RuleContext``)."""
+        return self.rule_class()(ctx)
+
+    def __repr__(self) -> str:
+        return f"<strategy {self.name!r}: {self.summary}>"
+
