@@ -71,6 +71,8 @@ def predict(arrangement: Arrangement, profile, *, iterations: int = 2000, seed: 
 
     p = arrangement.plan
     if arrangement.executor_options.get("share") == "concurrent" and p.spec.uses_executor:
+        from hetsam.hardware.names import parse_device
+
         if parse_device(p.descent_device).overlaps(parse_device(p.effective_ascent_device)):
             return {}  # the simulator models shared devices as time-sliced only
     r = simulate(arrangement.plan, profile, iterations=iterations, seed=seed)

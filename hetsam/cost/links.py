@@ -20,7 +20,7 @@ def _spec(cm, dev: str):
     key = cm.device(dev).spec
     if not key:
         return None
-    from hetsam.cost.specscale import get_spec
+    from hetsam.hardware.specs import get_spec
 
     try:
         return get_spec(key)

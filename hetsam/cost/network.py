@@ -62,12 +62,10 @@ with ``u`` the optimizer update. One bucket is not overlapped at all: ``t + T(P,
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from hetsam.hardware.names import format_cpulist, parse_device
 from hetsam.errors import HetsamInputError
 
 __all__ = [

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.names import format_cpulist, parse_device
+
+if TYPE_CHECKING:
+    from hetsam.cost.cluster import Cluster
+    from hetsam.cost.model import CostModel
 
 __all__ = ["Layout", "split_sizes"]
 

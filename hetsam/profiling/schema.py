@@ -37,7 +37,6 @@ This module is pure Python (no torch): the planner and simulator load profiles a
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 
 from hetsam.hardware.names import parse_device
 from hetsam.errors import HetsamInputError
+from hetsam.profiling.checker import Checker as _Checker
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -60,61 +60,6 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 _PROVENANCE_KINDS = ("measured", "spec-scaled", "synthetic")
-
-
-# ---------------------------------------------------------------------------------------
-# small validation helpers: each error names the JSON path and the fix
-class _Checker:
-    def __init__(self, where: str):
-        self.where = where
-
-    def fail(self, path: str, problem: str) -> None:
-        raise HetsamInputError(f"{self.where}: {path} {problem}; fix the file or re-create it with 'hetsam profile'")
-
-    def obj(self, value, path: str, required: set[str], optional: set[str]) -> dict:
-        if not isinstance(value, dict):
-            self.fail(path, f"must be a JSON object, got {type(value).__name__}")
-        missing = sorted(required - set(value))
-        if missing:
-            self.fail(path, f"is missing field(s) {', '.join(missing)}")
-        unknown = sorted(set(value) - required - optional)
-        if unknown:
-            self.fail(path, f"has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(required | optional))})")
-        return value
-
-    def num(self, value, path: str, *, positive=False, nonneg=False, integer=False, nullable=False):
-        if value is None and nullable:
-            return None
-        ok_type = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, ok_type) or not math.isfinite(value):
-            self.fail(path, f"must be {'an integer' if integer else 'a finite number'}, got {value!r}")
-        if positive and value <= 0:
-            self.fail(path, f"must be > 0, got {value!r}")
-        if nonneg and value < 0:
-            self.fail(path, f"must be >= 0, got {value!r}")
-        return value
-
-    def string(self, value, path: str, *, nullable=False):
-        if value is None and nullable:
-            return None
-        if not isinstance(value, str) or not value:
-            self.fail(path, f"must be a non-empty string, got {value!r}")
-        return value
-
-    def array(self, value, path: str, *, nonempty=True) -> list:
-        if not isinstance(value, list):
-            self.fail(path, f"must be a JSON array, got {type(value).__name__}")
-        if nonempty and not value:
-            self.fail(path, "must not be empty")
-        return value
-
-    def device_id(self, value, path: str) -> str:
-        self.string(value, path)
-        try:
-            parse_device(value)
-        except HetsamInputError as exc:
-            self.fail(path, f"is not a device name ({exc})")
-        return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,14 +262,13 @@ class Profile:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def save(self, path) -> None:
-        """Write atomically (a temporary file, then rename), so a failure never leaves half a file."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        """Write atomically (``hetsam.io``): a failure leaves any previous file as it was."""
+        from hetsam.io import write_text
+
+        write_text(path, self.to_json() + "\n", "profile")
 
     @classmethod
     def from_dict(cls, data, where: str = "profile") -> "Profile":
@@ -357,11 +301,9 @@ class Profile:
 
     @classmethod
     def from_json(cls, text: str, where: str = "profile") -> "Profile":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise HetsamInputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the file or re-create it with 'hetsam profile'") from None
-        return cls.from_dict(data, where)
+        from hetsam.io import loads
+
+        return cls.from_dict(loads(text, where), where)
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,8 +339,6 @@ def load_profile(source) -> Profile:
         else:
             names = ", ".join(reference_profile_names()) or "none"
             raise HetsamInputError(f"no profile file {str(source)!r} and no bundled profile of that name (bundled: {names})")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HetsamInputError(f"cannot read profile {str(source)!r}: {exc.strerror or exc}") from None
-    return Profile.from_json(text, where=str(source))
+    from hetsam.io import read_json
+
+    return Profile.from_dict(read_json(path, "profile"), where=str(source))

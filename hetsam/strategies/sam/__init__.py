@@ -26,7 +26,9 @@ class SAMSpec(StrategySpec):
     def closed_form_seconds(self, ctx, plan) -> float:
         d = plan.descent_device
         t = ctx.cm.grad_seconds(d, ctx.batch_size)
-        return t + ctx.descent_step(d, t)
+        if ctx.scale is None:
+            return 2 * t + ctx.cm.update_seconds(d)  # 2·t_D + u
+        return t + ctx.descent_step(d, t)  # the ascent is per rank, never all-reduced
 
     def candidates(self, ctx):
         for d in ctx.descent_devices:
