@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from hetsam import _checks, defaults
+from hetsam.autosam import checkpoint
 from hetsam.autosam.assemble import Assembly, Settings, amp_spec, model_device, resolve_plan
 from hetsam.autosam.controller import PlanController
 from hetsam.autosam.prefetch import Prefetcher
@@ -70,8 +71,6 @@ from hetsam.planning.options import PlannerOptions
 from hetsam.planning.plan import Plan
 
 __all__ = ["AutoSAM"]
-
-_FORMAT = 1  # version of AutoSAM.state_dict()'s "hetsam" entry
 
 
 class AutoSAM(torch.optim.Optimizer):
@@ -290,39 +289,11 @@ class AutoSAM(torch.optim.Optimizer):
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        if self._parts is None:
-            raise HetsamInputError("plan='auto' has not chosen a plan yet: take one step before state_dict()")
-        hetsam_state = {
-            "format": _FORMAT,
-            "plan": self.plan.to_dict(),
-            "strategy": self._parts.rule.state_dict(),
-            "skipped_perturbations": self._parts.runtime.perturbation.skipped,
-            "steps_before": self._steps_before,
-        }
-        if self._owns_scaler:
-            hetsam_state["scaler"] = self.scaler.state_dict()
-        return {"base": self.base_optimizer.state_dict(), "hetsam": hetsam_state}
+        """The base optimizer's state and hetsam's (:mod:`hetsam.autosam.checkpoint`)."""
+        return checkpoint.state_dict(self)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if not isinstance(state_dict, dict) or set(state_dict) != {"base", "hetsam"}:
-            raise HetsamInputError("not an AutoSAM state dict: expected the keys 'base' and 'hetsam'")
-        saved = state_dict["hetsam"]
-        if saved.get("format") != _FORMAT:
-            raise HetsamInputError(f"AutoSAM state format {saved.get('format')!r} is not supported (expected {_FORMAT})")
-        plan = Plan.from_dict(saved["plan"])
-        if self._parts is None:  # plan="auto" before its first step: resume the saved plan
-            self._use(plan)
-        if plan.strategy != self.plan.strategy:
-            raise HetsamInputError(
-                f"the checkpoint was taken with strategy {plan.strategy!r}; this AutoSAM runs {self.plan.strategy!r}"
-            )
-        self.base_optimizer.load_state_dict(state_dict["base"])
-        share_groups(self, self.base_optimizer)
-        self._parts.rule.load_state_dict(saved["strategy"])
-        self._parts.runtime.perturbation.skipped = int(saved["skipped_perturbations"])
-        self._steps_before = int(saved.get("steps_before", 0))
-        if "scaler" in saved and self._owns_scaler:
-            self.scaler.load_state_dict(saved["scaler"])
+        checkpoint.load_state_dict(self, state_dict)
 
     # ---- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

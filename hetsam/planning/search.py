@@ -123,23 +123,8 @@ def plan(
                           descent_devices=list(layout.descent_devices), pairs=[], fastest="", sgd_seconds=0.0,
                           sam_extra=0.0, p_budget=0.0, scale=scale, plan_type=Plan,
                           descent_step=lambda d, compute: descent_step(cm, scale, d, compute))
-    sgd, sam = registry.get(SGD), registry.get(SAM)
-    step = {d: sgd.closed_form_seconds(ctx, ctx.plan(SGD, descent_device=d)) for d in layout.descent_devices}
-    fastest = ctx.fastest = min(step, key=step.get)
-    sgd_seconds = sim(ctx.plan(SGD, descent_device=fastest)) if simulate else step[fastest]
-    # the baseline that the budget and the overheads refer to is simulated like the candidates
-    budget_seconds = ctx.budget_seconds = budget * sgd_seconds
-    sam_step = {d: sam.closed_form_seconds(ctx, ctx.plan(SAM, descent_device=d)) for d in layout.descent_devices}
-    sam_fastest = min(sam_step, key=sam_step.get)
-    sam_seconds, sam_extra = sam_step[sam_fastest], cm.grad_seconds(fastest, b)
-    if simulate:
-        sam_seconds = sim(ctx.plan(SAM, descent_device=sam_fastest))
-        sam_on_fastest = sam_seconds if sam_fastest == fastest else sim(ctx.plan(SAM, descent_device=fastest))
-        sam_extra = sam_on_fastest - sgd_seconds
-    # the SAM share that meets the budget exactly, rounded down to 4 decimals so that it still does
-    p_budget = min(1.0, max(0.0, math.floor((budget_seconds - sgd_seconds) / sam_extra * 1e4 + 1e-6) / 1e4))
-    ctx.sgd_seconds, ctx.sam_extra, ctx.p_budget = sgd_seconds, sam_extra, p_budget
-
+    sgd_seconds, sam_seconds = _baselines(ctx, budget, sim if simulate else None)
+    budget_seconds = ctx.budget_seconds
     notes: list[str] = []
     for descent, ascent in layout.pairs():
         if cm.shares_cores(descent, ascent) or cm.has_link(descent, ascent):
@@ -153,19 +138,13 @@ def plan(
                 candidates.append(Candidate(prop.plan, prop.seconds, prop.seconds, spec.fidelity(prop.plan, b),
                                             note=prop.note, exact=prop.exact))
     if simulate:
-        _confirm_with_simulator(candidates, simulate_top, ctx.floor / b, budget_seconds, sgd_seconds, fastest, sim)
+        _confirm_with_simulator(candidates, simulate_top, ctx.floor / b, budget_seconds, sgd_seconds, ctx.fastest, sim)
 
-    for c in candidates:
-        c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
-    eligible = [c for c in candidates if c.ascent_fraction >= min_ascent_fraction - 1e-12]
-    within = [c for c in eligible if c.fits_budget]
-    if within:
-        best = max(within, key=lambda c: (c.fidelity, -c.predicted_seconds))
-    else:
-        best = min(eligible or candidates, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity]))
+    best, within = _choose(candidates, budget_seconds, min_ascent_fraction)
+    if not within:
         notes.append(
             f"no plan at the fidelity floor ({min_ascent_fraction:g}) fits the budget of {budget:g} x SGD; "
-            f"chose the fastest plan at the floor; RST with p = {p_budget:.3f} meets the budget"
+            f"chose the fastest plan at the floor; RST with p = {ctx.p_budget:.3f} meets the budget"
         )
     for c in candidates:
         c.prediction = Prediction(c.predicted_seconds, sgd_seconds, sam_seconds, c.fidelity, c.closed_form_seconds,
@@ -173,10 +152,44 @@ def plan(
     candidates.sort(key=lambda c: (not c.fits_budget, [-x for x in c.fidelity], c.predicted_seconds))
     return PlanReport(
         plan=best.plan, prediction=best.prediction, candidates=candidates, batch_size=b, budget=budget,
-        budget_seconds=budget_seconds, sgd_seconds=sgd_seconds, sam_seconds=sam_seconds, budget_met=bool(within),
-        rst_probability_for_budget=p_budget, objective=OBJECTIVE.format(budget=budget), notes=notes,
+        budget_seconds=budget_seconds, sgd_seconds=sgd_seconds, sam_seconds=sam_seconds, budget_met=within,
+        rst_probability_for_budget=ctx.p_budget, objective=OBJECTIVE.format(budget=budget), notes=notes,
         cluster=_cluster_report(scale, best.plan, cm),
     )
+
+
+def _baselines(ctx: PlanningContext, budget: float, sim) -> tuple[float, float]:
+    """SGD and SAM on the fastest descent devices (simulated when ``sim`` is given); fills in the
+    context's fastest device, budget, SAM extra and the SAM share that meets the budget."""
+    sgd, sam = registry.get(SGD), registry.get(SAM)
+    step = {d: sgd.closed_form_seconds(ctx, ctx.plan(SGD, descent_device=d)) for d in ctx.descent_devices}
+    fastest = ctx.fastest = min(step, key=step.get)
+    # the baseline that the budget and the overheads refer to is simulated like the candidates
+    sgd_seconds = sim(ctx.plan(SGD, descent_device=fastest)) if sim else step[fastest]
+    ctx.budget_seconds = budget * sgd_seconds
+    sam_step = {d: sam.closed_form_seconds(ctx, ctx.plan(SAM, descent_device=d)) for d in ctx.descent_devices}
+    sam_fastest = min(sam_step, key=sam_step.get)
+    sam_seconds, sam_extra = sam_step[sam_fastest], ctx.cm.grad_seconds(fastest, ctx.batch_size)
+    if sim:
+        sam_seconds = sim(ctx.plan(SAM, descent_device=sam_fastest))
+        sam_on_fastest = sam_seconds if sam_fastest == fastest else sim(ctx.plan(SAM, descent_device=fastest))
+        sam_extra = sam_on_fastest - sgd_seconds
+    # the SAM share that meets the budget exactly, rounded down to 4 decimals so that it still does
+    ctx.p_budget = min(1.0, max(0.0, math.floor((ctx.budget_seconds - sgd_seconds) / sam_extra * 1e4 + 1e-6) / 1e4))
+    ctx.sgd_seconds, ctx.sam_extra = sgd_seconds, sam_extra
+    return sgd_seconds, sam_seconds
+
+
+def _choose(candidates: list[Candidate], budget_seconds: float, min_fraction: float) -> tuple[Candidate, bool]:
+    """The objective: the most faithful plan within the budget (ties: the faster), else the
+    fastest at the fidelity floor. Returns it and whether the budget was met."""
+    for c in candidates:
+        c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
+    eligible = [c for c in candidates if c.ascent_fraction >= min_fraction - 1e-12]
+    within = [c for c in eligible if c.fits_budget]
+    if within:
+        return max(within, key=lambda c: (c.fidelity, -c.predicted_seconds)), True
+    return min(eligible or candidates, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity])), False
 
 
 def _cluster_report(scale: Cluster | None, chosen: Plan, cm) -> dict | None:
