@@ -96,14 +96,14 @@ def _bars(ax, comparisons) -> None:
     top = max(c.iteration_seconds for c in comparisons)
     scale, unit = _seconds_unit(top)
     ys = list(range(len(comparisons)))[::-1]  # SGD on top
-    colours = ["#2ca02c" if c.is_given else "#7f7f7f" if c.plan.strategy in ("sgd", "sam") else "#aec7e8"
-               for c in comparisons]
+    # comparisons start with the two baselines, SGD and SAM (hetsam.planning.compare)
+    colours = ["#2ca02c" if c.is_given else "#7f7f7f" if i < 2 else "#aec7e8" for i, c in enumerate(comparisons)]
     widths = [c.iteration_seconds * scale for c in comparisons]
     ax.barh(ys, widths, color=colours, edgecolor="black", linewidth=0.6, height=0.7)
     sgd = comparisons[0].iteration_seconds * scale
     ax.axvline(sgd, color="black", linestyle="--", linewidth=0.8, label="SGD")
-    for y, c, w in zip(ys, comparisons, widths):
-        if c.plan.strategy == "sgd":
+    for i, (y, c, w) in enumerate(zip(ys, comparisons, widths)):
+        if i == 0:  # SGD
             text = f"{w:.3g} {unit}"
         else:
             text = f"{w:.3g} {unit}   {100 * c.overhead_vs_sgd:+.1f}% vs SGD, {c.speedup_vs_sam:.2f}x SAM's speed"

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hetsam import AutoSAM, Plan, WorkerFailure
-from hetsam.execution.executor import InlineExecutor, make_executor
+from hetsam.execution.executor import InlineExecutor
+from hetsam.execution.factory import make_executor
 from hetsam.execution.threads import ThreadedExecutor
 from _alg_refs import SGD_KW, batches, flat, loss_fn, mlp
 
@@ -334,6 +335,6 @@ def test_threads_is_found_by_name_without_importing_it_first():
     import subprocess
     import sys
 
-    code = "from hetsam.execution.executor import make_executor\nprint(type(make_executor('threads')).__name__)"
+    code = "from hetsam.execution.factory import make_executor\nprint(type(make_executor('threads')).__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ThreadedExecutor"

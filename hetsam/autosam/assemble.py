@@ -19,7 +19,9 @@ from hetsam import strategies
 from hetsam.errors import HetsamInputError
 from hetsam.execution.binding import pool_cpus, role_threads, torch_device
 from hetsam.execution.distributed import rank_context
-from hetsam.execution.executor import Placement, make_executor
+from hetsam.execution.distributed.executor import DistributedExecutor
+from hetsam.execution.executor import Placement
+from hetsam.execution.factory import make_executor
 from hetsam.execution.passes import AmpSpec
 from hetsam.execution.runtime import Runtime
 from hetsam.planning.plan import Plan
@@ -119,7 +121,7 @@ class Assembly:
                 threads=role_threads(ascent, s.ascent_threads), amp_dtype=s.amp.dtype if s.amp else None,
                 placement=Placement(plan.descent_device, ascent, self.descent_threads))
         if self.dist is not None:  # ranks agree on ascent failures; gradients that enter the update are averaged
-            ex = self.dist.wrap(ex, rt.params, average_results=plan.spec.jobs_enter_update)
+            ex = DistributedExecutor(ex, self.dist, rt.params, average_results=plan.spec.jobs_enter_update)
         return ex
 
     def retire(self) -> None:

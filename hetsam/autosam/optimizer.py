@@ -64,7 +64,8 @@ from hetsam.autosam.prefetch import Prefetcher
 from hetsam.errors import HetsamInputError
 from hetsam.execution.binding import role_binding
 from hetsam.execution.distributed import agree_plan, unwrap
-from hetsam.execution.executor import EXECUTORS, FAILURE_POLICIES, Executor
+from hetsam.execution.executor import FAILURE_POLICIES, Executor
+from hetsam.execution.factory import EXECUTORS
 from hetsam.optim.rst import check_alpha
 from hetsam.optim.sam import check_base_optimizer, check_rho, share_groups
 from hetsam.planning.options import PlannerOptions

@@ -1,6 +1,6 @@
 """``hetsam bench``'s measuring logic: strategies side by side on this machine, next to the simulator.
 
-:func:`default_arrangements` names what is compared (DESIGN.md section 7: ratios taken side by
+:func:`default_arrangements` names what is compared (README, "Measuring": ratios taken side by
 side in one run, medians):
 
 - ``sgd`` and ``sam`` on every core (the baselines);

@@ -50,14 +50,14 @@ Jobs must not use the global RNG (e.g. dropout in the model): its draws would in
 differently on another thread. On CPU, bit-for-bit equality also needs
 ``torch.use_deterministic_algorithms(True)``.
 
-Registering: :data:`EXECUTORS` maps a name to a class (or ``"module:Class"``, imported when
-first asked for); :func:`make_executor` builds one and applies the failure policy.
+Registering: ``hetsam.execution.factory.EXECUTORS`` maps a name to a class (or
+``"module:Class"``, imported when first asked for); ``make_executor`` builds one and applies the
+failure policy.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -67,13 +67,11 @@ import torch
 from torch import Tensor, nn
 
 from hetsam import _checks
-from hetsam.errors import HetsamInputError
 from hetsam.execution.jobs import GradJob, GradResult
 from hetsam.execution.replica import Replica
 from hetsam.hardware.names import parse_device
 
-__all__ = ["Executor", "ExecutorStats", "InlineExecutor", "Placement", "EXECUTORS", "FAILURE_POLICIES",
-           "make_executor"]
+__all__ = ["Executor", "ExecutorStats", "InlineExecutor", "Placement", "FAILURE_POLICIES"]
 
 FAILURE_POLICIES = ("raise", "degrade")
 
@@ -217,30 +215,3 @@ class InlineExecutor(Executor):
     def held_tensors(self) -> list[Tensor]:
         return self.replica.held_tensors() if self.replica is not None else []
 
-
-# name -> Executor class, or "module:Class" imported when first asked for (no import cycle)
-EXECUTORS: dict[str, Any] = {"inline": InlineExecutor, "threads": "hetsam.execution.threads:ThreadedExecutor"}
-
-
-def make_executor(spec: str | Executor, *, on_worker_failure: str | None = None, **options) -> Executor:
-    """An executor from a name in :data:`EXECUTORS` (built with ``options``) or an
-    :class:`Executor` instance, with the failure policy applied: ``"degrade"`` wraps an executor
-    that has a worker in a :class:`~hetsam.execution.fallback.FallbackExecutor`."""
-    if isinstance(spec, Executor):
-        ex = spec
-    else:
-        factory = EXECUTORS.get(spec) if isinstance(spec, str) else None
-        if factory is None:
-            raise HetsamInputError(f"executor={spec!r} is unknown; choose one of {', '.join(sorted(EXECUTORS))}")
-        if isinstance(factory, str):
-            module, _, cls = factory.partition(":")
-            factory = EXECUTORS[spec] = getattr(importlib.import_module(module), cls)
-        ex = factory(**options)
-    policy = ex.on_worker_failure if on_worker_failure is None else _checks.choice(
-        on_worker_failure, "on_worker_failure", FAILURE_POLICIES)
-    ex.on_worker_failure = policy
-    if policy == "degrade" and ex.has_worker:
-        from hetsam.execution.fallback import FallbackExecutor
-
-        return FallbackExecutor(ex)
-    return ex

@@ -136,12 +136,12 @@ class RST(SAM):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["rst"] = self.trials.state_dict()
+        state["trials"] = self.trials.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
-        trials = state_dict.pop("rst", None)
+        trials = state_dict.pop("trials", None)
         super().load_state_dict(state_dict)
         if trials is not None:
             self.trials.load_state_dict(trials)

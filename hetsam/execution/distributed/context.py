@@ -192,12 +192,6 @@ class RankContext:
             "(on_worker_failure='raise'), so no rank is left waiting in an all-reduce"
         )
 
-    def wrap(self, executor, params: Sequence[Tensor], *, average_results: bool = False):
-        """``executor`` (already bound) wrapped for this rank; ``params``: the trainable parameters."""
-        from hetsam.execution.distributed.executor import DistributedExecutor
-
-        return DistributedExecutor(executor, self, params, average_results=average_results)
-
     def describe(self) -> dict:
         return {"rank": self.rank, "world": self.world, "sampa_pairs": self.pairs,
                 "data_rank": self.data_rank, "data_world": self.data_world, **self.stats.as_dict()}

@@ -52,7 +52,7 @@ class ThreadedExecutor(Executor):
 
     Args:
         on_worker_failure: ``"raise"`` (default) or ``"degrade"`` (honoured through
-            ``hetsam.execution.executor.make_executor``, which adds the fallback).
+            ``hetsam.execution.factory.make_executor``, which adds the fallback).
         share: when the two roles share hardware: ``"auto"`` (default) times both arrangements
             on the first steps (about 36 jobs) and keeps the time-sliced one unless the
             concurrent one is measurably faster; ``"time-slice"`` and ``"concurrent"`` fix it.

@@ -30,7 +30,7 @@ class SAMPaSpec(StrategySpec):
     uses_executor = True
     rank_pairs = True
     jobs_enter_update = True
-    rule = "hetsam.strategies.sampa.rule:build"
+    rule = "hetsam.strategies.sampa.rule:SAMPaRule"
 
     def fidelity(self, plan, batch_size: int) -> tuple[float, int, float]:
         return (1.0, -1, 1.0)  # the perturbation is the previous step's auxiliary gradient
@@ -40,6 +40,15 @@ class SAMPaSpec(StrategySpec):
 
     def label(self, plan, batch_size: int) -> str:
         return f"{self.title}-{plan.sampa_lambda:g}\n{plan.descent_device} + {plan.effective_ascent_device}"
+
+    def build_rule(self, ctx):
+        """Across a pair of ranks under DDP rank pairs (``pairs.py``), else both gradients in this
+        process, g_y' on the executor."""
+        if ctx.dist is not None and ctx.dist.pairs:
+            from hetsam.strategies.sampa.pairs import SAMPaPairRule
+
+            return SAMPaPairRule(ctx)
+        return self.rule_class()(ctx)
 
     # ---- the planner ----------------------------------------------------------------------------
     def closed_form_seconds(self, ctx, plan) -> float:

@@ -34,17 +34,7 @@ from hetsam.execution.jobs import SAMPA_Y
 from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_
 from hetsam.strategies.rule import StrategyRule
 
-__all__ = ["SAMPaRule", "optimistic_point_", "build"]
-
-
-def build(ctx):
-    """The SAMPa rule for ``ctx``: across a pair of ranks under DDP rank pairs (``pairs.py``),
-    else both gradients in this process, g_y' on the executor."""
-    if ctx.dist is not None and ctx.dist.pairs:
-        from hetsam.strategies.sampa.pairs import SAMPaPairRule
-
-        return SAMPaPairRule(ctx)
-    return SAMPaRule(ctx)
+__all__ = ["SAMPaRule", "optimistic_point_"]
 
 
 @torch.no_grad()
