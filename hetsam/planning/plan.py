@@ -191,7 +191,7 @@ def _options(spec, given: Any) -> dict:
     if not isinstance(given, Mapping):
         raise HetsamInputError(f"Plan.options must be a mapping of option names to numbers, got {type(given).__name__}")
     declared = {o.name: o for o in spec.options}
-    unknown = sorted(str(k) for k in given if k not in declared)
+    unknown = sorted(repr(k) for k in given if k not in declared)
     if unknown:
         have = ", ".join(declared) or "none"
         raise HetsamInputError(f"Plan.options: strategy {spec.name!r} has no option {', '.join(unknown)} (its options: {have})")

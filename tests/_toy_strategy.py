@@ -1,0 +1,88 @@
+"""A strategy written outside the package: SAM on every k-th step, SGD otherwise.
+
+It is the proof that adding a strategy is one spec and one rule: nothing in hetsam knows its name.
+Register it with ``registered()`` (a context manager that unregisters it afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from hetsam import strategies
+from hetsam.strategies import Option, Proposal, StrategySpec
+
+NAME = "every_k"
+
+
+class EveryKSpec(StrategySpec):
+    name = NAME
+    title = "SAM every k"
+    summary = "SAM on every k-th step, SGD otherwise"
+    fields = ("ascent_device",)
+    options = (Option("k", int, 2, 1, 1000, "SAM on the steps t with t % k == 0"),)
+    mixed_steps = True
+    rule = "_toy_strategy:EveryKRule"
+
+    def sam_fraction(self, plan) -> float:
+        return 1.0 / self.option(plan, "k")
+
+    def closed_form_seconds(self, ctx, plan) -> float:
+        return ctx.sgd_seconds + self.sam_fraction(plan) * ctx.sam_extra
+
+    def candidates(self, ctx):
+        for k in (2, 4, 8):
+            plan = ctx.plan(self.name, descent_device=ctx.fastest, options={"k": k})
+            yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
+
+    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
+        return [make_plan(self.name, descent_device=descent, batch_size=batch_size, options={"k": 4})]
+
+    def simulation(self, w):
+        k = self.option(w.plan, "k")
+        return lambda t: w.sam_step(t) if t % k == 0 else w.sgd_step(t)
+
+
+def _rule_base():
+    from hetsam.strategies.sam.rule import SAMRule
+
+    return SAMRule
+
+
+class EveryKRule(_rule_base()):
+    """θ_{t+1} = SAM step if t % k == 0, else base(θ_t, g(θ_t; B_t))."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.k = ctx.plan.spec.option(ctx.plan, "k")
+        self.sam_steps = 0
+
+    def step(self, batch, upcoming, accumulate):
+        if self.t % self.k == 0:
+            loss = self.sam_step(batch, accumulate)
+            self.sam_steps += 1
+        else:
+            loss = self.base_step(batch, accumulate)
+        self.t += 1
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "sam_steps": self.sam_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.sam_steps = int(state["sam_steps"])
+
+    def stats(self) -> dict:
+        return {"sam_steps": self.sam_steps}
+
+
+SPEC = EveryKSpec()
+
+
+@contextlib.contextmanager
+def registered():
+    strategies.register(SPEC)
+    try:
+        yield SPEC
+    finally:
+        strategies.unregister(NAME)
