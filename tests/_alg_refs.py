@@ -1,4 +1,4 @@
-"""Independent, plain-loop reference implementations of DESIGN.md section 3 for the tests.
+"""Independent, plain-loop reference implementations of the README ("The update rules") for the tests.
 
 Written from the equations only (per-parameter Python loops, no hetsam code): the library's
 foreach/executor machinery is checked against these. Every ascent-type gradient is computed on
@@ -139,7 +139,7 @@ def ref_async_sam(model, data, tau, b_prime, policy, rho=0.05, **kw):
 
 
 def ref_sampa(model, data, lam, rho=0.05, lr=0.1, momentum=0.9, weight_decay=5e-4):
-    """SAMPa-λ as DESIGN.md section 3 (the official LIONS-EPFL/SAMPa train.py semantics)."""
+    """SAMPa-λ as the README ("The update rules") (the official LIONS-EPFL/SAMPa train.py semantics)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     params = list(model.parameters())
     scratch = Scratch(model)

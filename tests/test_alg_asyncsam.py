@@ -1,4 +1,4 @@
-"""AsyncSAM through AutoSAM(executor="inline") against the sequential reference of DESIGN.md section 3."""
+"""AsyncSAM through AutoSAM(executor="inline") against the sequential reference of the README ("The update rules")."""
 
 import warnings
 

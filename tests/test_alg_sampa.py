@@ -1,4 +1,4 @@
-"""SAMPa-λ through AutoSAM(executor="inline") against the sequential reference of DESIGN.md section 3."""
+"""SAMPa-λ through AutoSAM(executor="inline") against the sequential reference of the README ("The update rules")."""
 
 
 import pytest

@@ -135,3 +135,11 @@ def test_the_benchmark_harness_is_not_imported_by_the_library(module):
              if not name.startswith(module) and name != "hetsam.cli.bench" and module in path.read_text()
              and any(module in line for line in path.read_text().splitlines() if "import" in line)]
     assert not users, users
+
+
+def test_every_package_folder_is_shipped():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "hetsam").rglob("*.py")}
+    assert folders <= listed, sorted(folders - listed)
