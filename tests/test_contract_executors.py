@@ -104,13 +104,6 @@ def case(request):
     c.ex.close()
 
 
-@pytest.fixture
-def deterministic():
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(old)
-
 
 def _reference(model, jobs_params, data):
     ref = InlineExecutor()

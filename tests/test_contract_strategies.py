@@ -33,13 +33,6 @@ def spec(request):
         yield strategies.get(request.param)
 
 
-@pytest.fixture
-def deterministic():
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(old)
-
 
 def _plan(spec, **fields) -> Plan:
     if "ascent_batch_size" in spec.fields:

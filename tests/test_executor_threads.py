@@ -28,13 +28,6 @@ CPUS = sorted(os.sched_getaffinity(0))
 two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="needs two usable CPUs for two disjoint one-core pools")
 
 
-@pytest.fixture
-def deterministic():
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(old)
-
 
 def hetsam_threads():
     return [t for t in threading.enumerate() if t.name.startswith("hetsam-ascent")]

@@ -3,10 +3,10 @@ each next to the simulator's prediction (see :mod:`hetsam.bench`)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 from hetsam import defaults as D
+from hetsam.cli._output import emit
 
 HELP = "measure the step time of sgd, sam and each parallel strategy side by side on this machine, next to the simulator"
 
@@ -137,9 +137,4 @@ def run(args) -> int:
                        quiet_seconds=args.quiet_seconds, profile_probe=probe,
                        max_other_load=None if args.max_other_load >= 1 else args.max_other_load)
     report.notes.insert(0, f"allocator: {allocator}")
-    if args.json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
-        print()
-    else:
-        print(format_report(report))
-    return 0
+    return emit(args.json, report.to_dict, lambda: format_report(report))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from hetsam.cli._output import emit
 
 HELP = "list the usable CPU sockets (cores after affinity and cgroup limits) and GPUs"
 
@@ -37,5 +37,4 @@ def run(args) -> int:
     from hetsam.hardware.detect import detect
 
     data = detect().to_dict()  # build the data, then print it
-    print(json.dumps(data, indent=2) if args.json else render(data))
-    return 0
+    return emit(args.json, lambda: data, lambda: render(data))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from hetsam import defaults as D
+from hetsam.cli._output import emit
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 
 HELP = "Plan SAM for a profiled machine (or profile this one first) and print the candidates."
@@ -54,16 +54,8 @@ def run(args) -> int:
         ascent_batches=args.ascent_batches, simulate=not args.no_simulate, **scale,
     )
     if args.out:
-        try:
-            report.plan.save(args.out)
-        except OSError as exc:
-            raise HetsamInputError(f"cannot write plan to {args.out}: {exc.strerror or exc}") from None
-    if args.json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
-        print()
-    else:
-        print(format_report(report))
-    return 0
+        report.plan.save(args.out)
+    return emit(args.json, report.to_dict, lambda: format_report(report))
 
 
 def format_report(report) -> str:

@@ -9,11 +9,9 @@ all-reduce (``hetsam.cost.network``).
 
 from __future__ import annotations
 
-import json
-import sys
-
 from hetsam import strategies
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
+from hetsam.cli._output import emit
 
 HELP = "Predict a plan's time per iteration on a profiled (or what-if) machine with a discrete-event simulation."
 
@@ -97,17 +95,15 @@ def run(args) -> int:
         except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
             raise HetsamInputError(f"--plot needs matplotlib ({exc}); pip install 'hetsam[plot]'") from None
         _write(args.plot, lambda: plot_simulation(result, comparisons, args.plot))
-    if args.json:
-        data = result.to_dict()
-        data["profile"] = profile.source
-        data["what_if"] = swaps
+    def data() -> dict:
+        d = result.to_dict()
+        d["profile"] = profile.source
+        d["what_if"] = swaps
         if comparisons is not None:
-            data["comparison"] = [c.to_dict() for c in comparisons]
-        json.dump(data, sys.stdout, indent=2)
-        print()
-    else:
-        print(format_result(result, profile, swaps, comparisons))
-    return 0
+            d["comparison"] = [c.to_dict() for c in comparisons]
+        return d
+
+    return emit(args.json, data, lambda: format_result(result, profile, swaps, comparisons))
 
 
 def _write(path, write) -> None:

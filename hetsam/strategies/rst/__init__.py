@@ -38,8 +38,7 @@ class RSTSpec(StrategySpec):
             yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
 
     def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return [make_plan(self.name, descent_device=descent, batch_size=batch_size,
-                          sam_probability=defaults.SAM_PROBABILITY)]
+        return self.plan_on(descent, batch_size, make_plan, sam_probability=defaults.SAM_PROBABILITY)
 
     def simulation(self, w):
         coin = w.stream(self.name).random

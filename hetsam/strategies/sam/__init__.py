@@ -10,7 +10,7 @@ names another ascent device), then the descent.
 from __future__ import annotations
 
 from hetsam.strategies.registry import SAM
-from hetsam.strategies.spec import Proposal, StrategySpec
+from hetsam.strategies.spec import StrategySpec
 
 __all__ = ["SPEC", "SAMSpec"]
 
@@ -31,12 +31,10 @@ class SAMSpec(StrategySpec):
         return t + ctx.descent_step(d, t)  # the ascent is per rank, never all-reduced
 
     def candidates(self, ctx):
-        for d in ctx.descent_devices:
-            p = ctx.plan(self.name, descent_device=d)
-            yield Proposal(p, self.closed_form_seconds(ctx, p))
+        return self.on_each_descent_device(ctx)
 
     def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return [make_plan(self.name, descent_device=descent, batch_size=batch_size)]
+        return self.plan_on(descent, batch_size, make_plan)
 
     def simulation(self, w):
         return w.sam_step

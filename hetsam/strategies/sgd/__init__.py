@@ -8,7 +8,7 @@ DDP's ``max(t_D, e_K) + u``).
 from __future__ import annotations
 
 from hetsam.strategies.registry import SGD
-from hetsam.strategies.spec import Proposal, StrategySpec
+from hetsam.strategies.spec import StrategySpec
 
 __all__ = ["SPEC", "SGDSpec"]
 
@@ -27,12 +27,10 @@ class SGDSpec(StrategySpec):
         return ctx.descent_step(d, ctx.cm.grad_seconds(d, ctx.batch_size))
 
     def candidates(self, ctx):
-        for d in ctx.descent_devices:
-            p = ctx.plan(self.name, descent_device=d)
-            yield Proposal(p, self.closed_form_seconds(ctx, p))
+        return self.on_each_descent_device(ctx)
 
     def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return [make_plan(self.name, descent_device=descent, batch_size=batch_size)]
+        return self.plan_on(descent, batch_size, make_plan)
 
     def simulation(self, w):
         return w.sgd_step
