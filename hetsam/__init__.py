@@ -1,7 +1,8 @@
 """hetsam: sharpness-aware minimization at close to SGD speed on heterogeneous hardware.
 
-``import hetsam`` is cheap: it does not import torch. The torch-backed names
-(``SAM``, ``RST``, ``AutoSAM``, ``profile``) load on first use.
+``import hetsam`` is cheap: it imports nothing but the error types. Every public name (``Plan``,
+``SAM``, ``RST``, ``AutoSAM``, ``plan``, ``profile``, ``simulate``, ...) loads on first use, and
+only the torch-backed ones import torch.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import importlib
 
 from hetsam.errors import HetsamInputError, WorkerFailure
-from hetsam.planning.plan import Plan
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded lazily, PEP 562)
 _LAZY = {
+    "Plan": "hetsam.planning.plan",
     "SAM": "hetsam.optim.sam",
     "RST": "hetsam.optim.rst",
     "AutoSAM": "hetsam.autosam",
@@ -28,7 +29,7 @@ _LAZY = {
     "detect_devices": "hetsam.hardware.detect",
 }
 
-__all__ = ["Plan", "HetsamInputError", "WorkerFailure", "__version__", *_LAZY]
+__all__ = ["HetsamInputError", "WorkerFailure", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -136,6 +135,8 @@ def check_writable(path, what: str = "output") -> Path:
 def atomic_path(path, what: str = "output") -> Iterator[Path]:
     """A temporary path in the target's folder; on a clean exit it is synced and renamed onto
     ``path``; on any failure it is removed and the target is left as it was."""
+    import tempfile  # only when writing
+
     target = check_writable(path, what)
     try:
         fd, tmp = tempfile.mkstemp(dir=str(target.parent) or ".", prefix=f".{target.name}.", suffix=".tmp")

@@ -42,7 +42,7 @@ def socket0_halves() -> tuple[str, str] | None:
 def default_arrangements(batch_size: int, *, pools: tuple[str, str] | None | bool = True) -> list[Arrangement]:
     """The strategies ``hetsam bench`` compares (module docstring); ``pools=None`` leaves out
     the two-pool ones (a one-core machine), ``True`` finds socket 0's halves."""
-    b, quarter = batch_size, max(1, batch_size // 4)
+    b, ascent_batch_size = batch_size, max(1, batch_size // 4)
     if pools is True:
         pools = socket0_halves()
     out = [
@@ -52,9 +52,9 @@ def default_arrangements(batch_size: int, *, pools: tuple[str, str] | None | boo
     if pools:
         d, a = pools
         out.append(Arrangement(POOLS, Plan(ASYNC_SAM, descent_device=d, ascent_device=a, batch_size=b,
-                                           ascent_batch_size=quarter, staleness=1)))
+                                           ascent_batch_size=ascent_batch_size, staleness=1)))
     out.append(Arrangement(SLICED, Plan(ASYNC_SAM, descent_device="cpu", ascent_device="cpu", batch_size=b,
-                                        ascent_batch_size=quarter, staleness=1), {"share": "time-slice"}))
+                                        ascent_batch_size=ascent_batch_size, staleness=1), {"share": "time-slice"}))
     if pools:
         d, a = pools
         out.append(Arrangement(f"{SAMPA} pools", Plan(SAMPA, descent_device=d, ascent_device=a, batch_size=b)))

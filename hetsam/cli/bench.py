@@ -3,12 +3,14 @@ each next to the simulator's prediction (see :mod:`hetsam.bench`)."""
 
 from __future__ import annotations
 
+from hetsam.cli.commands import COMMANDS
+
 import sys
 
 from hetsam import defaults as D
 from hetsam.cli._output import emit
 
-HELP = "measure the step time of sgd, sam and each parallel strategy side by side on this machine, next to the simulator"
+HELP = COMMANDS["bench"]
 
 __all__ = ["HELP", "add_arguments", "run"]
 

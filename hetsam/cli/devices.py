@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from hetsam.cli.commands import COMMANDS
+
 from hetsam.cli._output import emit
 
-HELP = "list the usable CPU sockets (cores after affinity and cgroup limits) and GPUs"
+HELP = COMMANDS["devices"]
 
 __all__ = ["HELP", "add_arguments", "run", "render"]
 

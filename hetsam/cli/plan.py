@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from hetsam.cli.commands import COMMANDS
+
 import sys
 
 from hetsam import defaults as D
 from hetsam.cli._output import emit
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 
-HELP = "Plan SAM for a profiled machine (or profile this one first) and print the candidates."
+HELP = COMMANDS["plan"]
 
 
 def add_arguments(p) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hetsam.cli.commands import COMMANDS
+
 import os
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from hetsam.errors import HetsamInputError
 
 DEFAULT_BUDGET = defaults.PROFILE_BUDGET_SECONDS
 
-HELP = "measure a reference model's forward+backward, update and copy costs on each device; save a profile JSON"
+HELP = COMMANDS["profile"]
 
 __all__ = ["HELP", "DEFAULT_BUDGET", "add_arguments", "run", "summary"]
 

@@ -9,11 +9,13 @@ all-reduce (``hetsam.cost.network``).
 
 from __future__ import annotations
 
+from hetsam.cli.commands import COMMANDS
+
 from hetsam import strategies
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 from hetsam.cli._output import emit
 
-HELP = "Predict a plan's time per iteration on a profiled (or what-if) machine with a discrete-event simulation."
+HELP = COMMANDS["simulate"]
 
 _PLAN_OPTIONS = ("strategy", "descent_device", "ascent_device", "batch_size", "ascent_batch_size", "staleness",
                  "ascent_batches", "probability", "sampa_lambda", "option")

@@ -19,6 +19,7 @@ This module is pure Python: the planner and the simulator use it without torch.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -125,6 +126,15 @@ def parse_device(name: str) -> DeviceName:
         return name
     if not isinstance(name, str):
         raise HetsamInputError(f"device name must be a string, got {type(name).__name__}")
+    if len(name) > 600:
+        raise HetsamInputError(f"device name of {len(name)} characters is too long; use 'cpu', 'cpu:S[LIST]' or 'cuda:N'")
+    return _parse(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(name: str) -> DeviceName:
+    """The parser behind :func:`parse_device`, memoised: the planner and the simulator name the
+    same few devices tens of thousands of times."""
     m = _NAME.match(name.strip())
     if not m:
         raise HetsamInputError(
@@ -154,6 +164,11 @@ def canonical_name(name, what: str = "device") -> str:
     """The written form of a device name: pools as sorted, merged cpulists (``cpu:0[1,1]`` ->
     ``cpu:0[1]``); the aliases ``cpu`` and ``cuda`` stay as they are."""
     try:
-        return str(parse_device(name))
+        return _written(parse_device(name))
     except HetsamInputError as exc:
         raise HetsamInputError(f"{what}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _written(dev: DeviceName) -> str:
+    return str(dev)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from hetsam import _checks, defaults, strategies
+from hetsam import defaults
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.names import canonical_name
 
@@ -61,7 +61,10 @@ class Plan:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        spec = strategies.get(self.strategy)
+        from hetsam import _checks  # here, not at the top: `import hetsam` stays cheap
+        from hetsam.strategies.registry import get
+
+        spec = get(self.strategy)
         set_ = object.__setattr__
         set_(self, "descent_device", canonical_name(self.descent_device, "Plan.descent_device"))
         if self.ascent_device is not None:
@@ -94,7 +97,9 @@ class Plan:
     @property
     def spec(self):
         """The strategy's :class:`~hetsam.strategies.spec.StrategySpec`."""
-        return strategies.get(self.strategy)
+        from hetsam.strategies.registry import get
+
+        return get(self.strategy)
 
     def describe(self) -> str:
         """One line, for logs."""
@@ -155,8 +160,11 @@ class Plan:
         write_text(path, self.to_json() + "\n")
 
 
-class _Options(Mapping):
-    """A read-only mapping of a plan's options (hashable, copyable, equal to an equal dict)."""
+class _Options:
+    """A read-only mapping of a plan's options (hashable, copyable, equal to an equal dict).
+
+    Not a ``collections.abc.Mapping`` subclass: defining one costs a millisecond of every
+    ``import hetsam``; the mapping methods below are the ones a reader uses."""
 
     __slots__ = ("_d",)
 
@@ -172,8 +180,25 @@ class _Options(Mapping):
     def __len__(self) -> int:
         return len(self._d)
 
+    def __contains__(self, key) -> bool:
+        return key in self._d
+
+    def get(self, key, default=None):
+        return self._d.get(key, default)
+
+    def keys(self):
+        return self._d.keys()
+
+    def items(self):
+        return self._d.items()
+
+    def values(self):
+        return self._d.values()
+
     def __eq__(self, other) -> bool:
-        return isinstance(other, Mapping) and dict(self._d) == dict(other)
+        if isinstance(other, _Options):
+            return self._d == other._d
+        return isinstance(other, dict) and self._d == other
 
     def __hash__(self) -> int:
         return hash(tuple(sorted(self._d.items())))
@@ -188,7 +213,7 @@ class _Options(Mapping):
 def _options(spec, given: Any) -> dict:
     if given is None:
         return {}
-    if not isinstance(given, Mapping):
+    if not isinstance(given, (dict, _Options)):
         raise HetsamInputError(f"Plan.options must be a mapping of option names to numbers, got {type(given).__name__}")
     declared = {o.name: o for o in spec.options}
     unknown = sorted(repr(k) for k in given if k not in declared)

@@ -10,7 +10,6 @@ the benchmark harness, the merge of profiles and the simulator's percentiles all
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 __all__ = ["quantile", "median", "Measurement", "WIDE_SPREAD"]
@@ -32,16 +31,27 @@ def median(values: Iterable[float]) -> float:
     return quantile(sorted(values), 0.5)
 
 
-@dataclass(frozen=True)
 class Measurement:
-    """Raw times (seconds) of one quantity, in the order they were taken."""
+    """Raw times (seconds) of one quantity, in the order they were taken (read-only)."""
 
-    times: tuple[float, ...]
+    __slots__ = ("times",)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "times", tuple(float(t) for t in self.times))
+    def __init__(self, times: Iterable[float]):
+        object.__setattr__(self, "times", tuple(float(t) for t in times))
         if not self.times:
             raise ValueError("a Measurement needs at least one time")
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Measurement is read-only")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Measurement) and self.times == other.times
+
+    def __hash__(self) -> int:
+        return hash(self.times)
+
+    def __repr__(self) -> str:
+        return f"Measurement(n={len(self.times)}, median={self.median:.6g}, iqr={self.iqr:.3g})"
 
     @property
     def _sorted(self) -> list[float]:

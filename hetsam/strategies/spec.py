@@ -49,18 +49,18 @@ class Option:
         return _checks.number(value, name, low=self.low, high=self.high)
 
 
-@dataclass
 class Proposal:
     """A candidate plan and its closed-form step time.
 
     ``exact``: the closed form is exact from the simulated SGD and SAM baselines (RST's
-    expectation), so the planner need not simulate it.
+    expectation), so the planner need not simulate it. (A plain class: the planner's import
+    time is part of every ``hetsam plan``.)
     """
 
-    plan: Any
-    seconds: float
-    note: str = ""
-    exact: bool = False
+    __slots__ = ("plan", "seconds", "note", "exact")
+
+    def __init__(self, plan: Any, seconds: float, note: str = "", exact: bool = False):
+        self.plan, self.seconds, self.note, self.exact = plan, seconds, note, exact
 
 
 @dataclass
