@@ -20,8 +20,8 @@ when only one was measured (the result says so in ``derivations``).
 from __future__ import annotations
 
 import bisect
-import math
 
+from hetsam import _checks
 from hetsam.hardware.names import parse_device
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.schema import DeviceProfile, GradTable, Profile, load_profile
@@ -263,5 +263,4 @@ def _amdahl_table(measured: list[DeviceProfile], k: int) -> tuple[GradTable, str
 
 
 def _check_batch(batch) -> None:
-    if isinstance(batch, bool) or not isinstance(batch, (int, float)) or not math.isfinite(batch) or batch <= 0:
-        raise HetsamInputError(f"batch size {batch!r} must be a positive number")
+    _checks.number(batch, "batch size", low=0.0, high=2.0**31, low_open=True)

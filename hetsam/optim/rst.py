@@ -13,12 +13,12 @@ p is a number, a callable ``t -> p`` or a schedule (:mod:`hetsam.optim.schedules
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from hetsam import _checks
 from hetsam.optim.kernels import mix_
 from hetsam.optim.sam import SAM
 from hetsam.optim.schedules import make_schedule
@@ -29,9 +29,7 @@ __all__ = ["RST", "SamTrials", "check_alpha"]
 
 def check_alpha(alpha) -> float:
     """G-RST's α must be a number in [0, 1] (α = 1 is plain RST)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
-        raise HetsamInputError(f"alpha={alpha!r} must be a number in [0, 1] (1 is RST, less is G-RST)")
-    return float(alpha)
+    return _checks.number(alpha, "alpha", low=0.0, high=1.0, hint="1 is RST, less is G-RST")
 
 
 class SamTrials:
@@ -45,8 +43,7 @@ class SamTrials:
     def __init__(self, p: Any = 0.5, seed: int | None = None, *, name: str = "p"):
         self.schedule = make_schedule(p, name)
         self.schedule(0)  # validates a constant or a callable's first value now
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise HetsamInputError(f"seed={seed!r} must be a non-negative integer or None")
+        _checks.optional(_checks.integer, seed, "seed", low=0, high=2**63 - 1, hint="or None")
         self.generator = torch.Generator(device="cpu")
         if seed is None:
             seed = self.generator.seed()

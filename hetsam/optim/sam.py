@@ -12,12 +12,12 @@ reference (same arithmetic order, so the same numbers):
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from hetsam import _checks
 from hetsam.optim.kernels import AscentGroup, Perturbation
 from hetsam.errors import HetsamInputError
 
@@ -26,9 +26,7 @@ __all__ = ["SAM", "check_rho", "check_base_optimizer", "share_groups"]
 
 def check_rho(rho) -> float:
     """ρ must be a finite number ≥ 0."""
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho < 0:
-        raise HetsamInputError(f"rho={rho!r} must be a finite number >= 0 (the perturbation radius)")
-    return float(rho)
+    return _checks.number(rho, "rho", low=0.0, high=1e6, hint="the perturbation radius")
 
 
 def check_base_optimizer(base_optimizer) -> None:

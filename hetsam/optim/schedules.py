@@ -24,21 +24,18 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from hetsam import _checks
 from hetsam.errors import HetsamInputError
 
 __all__ = ["Schedule", "constant", "linear", "cosine", "step", "make_schedule", "SCHEDULES"]
 
 
 def _unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise HetsamInputError(f"{name}={value!r} must be a probability in [0, 1]")
-    return float(value)
+    return _checks.number(value, name, low=0.0, high=1.0, hint="a probability")
 
 
 def _steps(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HetsamInputError(f"steps={value!r} must be a positive integer (the length of the ramp)")
-    return value
+    return _checks.integer(value, "steps", low=1, high=2**62, hint="the length of the ramp")
 
 
 class Schedule:

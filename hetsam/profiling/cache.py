@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from hetsam import defaults
+from hetsam import _checks, defaults
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.schema import Profile, load_profile
 
@@ -102,8 +102,7 @@ def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, 
     """A (cached) profile of this machine with one of :data:`hetsam.profiling.models.REFERENCE_MODELS`."""
     from hetsam.profiling.models import reference_model
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HetsamInputError(f"batch size {batch_size!r} must be a positive integer")
+    _checks.integer(batch_size, "batch size", low=1, high=1 << 20)
     ref = reference_model(model_name)
     return cached_profile(ref.build(), ref.loss_fn, ref.sample_batch(batch_size), budget_seconds=budget_seconds,
                           name=ref.name, progress=progress, refresh=refresh, log=log)
