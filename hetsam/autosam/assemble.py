@@ -34,8 +34,6 @@ __all__ = ["Settings", "Assembly", "resolve_plan", "amp_spec", "model_device"]
 class Settings:
     """AutoSAM's keyword settings that shape the rule and its executor."""
 
-    rho: float
-    adaptive: bool
     executor: Any = "threads"
     amp: AmpSpec | None = None
     descent_threads: int | None = None
@@ -45,6 +43,7 @@ class Settings:
     seed: int | None = None
     on_worker_failure: str | None = None
     sampa_pairs: bool | None = None
+    max_grad_norm: float | None = None
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -101,8 +100,8 @@ class Assembly:
         self.descent_cpus = pool_cpus(plan.descent_device) if model_device(model).type == "cpu" else None
         self.dist = rank_context(model, plan, sampa_pairs=settings.sampa_pairs, replica_passes=spec.uses_executor,
                                  rank_pairs=spec.rank_pairs)
-        self.runtime = Runtime(model, loss_fn, base, rho=settings.rho, adaptive=settings.adaptive, amp=settings.amp,
-                               local_model=self.dist.module if self.dist is not None else None, scaler=scaler)
+        self.runtime = Runtime(model, loss_fn, base, amp=settings.amp, scaler=scaler, max_grad_norm=settings.max_grad_norm,
+                               local_model=self.dist.module if self.dist is not None else None)
         self._ctx = RuleContext(plan, self.runtime, make_executor=self._make_executor, dist=self.dist,
                                 sam_probability=settings.sam_probability, grst_alpha=settings.grst_alpha,
                                 seed=settings.seed)
@@ -123,6 +122,20 @@ class Assembly:
         if self.dist is not None:  # ranks agree on ascent failures; gradients that enter the update are averaged
             ex = DistributedExecutor(ex, self.dist, rt.params, average_results=plan.spec.jobs_enter_update)
         return ex
+
+    def check_descent_closure(self, closure, accumulate: int) -> None:
+        """A closure that computes the update pass needs a strategy whose update pass is one pass
+        on the step's own batch at the current parameters, and nothing AutoSAM scales or splits."""
+        spec = self.plan.spec
+        if closure is None:
+            raise HetsamInputError("descent_closure=True needs a closure that runs the forward and backward pass")
+        if not spec.closure_descent:
+            raise HetsamInputError(
+                f"strategy {spec.name!r} takes its update gradient elsewhere than on the step's own batch, so a "
+                "framework's closure cannot compute it; use manual optimization (step(batch=...)) for it")
+        if accumulate != 1 or self.runtime.loss_scale() is not None:
+            raise HetsamInputError("descent_closure=True cannot be combined with accumulate > 1 or AutoSAM's own "
+                                   "GradScaler (the closure's backward is the framework's)")
 
     def retire(self) -> None:
         """Let the rule's pending jobs finish, then release the executor."""

@@ -7,8 +7,11 @@
     for batch in opt.prefetch(loader):      # hands the next τ batches to step() itself
         loss = opt.step(batch)
 
-``loss_fn(model, batch)`` returns the mean loss as a scalar tensor; ``step`` runs every forward
-and backward pass itself (do not call ``backward`` or ``zero_grad`` around it). The rules are
+``loss_fn(model, batch)`` returns the mean loss as a scalar tensor, or ``(loss, outputs)``;
+``step`` runs every forward and backward pass itself (do not call ``backward`` or ``zero_grad``
+around it). After a step, ``opt.last_outputs`` holds the outputs of the pass whose gradient
+was applied (the descent pass; SAMPa: the g_x pass, on the previous batch), so metrics need no
+second forward pass. The rules are
 those of the README ("The update rules"), one folder each in :mod:`hetsam.strategies`; what each step returns:
 
 ===============  ==================================================
@@ -20,7 +23,15 @@ those of the README ("The update rules"), one folder each in :mod:`hetsam.strate
 
 Cross-cutting behaviour:
 
+* **Parameters** like any torch optimizer: ``params=`` tensors or param-group dicts (per-group
+  ``lr``, ``weight_decay``, ..., and ``rho``/``adaptive``/``eta``); ``add_param_group`` works
+  mid-run (gradual unfreezing), also with the threaded executor and under DDP.
 * **LR schedulers** attach to AutoSAM itself: it shares the base optimizer's ``param_groups``.
+* **Clipping and hooks**: ``max_grad_norm`` clips the gradient the base optimizer applies (after
+  AMP unscaling and DDP's all-reduce; never the ascent gradient); ``step(batch, closure=fn)``
+  calls ``fn`` once right before the base update, with the update gradient in ``p.grad``; hooks
+  registered with ``register_step_pre_hook``/``register_step_post_hook`` run around the base
+  update too.
 * **Gradient accumulation**: ``step(batch, accumulate=k)`` splits every pass of the step into
   k micro-batches (n_i/n-weighted, so the gradient is the whole-batch gradient). One
   perturbation serves all micro-batches; an ascent job on b' samples splits into min(k, b').
@@ -60,14 +71,15 @@ from hetsam import _checks, defaults
 from hetsam.autosam import checkpoint
 from hetsam.autosam.assemble import Assembly, Settings, amp_spec, model_device, resolve_plan
 from hetsam.autosam.controller import PlanController
-from hetsam.autosam.prefetch import Prefetcher
+from hetsam.autosam.params import add_group, resolve_params, warn_unoptimized
+from hetsam.autosam.prefetch import LookaheadLoader, Prefetcher
 from hetsam.errors import HetsamInputError
 from hetsam.execution.binding import role_binding
 from hetsam.execution.distributed import agree_plan, unwrap
 from hetsam.execution.executor import FAILURE_POLICIES, Executor
 from hetsam.execution.factory import EXECUTORS
 from hetsam.optim.rst import check_alpha
-from hetsam.optim.sam import check_base_optimizer, check_rho, share_groups
+from hetsam.optim.sam import check_base_optimizer, check_group, share_groups
 from hetsam.planning.options import PlannerOptions
 from hetsam.planning.plan import Plan
 
@@ -75,74 +87,53 @@ __all__ = ["AutoSAM"]
 
 
 class AutoSAM(torch.optim.Optimizer):
-    """Sharpness-aware training with the strategy of a Plan (see the module docstring).
+    """Sharpness-aware training with the strategy of a Plan (module docstring; README, "Using it").
 
     Args:
-        model: the model to train (its parameters that require grad are optimized).
-        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        model: the model to train.
+        loss_fn: ``loss_fn(model, batch) -> loss`` (a scalar tensor) or ``(loss, outputs)``.
         base_optimizer: an optimizer class, e.g. ``torch.optim.SGD``; ``**base_kwargs`` go to it.
-        rho: the perturbation radius ρ ≥ 0.
-        plan: a :class:`hetsam.Plan`, a strategy name (``"sgd"``, ``"sam"``, ``"async_sam"``,
-            ``"sampa"``, ``"rst"``) with the Plan defaults, or ``"auto"``: at the first ``step``
-            hetsam profiles the model on this machine with that batch (cached on disk, keyed by
-            model structure, batch shape and machine), plans, logs the plan in one line, and
-            runs it; ``plan`` is None until then (``stats()`` reports every choice and re-plan). If the measured step time then drifts more
-            than 15% from the prediction (median of 20 steps), it profiles again and re-plans,
-            switching strategy at a step boundary (the new strategy starts without pending
-            ascent gradients), at most ``max_replans`` times; if the fresh profile yields the
-            same plan it stops watching.
-        executor: ``"threads"`` (the default: the ascent on a worker thread bound to the plan's
-            ascent device, or time-sliced on the calling thread when both roles share a device;
-            see :mod:`hetsam.execution.threads`), ``"inline"`` (the sequential reference, same
-            numbers), or an :class:`hetsam.execution.executor.Executor`.
+        rho: the perturbation radius ρ ≥ 0 (groups may set their own).
+        plan: a :class:`hetsam.Plan`, a registered strategy's name with the Plan defaults, or
+            ``"auto"``: at the first ``step`` hetsam profiles the model on this machine with that
+            batch (cached on disk), plans, logs the plan in one line and runs it; ``plan`` is None
+            until then. It re-plans at most ``max_replans`` times when the measured step time
+            drifts from the prediction (``hetsam.autosam.controller``); ``stats()`` reports it.
+        executor: ``"threads"`` (default: the ascent on a worker thread bound to the ascent
+            device, or time-sliced when both roles share one), ``"inline"`` (the sequential
+            reference, same numbers), or an :class:`hetsam.execution.executor.Executor`.
 
     Keyword-only:
-        adaptive: ASAM scaling of the perturbation (T = |θ|).
-        sam_probability: RST's p: a number, a callable ``t -> p`` or a schedule; None takes the
-            plan's ``sam_probability`` (default 0.5).
-        grst_alpha: G-RST's α in [0, 1] (1 is RST).
-        seed: seed of RST's generator.
-        amp: autocast: False/None, True, ``"bf16"``/``"fp16"`` or a dtype.
-        scaler: a ``torch.amp.GradScaler``; None creates one for float16; False: none.
-        descent_threads, ascent_threads: intra-op thread counts of the two roles (default: the
-            pool size of the plan's device for a CPU pool, else the current count). When the
-            descent device is a CPU pool (``cpu:0[0]``), each ``step`` also pins the calling
-            thread to the pool's cores; its thread count and affinity are restored on return.
-        on_worker_failure: what happens when the ascent worker fails (an exception in a job,
-            e.g. out of memory on the ascent device): ``"raise"`` (the default) re-raises at
-            the next ``step`` as :class:`hetsam.WorkerFailure`, with the original exception as
-            ``__cause__``; ``"degrade"`` warns once and carries on with every ascent gradient
-            computed synchronously on the descent device (like ``executor="inline"`` there):
-            the gradient of the failed job is recomputed from its snapshot, so no step loses
-            its perturbation and the update rule is unchanged, only the overlap is gone.
-            None keeps the setting of an :class:`Executor` instance (else ``"raise"``).
+        params: what to optimize, as any torch optimizer takes it (default: the model's trainable
+            parameters); every tensor must be one of the model's.
+        max_grad_norm: clip the applied gradient to this global L2 norm (None: no clipping).
+        adaptive, eta: ASAM's T = |θ| + η (default η = 0, ``davda54/sam``'s element-wise ASAM;
+            ``hetsam.optim.asam_groups`` gives the official ASAM's groups).
+        sam_probability, grst_alpha, seed: RST's p (a number, a callable ``t -> p`` or a
+            schedule; None: the plan's), G-RST's α, and the seed of its generator.
+        amp, scaler: autocast (True, ``"bf16"``/``"fp16"`` or a dtype) and a GradScaler (None
+            creates one for float16; False: none).
+        descent_threads, ascent_threads: intra-op threads of the two roles (default: a pool's
+            size, else the current count); a descent on a CPU pool is pinned there during ``step``.
+        on_worker_failure: ``"raise"`` (a :class:`hetsam.WorkerFailure` at the next step) or
+            ``"degrade"`` (the failed job and every later one run on the descent device; no
+            step loses its perturbation). None keeps an Executor instance's setting.
+        sampa_pairs: under DDP, whether ``"sampa"`` runs across rank pairs (None: yes).
+        planner_options: for ``plan="auto"``, :class:`hetsam.planning.options.PlannerOptions` keys.
+        log: where ``plan="auto"`` writes its one-line messages (default: stderr).
 
-        sampa_pairs: with a ``DistributedDataParallel`` model (one process per rank, see
-            :mod:`hetsam.execution.distributed`), ``"sampa"`` runs across rank pairs by default (None):
-            ranks 2i and 2i+1 compute g_x and g_y' and one all-reduce combines them
-            (:mod:`hetsam.strategies.sampa.pairs`; both ranks of a pair read the same data, shard it by
-            ``opt.distributed.data_rank``/``data_world``). False: every rank computes both,
-            g_y' on its executor, averaged over the ranks.
-        planner_options: for ``plan="auto"``: a dict of :class:`hetsam.planning.options.PlannerOptions`
-            (budget, max_staleness, min_ascent_fraction, reserve_cores, profile_budget_seconds,
-            drift_tolerance, drift_window, max_replans (default 1), ...).
-        log: where ``plan="auto"`` writes its one-line messages (default: ``print`` to stderr).
-
-    With a ``DistributedDataParallel`` model the descent goes through DDP (all-reduced) and the
-    ascent stays per rank on the unwrapped module; ranks agree on ascent failures in the step
-    they happen. ``opt.distributed`` describes the rank; :mod:`hetsam.execution.distributed` has the
-    semantics.
-
-    A ``KeyboardInterrupt`` (or ``SystemExit``) during ``step`` closes the optimizer before it
-    propagates, so no worker thread outlives it.
+    Under ``DistributedDataParallel`` the descent is all-reduced by DDP and the ascent stays per
+    rank (``hetsam.execution.distributed``). A ``KeyboardInterrupt`` during ``step`` closes the
+    optimizer before it propagates, so no worker thread outlives it.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, base_optimizer: Any = torch.optim.SGD, rho: float = defaults.RHO,
-                 plan: Any = "auto", executor: Any = "threads", *, adaptive: bool = False, sam_probability: Any = None,
-                 grst_alpha: float = 1.0, seed: int | None = None, amp: Any = None, scaler: Any = None,
-                 descent_threads: int | None = None, ascent_threads: int | None = None,
-                 on_worker_failure: str | None = None, sampa_pairs: bool | None = None,
-                 planner_options: Any = None, log: Callable[[str], None] | None = None, **base_kwargs):
+                 plan: Any = "auto", executor: Any = "threads", *, params: Any = None, max_grad_norm: float | None = None,
+                 adaptive: bool = False, eta: float = 0.0, sam_probability: Any = None, grst_alpha: float = 1.0,
+                 seed: int | None = None, amp: Any = None, scaler: Any = None, descent_threads: int | None = None,
+                 ascent_threads: int | None = None, on_worker_failure: str | None = None,
+                 sampa_pairs: bool | None = None, planner_options: Any = None, log: Callable[[str], None] | None = None,
+                 **base_kwargs):
         if not isinstance(model, nn.Module):
             raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -151,27 +142,27 @@ class AutoSAM(torch.optim.Optimizer):
         if not (isinstance(executor, Executor) or (isinstance(executor, str) and executor in EXECUTORS)):
             raise HetsamInputError(f"executor={executor!r} is unknown; choose 'threads', 'inline' or an Executor")
         _checks.optional(_checks.choice, on_worker_failure, "on_worker_failure", FAILURE_POLICIES)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise HetsamInputError("the model has no parameters that require grad; nothing to optimize")
+        _checks.optional(_checks.number, max_grad_norm, "max_grad_norm", low=0.0, high=1e12, low_open=True)
+        check_group({"rho": rho, "adaptive": adaptive, "eta": eta})
         self.plan = resolve_plan(plan, model, sam_probability)
         if planner_options is not None and self.plan is not None:
             raise HetsamInputError("planner_options applies to plan='auto' only; drop it or pass plan='auto'")
         device = model_device(model)
         amp = amp_spec(amp, device.type)
-        self._settings = Settings(rho=check_rho(rho), adaptive=_checks.choice(adaptive, "adaptive", (True, False)),
-                                  executor=executor, amp=amp, descent_threads=descent_threads,
-                                  ascent_threads=ascent_threads, sam_probability=sam_probability,
-                                  grst_alpha=check_alpha(grst_alpha), seed=seed, on_worker_failure=on_worker_failure,
-                                  sampa_pairs=sampa_pairs)
-        super().__init__(params, dict(rho=self._settings.rho, **base_kwargs))
+        self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
+                                  sam_probability=sam_probability, grst_alpha=check_alpha(grst_alpha), seed=seed,
+                                  on_worker_failure=on_worker_failure, sampa_pairs=sampa_pairs, max_grad_norm=max_grad_norm)
+        super().__init__(resolve_params(model, params), dict(rho=float(rho), adaptive=adaptive, eta=float(eta), **base_kwargs))
+        for group in self.param_groups:
+            check_group(group)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         share_groups(self, self.base_optimizer)
         self._owns_scaler = scaler is None and amp is not None and amp.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type) if self._owns_scaler else (scaler or None)
-        self.model = model
-        self.loss_fn = loss_fn
+        self.model, self.loss_fn = model, loss_fn
         self._log = log or (lambda line: print(line, file=sys.stderr))
+        # DDP reduces only the parameters that required grad when it was built (add_param_group)
+        self._ddp_trainable = {id(p) for p in model.parameters() if p.requires_grad}
         self._controller = None
         if self.plan is None:
             ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
@@ -180,7 +171,8 @@ class AutoSAM(torch.optim.Optimizer):
         self._parts: Assembly | None = None
         self._steps_before = 0  # steps taken under earlier plans (re-plans)
         self._prefetcher = Prefetcher()
-        self._closed = False
+        self._closed, self._warned_idle, self._default_params = False, False, params is None
+        self.last_outputs: Any = None
         if self.plan is not None:
             self._parts = Assembly(self.plan, model, loss_fn, self.base_optimizer, self.scaler, self._settings)
 
@@ -190,23 +182,38 @@ class AutoSAM(torch.optim.Optimizer):
         return self._controller.report if self._controller is not None else None
 
     # ---- training ---------------------------------------------------------------------------
-    def step(self, batch: Any, *, upcoming: Sequence[Any] | None = None, accumulate: int = 1) -> float:
-        """One training step on ``batch``; returns its loss (see the module docstring).
+    def step(self, batch: Any = None, *, closure: Callable[[], Any] | None = None, upcoming: Sequence[Any] | None = None,
+             accumulate: int = 1, descent_closure: bool = False) -> float:
+        """One training step on ``batch``; returns its loss (module docstring).
 
-        ``upcoming`` are the next batches (the ``lookahead`` policy of AsyncSAM needs τ of
-        them); :meth:`prefetch` passes them for you. ``accumulate`` splits the step's passes
-        into that many micro-batches.
+        ``closure``, if given, is called once right before the base update, with the update
+        gradient in ``p.grad`` (Lightning runs ``on_before_optimizer_step`` there). With
+        ``descent_closure=True`` it computes the update pass itself instead (forward and backward
+        at the perturbed parameters, as Lightning's automatic optimization does). ``upcoming``:
+        the next batches, for AsyncSAM's ``lookahead`` (``prefetch``/``lookahead`` pass them);
+        ``accumulate``: micro-batches per pass.
         """
         if self._closed:
             raise RuntimeError("AutoSAM.step() after close()")
+        if batch is None:
+            raise HetsamInputError("AutoSAM.step() needs the step's batch: step(batch) (a closure alone cannot run the "
+                                   "ascent); in Lightning call self.optimizers().step(batch=batch)")
+        if closure is not None and not callable(closure):
+            raise HetsamInputError(f"closure={_short(closure)} must be callable")
         _checks.integer(accumulate, "accumulate", low=1, high=1 << 20, hint="micro-batches per step")
+        queued = self._prefetcher.take(batch)  # the k-th batch a wrapper yielded is the k-th step's
+        upcoming = queued if upcoming is None else upcoming
         if self._parts is None:
             self._sample_batch = batch  # profiled now, and again if the step time drifts
-            self._use(self._controller.choose(self._profiled_module(), self.loss_fn, batch))
-        if upcoming is None:
-            upcoming = self._prefetcher.upcoming_for(batch)
+            self._use(self._controller.choose(unwrap(self.model), self.loss_fn, batch))
         parts = self._parts
-        parts.runtime.release_grads()  # before any job runs, so no stale gradients stay alive
+        if descent_closure:
+            parts.check_descent_closure(closure, accumulate)
+        if self._default_params and not self._warned_idle:
+            self._warned_idle = warn_unoptimized(self)
+        rt = parts.runtime
+        rt.release_grads()  # before any job runs, so no stale gradients stay alive
+        rt.pre_update, rt.descent = (None, closure) if descent_closure else (closure, None)
         start = time.perf_counter()
         try:
             with role_binding(parts.descent_threads, parts.descent_cpus), \
@@ -216,13 +223,13 @@ class AutoSAM(torch.optim.Optimizer):
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: leave no worker behind
                 self.close()
             raise
+        finally:
+            rt.pre_update = rt.descent = None
+        self.last_outputs, rt.outputs = rt.outputs, None
         loss = float(loss)
         if self._controller is not None and self._controller.observe(time.perf_counter() - start):
-            self._replan()
+            self._use(self._controller.choose(unwrap(self.model), self.loss_fn, self._sample_batch, refresh=True))
         return loss
-
-    def _profiled_module(self) -> nn.Module:
-        return unwrap(self.model)  # under DDP the profile times one rank's own module
 
     def _use(self, plan: Plan) -> None:
         """Run ``plan`` from the next step on (a re-plan retires the running parts first)."""
@@ -236,18 +243,37 @@ class AutoSAM(torch.optim.Optimizer):
         self.plan = plan
         self._parts = Assembly(plan, self.model, self.loss_fn, self.base_optimizer, self.scaler, self._settings)
 
-    def _replan(self) -> None:
-        self._use(self._controller.choose(self._profiled_module(), self.loss_fn, self._sample_batch, refresh=True))
-
     def prefetch(self, loader: Iterable[Any]) -> Iterator[Any]:
-        """Iterate ``loader``, reading τ batches ahead so that ``step(batch)`` gets ``upcoming``.
+        """Iterate ``loader`` reading τ batches ahead, for ``lookahead``: ``for batch in
+        opt.prefetch(loader): opt.step(batch)``. The k-th batch it yields is the k-th step's,
+        whatever the loop does to it (``hetsam.autosam.prefetch``)."""
+        return self._prefetcher.iterate(loader, self._ahead())
 
-        ``for batch in opt.prefetch(loader): opt.step(batch)`` is the same as passing the next
-        τ batches by hand (fewer at the end of the data).
-        """
+    def lookahead(self, loader: Iterable[Any]) -> LookaheadLoader:
+        """``loader`` wrapped as an object a framework iterates as its data loader (each epoch
+        afresh; ``len()``, ``sampler``, ``set_epoch`` pass through), reading ahead like ``prefetch``."""
+        return LookaheadLoader(loader, self._prefetcher, self._ahead)
+
+    def _ahead(self) -> int:
         # before plan="auto" has chosen, read as far ahead as its largest allowed staleness
-        ahead = self._parts.rule.lookahead if self._parts is not None else self._controller.options.max_staleness
-        return self._prefetcher.iterate(loader, ahead)
+        return self._parts.rule.lookahead if self._parts is not None else self._controller.options.max_staleness
+
+    # ---- parameter groups and hooks ---------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        """Add parameters of the model mid-run (gradual unfreezing); they join the next step's
+        passes, jobs and perturbation (a pending ascent gradient leaves them unperturbed once)."""
+        if not hasattr(self, "base_optimizer"):  # during torch.optim.Optimizer.__init__
+            return super().add_param_group(param_group)
+        add_group(self, param_group)
+
+    def register_step_pre_hook(self, hook: Callable) -> Any:
+        """``hook(optimizer, args, kwargs)`` right before the base update (not at the start of
+        ``step``, when no gradient exists yet); ``optimizer`` is this AutoSAM."""
+        return self.base_optimizer.register_step_pre_hook(lambda _base, args, kwargs: hook(self, args, kwargs))
+
+    def register_step_post_hook(self, hook: Callable) -> Any:
+        """``hook(optimizer, args, kwargs)`` right after the base update."""
+        return self.base_optimizer.register_step_post_hook(lambda _base, args, kwargs: hook(self, args, kwargs))
 
     # ---- reporting --------------------------------------------------------------------------
     @property
@@ -261,32 +287,18 @@ class AutoSAM(torch.optim.Optimizer):
 
     def stats(self) -> dict:
         """What ran: the plan, step counts (continued across re-plans), skipped perturbations, what
-        the rule reports (the policy that ran, RST's realised share), the executor's waits, and
-        for ``plan="auto"`` every plan chosen."""
-        out: dict[str, Any] = {"plan": None, "steps": self._steps_before}
-        if self._parts is not None:
-            parts = self._parts
-            out = {"plan": self.plan.describe(), "steps": self._steps_before + parts.rule.t,
-                   "skipped_perturbations": parts.runtime.perturbation.skipped, **parts.rule.stats()}
-            if parts.executor is not None:
-                out["executor"] = parts.executor.describe()
-            if parts.dist is not None:
-                out["distributed"] = parts.dist.describe()
-        if self._controller is not None:
-            out["auto"] = self._controller.stats()
-        return out
+        the rule reports (the policy that ran, RST's realised share), the executor's waits, the
+        last update gradient's norm before clipping, and for ``plan="auto"`` every plan chosen."""
+        return checkpoint.stats(self)
 
     def extra_tensors(self) -> list[torch.Tensor]:
         """The parameter-sized tensors hetsam holds beyond the model, its gradients and the base
-        optimizer's state (backup of θ, replica, pending ascent gradients, g_y), for memory
-        accounting."""
+        optimizer's state (backup of θ, replica, pending ascent gradients, g_y), for memory accounting."""
         if self._parts is None:
             return []
         parts = self._parts
         out = parts.runtime.held_tensors() + parts.rule.held_tensors()
-        if parts.executor is not None:
-            out += parts.executor.held_tensors()
-        return out
+        return out + (parts.executor.held_tensors() if parts.executor is not None else [])
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -311,11 +323,6 @@ class AutoSAM(torch.optim.Optimizer):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def add_param_group(self, param_group: dict) -> None:
-        if hasattr(self, "base_optimizer"):
-            raise HetsamInputError("AutoSAM optimizes the model's parameters; it does not take extra parameter groups")
-        super().add_param_group(param_group)
 
 
 def _short(value: Any) -> str:

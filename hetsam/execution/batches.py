@@ -13,7 +13,7 @@ import torch
 
 from hetsam.errors import HetsamInputError
 
-__all__ = ["map_tensors", "leaves", "batch_size", "slice_batch", "split_batch", "batch_to", "detach_to", "signature"]
+__all__ = ["map_tensors", "leaves", "batch_size", "samples", "slice_batch", "split_batch", "batch_to", "detach_to", "signature"]
 
 
 def map_tensors(batch: Any, fn) -> Any:
@@ -55,6 +55,13 @@ def batch_size(batch: Any) -> int:
             "every tensor in a batch must have the samples along dim 0"
         )
     return sizes.pop()
+
+
+def samples(batch: Any) -> int | None:
+    """The number of samples, or None when the batch has no sized tensor (or disagrees): the
+    cheap check for an empty batch, for any batch ``loss_fn`` accepts."""
+    sizes = {t.shape[0] for t in leaves(batch) if t.dim() > 0}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def slice_batch(batch: Any, start: int, stop: int) -> Any:

@@ -37,6 +37,8 @@ class GradJob:
         training: ``module.training`` of every module of the model (``model.modules()`` order).
         loss_scale: the AMP loss scale S to backpropagate with (the result is unscaled), or None.
         accumulate: split B into this many micro-batches (see ``compute_gradient``).
+        positions: where ``params`` sit in ``model.parameters()`` (parameter groups may be added
+            during a run; the replica follows them job by job). Empty: the replica's own list.
     """
 
     key: int
@@ -47,6 +49,7 @@ class GradJob:
     training: tuple[bool, ...] = ()
     loss_scale: float | None = None
     accumulate: int = 1
+    positions: tuple[int, ...] = ()
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from hetsam.errors import HetsamInputError
-from hetsam.execution.batches import split_batch
+from hetsam.execution.batches import samples, split_batch
 from hetsam.optim.batchnorm import frozen_running_stats, norm_layers
 
 __all__ = ["AmpSpec", "compute_gradient", "frozen_running_stats", "norm_layers"]
@@ -60,33 +60,49 @@ def compute_gradient(
     unscale: bool = False,
     update_stats: bool = True,
     layers: Sequence[nn.Module] = (),
-) -> Tensor:
+    outputs: bool = False,
+) -> tuple[Tensor, Any]:
     """Set ``p.grad`` = g(θ; B) (times S if ``loss_scale`` and not ``unscale``) for ``params``.
 
-    ``layers`` are the model's :func:`norm_layers`, frozen when ``update_stats`` is False.
-    Returns the mean loss over the batch as a detached 0-dim float32 tensor (no host sync).
+    ``loss_fn`` returns the loss, or ``(loss, outputs)``. ``layers`` are the model's
+    :func:`norm_layers`, frozen when ``update_stats`` is False. Returns the mean loss over the
+    batch as a detached 0-dim float32 tensor (no host sync), and with ``outputs`` what ``loss_fn``
+    returned beside the loss (a list, one per micro-batch, when ``accumulate`` > 1), else None.
     """
+    if samples(batch) == 0:
+        raise HetsamInputError("the batch has 0 samples; every step needs at least one (drop empty batches)")
     for p in params:
         p.grad = None
     total: Tensor | None = None
+    kept: list = []
     frozen = contextlib.nullcontext() if update_stats else frozen_running_stats(layers)
     with torch.enable_grad(), frozen:
         for chunk, weight in split_batch(batch, accumulate):
             with amp.context() if amp is not None else contextlib.nullcontext():
-                loss = loss_fn(model, chunk)
-            if not isinstance(loss, Tensor) or loss.numel() != 1:
-                raise HetsamInputError(
-                    f"loss_fn(model, batch) must return a scalar tensor, got "
-                    f"{type(loss).__name__}{'' if not isinstance(loss, Tensor) else f' of shape {tuple(loss.shape)}'}"
-                )
+                loss, extra = _split_output(loss_fn(model, chunk))
             objective = loss if weight == 1.0 else loss * weight
             if loss_scale is not None:
                 objective = objective * loss_scale
             objective.backward()
+            if outputs:
+                kept.append(extra)
             part = loss.detach().float() * weight
             total = part if total is None else total + part
     if unscale and loss_scale is not None:
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, 1.0 / loss_scale)
-    return total
+    return total, (None if not outputs else kept[0] if len(kept) == 1 else kept)
+
+
+def _split_output(value: Any) -> tuple[Tensor, Any]:
+    """``loss`` or ``(loss, outputs)`` → (loss, outputs or None); the loss must be a scalar tensor."""
+    extra = None
+    if isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], Tensor):
+        value, extra = value
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
+        raise HetsamInputError(
+            f"loss_fn(model, batch) must return a scalar tensor or (loss, outputs), got {type(value).__name__}{shape}"
+        )
+    return value, extra

@@ -29,6 +29,8 @@ class Replica:
 
     ``params`` are the replica's parameters aligned with the trainable parameters of the job
     (the base optimizer's groups); replica parameters outside that list do not require grad.
+    A job whose ``positions`` differ (parameter groups added during the run) re-aligns them,
+    on the thread that runs the job, before its copy-in.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, params: Sequence[Tensor], *,
@@ -42,15 +44,13 @@ class Replica:
                 "AutoSAM optimizes the model's own parameters"
             )
         module = copy.deepcopy(model).to(device)
-        replica_params = list(module.parameters())
-        wanted = {position[p] for p in params}
-        for i, p in enumerate(replica_params):
+        self.all_params = list(module.parameters())
+        for p in self.all_params:
             p.grad = None
-            if i not in wanted:
-                p.requires_grad_(False)
         self.module = module
         self.loss_fn = loss_fn
-        self.params = [replica_params[position[p]] for p in params]
+        self.positions: tuple[int, ...] = ()
+        self._align(tuple(position[p] for p in params))
         self.buffers = list(module.buffers())
         self.modules = list(module.modules())
         self.layers = norm_layers(module)
@@ -60,9 +60,19 @@ class Replica:
         self.threads = threads
         self.amp = AmpSpec(device.type, amp_dtype) if amp_dtype is not None else None
 
+    def _align(self, positions: tuple[int, ...]) -> None:
+        """Optimize exactly the parameters at ``positions``; the others do not require grad."""
+        wanted = set(positions)
+        for i, p in enumerate(self.all_params):
+            p.requires_grad_(i in wanted)
+        self.params = [self.all_params[i] for i in positions]
+        self.positions = positions
+
     @torch.no_grad()
     def load(self, job: GradJob) -> None:
         """Copy the job's parameter values, buffers and train/eval flags into the replica."""
+        if job.positions and job.positions != self.positions:
+            self._align(tuple(job.positions))
         if job.params:
             torch._foreach_copy_(self.params, list(job.params))
         if job.buffers:
@@ -79,7 +89,7 @@ class Replica:
         start = time.perf_counter()
         with intra_op_threads(self.threads):
             batch = batch_to(job.batch, self.device)
-            loss = compute_gradient(
+            loss, _ = compute_gradient(
                 self.module, self.loss_fn, batch, self.params, accumulate=job.accumulate, amp=self.amp,
                 loss_scale=job.loss_scale, unscale=True, update_stats=False, layers=self.layers,
             )

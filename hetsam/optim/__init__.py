@@ -10,6 +10,6 @@
 from hetsam.optim import schedules
 from hetsam.optim.batchnorm import frozen_running_stats, norm_layers
 from hetsam.optim.rst import RST
-from hetsam.optim.sam import SAM
+from hetsam.optim.sam import SAM, asam_groups
 
-__all__ = ["SAM", "RST", "schedules", "frozen_running_stats", "norm_layers"]
+__all__ = ["SAM", "RST", "asam_groups", "schedules", "frozen_running_stats", "norm_layers"]

@@ -3,7 +3,7 @@
 Foret et al., "Sharpness-Aware Minimization for Efficiently Improving Generalization" (ICLR 2021),
 and Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization" (ICML 2021):
 
-    e = ρ · T² ĝ / ‖T ĝ‖,    T = diag(|θ|) for ASAM (``adaptive=True``), T = I for SAM,
+    e = ρ · T² ĝ / ‖T ĝ‖,    T = diag(|θ| + η) for ASAM (``adaptive=True``), T = I for SAM,
 
 with ‖·‖ the global L2 norm over every parameter (of every group), ĝ the ascent gradient, and
 a 1e-12 guard in the denominator. The arithmetic follows the ``davda54/sam`` reference order:
@@ -32,16 +32,26 @@ EPS = 1e-12  # the denominator guard of davda54/sam
 
 @dataclass
 class AscentGroup:
-    """Parameters perturbed together with one ρ and one ``adaptive`` switch.
+    """Parameters perturbed together with one ρ, one ``adaptive`` switch and one η.
 
     ``params[i]`` is perturbed along ``grads[i]``; parameters without an ascent gradient are
-    simply left out of the group (as ``davda54/sam`` skips ``p.grad is None``).
+    simply left out of the group (as ``davda54/sam`` skips ``p.grad is None``). With
+    ``adaptive``, T = |θ| + η: η = 0 is ``davda54/sam``'s element-wise ASAM, η > 0 (0.01 in
+    the ASAM paper's code) the official one.
     """
 
     params: list[Tensor]
     grads: list[Tensor]
     rho: float
     adaptive: bool = False
+    eta: float = 0.0
+
+    def scale_factors(self) -> list[Tensor]:
+        """T = |θ| + η, element-wise (new tensors)."""
+        t = torch._foreach_abs(self.params)
+        if self.eta:
+            torch._foreach_add_(t, self.eta)
+        return t
 
 
 def ascent_norm(groups: Sequence[AscentGroup]) -> Tensor | None:
@@ -55,8 +65,8 @@ def ascent_norm(groups: Sequence[AscentGroup]) -> Tensor | None:
         if not g.grads:
             continue
         if g.adaptive:
-            scaled = torch._foreach_abs(g.params)
-            torch._foreach_mul_(scaled, g.grads)  # |θ| ĝ
+            scaled = g.scale_factors()
+            torch._foreach_mul_(scaled, g.grads)  # T ĝ
             norms.extend(torch._foreach_norm(scaled))
         else:
             norms.extend(torch._foreach_norm(g.grads))
@@ -133,9 +143,14 @@ class Perturbation:
             if not g.grads:
                 continue
             scale = g.rho / (norm + EPS)  # a tensor, as in davda54/sam
-            if g.adaptive:
+            if g.adaptive and g.eta:
+                t = g.scale_factors()
+                e = torch._foreach_mul(g.grads, t)
+                torch._foreach_mul_(e, t)  # (ĝ T) T, the official ASAM's order
+                _foreach_scale(e, scale, inplace=True)
+            elif g.adaptive:
                 e = torch._foreach_pow(g.params, 2)
-                torch._foreach_mul_(e, g.grads)  # θ² ĝ
+                torch._foreach_mul_(e, g.grads)  # θ² ĝ (davda54/sam's order)
                 _foreach_scale(e, scale, inplace=True)
             else:
                 e = _foreach_scale(g.grads, scale, inplace=scratch)

@@ -21,12 +21,33 @@ from hetsam import _checks
 from hetsam.optim.kernels import AscentGroup, Perturbation
 from hetsam.errors import HetsamInputError
 
-__all__ = ["SAM", "check_rho", "check_base_optimizer", "share_groups"]
+__all__ = ["SAM", "asam_groups", "check_rho", "check_group", "check_base_optimizer", "share_groups"]
 
 
 def check_rho(rho) -> float:
     """ρ must be a finite number ≥ 0."""
     return _checks.number(rho, "rho", low=0.0, high=1e6, hint="the perturbation radius")
+
+
+def check_group(group: dict) -> None:
+    """A parameter group's perturbation options: ``rho`` >= 0, ``adaptive`` a bool, ``eta`` >= 0."""
+    check_rho(group["rho"])
+    _checks.choice(group["adaptive"], "adaptive", (True, False), hint="True is ASAM, False is SAM")
+    _checks.number(group["eta"], "eta", low=0.0, high=1e3, hint="ASAM's offset T = |w| + eta")
+
+
+def asam_groups(model, eta: float = 0.01, **options) -> list[dict]:
+    """Parameter groups for the official ASAM (Kwon et al. 2021; ``SamsungLabs/ASAM``): the
+    parameters whose name contains ``weight`` get T = |w| + η (``adaptive=True, eta=eta``), the
+    others T = I; ``options`` (``lr``, ``weight_decay``, ``rho``, ...) go to both groups. Pass the
+    result as ``params`` to ``hetsam.SAM`` or ``hetsam.AutoSAM``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    weights = [p for n, p in named if "weight" in n]
+    others = [p for n, p in named if "weight" not in n]
+    groups = [{"params": weights, "adaptive": True, "eta": _checks.number(eta, "eta", low=0.0, high=1e3), **options}]
+    if others:
+        groups.append({"params": others, "adaptive": False, **options})
+    return groups
 
 
 def check_base_optimizer(base_optimizer) -> None:
@@ -51,11 +72,14 @@ class SAM(torch.optim.Optimizer):
     """Sharpness-aware minimization around ``base_optimizer``.
 
     Args:
-        params: parameters or parameter groups (groups may set their own ``rho``/``adaptive``).
+        params: parameters or parameter groups (groups may set their own ``rho``, ``adaptive``
+            and ``eta``; :func:`asam_groups` builds the official ASAM's).
         base_optimizer: an optimizer class (or any callable ``(param_groups, **base_kwargs)``
             returning a ``torch.optim.Optimizer``), e.g. ``torch.optim.SGD``.
         rho: the perturbation radius ρ ≥ 0.
-        adaptive: ASAM (T = |θ|) instead of SAM (T = I).
+        adaptive: ASAM (T = |θ| + η) instead of SAM (T = I).
+        eta: ASAM's offset η (default 0: ``davda54/sam``'s element-wise ASAM; the official ASAM
+            uses 0.01 and scales only weights, see :func:`asam_groups`).
         **base_kwargs: passed to ``base_optimizer`` (``lr``, ``momentum``, ``weight_decay``, …).
 
     The wrapper shares the base optimizer's ``param_groups`` and ``state``, so LR schedulers
@@ -79,12 +103,12 @@ class SAM(torch.optim.Optimizer):
     """
 
     def __init__(self, params, base_optimizer: Callable[..., torch.optim.Optimizer], rho: float = 0.05,
-                 adaptive: bool = False, **base_kwargs):
-        rho = check_rho(rho)
-        if not isinstance(adaptive, bool):
-            raise HetsamInputError(f"adaptive={adaptive!r} must be True (ASAM) or False (SAM)")
+                 adaptive: bool = False, eta: float = 0.0, **base_kwargs):
+        check_group({"rho": rho, "adaptive": adaptive, "eta": eta})
         check_base_optimizer(base_optimizer)
-        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        super().__init__(params, dict(rho=float(rho), adaptive=adaptive, eta=float(eta), **base_kwargs))
+        for group in self.param_groups:
+            check_group(group)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         share_groups(self, self.base_optimizer)
         self._perturbation = Perturbation(type(self).__name__)
@@ -99,7 +123,8 @@ class SAM(torch.optim.Optimizer):
         groups = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            groups.append(AscentGroup(params, [p.grad for p in params], group["rho"], group["adaptive"]))
+            groups.append(AscentGroup(params, [p.grad for p in params], group["rho"], group["adaptive"],
+                                      group.get("eta", 0.0)))
         return groups
 
     @torch.no_grad()
@@ -143,9 +168,9 @@ class SAM(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         if not hasattr(self, "base_optimizer"):  # during torch.optim.Optimizer.__init__
             return super().add_param_group(param_group)
-        param_group.setdefault("rho", self.defaults["rho"])
-        param_group.setdefault("adaptive", self.defaults["adaptive"])
-        check_rho(param_group["rho"])
+        for key in ("rho", "adaptive", "eta"):
+            param_group.setdefault(key, self.defaults[key])
+        check_group(param_group)
         self.base_optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict:

@@ -78,7 +78,7 @@ class StrategyRule:
 
     def base_step(self, batch: Any, accumulate: int) -> Tensor:
         """θ_{t+1} = base(θ_t, g(θ_t; B_t)); returns L(θ_t; B_t)."""
-        loss = self.rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)
+        loss = self.rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False, update=True)
         self.rt.apply()
         return loss
 

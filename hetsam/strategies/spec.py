@@ -114,6 +114,8 @@ class StrategySpec:
         jobs_enter_update: its executor's gradients are mixed into the update (SAMPa's g_y'),
             so under DDP (without rank pairs) they are averaged over the ranks; an ascent
             gradient that only perturbs (AsyncSAM's) stays per rank.
+        closure_descent: its update gradient is one pass on the step's own batch at the current
+            parameters, so a framework's training closure can compute it (``descent_closure``).
         mixed_steps: its steps are of two kinds (SGD steps and SAM steps), so a step-time
             median means nothing; ``sam_fraction`` is the expected share of SAM steps.
         baseline: proposed on every plan (SGD) whatever strategies are asked for.
@@ -130,6 +132,7 @@ class StrategySpec:
     uses_executor: bool = False
     rank_pairs: bool = False
     jobs_enter_update: bool = False
+    closure_descent: bool = True
     mixed_steps: bool = False
     baseline: bool = False
     planned: bool = True

@@ -14,8 +14,11 @@ nothing newer). With τ = 0 and b' = b both policies are SAM.
 
 Without ``upcoming`` the ``lookahead`` policy cannot name B_{t+τ}: it then falls back to
 ``independent`` for the rest of the run, with a one-time warning; ``stats()`` reports the policy
-that ran (the plan stays the decision). When ``upcoming`` is shorter than τ (the end
-of the data), that one job uses B'_t as in ``independent``, silently; ``stats()`` counts both.
+that ran (the plan stays the decision). When ``upcoming`` is shorter than τ (the end of an
+epoch's data: the next batch exists but is not known yet), the job for step t + τ is deferred:
+if that step comes, its ĝ is taken then, at θ_{t+τ} on B'_{t+τ} (fresh, on the very samples,
+computed before that step's descent), and ``stats()`` counts it in ``fresh_jobs``; at the end of
+training nothing is computed for a step that never comes.
 """
 
 from __future__ import annotations
@@ -49,22 +52,29 @@ class AsyncSAMRule(StrategyRule):
         self.policy = ctx.plan.ascent_batches
         self.fell_back = False
         self.pending_jobs: dict[int, Future] = {}  # step index -> the job whose ĝ perturbs that step
-        self.counts = {"lookahead_jobs": 0, "independent_jobs": 0, "unperturbed_steps": 0}
+        self.counts = {"lookahead_jobs": 0, "independent_jobs": 0, "fresh_jobs": 0, "unperturbed_steps": 0}
+        self.deferred: set[int] = set()  # steps whose job waits for their own batch (end of an epoch)
 
     @property
     def lookahead(self) -> int:
         return self.tau if self.policy == "lookahead" else 0
 
-    def _job_batch(self, batch: Any, upcoming: Sequence[Any] | None) -> Any:
-        """B'_{t+τ} under lookahead, B'_t under independent (and τ = 0)."""
-        source, ahead = batch, False
+    def _job_source(self, batch: Any, upcoming: Sequence[Any] | None) -> Any:
+        """B_{t+τ} under lookahead, B_t under independent (and τ = 0); None: deferred."""
         if self.tau > 0 and self.policy == "lookahead":
             if upcoming is None:
                 self._fall_back()
             elif len(upcoming) >= self.tau:
-                source, ahead = upcoming[self.tau - 1], True
+                self.counts["lookahead_jobs"] += 1
+                return upcoming[self.tau - 1]
+            else:
+                return None
         if self.tau > 0:
-            self.counts["lookahead_jobs" if ahead else "independent_jobs"] += 1
+            self.counts["independent_jobs"] += 1
+        return batch
+
+    def _first(self, source: Any) -> Any:
+        """B': the first b' samples of ``source``."""
         n = batch_size(source)
         size = self.plan.spec.ascent_batch_size(self.plan, n)
         return source if size == n else slice_batch(source, 0, size)
@@ -84,12 +94,20 @@ class AsyncSAMRule(StrategyRule):
         ghat = None
         if tau > 0 and t in self.pending_jobs:  # ĝ_t, submitted at step t − τ
             ghat = ex.wait(self.pending_jobs.pop(t)).grads
+        elif t in self.deferred:  # its batch was not known τ steps ago: ĝ_t = g(θ_t; B'_t) now
+            self.deferred.discard(t)
+            self.counts["fresh_jobs"] += 1
+            ghat = ex.wait(ex.submit(rt.job(t, ASCENT, self._first(batch), accumulate=accumulate))).grads
         # the job for step t + τ, at θ_t: submitted before the climb changes θ
-        future = ex.submit(rt.job(t + tau, ASCENT, self._job_batch(batch, upcoming), accumulate=accumulate))
-        if tau == 0:
-            ghat = ex.wait(future).grads
+        source = self._job_source(batch, upcoming)
+        if source is None:
+            self.deferred.add(t + tau)
         else:
-            self.pending_jobs[t + tau] = future
+            future = ex.submit(rt.job(t + tau, ASCENT, self._first(source), accumulate=accumulate))
+            if tau == 0:
+                ghat = ex.wait(future).grads
+            else:
+                self.pending_jobs[t + tau] = future
         climbed = False
         if ghat is None:
             self.counts["unperturbed_steps"] += 1  # t < τ
@@ -97,7 +115,7 @@ class AsyncSAMRule(StrategyRule):
             rt.save()
             climbed = rt.climb(ghat, scratch=True)  # θ_t + e_t (ĝ becomes e_t in place)
             del ghat
-        loss = rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)  # S·g(θ_t + e_t; B_t)
+        loss = rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False, update=True)  # S·g(θ_t + e_t; B_t)
         if climbed:
             rt.restore()
         rt.perturbation.release()
@@ -112,13 +130,14 @@ class AsyncSAMRule(StrategyRule):
             result = self.executor.wait(future)
             pending[key] = {"grads": list(result.grads), "loss": result.loss, "kind": result.kind}
         return {"t": self.t, "policy": self.policy, "fell_back": self.fell_back, "counts": dict(self.counts),
-                "pending": pending}
+                "pending": pending, "deferred": sorted(self.deferred)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.policy = state["policy"]
         self.fell_back = bool(state["fell_back"])
-        self.counts = dict(state["counts"])
+        self.counts = {**self.counts, **state["counts"]}
+        self.deferred = {int(k) for k in state.get("deferred", ())}
         params = self.rt.params
         self.pending_jobs = {}
         for key, entry in state["pending"].items():

@@ -26,7 +26,7 @@ class SAMRule(StrategyRule):
         climbed = rt.climb(g0, scratch=alpha == 1.0)  # θ_t + e (g0 becomes e when it is not needed)
         if alpha == 1.0:
             del g0  # free e before the descent pass allocates its gradients
-        rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False)  # S · g(θ_t + e)
+        rt.gradient(batch, accumulate=accumulate, update_stats=True, unscale=False, update=True)  # S · g(θ_t + e)
         if climbed:
             rt.restore()
         rt.perturbation.release()

@@ -30,6 +30,7 @@ class SAMPaSpec(StrategySpec):
     uses_executor = True
     rank_pairs = True
     jobs_enter_update = True
+    closure_descent = False  # g_x is taken on the previous batch
     rule = "hetsam.strategies.sampa.rule:SAMPaRule"
 
     def fidelity(self, plan, batch_size: int) -> tuple[float, int, float]:

@@ -101,7 +101,7 @@ class SAMPaRule(StrategyRule):
         norm = None if rt.adaptive else self.g_y_norm
         climbed = g_y is not None and rt.climb(g_y, scratch=True, norm=norm)  # params: x̃_t
         del g_y
-        rt.gradient(prev, accumulate=accumulate, update_stats=True, unscale=False)  # p.grad = S · g_x
+        rt.gradient(prev, accumulate=accumulate, update_stats=True, unscale=False, update=True)  # p.grad = S · g_x
         if climbed:
             rt.restore()  # params: x_t
         rt.perturbation.release()
