@@ -31,6 +31,7 @@ class Prefetcher:
     def __init__(self) -> None:
         self._queue: collections.deque = collections.deque()  # (samples, upcoming) per yielded batch
         self._yielded = self._taken = 0
+        self.taken_this_pass = 0  # steps taken from the current pass over a loader
 
     @property
     def active(self) -> bool:
@@ -44,6 +45,7 @@ class Prefetcher:
             return None
         expected, upcoming = self._queue.popleft()
         self._taken += 1
+        self.taken_this_pass += 1
         got = samples(batch)
         if expected is not None and got is not None and got != expected:
             raise HetsamInputError(
@@ -55,6 +57,7 @@ class Prefetcher:
 
     def iterate(self, loader: Iterable[Any], ahead: int) -> Iterator[Any]:
         it = iter(loader)
+        self.taken_this_pass = 0
         window = collections.deque(itertools.islice(it, ahead + 1))
         end = object()
         try:

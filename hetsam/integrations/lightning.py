@@ -1,0 +1,135 @@
+"""AutoSAM in PyTorch Lightning (README, "Lightning").
+
+Subclass :class:`AutoSAMModule` instead of ``LightningModule`` and return an ``AutoSAM`` (with any
+scheduler) from ``configure_optimizers``. Both of Lightning's optimization modes work:
+
+- **manual** (``self.automatic_optimization = False``): ``training_step`` calls
+  ``self.optimizers().step(batch=batch)``. Lightning's ``LightningOptimizer`` counts the step
+  (``global_step``, ``max_steps``) and passes AutoSAM a closure that runs
+  ``on_before_optimizer_step``; AutoSAM calls it right before the base update, with the update
+  gradient in ``p.grad``. Lightning refuses ``gradient_clip_val`` in manual optimization: use
+  AutoSAM's ``max_grad_norm``.
+- **automatic** (the default): ``training_step`` returns the loss as usual. The module keeps the
+  step's batch (``on_train_batch_start``) and its ``optimizer_step`` hands AutoSAM both: AutoSAM
+  computes the ascent from the batch, moves the parameters to θ + e, and runs Lightning's closure
+  (``training_step``, ``backward``, ``on_before_optimizer_step``, ``gradient_clip_val``) as the
+  descent pass there (``descent_closure=True``), then restores θ and updates. Strategies whose
+  update gradient is taken elsewhere than on the step's batch (SAMPa) are refused there.
+
+Lookahead: return ``self.lookahead(loader)`` from ``train_dataloader`` (or pass it to
+``trainer.fit``); the k-th batch it yields is the k-th step's, however Lightning moves it.
+Checkpoints go through Lightning (AutoSAM's ``state_dict`` holds its pending state). ``self.autosam``
+is the AutoSAM itself (``self.optimizers()`` is Lightning's wrapper of it).
+
+One process only: under a multi-process strategy AutoSAM's own passes would not go through
+Lightning's DDP wrapper, so it is refused. Lightning's mixed precision is refused too (use
+AutoSAM's ``amp=``); ``accumulate_grad_batches > 1`` is refused in automatic optimization.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable, Iterator
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # pragma: no cover - the older package name
+    try:
+        import pytorch_lightning as pl
+    except ImportError as exc:
+        raise ImportError("hetsam.integrations.lightning needs PyTorch Lightning: pip install 'hetsam[integrations]'") \
+            from exc
+
+from hetsam.autosam import AutoSAM
+from hetsam.errors import HetsamInputError
+
+__all__ = ["AutoSAMModule"]
+
+
+class AutoSAMModule(pl.LightningModule):
+    """A ``LightningModule`` whose optimizer is an :class:`~hetsam.AutoSAM` (module docstring)."""
+
+    @property
+    def autosam(self) -> AutoSAM:
+        """The AutoSAM that ``configure_optimizers`` returned."""
+        found = [o for o in self.trainer.optimizers if isinstance(o, AutoSAM)]
+        if len(found) != 1:
+            raise HetsamInputError("configure_optimizers must return exactly one hetsam.AutoSAM "
+                                   f"(got {[type(o).__name__ for o in self.trainer.optimizers]})")
+        return found[0]
+
+    def lookahead(self, loader: Iterable[Any]) -> "_Lookahead":
+        """``loader`` read ahead for AsyncSAM's ``lookahead`` policy (``AutoSAM.lookahead``), bound
+        to this module's AutoSAM when Lightning iterates it."""
+        return _Lookahead(self, loader)
+
+    def on_train_start(self) -> None:
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            raise HetsamInputError(f"hetsam.integrations.lightning runs in one process; this Trainer has "
+                                   f"{trainer.world_size}: use devices=1, or AutoSAM with DistributedDataParallel directly")
+        precision = str(getattr(trainer, "precision", "32"))
+        if "mixed" in precision or precision in ("16", "bf16"):
+            raise HetsamInputError(f"Trainer(precision={precision!r}) scales the loss outside AutoSAM; use precision=32 and "
+                                   "AutoSAM(amp=...) instead")
+        if self.automatic_optimization and trainer.accumulate_grad_batches != 1:
+            raise HetsamInputError("accumulate_grad_batches > 1 is not supported with AutoSAM in automatic optimization; "
+                                   "use AutoSAM's accumulate= in manual optimization, or a larger batch")
+        self.autosam  # noqa: B018 - one AutoSAM, checked before the first step
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._hetsam_batch = batch  # automatic optimization: the ascent needs the step's batch
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Automatic optimization: AutoSAM takes the ascent from the batch and runs Lightning's
+        closure as the descent pass at the perturbed parameters."""
+        if not self.automatic_optimization:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer.step(closure=optimizer_closure, batch=self._hetsam_batch, descent_closure=True)
+
+
+class _Lookahead:
+    """A loader for Lightning that reads ahead through the module's AutoSAM when iterated.
+
+    It is resumable the way Lightning asks (``state_dict``/``load_state_dict``): it records how
+    many of the current pass's batches were stepped on, and a resumed run skips them, so a run
+    resumed from a mid-epoch checkpoint sees the batches the uninterrupted run saw (with a loader
+    whose order is fixed or seeded).
+    """
+
+    def __init__(self, module: AutoSAMModule, loader: Iterable[Any]):
+        self.module = module
+        self.loader = loader
+        self._skip = 0
+        self._skipped = 0
+
+    def __iter__(self):
+        it = iter(self.loader)
+        self._skipped, self._skip = self._skip, 0
+        for _ in itertools.islice(it, self._skipped):
+            pass
+        return iter(self.module.autosam.lookahead(_Rest(it)))
+
+    def state_dict(self) -> dict:
+        return {"steps_in_pass": self._skipped + self.module.autosam._prefetcher.taken_this_pass}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._skip = int(state.get("steps_in_pass", 0))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("module", "loader"):
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class _Rest:
+    """The rest of an iterator, as a one-pass iterable."""
+
+    def __init__(self, it: Iterator[Any]):
+        self._it = it
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._it
