@@ -1,0 +1,120 @@
+"""AutoSAM in the Hugging Face ``Trainer`` (README, "Hugging Face Trainer").
+
+:class:`AutoSAMTrainer` is a ``transformers.Trainer`` that trains with :class:`~hetsam.AutoSAM`::
+
+    trainer = AutoSAMTrainer(model=model, args=TrainingArguments(...), train_dataset=...,
+                             autosam={"plan": "async_sam", "rho": 0.05})
+    trainer.train()
+
+- **The optimizer** is the Trainer's own choice (``optim``, ``learning_rate``, ``weight_decay``,
+  ``adam_*``, and its decay/no-decay parameter groups): ``create_optimizer`` lets the Trainer
+  build it, then hands its class, groups and options to AutoSAM as the base optimizer.
+- **A step**: ``training_step`` runs ``AutoSAM.step`` on the batch (every pass and the update).
+  The Trainer then calls ``optimizer.step()``; what it holds is a stand-in whose ``step`` does
+  nothing (the update is done) and which shares AutoSAM's parameter groups, so the Trainer's
+  learning-rate schedule drives AutoSAM and its checkpoints hold AutoSAM's ``state_dict``.
+- ``max_grad_norm`` becomes AutoSAM's: it clips the update gradient before the update.
+- **Lookahead**: ``get_batch_samples`` reads the Trainer's batches through ``AutoSAM.prefetch``,
+  so AsyncSAM perturbs each step with a gradient taken on that step's own samples.
+- ``plan="auto"`` profiles the model on the first batch, as in a plain loop.
+- ``autosam`` holds AutoSAM's keyword arguments (``plan``, ``rho``, ``executor``, ``amp``, ...).
+
+Refused with a clear error: ``gradient_accumulation_steps > 1`` (AutoSAM's ``accumulate`` needs
+the micro-batches of a step in one batch), ``fp16``/``bf16`` (use ``autosam={"amp": ...}``), and
+more than one process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+try:
+    import transformers
+except ImportError as exc:  # pragma: no cover
+    raise ImportError("hetsam.integrations.transformers needs transformers: pip install 'hetsam[integrations]'") from exc
+
+from hetsam.autosam import AutoSAM
+from hetsam.errors import HetsamInputError
+from hetsam.optim.sam import share_groups
+
+__all__ = ["AutoSAMTrainer"]
+
+
+class _Stepped(torch.optim.Optimizer):
+    """What the Trainer steps: AutoSAM has updated in ``training_step`` already. It shares
+    AutoSAM's groups (schedulers act on them) and its ``state_dict`` (checkpoints)."""
+
+    def __init__(self, autosam: AutoSAM):
+        super().__init__([dict(g) for g in autosam.param_groups], dict(autosam.defaults))
+        self.autosam = autosam
+        share_groups(self, autosam)
+
+    def step(self, closure=None):  # noqa: D102 - the update happened in training_step
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.autosam.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self.autosam.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.autosam.load_state_dict(state_dict)
+        share_groups(self, self.autosam)
+
+
+class AutoSAMTrainer(transformers.Trainer):
+    """A ``transformers.Trainer`` whose optimizer is an AutoSAM (module docstring).
+
+    Args:
+        autosam: keyword arguments of :class:`~hetsam.AutoSAM` (``plan``, ``rho``, ``executor``,
+            ``amp``, ``planner_options``, ...); the base optimizer, its groups and options, and
+            ``max_grad_norm`` come from the Trainer.
+        *args, **kwargs: those of ``transformers.Trainer``.
+    """
+
+    def __init__(self, *args, autosam: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.autosam_kwargs = dict(autosam or {})
+        bad = sorted({"model", "loss_fn", "base_optimizer", "params", "max_grad_norm"} & set(self.autosam_kwargs))
+        if bad:
+            raise HetsamInputError(f"autosam={{...}} may not set {', '.join(bad)}: the Trainer gives them")
+        args_ = self.args
+        if args_.gradient_accumulation_steps != 1:
+            raise HetsamInputError("gradient_accumulation_steps > 1 is not supported with AutoSAMTrainer: AutoSAM's "
+                                   "accumulate splits one batch; use a larger per_device_train_batch_size")
+        if args_.fp16 or args_.bf16:
+            raise HetsamInputError("fp16/bf16 scale the loss outside AutoSAM; use autosam={'amp': 'fp16'} (or 'bf16')")
+        if args_.world_size > 1:
+            raise HetsamInputError(f"AutoSAMTrainer runs in one process; this run has {args_.world_size}")
+        self.autosam: AutoSAM | None = None
+        self._hetsam_source = self._hetsam_iter = None
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer choice, as AutoSAM's base optimizer."""
+        if self.autosam is None:
+            chosen = super().create_optimizer(model)  # class, decay/no-decay groups and options
+            model = self.model if model is None else model
+            max_norm = self.args.max_grad_norm if self.args.max_grad_norm and self.args.max_grad_norm > 0 else None
+            self.autosam = AutoSAM(model, self._loss, type(chosen), params=[dict(g) for g in chosen.param_groups],
+                                   max_grad_norm=max_norm, **self.autosam_kwargs)  # the groups carry every option
+            self.optimizer = _Stepped(self.autosam)
+        return self.optimizer
+
+    def _loss(self, model, inputs):
+        # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them
+        return self.compute_loss(model, dict(inputs))
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """One whole AutoSAM step (every pass and the update) on the batch."""
+        model.train()
+        loss = self.autosam.step(self._prepare_inputs(inputs))
+        return torch.tensor(loss, device=self.args.device)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's batches, read through ``AutoSAM.prefetch`` for lookahead."""
+        if self._hetsam_source is not epoch_iterator:
+            self._hetsam_source, self._hetsam_iter = epoch_iterator, self.autosam.prefetch(epoch_iterator)
+        return super().get_batch_samples(self._hetsam_iter, num_batches, device)
