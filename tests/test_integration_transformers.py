@@ -117,3 +117,12 @@ def test_example_runs_and_prints_one_json_line(capsys):
     assert main(["--strategy", "async_sam", "--max-steps", "4"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["global_step"] == out["max_steps"] == 4 and out["independent_jobs"] == 0 and out["lookahead_jobs"] == 4
+
+
+def test_the_framework_overhead_benchmark_runs_reduced(capsys):
+    import bench_integrations
+
+    assert bench_integrations.main(["--model", "mlp", "--steps", "7", "--rounds", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert [r["framework"] for r in rows] == ["plain", "lightning", "trainer"]
+    assert all(r["sgd_ms"] > 0 and r["sam_ms"] > 0 for r in rows)
