@@ -47,6 +47,7 @@ PLANS = {
     "rst": Plan(strategy="rst", sam_probability=0.5),
     "fault_raise": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
     "fault_degrade": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
+    "unfreeze": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
 }
 
 
@@ -73,6 +74,9 @@ def run(scenario: str, rank: int, world: int) -> dict:
         if rank == 1:
             loss = failing_on_worker(4)
     ex = ThreadedExecutor(share="concurrent") if executor in ("threads", "") else "inline"
+    first = list(model.module.parameters())[:2]
+    if name == "unfreeze":  # DDP reduces every parameter; AutoSAM starts without the first layer
+        kw["params"] = list(model.module.parameters())[2:]
     opt = AutoSAM(model, loss, torch.optim.SGD, rho=0.05, plan=plan, executor=ex,
                   sampa_pairs=None if pairs else False if name.startswith("sampa") else None, **kw, **SGD_KW)
     data = batches(STEPS + 1, b=B)
@@ -84,6 +88,9 @@ def run(scenario: str, rank: int, world: int) -> dict:
     t = 0
     with opt:
         while t < STEPS:
+            if name == "unfreeze" and t == STEPS // 2:
+                out["first_before"] = torch.cat([p.detach().reshape(-1) for p in first])
+                opt.add_param_group({"params": first, "lr": 0.05})
             try:
                 out["losses"].append(opt.step(data[t], upcoming=data[t + 1:t + 2]))
                 t += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _alg_refs import SGD_KW, Scratch, batches, flat, mlp, perturbation, ref_sampa, snapshot
+from _alg_refs import SGD_KW, Scratch, batches, flat, loss_fn, mlp, perturbation, ref_sampa, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_ddp_worker.py"
@@ -30,7 +30,7 @@ SCENARIOS = [
     "async_independent:threads", "async_independent:inline",
     "sampa_local:threads", "sampa_local:inline",
     "sampa_pairs", "sampa_pairs_mismatch", "sam", "rst",
-    "fault_raise", "fault_degrade", "agree_plan",
+    "fault_raise", "fault_degrade", "agree_plan", "unfreeze:threads",
 ]
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -285,3 +285,34 @@ def test_every_rank_runs_rank_0s_plan(ranks):
 
     got = [Plan.from_json(ranks[r]["agree_plan"]["plan"]) for r in range(WORLD)]
     assert got[0] == got[1] == Plan(strategy="async_sam", ascent_batch_size=4, staleness=1)
+
+
+def test_add_param_group_under_ddp_keeps_the_ranks_identical(ranks):
+    a, b = ranks[0]["unfreeze:threads"], ranks[1]["unfreeze:threads"]
+    assert torch.equal(a["params"], b["params"])
+    n = a["first_before"].numel()
+    assert not torch.equal(a["params"][:n], a["first_before"])  # the unfrozen layer trained after joining
+    assert a["stats"]["steps"] == 20 and a["stats"]["lookahead_jobs"] > 0
+
+
+def test_add_param_group_refuses_parameters_ddp_does_not_reduce(tmp_path):
+    from torch.nn.parallel import DistributedDataParallel
+
+    from hetsam import AutoSAM, HetsamInputError
+
+    if torch.distributed.is_initialized():
+        pytest.skip("a process group exists already")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        net = mlp()
+        first = list(net.parameters())[:2]
+        for p in first:
+            p.requires_grad_(False)
+        model = DistributedDataParallel(net)
+        with AutoSAM(model, loss_fn, plan="sam", lr=0.1) as opt:
+            for p in first:
+                p.requires_grad_(True)
+            with pytest.raises(HetsamInputError, match="never all-reduces them"):
+                opt.add_param_group({"params": first})
+    finally:
+        torch.distributed.destroy_process_group()
