@@ -22,7 +22,7 @@ import warnings
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from hetsam import AutoSAM
 from hetsam.profiling.models import reference_model

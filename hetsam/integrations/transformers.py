@@ -26,7 +26,6 @@ more than one process.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
