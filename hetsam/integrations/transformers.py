@@ -26,7 +26,6 @@ more than one process.
 
 from __future__ import annotations
 
-
 import torch
 
 try:
