@@ -6,7 +6,7 @@ matplotlib is imported inside :func:`plot_simulation` only (Agg backend), so imp
 
 from __future__ import annotations
 
-__all__ = ["plot_simulation", "COLOURS"]
+__all__ = ["plot_simulation", "plot_format", "COLOURS"]
 
 COLOURS = {
     "descent": "#1f77b4",
@@ -29,13 +29,34 @@ def _seconds_unit(seconds: float) -> tuple[float, str]:
     return 1e6, "µs"
 
 
+def plot_format(path) -> str:
+    """The file format ``path``'s suffix names, if matplotlib writes it; else a one-line error.
+    Checked before any simulation runs, so a bad name costs nothing."""
+    from pathlib import Path
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from hetsam.errors import HetsamInputError
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    suffix = Path(str(path)).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        named = f"format {suffix!r}" if suffix else "no format (the file name has no suffix)"
+        raise HetsamInputError(f"--plot {str(path)!r} names {named}; end the name with one matplotlib writes: "
+                               f"{', '.join('.' + f for f in sorted(formats))}")
+    return suffix
+
+
 def plot_simulation(result, comparisons, path, *, title: str | None = None) -> None:
-    """Save the figure for ``result`` (a SimResult) and ``comparisons`` (``compare_strategies``)."""
+    """Save the figure for ``result`` (a SimResult) and ``comparisons`` (``compare_strategies``)
+    to exactly ``path``, atomically (``hetsam.io``), in the format its suffix names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    from hetsam.io import atomic_path
 
     fig, (ax_g, ax_b) = plt.subplots(
         2, 1, figsize=(11, 8.5), gridspec_kw={"height_ratios": [1.0, 1.15], "hspace": 0.55}
@@ -43,8 +64,11 @@ def plot_simulation(result, comparisons, path, *, title: str | None = None) -> N
     _gantt(ax_g, result, Patch)
     _bars(ax_b, comparisons)
     fig.suptitle(title or f"hetsam simulate: {result.plan.describe()}", fontsize=12, fontweight="bold")
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path, "plot") as tmp:
+            fig.savefig(tmp, dpi=130, bbox_inches="tight", format=plot_format(path))
+    finally:
+        plt.close(fig)
 
 
 def _gantt(ax, result, Patch) -> None:

@@ -47,7 +47,7 @@ def chrome_trace(result) -> dict:
 
 
 def write_chrome_trace(result, path) -> None:
-    """Write :func:`chrome_trace` of ``result`` to ``path``."""
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(chrome_trace(result), fh)
-        fh.write("\n")
+    """Write :func:`chrome_trace` of ``result`` to ``path`` atomically (``hetsam.io``)."""
+    from hetsam.io import write_text
+
+    write_text(path, json.dumps(chrome_trace(result), allow_nan=False) + "\n", "trace")

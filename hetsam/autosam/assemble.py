@@ -44,6 +44,7 @@ class Settings:
     on_worker_failure: str | None = None
     sampa_pairs: bool | None = None
     max_grad_norm: float | None = None
+    ascent_timeout: float | None = None
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -58,7 +59,7 @@ def resolve_plan(plan: Any, model: nn.Module, sam_probability: Any = None) -> Pl
     device = model_device(model)
     if isinstance(plan, Plan):
         plan.validate()
-        wanted = torch_device(plan.descent_device)
+        wanted = _device(plan.descent_device, "descent_device")
         if wanted.type != device.type or (wanted.index is not None and device.index is not None and wanted.index != device.index):
             raise HetsamInputError(
                 f"the plan's descent_device={plan.descent_device!r} but the model is on {device}; "
@@ -75,6 +76,13 @@ def resolve_plan(plan: Any, model: nn.Module, sam_probability: Any = None) -> Pl
             fields["sam_probability"] = sam_probability  # the user's number is the plan's p
         return Plan(strategy=plan, descent_device=name, **fields)
     raise HetsamInputError(f"plan={plan!r} must be 'auto', a strategy name ({', '.join(strategies.names())}) or a hetsam.Plan")
+
+
+def _device(name: str, role: str) -> torch.device:
+    try:
+        return torch_device(name)
+    except HetsamInputError as exc:
+        raise HetsamInputError(f"the plan's {role}: {exc}") from None
 
 
 def amp_spec(amp: Any, device_type: str) -> AmpSpec | None:
@@ -116,9 +124,14 @@ class Assembly:
         options = {} if s.on_worker_failure is None else {"on_worker_failure": s.on_worker_failure}
         ex = make_executor(s.executor, **options)
         ascent = plan.effective_ascent_device
-        ex.bind(rt.local_model, self.loss_fn, rt.params, device=torch_device(ascent),
+        ex.bind(rt.local_model, self.loss_fn, rt.params, device=_device(ascent, "ascent_device"),
                 threads=role_threads(ascent, s.ascent_threads), amp_dtype=s.amp.dtype if s.amp else None,
                 placement=Placement(plan.descent_device, ascent, self.descent_threads))
+        inner = ex
+        while inner is not None:  # the executor with a worker: how long a wait may take
+            if hasattr(inner, "timeout"):
+                inner.timeout, inner.reference = s.ascent_timeout, (lambda: rt.pass_seconds)
+            inner = getattr(inner, "inner", None)
         if self.dist is not None:  # ranks agree on ascent failures; gradients that enter the update are averaged
             ex = DistributedExecutor(ex, self.dist, rt.params, average_results=plan.spec.jobs_enter_update)
         return ex

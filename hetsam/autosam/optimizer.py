@@ -118,6 +118,10 @@ class AutoSAM(torch.optim.Optimizer):
         on_worker_failure: ``"raise"`` (a :class:`hetsam.WorkerFailure` at the next step) or
             ``"degrade"`` (the failed job and every later one run on the descent device; no
             step loses its perturbation). None keeps an Executor instance's setting.
+        ascent_timeout: a step that waits longer than this many seconds for its ascent gradient
+            treats the worker as failed (``on_worker_failure`` decides what follows). None: 20 ×
+            the longer of the last descent pass and the mean ascent job, at least 30 s (300 s
+            before either was measured); ``float("inf")``: never.
         sampa_pairs: under DDP, whether ``"sampa"`` runs across rank pairs (None: yes).
         planner_options: for ``plan="auto"``, :class:`hetsam.planning.options.PlannerOptions` keys.
         log: where ``plan="auto"`` writes its one-line messages (default: stderr).
@@ -132,6 +136,7 @@ class AutoSAM(torch.optim.Optimizer):
                  adaptive: bool = False, eta: float = 0.0, sam_probability: Any = None, grst_alpha: float = 1.0,
                  seed: int | None = None, amp: Any = None, scaler: Any = None, descent_threads: int | None = None,
                  ascent_threads: int | None = None, on_worker_failure: str | None = None,
+                 ascent_timeout: float | None = None,
                  sampa_pairs: bool | None = None, planner_options: Any = None, log: Callable[[str], None] | None = None,
                  **base_kwargs):
         if not isinstance(model, nn.Module):
@@ -143,6 +148,9 @@ class AutoSAM(torch.optim.Optimizer):
             raise HetsamInputError(f"executor={executor!r} is unknown; choose 'threads', 'inline' or an Executor")
         _checks.optional(_checks.choice, on_worker_failure, "on_worker_failure", FAILURE_POLICIES)
         _checks.optional(_checks.number, max_grad_norm, "max_grad_norm", low=0.0, high=1e12, low_open=True)
+        if ascent_timeout is not None and ascent_timeout != float("inf"):
+            _checks.number(ascent_timeout, "ascent_timeout", low=0.0, high=1e7, low_open=True,
+                           hint="seconds, float('inf') for never, or None for the default")
         check_group({"rho": rho, "adaptive": adaptive, "eta": eta})
         self.plan = resolve_plan(plan, model, sam_probability)
         if planner_options is not None and self.plan is not None:
@@ -151,7 +159,8 @@ class AutoSAM(torch.optim.Optimizer):
         amp = amp_spec(amp, device.type)
         self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
                                   sam_probability=sam_probability, grst_alpha=check_alpha(grst_alpha), seed=seed,
-                                  on_worker_failure=on_worker_failure, sampa_pairs=sampa_pairs, max_grad_norm=max_grad_norm)
+                                  on_worker_failure=on_worker_failure, sampa_pairs=sampa_pairs, max_grad_norm=max_grad_norm,
+                                  ascent_timeout=ascent_timeout)
         super().__init__(resolve_params(model, params), dict(rho=float(rho), adaptive=adaptive, eta=float(eta), **base_kwargs))
         for group in self.param_groups:
             check_group(group)

@@ -48,18 +48,16 @@ def add_arguments(p) -> None:
 
 
 def _check(args) -> None:
+    from hetsam import _checks
     from hetsam.errors import HetsamInputError
 
-    for name in ("batch_size", "steps", "rounds"):
-        value = getattr(args, name)
-        if value < 1:
-            raise HetsamInputError(f"--{name.replace('_', '-')} {value} must be a positive integer")
-    if args.warmup < 0:
-        raise HetsamInputError(f"--warmup {args.warmup} must be >= 0")
-    if args.quiet_seconds < 0:
-        raise HetsamInputError(f"--quiet-seconds {args.quiet_seconds} must be >= 0")
-    if not args.max_other_load > 0:
-        raise HetsamInputError(f"--max-other-load {args.max_other_load} must be > 0 (a share of the CPUs; 1 disables)")
+    _checks.integer(args.steps, "--steps", low=1, high=100_000)
+    _checks.integer(args.rounds, "--rounds", low=1, high=10_000)
+    _checks.integer(args.warmup, "--warmup", low=0, high=100_000)
+    _checks.number(args.quiet_seconds, "--quiet-seconds", low=0.0, high=3600.0)
+    _checks.number(args.max_other_load, "--max-other-load", low=0.0, high=1e6, low_open=True,
+                   hint="a share of the CPUs; 1 disables")
+    _checks.number(args.profile_budget_seconds, "--profile-budget-seconds", low=0.0, high=86400.0, low_open=True)
     if args.no_predict and args.profile:
         raise HetsamInputError("--no-predict and --profile cannot be combined")
 
@@ -71,7 +69,7 @@ def run(args) -> int:
     from hetsam.profiling.models import reference_model
     from hetsam.planning.plan import Plan
 
-    reference_model(args.model)  # a clear error for an unknown name, before anything runs
+    reference_model(args.model).check_batch(args.batch_size)  # unknown names, huge batches: before anything runs
     given = Plan.load(args.plan) if args.plan else None
     say = (lambda line: None) if args.json else (lambda line: print(f"hetsam bench: {line}", file=sys.stderr, flush=True))
     allocator = "system"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import os
 import sys
 
 from hetsam import __version__
@@ -42,7 +42,14 @@ def _command_module(name: str):
     return importlib.import_module(f"hetsam.cli.{name}")
 
 
+# errors that come from what the user gave (a file, an argument, the disk): exit 2, one line
+_INPUT_ERRORS = (HetsamInputError, OSError, UnicodeError, MemoryError, RecursionError, OverflowError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit 0 on success; 2, with one line on stderr, on bad input (a malformed
+    file, an impossible setting, a full disk); 1 for a bug, with one line saying where the full
+    traceback was written; 130 on Ctrl-C."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -51,20 +58,43 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (HetsamInputError, FileNotFoundError, IsADirectoryError, PermissionError, json.JSONDecodeError) as exc:
-        print(f"hetsam {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # e.g. `hetsam plan --json | head`: the reader left, not an error of ours
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print(f"hetsam {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _INPUT_ERRORS as exc:
+        print(f"hetsam {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback in a file
+        where = _save_traceback()
+        print(f"hetsam {args.command}: internal error ({type(exc).__name__}: {_one_line(exc)[:200]}); this is a bug "
+              f"in hetsam: the traceback is in {where}", file=sys.stderr)
+        return 1
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="hetsam-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            traceback.print_exc(file=fh)
+        return path
+    except OSError:
+        return "(no file: the temporary folder is not writable)"
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "out of memory; is the input far larger than the machine (a huge batch size, a huge file)?"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply"
     if isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.strerror or exc}: {exc.filename}"
     else:
-        text = str(exc)
-    return " ".join(text.split())
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 1000 else text[:997] + "..."

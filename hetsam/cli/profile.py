@@ -7,7 +7,8 @@ from hetsam.cli.commands import COMMANDS
 import os
 from pathlib import Path
 
-from hetsam import defaults
+from hetsam import _checks, defaults
+from hetsam.cli._output import emit
 from hetsam.errors import HetsamInputError
 
 DEFAULT_BUDGET = defaults.PROFILE_BUDGET_SECONDS
@@ -32,12 +33,11 @@ def add_arguments(parser) -> None:
 
 
 def _check_out(path: str) -> Path:
-    out = Path(path)
-    if out.is_dir():
-        raise HetsamInputError(f"--out {path!r} is a directory; name a file, e.g. {os.path.join(path, 'profile.json')}")
+    """Before any measuring: a regular file (or none yet) in a writable folder."""
+    from hetsam.io import check_writable
+
+    out = check_writable(path, "--out")
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise HetsamInputError(f"--out {path!r}: folder {str(parent)!r} does not exist; create it first")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise HetsamInputError(f"--out {path!r} is not writable; choose another path")
     return out
@@ -47,9 +47,12 @@ def _ladder(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        ladder = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise HetsamInputError(f"--ladder {text!r} must be comma-separated integers, e.g. 8,16,32,64") from None
+        raise HetsamInputError(f"--ladder {text[:60]!r} must be comma-separated integers, e.g. 8,16,32,64") from None
+    if len(ladder) > 64:
+        raise HetsamInputError(f"--ladder has {len(ladder)} points; at most 64")
+    return ladder
 
 
 def _check_devices(text: str) -> None:
@@ -85,32 +88,43 @@ def summary(prof) -> str:
 
 
 def run(args) -> int:
-    if args.batch_size <= 0:
-        raise HetsamInputError(f"--batch-size {args.batch_size} must be a positive integer")
-    if not args.budget_seconds >= 0:
-        raise HetsamInputError(f"--budget-seconds {args.budget_seconds} must be >= 0 (0: no bound)")
-    if args.repeats is not None and args.repeats <= 0:
-        raise HetsamInputError(f"--repeats {args.repeats} must be a positive integer")
+    _checks.number(args.budget_seconds, "--budget-seconds", low=0.0, high=86400.0, hint="0: no bound")
+    _checks.optional(_checks.integer, args.repeats, "--repeats", low=1, high=100_000)
     out = _check_out(args.out)
     ladder = _ladder(args.ladder)
     if args.devices is not None:
         _check_devices(args.devices)
 
-    from hetsam.profiling.models import reference_model
     from hetsam.hardware.detect import split_device_list
-    from hetsam.profiling.measure import profile
+    from hetsam.profiling.models import reference_model
 
     ref = reference_model(args.model)
+    ref.check_batch(args.batch_size)  # before anything is allocated
     devices = split_device_list(args.devices) if args.devices is not None else None
+
+    from hetsam.profiling.measure import profile
+
     prof = profile(
         ref.build(), ref.loss_fn, ref.sample_batch(args.batch_size), devices, batch_sizes=ladder,
         budget_seconds=args.budget_seconds or None, repeats=args.repeats, contention=False if args.no_contention else None,
         name=ref.name, progress=not args.quiet,
     )
-    prof.save(out)
-    if args.json:
-        print(prof.to_json())
-    else:
-        print(summary(prof))
-        print(f"saved {out}")
-    return 0
+    _save(prof, out)
+    return emit(args.json, prof.to_dict, lambda: summary(prof) + f"\nsaved {out}")
+
+
+def _save(prof, out: Path) -> None:
+    """Write the profile; if that fails (a full disk, a file-size limit), the minutes of measuring
+    are not lost: it goes to a file in the temporary folder, and the error says where."""
+    try:
+        prof.save(out)
+    except HetsamInputError as exc:
+        import tempfile
+
+        try:
+            fd, spare = tempfile.mkstemp(prefix="hetsam-profile-", suffix=".json")
+            os.close(fd)
+            prof.save(spare)
+        except (HetsamInputError, OSError):
+            raise exc from None
+        raise HetsamInputError(f"{exc}; the measurement was saved to {spare} instead") from None

@@ -56,14 +56,23 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from hetsam.cost.cluster import Cluster
     from hetsam.cost.model import CostModel
     from hetsam.errors import HetsamInputError
+    from hetsam.io import check_writable
     from hetsam.planning.plan import Plan
     from hetsam.profiling.schema import load_profile
     from hetsam.simulator import simulate
 
-    from hetsam.cost.cluster import Cluster
-
+    for out in (args.trace, args.plot):  # refused before any work, not after it
+        if out is not None:
+            check_writable(out, "--trace/--plot output")
+    if args.plot:
+        try:
+            from hetsam.simulator.plot import plot_format, plot_simulation
+        except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
+            raise HetsamInputError(f"--plot needs matplotlib ({exc}); pip install 'hetsam[plot]'") from None
+        plot_format(args.plot)
     scale = cluster_kwargs(args)
     profile = load_profile(args.profile)
     swaps = parse_what_if(args.what_if)
@@ -90,13 +99,10 @@ def run(args) -> int:
     if args.trace:
         from hetsam.simulator.trace import write_chrome_trace
 
-        _write(args.trace, lambda: write_chrome_trace(result, args.trace))
+        write_chrome_trace(result, args.trace)
     if args.plot:
-        try:
-            from hetsam.simulator.plot import plot_simulation
-        except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
-            raise HetsamInputError(f"--plot needs matplotlib ({exc}); pip install 'hetsam[plot]'") from None
-        _write(args.plot, lambda: plot_simulation(result, comparisons, args.plot))
+        plot_simulation(result, comparisons, args.plot)
+
     def data() -> dict:
         d = result.to_dict()
         d["profile"] = profile.source
@@ -106,15 +112,6 @@ def run(args) -> int:
         return d
 
     return emit(args.json, data, lambda: format_result(result, profile, swaps, comparisons))
-
-
-def _write(path, write) -> None:
-    from hetsam.errors import HetsamInputError
-
-    try:
-        write()
-    except OSError as exc:
-        raise HetsamInputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def parse_what_if(items) -> dict[str, str]:

@@ -22,16 +22,24 @@ from typing import Iterator, Sequence
 import torch
 
 from hetsam import _checks
+from hetsam.errors import HetsamInputError
 from hetsam.hardware.names import parse_device
 
 __all__ = ["torch_device", "role_threads", "pool_cpus", "role_binding", "intra_op_threads", "enter_device"]
 
 
 def torch_device(name: str) -> torch.device:
-    """The torch device of a hetsam device name (a CPU pool is the ``cpu`` device)."""
+    """The torch device of a hetsam device name (a CPU pool is the ``cpu`` device); a GPU this
+    torch cannot use is a one-line error, not an assertion deep inside torch."""
     dev = parse_device(name)
     if dev.kind == "cpu":
         return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise HetsamInputError(f"device {name!r} is a GPU, but this torch has no usable CUDA device "
+                               "(torch.cuda.is_available() is False); plan for the CPU, or install a CUDA build of torch")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise HetsamInputError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                               "see 'hetsam devices'")
     return torch.device("cuda") if dev.index is None else torch.device("cuda", dev.index)
 
 

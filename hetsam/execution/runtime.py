@@ -15,6 +15,7 @@ unscale, skip a step with inf/NaN, and update S.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -56,6 +57,7 @@ class Runtime:
         self.closure_result: Any = None
         self.outputs: Any = None  # what loss_fn returned beside the loss, in the update pass
         self.grad_norm: float | None = None  # the update gradient's norm before clipping
+        self.pass_seconds: float | None = None  # wall time of the last update pass (ascent timeouts)
 
     @property
     def params(self) -> list[Tensor]:
@@ -96,6 +98,7 @@ class Runtime:
                 self.closure_result = self.descent()
             loss = self.closure_result
             return loss.detach().float() if isinstance(loss, Tensor) else torch.tensor(float("nan"))
+        start = time.perf_counter()
         loss, outputs = compute_gradient(
             self.local_model if local else self.model, self.loss_fn, batch, self.params, accumulate=accumulate,
             amp=self.amp, loss_scale=self.loss_scale(), unscale=unscale, update_stats=update_stats, layers=self.layers,
@@ -103,6 +106,7 @@ class Runtime:
         )
         if update:
             self.outputs = outputs
+            self.pass_seconds = time.perf_counter() - start
         return loss
 
     def release_grads(self) -> None:

@@ -16,10 +16,12 @@ fails to load is measured again and replaced. Writes are atomic.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 from hetsam import _checks, defaults
 from hetsam.errors import HetsamInputError
@@ -36,65 +38,87 @@ def cache_dir() -> Path:
     return Path(base) / "hetsam"
 
 
-def _shapes(batch) -> list:
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return [list(batch.shape), str(batch.dtype)]
-    if isinstance(batch, dict):
-        return [[k, _shapes(v)] for k, v in sorted(batch.items())]
-    if isinstance(batch, (list, tuple)):
-        return [_shapes(v) for v in batch]
-    return [type(batch).__name__]
-
-
 def cache_key(model, sample_batch, *, devices=None, batch_sizes=None) -> str:
     """The cache key of a profile of ``model`` on ``sample_batch`` on this machine."""
     import torch
 
     from hetsam import __version__
+    from hetsam.execution.batches import signature
     from hetsam.hardware.detect import detect
 
     structure = [(name, type(m).__name__, m.extra_repr()) for name, m in model.named_modules()]
     tensors = [(n, list(t.shape), str(t.dtype)) for n, t in list(model.named_parameters()) + list(model.named_buffers())]
     machine = [(d.id, d.name, d.cores) for d in detect(probe_torch=True).devices]
     payload = {
-        "structure": structure, "tensors": tensors, "batch": _shapes(sample_batch), "machine": machine,
+        "structure": structure, "tensors": tensors, "batch": signature(sample_batch), "machine": machine,
         "torch": torch.__version__, "hetsam": __version__, "devices": devices, "batch_sizes": batch_sizes,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=None, budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS,
-                   name: str | None = None, progress: bool = True, refresh: bool = False, log=None) -> Profile:
+def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=None,
+                   budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS, name: str | None = None,
+                   progress: bool = True, refresh: bool = False, log=None) -> Profile:
     """Profile ``model`` on this machine, or return the cached profile of an identical setup.
 
-    ``log`` (a callable taking one line) is told whether the cache was hit.
+    While one process measures an entry, it holds a lock on it: a second process that wants the
+    same entry waits and then reads the first one's result, rather than measuring at the same
+    time on the same cores (each would measure the other's load). ``log`` (a callable taking one
+    line) is told whether the cache was hit.
     """
     from hetsam.profiling.measure import profile
 
     key = cache_key(model, sample_batch, devices=devices, batch_sizes=batch_sizes)
     path = cache_dir() / f"profile-{key}.json"
-    if path.exists() and not refresh:
+    say = log or (lambda line: None)
+    with _entry_lock(path, say):
+        if not refresh:
+            cached = _read_cached(path, say)
+            if cached is not None:
+                return cached
+        prof = profile(model, loss_fn, sample_batch, devices, batch_sizes=batch_sizes, budget_seconds=budget_seconds,
+                       name=name, progress=progress)
         try:
-            prof = load_profile(path)
-            if log:
-                log(f"hetsam: using the cached profile {path}")
-            return prof
-        except HetsamInputError as exc:
-            if log:
-                log(f"hetsam: cached profile unusable ({exc}); measuring again")
-    prof = profile(model, loss_fn, sample_batch, devices, batch_sizes=batch_sizes, budget_seconds=budget_seconds,
-                   name=name, progress=progress)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        prof.save(path)
-        if log:
-            log(f"hetsam: profiled this machine in the cache at {path}")
-    except OSError as exc:  # a read-only home must not stop training
-        if log:
-            log(f"hetsam: could not cache the profile ({exc.strerror or exc}); continuing")
+            prof.save(path)
+            say(f"hetsam: profiled this machine in the cache at {path}")
+        except HetsamInputError as exc:  # a read-only or full home must not stop training
+            say(f"hetsam: could not cache the profile ({exc}); continuing")
     return prof
+
+
+def _read_cached(path: Path, say) -> Profile | None:
+    if not path.exists():
+        return None
+    try:
+        prof = load_profile(path)
+    except HetsamInputError as exc:
+        say(f"hetsam: cached profile unusable ({exc}); measuring again")
+        return None
+    say(f"hetsam: using the cached profile {path}")
+    return prof
+
+
+@contextlib.contextmanager
+def _entry_lock(path: Path, say) -> Iterator[None]:
+    """An exclusive ``flock`` on ``PATH.lock`` (the OS drops it if the holder dies); no lock where
+    the platform or the folder does not allow one."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            say(f"hetsam: another process is measuring this profile; waiting for its result ({path})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS,
@@ -104,5 +128,6 @@ def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, 
 
     _checks.integer(batch_size, "batch size", low=1, high=1 << 20)
     ref = reference_model(model_name)
+    ref.check_batch(batch_size, "batch size")
     return cached_profile(ref.build(), ref.loss_fn, ref.sample_batch(batch_size), budget_seconds=budget_seconds,
                           name=ref.name, progress=progress, refresh=refresh, log=log)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetsam import _checks
 from hetsam.errors import HetsamInputError
 
 __all__ = [
@@ -111,8 +112,7 @@ def cross_entropy_loss(model: nn.Module, batch) -> torch.Tensor:
 
 def _random_batch(shape: tuple[int, ...], num_classes: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     def make(batch_size: int, seed: int = 0, device="cpu"):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise HetsamInputError(f"batch size {batch_size!r} must be a positive integer")
+        _checks.integer(batch_size, "batch size", low=1, high=1 << 20)
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn((batch_size, *shape), generator=gen)
         y = torch.randint(0, num_classes, (batch_size,), generator=gen)
@@ -131,16 +131,33 @@ class ReferenceModel:
     sample_batch: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     loss_fn: Callable[[nn.Module, object], torch.Tensor]
     sample_shape: tuple[int, ...]
+    step_bytes_per_sample: float  # about what one training step allocates per sample (activations, gradients)
+
+    def check_batch(self, batch_size: int, what: str = "--batch-size") -> int:
+        """``batch_size`` if a step at that batch fits this machine's available memory; a one-line
+        error before anything is allocated otherwise."""
+        _checks.integer(batch_size, what, low=1, high=1 << 20)
+        need = batch_size * self.step_bytes_per_sample
+        try:
+            import psutil
+
+            free = psutil.virtual_memory().available
+        except Exception:  # noqa: BLE001 - without the probe, only the integer bound applies
+            return batch_size
+        if need > 0.8 * free:
+            raise HetsamInputError(f"{what} {batch_size}: a {self.name} step needs about {need / 2**30:.1f} GiB, this "
+                                   f"machine has {free / 2**30:.1f} GiB available; use a smaller batch")
+        return batch_size
 
 
 REFERENCE_MODELS: dict[str, ReferenceModel] = {
     "resnet20": ReferenceModel(
         "resnet20", "CIFAR-10 ResNet-20, option-A shortcuts (He et al. 2016), 0.27 M parameters",
-        ResNet20, _random_batch((3, 32, 32), 10), cross_entropy_loss, (3, 32, 32),
+        ResNet20, _random_batch((3, 32, 32), 10), cross_entropy_loss, (3, 32, 32), 2.5e6,
     ),
     "mlp": ReferenceModel(
         "mlp", "MLP 784-256-128-10 with ReLU on 28x28 inputs",
-        MLP, _random_batch((1, 28, 28), 10), cross_entropy_loss, (1, 28, 28),
+        MLP, _random_batch((1, 28, 28), 10), cross_entropy_loss, (1, 28, 28), 3e4,
     ),
 }
 

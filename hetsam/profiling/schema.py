@@ -44,6 +44,7 @@ from typing import Any
 
 from hetsam.hardware.names import parse_device
 from hetsam.errors import HetsamInputError
+from hetsam.profiling.checker import BATCH, BYTES, COUNT, SECONDS
 from hetsam.profiling.checker import Checker as _Checker
 
 __all__ = [
@@ -81,9 +82,12 @@ class GradTable:
     @classmethod
     def parse(cls, value, path: str, chk: _Checker) -> "GradTable":
         chk.obj(value, path, {"batch_sizes", "median", "spread"}, {"repeats"})
-        bs = [chk.num(b, f"{path}.batch_sizes[{i}]", positive=True, integer=True) for i, b in enumerate(chk.array(value["batch_sizes"], f"{path}.batch_sizes"))]
-        med = [chk.num(m, f"{path}.median[{i}]", positive=True) for i, m in enumerate(chk.array(value["median"], f"{path}.median"))]
-        spr = [chk.num(s, f"{path}.spread[{i}]", nonneg=True) for i, s in enumerate(chk.array(value["spread"], f"{path}.spread"))]
+        bs = [chk.num(b, f"{path}.batch_sizes[{i}]", positive=True, integer=True, high=BATCH)
+              for i, b in enumerate(chk.array(value["batch_sizes"], f"{path}.batch_sizes", most=64))]
+        med = [chk.num(m, f"{path}.median[{i}]", positive=True, low=SECONDS[0], high=SECONDS[1])
+               for i, m in enumerate(chk.array(value["median"], f"{path}.median", most=64))]
+        spr = [chk.num(s, f"{path}.spread[{i}]", nonneg=True, high=SECONDS[1])
+               for i, s in enumerate(chk.array(value["spread"], f"{path}.spread", most=64))]
         if any(b2 <= b1 for b1, b2 in zip(bs, bs[1:])):
             chk.fail(f"{path}.batch_sizes", f"must be strictly ascending, got {bs}")
         for name, arr in (("median", med), ("spread", spr)):
@@ -91,7 +95,7 @@ class GradTable:
                 chk.fail(f"{path}.{name}", f"has {len(arr)} values but batch_sizes has {len(bs)}")
         repeats = value.get("repeats")
         if repeats is not None:
-            chk.num(repeats, f"{path}.repeats", positive=True, integer=True)
+            chk.num(repeats, f"{path}.repeats", positive=True, integer=True, high=1 << 30)
         return cls(tuple(bs), tuple(float(m) for m in med), tuple(float(s) for s in spr), repeats)
 
 
@@ -134,16 +138,16 @@ class DeviceProfile:
             chk.fail(f"{path}.cores", "is required for a CPU device")
         pool = parse_device(dev_id).positions
         if cores is not None:
-            chk.num(cores, f"{path}.cores", positive=True, integer=True)
+            chk.num(cores, f"{path}.cores", positive=True, integer=True, high=COUNT)
             if pool is not None and len(pool) != cores:
                 chk.fail(f"{path}.cores", f"is {cores} but the pool {dev_id!r} names {len(pool)} core(s)")
         for key in ("threads", "max_batch_size"):
             if value.get(key) is not None:
-                chk.num(value[key], f"{path}.{key}", positive=True, integer=True)
+                chk.num(value[key], f"{path}.{key}", positive=True, integer=True, high=COUNT if key == "threads" else 1 << 31)
         if value.get("memory_bytes") is not None:
-            chk.num(value["memory_bytes"], f"{path}.memory_bytes", positive=True)
+            chk.num(value["memory_bytes"], f"{path}.memory_bytes", positive=True, high=BYTES)
         if value.get("update_seconds") is not None:
-            chk.num(value["update_seconds"], f"{path}.update_seconds", nonneg=True)
+            chk.num(value["update_seconds"], f"{path}.update_seconds", nonneg=True, high=SECONDS[1])
         chk.string(value.get("spec"), f"{path}.spec", nullable=True)
         table = GradTable.parse(value["grad_seconds"], f"{path}.grad_seconds", chk)
         return cls(
@@ -168,8 +172,8 @@ class Link:
         chk.obj(value, path, {"src", "dst", "bytes_per_second", "latency_seconds"}, set())
         return cls(
             chk.device_id(value["src"], f"{path}.src"), chk.device_id(value["dst"], f"{path}.dst"),
-            float(chk.num(value["bytes_per_second"], f"{path}.bytes_per_second", positive=True)),
-            float(chk.num(value["latency_seconds"], f"{path}.latency_seconds", nonneg=True)),
+            float(chk.num(value["bytes_per_second"], f"{path}.bytes_per_second", positive=True, low=1e3, high=1e15)),
+            float(chk.num(value["latency_seconds"], f"{path}.latency_seconds", nonneg=True, high=10.0)),
         )
 
 
@@ -189,7 +193,8 @@ class Contention:
         if len(devs) != 2 or len(slow) != 2:
             chk.fail(path, "must name exactly two devices and two slowdown factors")
         ids = tuple(chk.device_id(d, f"{path}.devices[{i}]") for i, d in enumerate(devs))
-        factors = tuple(float(chk.num(s, f"{path}.slowdown[{i}]", positive=True)) for i, s in enumerate(slow))
+        factors = tuple(float(chk.num(s, f"{path}.slowdown[{i}]", positive=True, low=0.01, high=100.0))
+                        for i, s in enumerate(slow))
         return cls(ids, factors)  # type: ignore[arg-type]
 
 
@@ -213,12 +218,13 @@ class ModelInfo:
         chk.obj(value, path, {"name", "parameters", "parameter_bytes"}, {"flops_per_sample", "sample_shape"})
         shape = value.get("sample_shape")
         if shape is not None:
-            shape = tuple(chk.num(s, f"{path}.sample_shape[{i}]", positive=True, integer=True) for i, s in enumerate(chk.array(shape, f"{path}.sample_shape", nonempty=False)))
+            shape = tuple(chk.num(s, f"{path}.sample_shape[{i}]", positive=True, integer=True, high=1 << 31)
+                          for i, s in enumerate(chk.array(shape, f"{path}.sample_shape", nonempty=False, most=16)))
         return cls(
             chk.string(value["name"], f"{path}.name"),
-            chk.num(value["parameters"], f"{path}.parameters", positive=True, integer=True),
-            chk.num(value["parameter_bytes"], f"{path}.parameter_bytes", positive=True, integer=True),
-            chk.num(value.get("flops_per_sample"), f"{path}.flops_per_sample", positive=True, nullable=True),
+            chk.num(value["parameters"], f"{path}.parameters", positive=True, integer=True, high=1 << 44),
+            chk.num(value["parameter_bytes"], f"{path}.parameter_bytes", positive=True, integer=True, high=1 << 48),
+            chk.num(value.get("flops_per_sample"), f"{path}.flops_per_sample", positive=True, nullable=True, high=1e18),
             shape,
         )
 
@@ -277,7 +283,7 @@ class Profile:
         if data["schema_version"] != SCHEMA_VERSION:
             chk.fail("schema_version", f"is {data['schema_version']!r}; this hetsam reads version {SCHEMA_VERSION}")
         model = ModelInfo.parse(data["model"], "model", chk)
-        batch_size = chk.num(data["batch_size"], "batch_size", positive=True, integer=True)
+        batch_size = chk.num(data["batch_size"], "batch_size", positive=True, integer=True, high=BATCH)
         devices = tuple(DeviceProfile.parse(d, f"devices[{i}]", chk) for i, d in enumerate(chk.array(data["devices"], "devices")))
         ids = [d.id for d in devices]
         dupes = sorted({i for i in ids if ids.count(i) > 1})

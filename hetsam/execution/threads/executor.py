@@ -50,13 +50,9 @@ __all__ = ["ThreadedExecutor"]
 class ThreadedExecutor(Executor):
     """Runs the ascent jobs on a worker thread bound to the ascent device (module docstring).
 
-    Args:
-        on_worker_failure: ``"raise"`` (default) or ``"degrade"`` (honoured through
-            ``hetsam.execution.factory.make_executor``, which adds the fallback).
-        share: when the two roles share hardware: ``"auto"`` (default) times both arrangements
-            on the first steps (about 36 jobs) and keeps the time-sliced one unless the
-            concurrent one is measurably faster; ``"time-slice"`` and ``"concurrent"`` fix it.
-        join_seconds: how long ``close()`` waits for the worker thread.
+    ``on_worker_failure``: ``"raise"`` or ``"degrade"`` (``make_executor`` adds the fallback);
+    ``share``: ``"auto"`` (measure, :mod:`.share`), ``"time-slice"`` or ``"concurrent"``;
+    ``join_seconds``: how long ``close()`` waits for the worker thread.
     """
 
     name = "threads"
@@ -75,6 +71,8 @@ class ThreadedExecutor(Executor):
         self._staging: Staging | None = None
         self._outstanding: dict[Future, tuple[GradJob, Slot]] = {}
         self._parked = False  # the worker thread has ended until the next job (park())
+        self.timeout: float | None = None  # seconds a wait may take; None: derived (default_timeout)
+        self.reference: Any = None  # a callable: seconds of the last descent pass, or None
 
     # ---- setup ------------------------------------------------------------------------------
     def bind(self, model: nn.Module, loss_fn: Callable, params: Sequence[Tensor], *, device: torch.device,
@@ -151,7 +149,7 @@ class ThreadedExecutor(Executor):
                 return future.result()
             raise RuntimeError("ThreadedExecutor.wait() on a job it does not hold")
         if not future.done():
-            self._block(future, timeout)
+            self._block(future, timeout if timeout is not None else self.default_timeout())
         if not future.done() or future.cancelled() or future.exception() is not None:
             del self._outstanding[future]
             cause = self._worker.failure if self._worker.failure is not None else (
@@ -171,6 +169,15 @@ class ThreadedExecutor(Executor):
         self._retire()
         return result
 
+    def default_timeout(self) -> float:
+        """``timeout`` if set, else 20 × the longer of the last descent pass and the mean ascent
+        job so far, at least 30 s (300 s before either was measured)."""
+        if self.timeout is not None:
+            return self.timeout
+        seen = [s for s in (self.reference() if self.reference else None,
+                            self.stats.job_seconds / self.stats.jobs if self.stats.jobs else None) if s]
+        return max(30.0, 20.0 * max(seen)) if seen else 300.0
+
     def _block(self, future: Future, timeout: float | None) -> None:
         """Wait for ``future``, polling the worker's liveness; a timeout marks the worker failed."""
         start = time.perf_counter()
@@ -182,7 +189,8 @@ class ThreadedExecutor(Executor):
                     break
                 if timeout is not None and time.perf_counter() - start > timeout and not future.done():
                     self._worker.failure = TimeoutError(
-                        f"the ascent job took longer than ascent_timeout={timeout:g} s")
+                        f"the ascent job took longer than ascent_timeout={timeout:g} s; the worker is taken as failed "
+                        "(its thread ends when the job does)")
                     break
         self.stats.waits += 1
         self.stats.wait_seconds += time.perf_counter() - start
