@@ -171,6 +171,7 @@ class Engine:
             idle = (now - chain.end) - (task.resource.busy_at(now) - chain.busy_mark)
             if idle > 0.0:
                 task.wait = idle
+        task.chain = None  # only needed here; keeping it would link every past task (memory grows with T)
         res = task.resource
         heappush(res.queue, (task.order, task.seq, task))
         if not res.dirty and res.running is None:
