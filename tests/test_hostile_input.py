@@ -312,6 +312,8 @@ def test_json_errors_read_well_and_plans_write_strict_json(tmp_path):
         Plan.from_json('{"strategy": ')
     assert "at at" not in str(err.value)
     assert "NaN" not in Plan("sampa", sampa_lambda=0.5).to_json()
+    with pytest.raises(HetsamInputError):  # refused at construction, not later at to_json
+        Plan("async_sam", options={"x": object()})
 
 
 def test_internal_errors_are_one_line_with_the_traceback_saved(monkeypatch, capsys):
