@@ -6,7 +6,7 @@ Checks 2 and 3 run with freed memory retained (as ``hetsam bench`` does), so pag
 not blur them.
 
 1. **Page faults.** ``forward+backward`` at b with glibc's default allocator and with freed
-   memory retained (:func:`hetsam.bench.retain_freed_memory`), each in a fresh process: the
+   memory retained (:func:`hetsam.execution.allocator.apply_policy`), each in a fresh process: the
    step time and the minor page faults per step (``getrusage``).
 2. **Thread scaling.** ``forward+backward`` at b and at b/4 on both cores (one thread team of
    two) and on one core (one thread), side by side: the time-sliced arrangement pays
@@ -31,11 +31,11 @@ import time
 
 _CHILD = """
 import os, resource, sys, time, statistics, torch
-from hetsam.bench import retain_freed_memory
-from hetsam.profiling.models import reference_model
 mode, model, b, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-if mode == "retain":
-    retain_freed_memory()
+os.environ["HETSAM_MALLOC"] = "retain" if mode == "retain" else "system"
+from hetsam.execution.allocator import apply_policy
+from hetsam.profiling.models import reference_model
+apply_policy()
 if mode == "loop":  # a competing process: forward+backward on one core until killed
     os.sched_setaffinity(0, [int(sys.argv[5])]); torch.set_num_threads(1)
 ref = reference_model(model); m = ref.build(); batch = ref.sample_batch(b)
@@ -179,9 +179,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--only", choices=("faults", "scaling", "gil"))
     args = ap.parse_args()
-    from hetsam.bench import retain_freed_memory
+    from hetsam.execution.allocator import apply_policy
 
-    print(f"(checks 2 and 3 run with freed memory retained, as hetsam bench does: {retain_freed_memory()})")
+    print(f"(checks 2 and 3 run with freed memory retained, as hetsam bench does: {apply_policy()})")
     for name, fn in (("faults", page_faults), ("scaling", scaling), ("gil", gil)):
         if args.only in (None, name):
             fn(args.model, args.batch_size, args.rounds, args.steps)

@@ -175,9 +175,9 @@ def main(argv=None) -> int:
         ap.error(f"--steps must exceed {SKIP}, --rounds and --batch-size must be positive")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    from hetsam.bench import retain_freed_memory
+    from hetsam.execution.allocator import apply_policy
 
-    retain_freed_memory()  # freed activations stay in the process: no page-fault cost that depends on history
+    apply_policy()  # freed activations stay in the process: no page-fault cost that depends on history
     samples = {(f, s): [] for f in FRAMEWORKS for s in (False, True)}
     order = list(samples)
     for r in range(args.rounds):

@@ -29,6 +29,11 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, description=description, advance=advance)
 
+    def set_total(self, total: float) -> None:
+        """Change the amount of work once it is known (e.g. after a first pass)."""
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()

@@ -13,12 +13,13 @@ How one iteration of a strategy maps to tasks is that strategy's own business: i
 in closed form) builds iteration t from these primitives:
 
 - :meth:`Workload.load`: ``load_t`` (L, on D, after ``U_{t−1}``);
-- :meth:`Workload.descent_step`: gradient plus update of step t on D (``t_D + u``), the task
-  whose end is ``U_t``; at scale DDP's bucketed backward and all-reduce;
+- :meth:`Workload.descent_step`: gradient plus the step's fixed costs on D (``t_D + s``, with
+  ``s = CostModel.step_seconds``: the update u, the loop's own work ℓ, and for a perturbed step
+  the climb c), the task whose end is ``U_t``; at scale DDP's bucketed backward and all-reduce;
 - :meth:`Workload.ascent_chain`: ``copy θ`` (D→A link) → the ascent gradient on A (t_A) →
   ``copy ĝ`` (A→D link), after a given task (the update that made the θ it reads);
 - :meth:`Workload.sgd_step` and :meth:`Workload.sam_step`: the two baselines' iterations
-  (SGD: ``L + t_D + u``; SAM: the ascent then the descent at ``θ_t + e``, ``L + 2·t_D + u`` on D,
+  (SGD: ``L + t_D + s``; SAM: the ascent then the descent at ``θ_t + e``, ``L + 2·t_D + s`` on D,
   or with both copies when the plan names another ascent device).
 
 Same hardware (``CostModel.shares_cores``): D and A are one resource, so the two gradients are
@@ -111,7 +112,7 @@ class Workload:
         self.ascent_batch_size = spec.ascent_batch_size(plan, self.b)
         self.tau = spec.staleness(plan)
         self.loader = float(loader_seconds)
-        self.update = cm.update_seconds(self.descent)
+        self._fixed = (cm.step_seconds(self.descent, False), cm.step_seconds(self.descent, True))
         # data parallel over n > 1 ranks (module docstring): one representative rank + the network
         self.cluster = cluster if cluster is not None and cluster.ranks > 1 else None
         self.ranks = self.cluster.ranks if self.cluster is not None else 1
@@ -241,18 +242,23 @@ class Workload:
         prev = self.step(t - 1)
         return prev, self.load(t, prev) or prev
 
-    def descent_step(self, t: int, deps, chain: Task | None) -> Task:
-        """Gradient plus update of step t on D; the task whose end is ``U_t``.
+    def fixed(self, perturbed: bool) -> float:
+        """The fixed costs of a step on D beside its passes (``CostModel.step_seconds``)."""
+        return self._fixed[bool(perturbed)]
+
+    def descent_step(self, t: int, deps, chain: Task | None, perturbed: bool = False) -> Task:
+        """Gradient plus the fixed costs of step t on D; the task whose end is ``U_t``.
 
         ``deps``: what the step needs (the previous step or its load, and the ascent gradient);
-        ``chain``: the task it would follow if the ascent were free (for the wait). With n > 1
-        ranks it is DDP's bucketed backward and all-reduce (:meth:`_ddp_descent_step`).
+        ``chain``: the task it would follow if the ascent were free (for the wait); ``perturbed``:
+        the step climbs to θ + e (its fixed costs include the climb). With n > 1 ranks it is DDP's
+        bucketed backward and all-reduce (:meth:`_ddp_descent_step`).
         """
         if self.cluster is not None:
-            return self._ddp_descent_step(t, deps, chain)
-        work = self.t_descent() + self.update
-        task = self.engine.add("descent", "descent", self.res_descent, work, t, deps, order=4 * t + 2,
-                               on_done=self.done, chain=chain or ORIGIN, tail=self.update)
+            return self._ddp_descent_step(t, deps, chain, perturbed)
+        fixed = self.fixed(perturbed)
+        task = self.engine.add("descent", "descent", self.res_descent, self.t_descent() + fixed, t, deps,
+                               order=4 * t + 2, on_done=self.done, chain=chain or ORIGIN, tail=fixed)
         return self.set_step(t, task)
 
     def backward_buckets(self, t: int, res: Resource, work: float, deps, chain, name: str) -> list[Task]:
@@ -286,7 +292,7 @@ class Workload:
         self.exposed[0] += max(0.0, seconds)
         self.exposed[1] += 1
 
-    def _ddp_descent_step(self, t: int, deps, chain: Task | None) -> Task:
+    def _ddp_descent_step(self, t: int, deps, chain: Task | None, perturbed: bool) -> Task:
         """Descent of step t as one rank of a DDP job: buckets, their all-reduces, the update."""
         segs = self.backward_buckets(t, self.res_descent, self.t_descent(), deps, chain, "descent")
         last = self.allreduces(t, segs)
@@ -297,8 +303,8 @@ class Workload:
             self.expose(last.end - end.end)
             self.done(task)
 
-        task = self.engine.add("update", "update", self.res_descent, self.update, t, (end, last), order=4 * t + 3,
-                               on_done=done)
+        task = self.engine.add("update", "update", self.res_descent, self.fixed(perturbed), t, (end, last),
+                               order=4 * t + 3, on_done=done)
         return self.set_step(t, task)
 
     def ascent_chain(self, t: int, theta: int, after: Task | None, name: str = "ascent") -> Task:
@@ -323,7 +329,7 @@ class Workload:
         """The ascent at θ_t (on A, with copies if A is not D), then the descent at θ_t + e."""
         prev, chain = self.start_of(t)
         grad = self.ascent_chain(t, t, prev)
-        self.descent_step(t, (chain, grad), chain)
+        self.descent_step(t, (chain, grad), chain, perturbed=True)
 
 
 def _resolve(cm: CostModel, name: str, field: str) -> str:

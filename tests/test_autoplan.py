@@ -1,10 +1,9 @@
-"""AutoSAM(plan="auto"): profile on first use (cached), plan, log one line, re-plan on drift."""
+"""AutoSAM(plan="auto"): profile on first use (cached), plan, log one line (calibration: test_calibration.py)."""
 
 import pytest
 import torch
 
 from hetsam import AutoSAM, Plan
-from hetsam.autosam.controller import DriftMonitor
 from _alg_refs import batches, loss_fn, mlp
 
 OPTIONS = {"profile_budget_seconds": 2.0, "progress": False, "devices": ["cpu:0", "cpu:0[0]"]}
@@ -39,20 +38,6 @@ def test_first_step_profiles_plans_and_logs_one_line(tmp_path):
     assert opt2.plan.strategy == opt.plan.strategy
 
 
-def test_drift_triggers_a_bounded_replan():
-    lines = []
-    opts = {**OPTIONS, "drift_tolerance": 0.0, "drift_window": 2, "drift_warmup": 0, "max_replans": 1}
-    with AutoSAM(mlp(), loss_fn, torch.optim.SGD, planner_options=opts, log=lines.append, lr=0.05) as opt:
-        for batch in opt.prefetch(batches(8)):
-            opt.step(batch)
-        assert opt.stats()["steps"] >= 1
-    measured = [line for line in lines if line.startswith("hetsam: measured")]
-    assert measured  # the drift was reported
-    assert sum(line.startswith("hetsam: plan ") for line in lines) == 2  # exactly one re-plan
-    # then it stops: either the limit (a different plan ran) or "same plan" (nothing to gain)
-    assert any("not re-planning" in line or "same plan" in line for line in lines)
-
-
 def test_resume_into_auto_uses_the_saved_plan_without_profiling():
     with AutoSAM(mlp(), loss_fn, plan=Plan("async_sam", ascent_batch_size=4), executor="inline", lr=0.05) as opt:
         data = batches(3)
@@ -64,14 +49,3 @@ def test_resume_into_auto_uses_the_saved_plan_without_profiling():
         fresh.load_state_dict(state)
         assert fresh.plan.strategy == "async_sam" and fresh.plan.ascent_batch_size == 4
     assert lines == []
-
-
-def test_drift_monitor_against_a_direct_median():
-    m = DriftMonitor(predicted_seconds=1.0, tolerance=0.15, window=3, warmup=1)
-    assert not m.observe(100.0)  # warm-up is ignored
-    assert not m.observe(1.1) and not m.observe(1.2)
-    assert not m.observe(1.0)  # median(1.1, 1.2, 1.0) = 1.1: within 15%
-    assert m.last_median == pytest.approx(1.1)
-    assert not m.observe(1.3) and not m.observe(1.2)
-    assert m.observe(1.25)  # median 1.25: 25% off
-    assert m.ratio == pytest.approx(1.25)

@@ -120,9 +120,9 @@ def test_retain_freed_memory_stops_most_page_faults_of_a_training_step():
 
     code = (
         "import resource, sys\n"
-        "from hetsam.bench import retain_freed_memory\n"
+        "from hetsam.execution.allocator import apply_policy\n"
         "from hetsam.profiling.models import reference_model\n"
-        "if sys.argv[1] == 'retain' and not retain_freed_memory(): print('unsupported'); sys.exit()\n"
+        "if sys.argv[1] == 'retain' and apply_policy() != 'retained': print('unsupported'); sys.exit()\n"
         "ref = reference_model('resnet20'); m = ref.build(); b = ref.sample_batch(16)\n"
         "for _ in range(2): ref.loss_fn(m, b).backward()\n"
         "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"

@@ -142,3 +142,43 @@ def test_descent_kind_keeps_the_descent_where_the_model_lives():
     assert report.plan.descent_device.startswith("cpu")
     with pytest.raises(HetsamInputError, match="descent_kind"):
         plan(gpu_plus_slow_cpu(), descent_kind="tpu", simulate=False)
+
+
+# ---- the table a person reads ------------------------------------------------------------------
+def test_the_plan_table_reads_chosen_then_fitting_by_fidelity_then_best_per_strategy():
+    from hetsam.cli.plan import format_report
+    from hetsam.planning.search import plan as plan_for
+
+    report = plan_for("a6000-epyc7452")
+    rows, hidden = report.shown()
+    assert rows[0] is report.chosen
+    fitting = [c for c in rows[1:] if c.fits_budget]
+    over = [c for c in rows[1:] if not c.fits_budget]
+    assert rows[1:] == fitting + over  # every row within the budget before every row beyond it
+    assert [c.fidelity for c in fitting] == sorted((c.fidelity for c in fitting), reverse=True)
+    assert len({c.plan.strategy for c in over}) == len(over)  # one row per strategy beyond the budget
+    for c in fitting:  # nothing shown within the budget is beaten on both fidelity and time
+        assert not any(o.fidelity >= c.fidelity and o.predicted_seconds < c.predicted_seconds for o in report.candidates)
+    assert hidden == len(report.candidates) - len(rows) > 0
+    text = format_report(report)
+    assert len(text.splitlines()) < 25 and "why:" in text and f"{hidden} more candidate" in text
+    everything, none_hidden = report.shown(everything=True)
+    assert none_hidden == 0 and len(everything) == len(report.candidates) and everything[0] is report.chosen
+    assert "more candidate" not in format_report(report, everything=True)
+
+
+def test_simulate_uses_the_planners_numbers_for_the_readme_machine():
+    """`hetsam simulate --profile a6000-epyc7452 --strategy async_sam` is the planner's plan."""
+    import json
+    import subprocess
+    import sys
+
+    from hetsam.planning.search import plan as plan_for
+
+    report = plan_for("a6000-epyc7452")
+    out = subprocess.run([sys.executable, "-m", "hetsam", "simulate", "--profile", "a6000-epyc7452", "--strategy",
+                          "async_sam", "--json"], capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    assert report.plan.strategy == "async_sam" and data["plan"] == report.plan.to_dict()
+    assert data["iteration_seconds"]["mean"] == pytest.approx(report.prediction.iteration_seconds, rel=0.05)
+    assert data["planner_chose"]["ascent_batch_size"] == report.plan.ascent_batch_size

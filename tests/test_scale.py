@@ -157,10 +157,11 @@ def test_async_sam_period_at_scale(bp):
 
 
 def test_sampa_pairs_combine_with_one_allreduce_over_2n_ranks():
+    """The pair rule all-reduces [g_x | g_y'] (2P bytes) once, after both passes."""
     cm = profile(gpus=2, second_gpu_slower=1.3)
     r = exact(Plan("sampa", "cuda:0", "cuda:1", batch_size=B), cm, nodes=4, devices_per_node=1, **NET)
     t_a = 1.3 * T_GPU
-    expected = ddp_step(T_GPU, U_GPU, [1 * MIB, 9 * MIB], 8, 20e9, 7e-6, partner=t_a)
+    expected = max(T_GPU, t_a) + ring(2 * 10 * MIB, 8, 20e9, 7e-6) + U_GPU
     assert r.iteration_seconds["mean"] == pytest.approx(expected, rel=1e-12)
     assert r.cluster["allreduce_ranks"] == 8 and r.cluster["sampa_pairs"]
     assert set(r.link_utilisation) == {"network"}  # no D<->A copies: the all-reduce combines

@@ -43,15 +43,22 @@ def test_json_for_a_strategy(profile_path):
     assert set(data) >= {"samples_per_second", "utilisation", "descent_wait_seconds", "timeline", "note", "engine"}
 
 
-def test_defaults_pick_the_fastest_pair_and_extrapolate(profile_path):
+def test_defaults_come_from_the_planner_and_flags_override(profile_path):
+    from hetsam.planning.search import plan
+
+    best = plan(profile_path, strategies=("async_sam",)).best_of("async_sam").plan
     proc = hetsam("--profile", profile_path, "--strategy", "async_sam", "--ascent-batch-size", "8",
                   "--iterations", "78200", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["plan"]["descent_device"] == "cuda:0"  # fastest at b=64
-    assert data["plan"]["ascent_device"] == "cpu:0"  # fastest device that shares nothing with it
+    assert (data["plan"]["descent_device"], data["plan"]["ascent_device"]) == (best.descent_device, best.ascent_device)
+    assert data["plan"]["ascent_batch_size"] == 8  # the flag wins
+    assert set(data["planner_chose"]) == {"descent_device", "ascent_device", "staleness", "ascent_batches"}
     assert data["extrapolated"] is True and data["simulated_iterations"] < 78200
     assert data["what_if"] == {}
+    # nothing given: the planner's plan itself, and the table says which numbers it chose
+    proc = hetsam("--profile", profile_path, "--strategy", "async_sam", "--iterations", "50")
+    assert f"b'={best.ascent_batch_size}" in proc.stdout and "the planner chose" in proc.stdout
 
 
 def test_plan_file_trace_and_table(profile_path, tmp_path):

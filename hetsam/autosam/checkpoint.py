@@ -63,8 +63,9 @@ def stats(opt) -> dict[str, Any]:
     out: dict[str, Any] = {"plan": None, "steps": opt._steps_before}
     parts = opt._parts
     if parts is not None:
-        out = {"plan": opt.plan.describe(), "steps": opt._steps_before + parts.rule.t,
-               "skipped_perturbations": parts.runtime.perturbation.skipped, **parts.rule.stats()}
+        # the rule's own counters first: AutoSAM's (steps over every plan run so far) win a clash
+        out = {**parts.rule.stats(), "plan": opt.plan.describe(), "steps": opt._steps_before + parts.rule.t,
+               "skipped_perturbations": parts.runtime.perturbation.skipped}
         if parts.runtime.grad_norm is not None:
             out["grad_norm"] = parts.runtime.grad_norm
         if parts.executor is not None:

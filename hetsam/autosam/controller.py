@@ -1,39 +1,103 @@
-"""What ``AutoSAM(plan="auto")`` does: profile the user's model (cached), plan, and watch for drift.
+"""What ``AutoSAM(plan="auto")`` does: plan from a profile, then calibrate on the user's own steps.
 
-- :func:`plan_for_model` profiles ``model`` on this machine with the first batch as the sample
-  (through :mod:`hetsam.profiling.cache`, so a second run of the same setup measures nothing),
-  then asks :func:`hetsam.planning.search.plan`, keeping the descent on the device the model lives on.
-- :class:`DriftMonitor` compares measured step times with the plan's prediction: after
-  ``warmup`` steps it takes the median of each ``window`` steps, and reports drift when that
-  median is more than ``tolerance`` (15%) away from the prediction.
-- :class:`PlanController` ties them together for one AutoSAM: the first plan, drift, re-plans
-  (at most ``max_replans``), and what happened, for ``AutoSAM.stats()``.
+- :func:`plan_for_model` plans on ``PlannerOptions.profile`` when one is given, else on a profile
+  of ``model`` measured on this machine with the first batch as the sample (through
+  :mod:`hetsam.profiling.cache`, so a second run of the same setup measures nothing), keeping the
+  descent on the device the model lives on.
+- :class:`StepWindow` collects the measured step *periods* (start of one step to the start of the
+  next, so the training loop's own work between steps is in them) after ``warmup`` steps, and
+  every ``window`` steps returns their median with a distribution-free confidence interval
+  (:func:`hetsam.profiling.stats.median_ci`).
+- :class:`PlanController` compares each window with the running plan's prediction. When the
+  prediction lies inside the interval the difference is noise, and nothing happens. Otherwise it
+  *calibrates*: it fits ℓ, the loop's own work per step on the descent device (data loading,
+  logging, Python around ``step``), so that the calibrated cost model
+  (``CostModel.calibrated(ℓ)``, docs/architecture.md "Step costs") predicts the measured median,
+  and plans again on that model, without measuring anything. It switches plans only when the
+  calibrated planner picks another plan *and* the two plans' predicted times differ by more
+  than the interval's half-width, at most ``max_replans`` times. Identical runs therefore keep
+  identical plans unless a difference is real; the step counters, schedules and statistics of
+  AutoSAM continue across a switch.
+
+ℓ is one number per step: a cost that scales with the number of passes (a slow ``loss_fn``)
+is charged once per step whatever the strategy, so a calibration on a one-pass plan undercounts
+it for SAM. ``stats()["calibration"]`` reports every window that disagreed and what was fitted.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hetsam.planning.options import PlannerOptions
+from hetsam.profiling.stats import median, median_ci
 
-__all__ = ["PlannerOptions", "plan_for_model", "DriftMonitor", "describe_choice", "PlanController"]
+__all__ = ["PlannerOptions", "plan_for_model", "StepWindow", "describe_choice", "PlanController", "controller_for"]
+
+_FIT_ITERATIONS = 4  # fixed-point steps of ℓ (the period is not exactly additive in ℓ when an ascent is exposed)
 
 
-def plan_for_model(model, loss_fn, sample_batch, options: PlannerOptions, *, refresh: bool = False, log=None):
-    """Profile (cached) and plan for ``model``; returns the :class:`~hetsam.planning.report.PlanReport`."""
+def controller_for(plan, planner_options, model, log: Callable[[str], None]) -> "PlanController | None":
+    """The controller of an AutoSAM whose plan the planner chooses: ``plan="auto"``, or a
+    strategy name with ``planner_options["profile"]`` (the planner chooses its numbers). None
+    for a given plan, which takes no planner options."""
+    import dataclasses
+
+    import torch
+
+    from hetsam import strategies
+    from hetsam.errors import HetsamInputError
+    from hetsam.execution.distributed import agree_plan
+
+    options = PlannerOptions.from_value(planner_options) if planner_options is not None else None
+    strategy = None
+    if isinstance(plan, str) and plan in strategies.names() and options is not None and options.profile is not None:
+        strategy, options = plan, dataclasses.replace(options, strategies=(plan,))
+    elif not (isinstance(plan, str) and plan == "auto"):
+        if options is not None:
+            raise HetsamInputError("planner_options applies to plan='auto', or to a strategy name with "
+                                   "planner_options['profile'] (the planner then chooses its numbers); drop it")
+        return None
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    return PlanController(options or PlannerOptions(), log, agree=lambda p: agree_plan(model, p), watch=not ddp,
+                          strategy=strategy)
+
+
+def plan_for_model(model, loss_fn, sample_batch, options: PlannerOptions, *, log=None, cost_model=None):
+    """Plan for ``model`` (module docstring); returns the :class:`~hetsam.planning.report.PlanReport`.
+    ``cost_model``: plan on this (calibrated) model instead of the profile."""
     from hetsam.planning.search import plan
+
+    kind = _device_kind(model)
+    if cost_model is None:
+        cost_model = _cost_model(model, loss_fn, sample_batch, options, log)
+    return plan(cost_model, budget=options.budget, max_staleness=options.max_staleness,
+                min_ascent_fraction=options.min_ascent_fraction, reserve_cores=options.reserve_cores,
+                descent_kind=kind, batch_size=_batch_size(sample_batch), strategies=options.strategies)
+
+
+def _cost_model(model, loss_fn, sample_batch, options: PlannerOptions, log):
+    from hetsam.cost.model import CostModel
+
+    if options.profile is not None:
+        return CostModel(options.profile)
     from hetsam.profiling.cache import cached_profile
 
+    devices = None if options.devices is None else list(options.devices)
+    return CostModel(cached_profile(model, loss_fn, sample_batch, devices=devices,
+                                    budget_seconds=options.profile_budget_seconds, name=type(model).__name__,
+                                    progress=options.progress, log=log))
+
+
+def _device_kind(model) -> str:
     device = next((p.device for p in model.parameters()), None)
-    kind = "gpu" if device is not None and device.type == "cuda" else "cpu"
-    profile = cached_profile(model, loss_fn, sample_batch, devices=None if options.devices is None else list(options.devices),
-                             budget_seconds=options.profile_budget_seconds, name=type(model).__name__,
-                             progress=options.progress, refresh=refresh, log=log)
-    return plan(profile, budget=options.budget, max_staleness=options.max_staleness,
-                min_ascent_fraction=options.min_ascent_fraction, reserve_cores=options.reserve_cores,
-                descent_kind=kind)
+    return "gpu" if device is not None and device.type == "cuda" else "cpu"
+
+
+def _batch_size(batch) -> int:
+    from hetsam.execution.batches import batch_size
+
+    return batch_size(batch)
 
 
 def describe_choice(report) -> str:
@@ -47,83 +111,142 @@ def describe_choice(report) -> str:
 
 
 @dataclass
-class DriftMonitor:
-    """Flags when the measured step time drifts from the predicted one by more than ``tolerance``."""
+class StepWindow:
+    """Windows of measured step periods: ``observe`` returns ``(median, low, high)`` once every
+    ``window`` steps after the first ``warmup`` (the interval at ``confidence``)."""
 
-    predicted_seconds: float
-    tolerance: float = 0.15
-    window: int = 20
-    warmup: int = 3
+    window: int = 30
+    warmup: int = 5
+    confidence: float = 0.95
     _seen: int = 0
     _times: list = field(default_factory=list)
-    last_median: float | None = None
 
-    def observe(self, seconds: float) -> bool:
-        """Record one step; True when a full window's median drifted past the tolerance."""
+    def observe(self, seconds: float) -> tuple[float, float, float] | None:
         self._seen += 1
         if self._seen <= self.warmup:
-            return False
+            return None
         self._times.append(seconds)
         if len(self._times) < self.window:
-            return False
-        self.last_median = statistics.median(self._times)
-        self._times.clear()
-        return abs(self.last_median / self.predicted_seconds - 1.0) > self.tolerance
-
-    @property
-    def ratio(self) -> float | None:
-        return None if self.last_median is None else self.last_median / self.predicted_seconds
+            return None
+        times, self._times = self._times, []
+        low, high = median_ci(times, self.confidence)
+        return median(times), low, high
 
 
 class PlanController:
-    """``plan="auto"`` for one AutoSAM: choose, watch, re-plan (see the module docstring).
+    """``plan="auto"`` (and a strategy name with a profile) for one AutoSAM (module docstring).
 
-    ``choose(batch)`` profiles and plans (``agree`` makes every DDP rank run rank 0's plan) and
-    returns the Plan; ``observe(seconds)`` is called after every step and returns True when the
-    caller should re-plan with ``choose(batch, refresh=True)``; ``history`` records every choice.
+    ``choose(model, loss_fn, batch)`` plans and returns the Plan (``agree`` makes every DDP rank
+    run rank 0's plan); ``observe(period)`` is called with every step's period and returns a Plan
+    to switch to, or None; ``history`` records every choice and ``calibration`` every window that
+    disagreed with its prediction.
     """
 
     def __init__(self, options: PlannerOptions, log: Callable[[str], None], *, agree: Callable = None,
-                 watch: bool = True):
+                 watch: bool = True, strategy: str | None = None):
         self.options = options
         self.log = log
         self.agree = agree or (lambda plan: plan)
-        self.watch = watch  # False under DDP: ranks would decide a re-plan at different steps
+        self.watch = watch  # False under DDP: ranks would decide at different steps
+        self.strategy = strategy  # a fixed strategy whose numbers the planner chooses (no re-plans)
         self.report = None
+        self.plan = None
+        self.cm = None
+        self.loop_seconds = 0.0
         self.replans = 0
         self.history: list[dict] = []
-        self._drift: DriftMonitor | None = None
+        self.calibration: list[dict] = []
+        self._window: StepWindow | None = None
+        self._context: tuple | None = None
 
-    def choose(self, model, loss_fn, batch, *, refresh: bool = False):
-        report = plan_for_model(model, loss_fn, batch, self.options, refresh=refresh, log=self.log)
-        chosen = self.agree(report.plan)
-        self.report = report
-        self.log(describe_choice(report))
-        predicted = report.prediction.iteration_seconds
+    # ---- choosing ----------------------------------------------------------------------------
+    def choose(self, model, loss_fn, batch):
+        self._context = (model, loss_fn, batch)
+        report = plan_for_model(model, loss_fn, batch, self.options, log=self.log)
+        self.cm = _base_model(report)
+        chosen = self._pick(report)
+        self.log(describe_choice(report) if self.strategy is None else
+                 f"hetsam: {self.strategy}: the planner chose {chosen.describe()} for this profile")
         o = self.options
-        self._drift = DriftMonitor(predicted, o.drift_tolerance, o.drift_window, o.drift_warmup) if self.watch else None
-        self.history.append({"plan": chosen.describe(), "predicted_seconds": predicted, "refresh": refresh})
+        self._window = StepWindow(o.calibration_window, o.calibration_warmup, o.confidence) \
+            if self.watch and self.strategy is None else None
         return chosen
 
-    def observe(self, seconds: float) -> bool:
-        """Record a step; True when the caller should re-plan now."""
-        drift = self._drift
-        if drift is None or not drift.observe(seconds):
-            return False
-        self.log(f"hetsam: measured {drift.last_median * 1e3:.1f} ms/step, {drift.ratio - 1:+.0%} from the predicted "
-                 f"{drift.predicted_seconds * 1e3:.1f} ms")
-        if self.replans >= self.options.max_replans:
-            self.log(f"hetsam: not re-planning: {self.options.max_replans} re-plan(s) already done")
-            self._drift = None
-            return False
-        self.replans += 1
-        return True
+    def _pick(self, report):
+        if self.strategy is not None:
+            best = report.best_of(self.strategy)
+            if best is None:
+                from hetsam.errors import HetsamInputError
 
-    def same_plan(self) -> None:
-        """The fresh profile chose the plan already running: the gap is not in the profile (e.g.
-        per-step overhead outside the gradient passes), so watching further would re-measure it."""
-        self.log("hetsam: the fresh profile chose the same plan; keeping it and no longer watching for drift")
-        self._drift = None
+                raise HetsamInputError(f"the planner has no {self.strategy} plan for this profile; give a Plan")
+            report.plan, report.prediction = best.plan, best.prediction
+        self.report, self.plan = report, self.agree(report.plan)
+        self.history.append({"plan": self.plan.describe(), "predicted_seconds": report.prediction.iteration_seconds,
+                             "loop_seconds": self.loop_seconds})
+        return self.plan
+
+    # ---- calibrating -------------------------------------------------------------------------
+    def observe(self, seconds: float):
+        """Record one step period; returns the Plan to run from the next step on, or None."""
+        if self._window is None:
+            return None
+        window = self._window.observe(seconds)
+        if window is None:
+            return None
+        m, low, high = window
+        predicted = self._predict(self.plan, self.loop_seconds)  # the median the window should see
+        if low <= predicted <= high:
+            return None  # the prediction is inside the noise: nothing to learn
+        self.loop_seconds = loop = self._fit(m)
+        entry = {"median_seconds": m, "interval": [low, high], "predicted_seconds": predicted, "loop_seconds": loop}
+        self.calibration.append(entry)
+        self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}), predicted "
+                 f"{predicted * 1e3:.2f}: calibrated the loop's own work to {loop * 1e3:.2f} ms/step")
+        if self.replans >= self.options.max_replans:
+            entry["decision"] = f"kept: {self.options.max_replans} re-plan(s) already done"
+            return None
+        model, loss_fn, batch = self._context
+        report = plan_for_model(model, loss_fn, batch, self.options, cost_model=self.cm.calibrated(loop))
+        candidate = self.agree(report.plan)
+        current = self._predict(self.plan, loop)
+        if candidate == self.plan:
+            entry["decision"] = "kept: the calibrated planner chose the same plan"
+            return None
+        gap, half = abs(current - self._predict(candidate, loop)), (high - low) / 2
+        if gap <= half:
+            entry["decision"] = (f"kept: {candidate.describe()} is within the noise ({gap * 1e3:.2f} ms apart, "
+                                 f"interval ±{half * 1e3:.2f} ms)")
+            self.log(f"hetsam: {entry['decision']}")
+            return None
+        self.replans += 1
+        entry["decision"] = f"switched to {candidate.describe()}"
+        self.log(describe_choice(report))
+        self._pick(report)
+        self._window = StepWindow(self.options.calibration_window, self.options.calibration_warmup,
+                                  self.options.confidence)
+        return self.plan
+
+    def _predict(self, plan, loop: float) -> float:
+        """The simulated *median* step period: what a window's median estimates, also for a
+        strategy that mixes two kinds of steps (RST's median is not its mean)."""
+        from hetsam import defaults
+        from hetsam.simulator import simulate
+
+        result = simulate(plan, self.cm.calibrated(loop), iterations=defaults.PLANNER_ITERATIONS, seed=0)
+        return float(result.iteration_seconds["p50"])
+
+    def _fit(self, measured: float) -> float:
+        """ℓ ≥ 0 with predict(plan, ℓ) = measured (a few fixed-point steps; 0 when even ℓ = 0 is slower)."""
+        loop = 0.0
+        for _ in range(_FIT_ITERATIONS):
+            loop = max(0.0, loop + measured - self._predict(self.plan, loop))
+        return loop
 
     def stats(self) -> dict[str, Any]:
-        return {"replans": self.replans, "plans": list(self.history)}
+        return {"replans": self.replans, "plans": list(self.history), "loop_seconds": self.loop_seconds,
+                "calibration": list(self.calibration)}
+
+
+def _base_model(report):
+    """The uncalibrated cost model the report was planned on."""
+    return report.cost_model

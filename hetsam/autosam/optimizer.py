@@ -70,17 +70,17 @@ from torch import nn
 from hetsam import _checks, defaults
 from hetsam.autosam import checkpoint
 from hetsam.autosam.assemble import Assembly, Settings, amp_spec, model_device, resolve_plan
-from hetsam.autosam.controller import PlanController
+from hetsam.autosam.controller import controller_for
 from hetsam.autosam.params import add_group, resolve_params, warn_unoptimized
 from hetsam.autosam.prefetch import LookaheadLoader, Prefetcher
 from hetsam.errors import HetsamInputError
+from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.binding import role_binding
-from hetsam.execution.distributed import agree_plan, unwrap
+from hetsam.execution.distributed import unwrap
 from hetsam.execution.executor import FAILURE_POLICIES, Executor
 from hetsam.execution.factory import EXECUTORS
 from hetsam.optim.rst import check_alpha
 from hetsam.optim.sam import check_base_optimizer, check_group, share_groups
-from hetsam.planning.options import PlannerOptions
 from hetsam.planning.plan import Plan
 
 __all__ = ["AutoSAM"]
@@ -97,8 +97,10 @@ class AutoSAM(torch.optim.Optimizer):
         plan: a :class:`hetsam.Plan`, a registered strategy's name with the Plan defaults, or
             ``"auto"``: at the first ``step`` hetsam profiles the model on this machine with that
             batch (cached on disk), plans, logs the plan in one line and runs it; ``plan`` is None
-            until then. It re-plans at most ``max_replans`` times when the measured step time
-            drifts from the prediction (``hetsam.autosam.controller``); ``stats()`` reports it.
+            until then. It compares the measured step periods with the prediction in windows,
+            calibrates the loop's own per-step work when they disagree beyond the noise, and
+            re-plans (at most ``max_replans`` times) only when that changes the plan by more than
+            the noise (``hetsam.autosam.controller``); ``stats()`` reports it.
         executor: ``"threads"`` (default: the ascent on a worker thread bound to the ascent
             device, or time-sliced when both roles share one), ``"inline"`` (the sequential
             reference, same numbers), or an :class:`hetsam.execution.executor.Executor`.
@@ -124,6 +126,9 @@ class AutoSAM(torch.optim.Optimizer):
             before either was measured); ``float("inf")``: never.
         sampa_pairs: under DDP, whether ``"sampa"`` runs across rank pairs (None: yes).
         planner_options: for ``plan="auto"``, :class:`hetsam.planning.options.PlannerOptions` keys.
+            With ``"profile"`` among them, ``plan`` may also be a strategy name: the planner then
+            chooses its numbers (devices, b', τ, p, λ) for that profile at the first step and
+            logs them.
         log: where ``plan="auto"`` writes its one-line messages (default: stderr).
 
     Under ``DistributedDataParallel`` the descent is all-reduced by DDP and the ascent stays per
@@ -152,9 +157,11 @@ class AutoSAM(torch.optim.Optimizer):
             _checks.number(ascent_timeout, "ascent_timeout", low=0.0, high=1e7, low_open=True,
                            hint="seconds, float('inf') for never, or None for the default")
         check_group({"rho": rho, "adaptive": adaptive, "eta": eta})
-        self.plan = resolve_plan(plan, model, sam_probability)
-        if planner_options is not None and self.plan is not None:
-            raise HetsamInputError("planner_options applies to plan='auto' only; drop it or pass plan='auto'")
+        self._log = log or (lambda line: print(line, file=sys.stderr))
+        # plan="auto", or a strategy name with a profile: the planner chooses at the first step
+        self._controller = controller_for(plan, planner_options, model, self._log)
+        self.plan = None if self._controller is not None else resolve_plan(plan, model, sam_probability)
+        apply_allocator_policy()  # as the profiler did (hetsam.execution.allocator)
         device = model_device(model)
         amp = amp_spec(amp, device.type)
         self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
@@ -169,14 +176,9 @@ class AutoSAM(torch.optim.Optimizer):
         self._owns_scaler = scaler is None and amp is not None and amp.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type) if self._owns_scaler else (scaler or None)
         self.model, self.loss_fn = model, loss_fn
-        self._log = log or (lambda line: print(line, file=sys.stderr))
         # DDP reduces only the parameters that required grad when it was built (add_param_group)
         self._ddp_trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        self._controller = None
-        if self.plan is None:
-            ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-            self._controller = PlanController(PlannerOptions.from_value(planner_options), self._log,
-                                              agree=lambda p: agree_plan(model, p), watch=not ddp)
+        self._last_start: float | None = None
         self._parts: Assembly | None = None
         self._steps_before = 0  # steps taken under earlier plans (re-plans)
         self._prefetcher = Prefetcher()
@@ -224,6 +226,8 @@ class AutoSAM(torch.optim.Optimizer):
         rt.release_grads()  # before any job runs, so no stale gradients stay alive
         rt.pre_update, rt.descent = (None, closure) if descent_closure else (closure, None)
         start = time.perf_counter()
+        period = None if self._last_start is None else start - self._last_start  # the loop's work included
+        self._last_start = start
         try:
             with role_binding(parts.descent_threads, parts.descent_cpus), \
                     (parts.dist.stepping() if parts.dist is not None else contextlib.nullcontext()):
@@ -236,16 +240,15 @@ class AutoSAM(torch.optim.Optimizer):
             rt.pre_update = rt.descent = None
         self.last_outputs, rt.outputs = rt.outputs, None
         loss = float(loss)
-        if self._controller is not None and self._controller.observe(time.perf_counter() - start):
-            self._use(self._controller.choose(unwrap(self.model), self.loss_fn, self._sample_batch, refresh=True))
+        if self._controller is not None and period is not None:
+            switch = self._controller.observe(period)
+            if switch is not None:
+                self._use(switch)
         return loss
 
     def _use(self, plan: Plan) -> None:
         """Run ``plan`` from the next step on (a re-plan retires the running parts first)."""
         if self._parts is not None:
-            if plan == self.plan:
-                self._controller.same_plan()
-                return
             self._log(f"hetsam: switching from {self.plan.describe()} to {plan.describe()}")
             self._steps_before += self._parts.rule.t
             self._parts.retire()

@@ -4,12 +4,12 @@ It sits beside the front end (it drives ``AutoSAM``); nothing in the library imp
 """
 
 from hetsam.bench.arrangements import Arrangement, default_arrangements, fitted_pool_arrangement
-from hetsam.bench.load import retain_freed_memory, wait_quiet
+from hetsam.bench.load import wait_quiet
 from hetsam.bench.report import format_report
 from hetsam.bench.results import BenchReport, BenchResult
 from hetsam.bench.runner import predict, probe_profile, run_bench
 from hetsam.profiling.merge import median_profile
 
 __all__ = ["Arrangement", "BenchResult", "BenchReport", "default_arrangements", "run_bench", "predict",
-           "format_report", "median_profile", "probe_profile", "retain_freed_memory", "fitted_pool_arrangement",
+           "format_report", "median_profile", "probe_profile", "fitted_pool_arrangement",
            "wait_quiet"]

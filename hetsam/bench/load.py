@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["LoadMeter", "wait_quiet", "retain_freed_memory"]
+__all__ = ["LoadMeter", "wait_quiet"]
 
 
 class LoadMeter:
@@ -58,25 +58,3 @@ class LoadMeter:
 def wait_quiet(limit: float) -> bool:
     """Wait up to ``limit`` seconds for a second in which other processes use < 5% of the CPUs."""
     return LoadMeter().wait_quiet(limit)
-
-
-def retain_freed_memory() -> bool:
-    """Make glibc's allocator keep freed memory in the process (returns False elsewhere).
-
-    ``mallopt``: ``M_MMAP_THRESHOLD`` 32 MiB (blocks below it come from the heap, not from a
-    fresh ``mmap`` that the kernel must fault in and zero again after every ``munmap``; setting
-    it also stops glibc's dynamic threshold), ``M_TRIM_THRESHOLD`` 1 GiB and ``M_TOP_PAD``
-    256 MiB (the heap is not shrunk after each step). Freed memory then serves the next step's
-    tensors without page faults; the cost is a resident set that stays at its peak. Process
-    wide; the environment variables ``MALLOC_MMAP_THRESHOLD_`` etc. do the same at start-up.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    return all(mallopt(k, v) == 1 for k, v in ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30),
-                                               (m_top_pad, 256 << 20)))

@@ -37,7 +37,7 @@ allocator's page faults vary with a process's history, so a profile taken at ano
 in another process is compared with a different machine. ``profile_probe`` fixes that: it is
 called at the start of every round, in the bench's own process, and the predictions use the
 per-point medians of those profiles (:func:`median_profile`), measured side by side with the
-strategies. :func:`retain_freed_memory` (what ``hetsam bench`` does unless ``--system-malloc``)
+strategies. :func:`hetsam.execution.allocator.apply_policy` (the profiler and AutoSAM do the same; ``--system-malloc`` opts out)
 stops glibc from handing freed activations back to the kernel after every step: otherwise a
 ResNet-20 step at b = 64 re-faults about 80 MB (about 20,000 minor page faults), which costs
 up to 40% of the step, and how much depends on the process's allocation history.

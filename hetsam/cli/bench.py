@@ -42,7 +42,7 @@ def add_arguments(p) -> None:
                    help="measure a round again when other processes used more than this share of the CPUs during it "
                         "(default 0.10; at most R repeats; 1 disables)")
     p.add_argument("--system-malloc", action="store_true",
-                   help="leave glibc's allocator as it is (default: keep freed memory in the process, which removes "
+                   help="leave glibc's allocator as it is, here and in the profile it measures (default: keep freed memory in the process, which removes "
                         "the per-step page faults that make CPU timings depend on the process's history)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -64,6 +64,14 @@ def _check(args) -> None:
 
 def run(args) -> int:
     _check(args)
+    from hetsam.execution import allocator
+
+    # the profiler and AutoSAM follow the same policy within the run (hetsam.execution.allocator)
+    with allocator.override("system" if args.system_malloc else allocator.policy()):
+        return _run(args, allocator.apply_policy())
+
+
+def _run(args, allocator: str) -> int:
     from hetsam.bench import Arrangement, default_arrangements, format_report, run_bench
     from hetsam.errors import HetsamInputError
     from hetsam.profiling.models import reference_model
@@ -72,11 +80,6 @@ def run(args) -> int:
     reference_model(args.model).check_batch(args.batch_size)  # unknown names, huge batches: before anything runs
     given = Plan.load(args.plan) if args.plan else None
     say = (lambda line: None) if args.json else (lambda line: print(f"hetsam bench: {line}", file=sys.stderr, flush=True))
-    allocator = "system"
-    if not args.system_malloc:
-        from hetsam.bench import retain_freed_memory
-
-        allocator = "glibc, freed memory retained" if retain_freed_memory() else "system (not glibc)"
 
     profile, source, probe = None, None, None
     if args.interleave_profile:

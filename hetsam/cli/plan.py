@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine again even if a cached profile exists")
     p.add_argument("--out", default=None, help="write the chosen plan as JSON here")
     p.add_argument("--json", action="store_true", help="print the chosen plan as JSON, with alternatives")
+    p.add_argument("--all", action="store_true", help="list every candidate (default: hide dominated plans and a "
+                                                       "strategy's slower plans beyond the budget)")
     add_cluster_arguments(p)
 
 
@@ -57,14 +59,16 @@ def run(args) -> int:
     )
     if args.out:
         report.plan.save(args.out)
-    return emit(args.json, report.to_dict, lambda: format_report(report))
+    return emit(args.json, report.to_dict, lambda: format_report(report, everything=args.all))
 
 
-def format_report(report) -> str:
-    """The candidates as an aligned text table, the objective, and the choice."""
+def format_report(report, everything: bool = False) -> str:
+    """The header (baselines, the fixed per-step costs), the candidates in reading order
+    (:meth:`PlanReport.shown`), the choice and why it won."""
     head = ("", "strategy", "descent", "ascent", "settings", "s/step", "vs SGD", "vs SAM", "fits")
     rows = [head]
-    for c in report.candidates:
+    shown, hidden = report.shown(everything)
+    for c in shown:
         p = c.plan
         rows.append((
             "*" if p is report.plan else "",
@@ -83,7 +87,7 @@ def format_report(report) -> str:
     out = [
         f"batch size {report.batch_size}; SGD {report.sgd_seconds:.4f} s/step, SAM {report.sam_seconds:.4f} s/step, "
         f"budget {report.budget_seconds:.4f} s/step ({report.budget:g} x SGD)",
-        f"objective: {report.objective}",
+        *_step_costs(report),
         *format_cluster(report.cluster),
         "",
         *lines,
@@ -91,6 +95,22 @@ def format_report(report) -> str:
         f"chosen: {report.plan.describe()}  ({report.prediction.overhead_vs_sgd:+.1%} vs SGD, "
         f"{report.prediction.speedup_vs_sam:.2f}x faster than SAM)"
         + ("" if report.budget_met else "  -- budget NOT met"),
+        f"why: {report.why()}",
+        f"objective: {report.objective}",
     ]
+    if hidden:
+        out.append(f"({hidden} more candidate(s) hidden: dominated, or a strategy's slower plans beyond the budget; "
+                   "--all lists them)")
     out += [f"note: {n}" for n in report.notes]
     return "\n".join(out)
+
+
+def _step_costs(report) -> list[str]:
+    """The fixed per-step terms on the chosen plan's descent device (CostModel.step_terms)."""
+    cm = report.cost_model
+    if cm is None:
+        return []
+    d = report.plan.descent_device
+    t = cm.step_terms(d)
+    return [f"step costs on {d} beside the passes: update {t['update'] * 1e3:.3f} ms, climb {t['climb'] * 1e3:.3f} ms "
+            f"(perturbed steps), loop {t['loop'] * 1e3:.3f} ms (AutoSAM calibrates it on your steps)"]

@@ -78,12 +78,21 @@ def summary(prof) -> str:
         times = ", ".join(f"{m * 1e3:.1f}±{s * 1e3:.1f}" for m, s in zip(g.median, g.spread))
         cores = f", {d.cores} core(s)" if d.cores else ""
         extra = f"; update {d.update_seconds * 1e3:.2f} ms" if d.update_seconds is not None else ""
+        extra += f", climb {d.climb_seconds * 1e3:.2f} ms" if d.climb_seconds is not None else ""
         fit = f"; max batch {d.max_batch_size}" if d.max_batch_size else ""
         lines.append(f"  {d.id:<10} {d.name}{cores}: grad ms {times}{extra}{fit}")
     for link in prof.links:
         lines.append(f"  copy {link.src} -> {link.dst}: {link.bytes_per_second / 1e9:.2f} GB/s, latency {link.latency_seconds * 1e6:.1f} us")
     for c in prof.contention:
         lines.append(f"  contention {c.devices[0]} + {c.devices[1]}: slowdown {c.slowdown[0]:.2f}, {c.slowdown[1]:.2f}")
+    rep = prof.provenance.get("ratio_repeatability")
+    if isinstance(rep, dict):
+        parts = [f"{what} {v['median_deviation']:.1%} (worst {v['max_deviation']:.1%})" for what, v in
+                 (("t(b)/t(B)", rep.get("batch_ratio")), ("t(pool)/t(socket)", rep.get("pool_ratio"))) if isinstance(v, dict)]
+        if parts:
+            lines.append(f"  ratios across {rep.get('rounds')} rounds vary by " + ", ".join(parts))
+    if prof.provenance.get("allocator"):
+        lines.append(f"  allocator: {prof.provenance['allocator']} (hetsam.execution.allocator)")
     return "\n".join(lines)
 
 

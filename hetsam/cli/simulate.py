@@ -22,6 +22,8 @@ _PLAN_OPTIONS = ("strategy", "descent_device", "ascent_device", "batch_size", "a
 # flag (argparse dest) -> the Plan field it sets
 _FIELD_OF = {"ascent_device": "ascent_device", "ascent_batch_size": "ascent_batch_size", "staleness": "staleness",
              "ascent_batches": "ascent_batches", "probability": "sam_probability", "sampa_lambda": "sampa_lambda"}
+_FLAG_OF = {"descent_device": "--descent-device", **{f: f"--{flag.replace('_', '-')}" for flag, f in _FIELD_OF.items()},
+            "options": "--option"}
 
 
 def add_arguments(p) -> None:
@@ -80,13 +82,14 @@ def run(args) -> int:
         profile = apply_what_if(profile, swaps)
     cm = CostModel(profile)
     cluster = Cluster(cm, **scale)
+    picked: dict = {}
     if args.plan is not None:
         given = [f"--{o.replace('_', '-')}" for o in _PLAN_OPTIONS if getattr(args, o, None) not in (None, [])]
         if given:
             raise HetsamInputError(f"{', '.join(given)} cannot be combined with --plan; edit the plan file or use --strategy")
         plan = Plan.load(args.plan)
     else:
-        plan = plan_from_args(args, cm, cluster)
+        plan, picked = plan_from_args(args, cm, cluster, scale)
     result = simulate(plan, cm, iterations=args.iterations, seed=args.seed, jitter=not args.no_jitter,
                       timeline_iterations=args.timeline_iterations, loader_seconds=args.loader_seconds,
                       steady_state=not args.no_steady_state, cluster=cluster)
@@ -109,9 +112,10 @@ def run(args) -> int:
         d["what_if"] = swaps
         if comparisons is not None:
             d["comparison"] = [c.to_dict() for c in comparisons]
+        d["planner_chose"] = picked
         return d
 
-    return emit(args.json, data, lambda: format_result(result, profile, swaps, comparisons))
+    return emit(args.json, data, lambda: format_result(result, profile, swaps, comparisons, picked))
 
 
 def parse_what_if(items) -> dict[str, str]:
@@ -142,12 +146,15 @@ def apply_what_if(profile, swaps: dict[str, str]):
     return what_if(profile, swaps)
 
 
-def plan_from_args(args, cm, cluster=None):
-    """A Plan from ``--strategy`` and its options, with devices defaulted from the profile.
+def plan_from_args(args, cm, cluster=None, scale=None):
+    """A Plan from ``--strategy`` and its flags; what the flags leave open comes from the planner.
 
-    A flag the strategy does not read (``--staleness`` for ``sam``) is refused. With G > 1
-    ranks per node (``cluster``) the default ascent device is one the rank owns: its CPU pool,
-    or a spare GPU.
+    Every number not given (the devices, b', τ, p, λ) is the planner's for this profile: its best
+    plan of that strategy (by its objective) among those on the devices given. The numbers it
+    chose are returned beside the plan, for the output to say so. A flag the strategy does not
+    read (``--staleness`` for ``sam``) is refused. When the planner has no such plan, the
+    devices default to the profile's fastest (with G > 1 ranks per node the ascent device is one
+    the rank owns: its CPU pool, or a spare GPU) and the numbers to the Plan's defaults.
     """
     from hetsam.errors import HetsamInputError
     from hetsam.planning.plan import Plan
@@ -161,6 +168,17 @@ def plan_from_args(args, cm, cluster=None):
     b = args.batch_size if args.batch_size is not None else cm.profile.batch_size
     if b < 1:
         raise HetsamInputError(f"--batch-size {b} must be a positive integer")
+    given = {f: getattr(args, flag) for flag, f in _FIELD_OF.items() if getattr(args, flag, None) is not None}
+    if args.descent_device:
+        given["descent_device"] = args.descent_device
+    if args.option:
+        given["options"] = parse_options(args.option)
+    chosen = _planners_plan(spec, cm, b, given, scale or {})
+    if chosen is not None:
+        fields = {**chosen.to_dict(), **given, "batch_size": b}
+        fields.pop("strategy", None)
+        picked = {f: fields[f] for f in ("descent_device", *spec.fields) if f not in given and fields.get(f) is not None}
+        return Plan(args.strategy, **{k: v for k, v in fields.items() if k in _PLAN_FIELDS}), picked
     descent = args.descent_device or min(cm.device_ids, key=lambda d: cm.grad_seconds(d, b))
     ascent = args.ascent_device
     if ascent is None and spec.uses_executor:
@@ -172,7 +190,33 @@ def plan_from_args(args, cm, cluster=None):
     for flag, field in _FIELD_OF.items():
         if flag != "ascent_device" and getattr(args, flag, None) is not None:
             kwargs[field] = getattr(args, flag)
-    return Plan(args.strategy, **kwargs)
+    return Plan(args.strategy, **kwargs), {}
+
+
+_PLAN_FIELDS = ("descent_device", "ascent_device", "batch_size", "ascent_batch_size", "staleness", "ascent_batches",
+                "sam_probability", "sampa_lambda", "options")
+
+
+def _planners_plan(spec, cm, b: int, given: dict, scale: dict):
+    """The planner's best plan of ``spec`` on ``cm`` at batch ``b`` that agrees with the devices in
+    ``given`` (its objective: the most faithful within the budget, else the fastest), or None."""
+    from hetsam.errors import HetsamInputError
+    from hetsam.hardware.names import canonical_name
+    from hetsam.planning.search import plan
+
+    if not spec.planned:
+        return None
+    try:
+        report = plan(cm, batch_size=b, strategies=(spec.name,), **scale)
+    except HetsamInputError:
+        return None
+    want = {k: canonical_name(cm.resolve(given[k])) for k in ("descent_device", "ascent_device") if given.get(k)}
+    mine = [c for c in report.candidates if c.plan.strategy == spec.name
+            and all(canonical_name(cm.resolve(getattr(c.plan, k))) == v for k, v in want.items())]
+    within = [c for c in mine if c.fits_budget]
+    if within:
+        return max(within, key=lambda c: (c.fidelity, -c.predicted_seconds)).plan
+    return min(mine, key=lambda c: c.predicted_seconds).plan if mine else None
 
 
 def parse_options(items) -> dict:
@@ -206,12 +250,15 @@ def _fmt_seconds(s: float) -> str:
     return f"{s * 1e6:.1f} µs"
 
 
-def format_result(result, profile, swaps, comparisons=None) -> str:
+def format_result(result, profile, swaps, comparisons=None, picked=None) -> str:
     """The human-readable table."""
     it = result.iteration_seconds
     prov = profile.provenance.get("kind", "?")
-    lines = [
-        f"plan        {result.plan.describe()}",
+    lines = [f"plan        {result.plan.describe()}"]
+    if picked:
+        chosen = ", ".join(f"{_FLAG_OF.get(k, k)} {v}" for k, v in picked.items())
+        lines.append(f"            (the planner chose {chosen} for this profile; give the flags to override)")
+    lines += [
         f"profile     {profile.model.name} ({prov}{'; what-if ' + ', '.join(f'{k}={v}' for k, v in swaps.items()) if swaps else ''})",
         f"iterations  {result.iterations}: {result.note}",
         "",

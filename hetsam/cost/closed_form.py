@@ -10,13 +10,14 @@ from typing import Callable
 __all__ = ["descent_step", "largest_fitting", "SlowestRank"]
 
 
-def descent_step(cm, scale, descent: str, compute: float) -> float:
-    """A descent step of ``compute`` seconds on ``descent``: ``compute + u``; with a ``scale``
-    (a Cluster of n > 1 ranks) DDP's ``max(t, e_K) + u`` (``hetsam.cost.cluster``)."""
-    update = cm.update_seconds(descent)
+def descent_step(cm, scale, descent: str, compute: float, perturbed: bool = False) -> float:
+    """A descent step of ``compute`` seconds on ``descent``: ``compute + s`` with ``s`` the step's
+    fixed costs (``CostModel.step_seconds``: update, loop, and the climb when ``perturbed``); with
+    a ``scale`` (a Cluster of n > 1 ranks) DDP's ``max(t, e_K) + s`` (``hetsam.cost.cluster``)."""
+    fixed = cm.step_seconds(descent, perturbed)
     if scale is None:
-        return compute + update
-    return scale.step_seconds(descent, compute, update, cm.parameter_bytes)
+        return compute + fixed
+    return scale.step_seconds(descent, compute, fixed, cm.parameter_bytes)
 
 
 def largest_fitting(fits: Callable[[int], bool], lo: int, hi: int) -> int | None:

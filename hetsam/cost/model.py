@@ -10,6 +10,11 @@
 - ``copy_seconds(src, dst, nbytes) = latency + nbytes / bandwidth`` of the link between the two
   devices' hardware (a pool uses its socket's links); zero on the very same device.
 - ``slowdown(device, other)``: how much slower ``device`` computes while ``other`` computes too.
+- ``step_seconds(device, perturbed)``: the fixed costs of one step on the descent device, beside
+  its gradient passes: the update ``u`` and, for a perturbed step, the climb ``c`` (back up θ,
+  θ + e, restore), both measured through the descent runtime, plus ``loop_seconds`` ``ℓ``, the
+  training loop's own per-step work (0 unless AutoSAM calibrated it on the user's steps,
+  :mod:`hetsam.autosam.controller`). ``step_terms(device)`` reports the three.
 
 A CPU pool the profile did not measure (``cpu:0[0-3]`` when only ``cpu:0`` was profiled) is
 derived from the socket's measurements with Amdahl's law, ``t(k) = t(1)·((1−f) + f/k)``: ``f``
@@ -84,7 +89,9 @@ class _Curve:
 class CostModel:
     """Costs of one model on one machine, from a :class:`~hetsam.profiling.schema.Profile`."""
 
-    def __init__(self, profile):
+    def __init__(self, profile, *, loop_seconds: float = 0.0):
+        _checks.number(loop_seconds, "loop_seconds", low=0.0, high=1e5)
+        self.loop_seconds = float(loop_seconds)
         self.profile: Profile = load_profile(profile)
         self._curves: dict[str, _Curve] = {}
         self._derived: dict[str, DeviceProfile] = {}
@@ -157,6 +164,22 @@ class CostModel:
     def update_seconds(self, device) -> float:
         """Seconds of one optimizer update on ``device`` (0 when the profile did not measure it)."""
         return self.device(device).update_seconds or 0.0
+
+    def climb_seconds(self, device) -> float:
+        """Seconds of a perturbed step's climb on ``device`` (0 when the profile did not measure it)."""
+        return self.device(device).climb_seconds or 0.0
+
+    def step_seconds(self, device, perturbed: bool) -> float:
+        """The fixed costs of one step on ``device`` beside its passes: ``u + ℓ (+ c if perturbed)``."""
+        return self.update_seconds(device) + self.loop_seconds + (self.climb_seconds(device) if perturbed else 0.0)
+
+    def step_terms(self, device) -> dict[str, float]:
+        """The fixed per-step terms on ``device``, in seconds: update, climb, loop."""
+        return {"update": self.update_seconds(device), "climb": self.climb_seconds(device), "loop": self.loop_seconds}
+
+    def calibrated(self, loop_seconds: float) -> "CostModel":
+        """The same profile with the training loop's per-step work set to ``loop_seconds``."""
+        return CostModel(self.profile, loop_seconds=loop_seconds)
 
     # ---- copies ------------------------------------------------------------------------
     def copy_seconds(self, src, dst, nbytes) -> float:
@@ -232,6 +255,7 @@ class CostModel:
         self._derived[pool_id] = DeviceProfile(
             id=pool_id, kind="cpu", name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
             threads=k, memory_bytes=base.memory_bytes, spec=base.spec, update_seconds=base.update_seconds,
+            climb_seconds=base.climb_seconds,
             max_batch_size=base.max_batch_size,
         )
         self.derivations[pool_id] = how

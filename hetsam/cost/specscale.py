@@ -157,8 +157,17 @@ def _scale_device(profile: Profile, work: _Work, new_id: str, spec: DeviceSpec, 
         cores=k_t if spec.kind == "cpu" else None, threads=k_t if spec.kind == "cpu" else None,
         memory_bytes=spec.memory_bytes, spec=spec.key,
         update_seconds=_update_seconds(spec, k_t, profile.model.parameter_bytes, c),
+        climb_seconds=_climb_seconds(ref, _update_seconds(spec, k_t, profile.model.parameter_bytes, c)),
     )
     return dev, how
+
+
+def _climb_seconds(ref: DeviceProfile, update: float) -> float | None:
+    """The climb is memory-bound over the parameters like the update: the measured device's
+    climb-to-update ratio, applied to the scaled update (None when it was not measured)."""
+    if ref.climb_seconds is None or not ref.update_seconds:
+        return None
+    return update * ref.climb_seconds / ref.update_seconds
 
 
 def _pick_source(profile: Profile, kind: str, source_specs: dict[str, str]) -> tuple[DeviceProfile | None, DeviceSpec | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 from hetsam import _checks, defaults
 from hetsam.errors import HetsamInputError
@@ -15,22 +16,28 @@ class PlannerOptions:
     """Options of ``plan="auto"`` (``AutoSAM(..., planner_options=...)`` takes these keys).
 
     ``budget``, ``max_staleness``, ``min_ascent_fraction``, ``reserve_cores``: as for
-    ``hetsam plan``. ``profile_budget_seconds``: the measuring time of the profile (None: no
-    bound). ``devices``: what to profile (None: every socket, its one-core pool, every GPU).
-    ``drift_tolerance``, ``drift_window``, ``drift_warmup``, ``max_replans``: when measured step
-    times disagree with the prediction, how far, over how many steps, after how many, and how
-    often to re-plan. ``progress``: a progress bar while profiling.
+    ``hetsam plan``; ``strategies``: the registered strategies to consider (None: every planned
+    one). ``profile``: plan on this profile (a path, a bundled name or a Profile) instead of
+    measuring this machine. ``profile_budget_seconds``: the measuring time of the profile (None:
+    no bound). ``devices``: what to profile (None: every socket, its one-core pool, every GPU).
+    ``calibration_window``, ``calibration_warmup``, ``confidence``, ``max_replans``: the measured
+    step periods are compared with the prediction in windows of that many steps, after that many
+    steps, with a median interval at that confidence; a disagreement calibrates the loop's own
+    per-step work, and a real difference re-plans at most ``max_replans`` times
+    (``hetsam.autosam.controller``). ``progress``: a progress bar while profiling.
     """
 
     budget: float = defaults.BUDGET
     max_staleness: int = defaults.MAX_STALENESS
     min_ascent_fraction: float = defaults.MIN_ASCENT_FRACTION
     reserve_cores: int = defaults.RESERVE_CORES
+    strategies: tuple | None = None
+    profile: Any = None
     profile_budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS
     devices: tuple | None = None
-    drift_tolerance: float = 0.15
-    drift_window: int = 20
-    drift_warmup: int = 3
+    calibration_window: int = 30
+    calibration_warmup: int = 5
+    confidence: float = 0.95
     max_replans: int = 1
     progress: bool = True
 
@@ -41,12 +48,20 @@ class PlannerOptions:
         _checks.integer(self.reserve_cores, "planner_options['reserve_cores']", low=0, high=8192)
         _checks.optional(_checks.number, self.profile_budget_seconds, "planner_options['profile_budget_seconds']",
                          low=0.0, high=86400.0, low_open=True)
-        _checks.number(self.drift_tolerance, "planner_options['drift_tolerance']", low=0.0, high=10.0)
-        _checks.integer(self.drift_window, "planner_options['drift_window']", low=1, high=100_000)
-        _checks.integer(self.drift_warmup, "planner_options['drift_warmup']", low=0, high=100_000)
+        _checks.integer(self.calibration_window, "planner_options['calibration_window']", low=5, high=100_000)
+        _checks.integer(self.calibration_warmup, "planner_options['calibration_warmup']", low=0, high=100_000)
+        _checks.number(self.confidence, "planner_options['confidence']", low=0.5, high=0.999)
         _checks.integer(self.max_replans, "planner_options['max_replans']", low=0, high=100)
         if self.devices is not None:
             object.__setattr__(self, "devices", tuple(self.devices))
+        if self.strategies is not None:
+            if isinstance(self.strategies, str):
+                raise HetsamInputError("planner_options['strategies'] must be a list of strategy names, not one string")
+            object.__setattr__(self, "strategies", tuple(self.strategies))
+        if self.profile is not None:
+            from hetsam.profiling.schema import load_profile
+
+            object.__setattr__(self, "profile", load_profile(self.profile))
 
     @classmethod
     def from_value(cls, value) -> "PlannerOptions":

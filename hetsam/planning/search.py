@@ -122,7 +122,7 @@ def plan(
                           min_fraction=min_ascent_fraction, max_staleness=max_staleness, ascent_batches=ascent_batches,
                           descent_devices=list(layout.descent_devices), pairs=[], fastest="", sgd_seconds=0.0,
                           sam_extra=0.0, p_budget=0.0, scale=scale, plan_type=Plan,
-                          descent_step=lambda d, compute: descent_step(cm, scale, d, compute))
+                          descent_step=lambda d, compute, perturbed=False: descent_step(cm, scale, d, compute, perturbed))
     sgd_seconds, sam_seconds = _baselines(ctx, budget, sim if simulate else None)
     budget_seconds = ctx.budget_seconds
     notes: list[str] = []
@@ -154,7 +154,7 @@ def plan(
         plan=best.plan, prediction=best.prediction, candidates=candidates, batch_size=b, budget=budget,
         budget_seconds=budget_seconds, sgd_seconds=sgd_seconds, sam_seconds=sam_seconds, budget_met=within,
         rst_probability_for_budget=ctx.p_budget, objective=OBJECTIVE.format(budget=budget), notes=notes,
-        cluster=_cluster_report(scale, best.plan, cm),
+        cluster=_cluster_report(scale, best.plan, cm), cost_model=sim_cm,
     )
 
 

@@ -13,7 +13,7 @@ DEFAULT_WARMUP = 2
 DEFAULT_MIN_REPEATS = 5
 DEFAULT_MAX_REPEATS = 50
 DEFAULT_TARGET_SECONDS = 1.0  # per ladder point, when repeats is not fixed
-W_DEVICE, W_PAIR, W_LINKS = 1.0, 0.5, 0.1  # shares of the remaining budget per phase
+W_DEVICE, W_PAIR, W_LINKS = 1.0, 1.0, 0.1  # shares of the remaining budget per phase
 
 
 class Clock:
@@ -54,4 +54,6 @@ class DeviceResult:
     repeats: list[int] = field(default_factory=list)
     max_batch_size: int | None = None
     update_seconds: float | None = None
+    climb_seconds: float | None = None
+    round_medians: list[dict[int, float]] = field(default_factory=list)  # per timed round: b -> median
     notes: list[str] = field(default_factory=list)

@@ -7,6 +7,7 @@ A cached profile is keyed by a SHA-256 of
   buffer's name, shape and dtype (not their values: timing does not depend on them);
 - the sample batch's shapes and dtypes;
 - the machine: each detected device's id, name and usable cores, and the torch and hetsam versions;
+- the allocator policy (``hetsam.execution.allocator``: it changes CPU timings by tens of percent);
 - the devices and batch ladder asked for.
 
 The cache lives in ``$HETSAM_CACHE_DIR`` or ``$XDG_CACHE_HOME/hetsam`` (default
@@ -43,6 +44,7 @@ def cache_key(model, sample_batch, *, devices=None, batch_sizes=None) -> str:
     import torch
 
     from hetsam import __version__
+    from hetsam.execution import allocator
     from hetsam.execution.batches import signature
     from hetsam.hardware.detect import detect
 
@@ -52,6 +54,7 @@ def cache_key(model, sample_batch, *, devices=None, batch_sizes=None) -> str:
     payload = {
         "structure": structure, "tensors": tensors, "batch": signature(sample_batch), "machine": machine,
         "torch": torch.__version__, "hetsam": __version__, "devices": devices, "batch_sizes": batch_sizes,
+        "allocator": allocator.policy(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

@@ -8,21 +8,23 @@ import threading
 from hetsam._progress import Progress
 from hetsam.profiling.budget import Settings
 from hetsam.profiling.ladder import TimedReplica
-from hetsam.profiling.stats import Measurement
+from hetsam.profiling.stats import Measurement, median
 from hetsam.profiling.targets import Target, run_threads
 
 __all__ = ["contention_pair"]
 
-_CONTENTION_ROUNDS = 2  # rounds of (a alone, b alone, both)
+_CONTENTION_ROUNDS = 6  # rounds of (a alone, b alone, both), the order reversed every other round
 
 
 def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, settings: Settings,
                      allot: float, progress: Progress) -> tuple[float, float, str]:
     """Slowdowns of a and b while both compute: ``median(together) / median(alone)``.
 
-    Side by side, in rounds (a alone, b alone, both together) x 2, so slow drifts of the
-    machine affect both sides alike. A step that was still running when the other side
-    stopped is dropped: it overlapped only in part.
+    Side by side, in rounds (a alone, b alone, both together; the next round in the opposite
+    order), each a few seconds long. Each round gives its own ratio of medians, and the slowdown
+    is the median over the rounds: the machine's drift over minutes (tens of percent on a shared
+    machine) then cancels within a round instead of biasing a ratio of two distant phases. A step
+    that was still running when the other side stopped is dropped: it overlapped only in part.
     """
     phases = 3 * _CONTENTION_ROUNDS
     per_phase = allot / (phases + 0.5) if math.isfinite(allot) else math.inf
@@ -71,22 +73,28 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
 
         return run_threads([(a, job_for(0, a)), (b, job_for(1, b))])
 
-    alone_a, alone_b, tog_a, tog_b = [], [], [], []
+    ratios_a, ratios_b, overlapping = [], [], [0, 0]
     for r in range(_CONTENTION_ROUNDS):
         progress.step(f"contention {a.id} + {b.id}: round {r + 1}")
-        xa = run_threads([(a, alone(a))])[0]
-        xb = run_threads([(b, alone(b))])[0]
-        ya, yb = together(max(len(xa), len(xb)))
-        alone_a += xa
-        alone_b += xb
-        tog_a += ya
-        tog_b += yb
+        if r % 2 == 0:
+            xa = run_threads([(a, alone(a))])[0]
+            xb = run_threads([(b, alone(b))])[0]
+            ya, yb = together(max(len(xa), len(xb)))
+        else:
+            ya, yb = together(max(len(xa), len(xb)))
+            xb = run_threads([(b, alone(b))])[0]
+            xa = run_threads([(a, alone(a))])[0]
+        if ya and yb:
+            ratios_a.append(Measurement(ya).median / Measurement(xa).median)
+            ratios_b.append(Measurement(yb).median / Measurement(xb).median)
+            overlapping[0] += len(ya)
+            overlapping[1] += len(yb)
     for rep in replicas.values():
         rep.release()
-    if not tog_a or not tog_b:
+    if not ratios_a:
         return 1.0, 1.0, f"contention {a.id}+{b.id}: too few overlapping steps; 1.0 recorded"
-    ra = Measurement(tog_a).median / Measurement(alone_a).median
-    rb = Measurement(tog_b).median / Measurement(alone_b).median
-    note = (f"contention {a.id}+{b.id} at batch {n}: raw slowdowns {ra:.3f}, {rb:.3f} "
-            f"({len(tog_a)}/{len(tog_b)} overlapping steps in {_CONTENTION_ROUNDS} rounds; values below 1 recorded as 1)")
+    ra, rb = median(ratios_a), median(ratios_b)
+    note = (f"contention {a.id}+{b.id} at batch {n}: raw slowdowns {ra:.3f}, {rb:.3f} (medians of {len(ratios_a)} "
+            f"rounds' ratios, {min(ratios_a):.3f}-{max(ratios_a):.3f} and {min(ratios_b):.3f}-{max(ratios_b):.3f}; "
+            f"{overlapping[0]}/{overlapping[1]} overlapping steps; values below 1 recorded as 1)")
     return max(1.0, ra), max(1.0, rb), note

@@ -1,28 +1,33 @@
-"""One device's measurements: forward+backward over the batch ladder, and the update.
+"""What one device times: the executors' gradient pass, and the fixed costs of a step.
 
 The gradient pass timed here is the executors' own: a :class:`~hetsam.execution.replica.Replica`
-and its ``run`` (``compute_gradient`` under the role's thread count), so what is profiled is what
-runs. GPUs are timed with CUDA events around the pass. A batch that does not fit
-(``torch.OutOfMemoryError`` or an allocator "out of memory") ends the device's ladder.
+and its ``run`` (``compute_gradient`` under the role's thread count, the gradients released
+after it), so what is profiled is what runs. GPUs are timed with CUDA events around the pass.
+A batch that does not fit (``torch.OutOfMemoryError`` or an allocator "out of memory") ends the
+device's ladder (:mod:`hetsam.profiling.rounds`).
+
+:func:`measure_step_costs` times the two fixed costs of a step through the descent-side
+:class:`~hetsam.execution.runtime.Runtime`, the code the rules call: the base update
+(``Runtime.apply``, SGD with momentum 0.9) and the climb of a perturbed step (``save`` θ,
+``climb`` to θ + e, ``restore``). The cost model adds them to every step (the climb only to
+perturbed steps; docs/architecture.md, "Step costs").
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable
 
 import torch
 
-from hetsam._progress import Progress
 from hetsam.execution.batches import detach_to, slice_batch
 from hetsam.execution.jobs import GradJob
 from hetsam.execution.replica import Replica
-from hetsam.profiling.budget import Clock, DeviceResult, Settings
+from hetsam.execution.runtime import Runtime
 from hetsam.profiling.stats import Measurement
 from hetsam.profiling.targets import Target
 
-__all__ = ["TimedReplica", "measure_ladder", "measure_update", "device_job", "is_oom"]
+__all__ = ["TimedReplica", "measure_step_costs", "is_oom"]
 
 _OOM_TYPES = tuple({getattr(torch, "OutOfMemoryError", RuntimeError),
                     getattr(torch.cuda, "OutOfMemoryError", RuntimeError)} - {RuntimeError})
@@ -77,83 +82,39 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def measure_ladder(replica: TimedReplica, target: Target, ladder: list[int], settings: Settings,
-                    allot: float, clock: Clock, progress: Progress) -> DeviceResult:
-    res = DeviceResult()
-    t_dev = time.perf_counter()
-    last: tuple[int, float] | None = None
-    for i, b in enumerate(ladder):
-        spent = time.perf_counter() - t_dev
-        left = allot - spent
-        point = left * b / sum(ladder[i:]) if math.isfinite(allot) else math.inf
-        if i > 0 and last is not None and math.isfinite(allot):
-            guess = last[1] * b / last[0] * (settings.warmup + 1)
-            if guess > left:
-                res.notes.append(f"{target.id}: skipped batch size(s) {', '.join(map(str, ladder[i:]))} (time budget)")
-                clock.notes.append(res.notes[-1])
-                break
-        progress.step(f"{target.id}: batch {b}")
-        t_point = time.perf_counter()
-        try:
-            t_est = math.inf
-            for _ in range(max(1, settings.warmup)):
-                t_est = replica.time_step(b)
-            want = settings.wanted(t_est)
-            times = []
-            while len(times) < want:
-                if times and time.perf_counter() - t_point + t_est > point:
-                    break
-                times.append(replica.time_step(b))
-        except Exception as exc:  # noqa: BLE001
-            if not is_oom(exc):
-                raise
-            if replica.cuda:
-                torch.cuda.empty_cache()
-            res.max_batch_size = res.batch_sizes[-1] if res.batch_sizes else None
-            res.notes.append(f"{target.id}: batch {b} did not fit in memory; ladder stops at {res.max_batch_size}")
-            break
-        if len(times) < want:
-            clock.notes.append(f"{target.id}: batch {b}: {len(times)} of {want} repeats (time budget)")
-        m = Measurement(times)
-        med, spread = m.median, m.iqr
-        res.batch_sizes.append(b)
-        res.medians.append(med)
-        res.spreads.append(spread)
-        res.repeats.append(len(times))
-        last = (b, med)
-        progress.step(f"{target.id}: batch {b}", advance=1)
-    return res
-
-
-def measure_update(replica: TimedReplica, n: int, allot: float) -> float | None:
-    """One SGD-with-momentum update over the parameters (gradients of a batch of ``n``)."""
+def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[float | None, float | None]:
+    """``(update, climb)`` seconds on the replica's device, each the median of up to 50 repeats
+    within ``allot`` seconds (None when the model has no parameters to train)."""
     params = replica.params
     if not params:
-        return None
-    opt = torch.optim.SGD(params, lr=1e-6, momentum=0.9)
-    for p, g in zip(params, replica.step(n).grads):
-        p.grad = g
-    opt.step()  # creates the momentum buffers
-    t_est = replica.timed(opt.step)
-    reps = max(3, min(50, math.ceil(0.2 / max(t_est, 1e-9))))
-    times, t0 = [], time.perf_counter()
-    for _ in range(reps):
-        times.append(replica.timed(opt.step))
-        if time.perf_counter() - t0 > min(allot, 0.5):
+        return None, None
+    module = replica.replica.module
+    base = torch.optim.SGD([{"params": params, "rho": 0.05}], lr=1e-6, momentum=0.9)
+    rt = Runtime(module, lambda m, b: None, base)
+    grads = [g.detach().clone() for g in replica.step(n).grads]
+
+    def update():
+        for p, g in zip(params, grads):
+            p.grad = g
+        rt.apply()
+
+    def climb():  # what a SAM step does around its second pass (hetsam.strategies.sam.rule)
+        rt.save()
+        rt.climb(scratch_grads.pop(), scratch=True)
+        rt.restore()
+        rt.perturbation.release()
+
+    update()  # creates the momentum buffers
+    scratch_grads = [[g.clone() for g in grads]]
+    climb()  # allocates the backup of θ, as the first step of a run does
+    times = {"update": [], "climb": []}
+    start = time.perf_counter()
+    for _ in range(50):
+        times["update"].append(replica.timed(update))
+        scratch_grads.append([g.clone() for g in grads])  # the climb overwrites its ĝ (scratch=True)
+        times["climb"].append(replica.timed(climb))
+        if time.perf_counter() - start > min(allot, 1.0) and len(times["climb"]) >= 3:
             break
-    return Measurement(times).median
-
-
-# ---------------------------------------------------------------------------------------
-def device_job(model, loss_fn, batch, target, ladder, settings, allot, clock, progress):
-    def job():
-        replica = TimedReplica(model, loss_fn, batch, target)
-        try:
-            res = measure_ladder(replica, target, ladder, settings, allot * 0.95, clock, progress)
-            if res.batch_sizes:
-                res.update_seconds = measure_update(replica, res.batch_sizes[0], allot * 0.05)
-            return res
-        finally:
-            replica.release()
-
-    return job
+    for p in params:
+        p.grad = None
+    return Measurement(times["update"]).median, Measurement(times["climb"]).median

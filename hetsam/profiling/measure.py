@@ -56,6 +56,7 @@ import torch
 from hetsam import _checks
 from hetsam._progress import Progress
 from hetsam.errors import HetsamInputError
+from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.batches import batch_size
 from hetsam.hardware.detect import Device, detect
 from hetsam.hardware.names import parse_device
@@ -64,11 +65,11 @@ from hetsam.profiling.budget import (
     Settings,
 )
 from hetsam.profiling.contention import contention_pair
-from hetsam.profiling.ladder import device_job
+from hetsam.profiling.rounds import measure_in_rounds
 from hetsam.profiling.links import measure_links
 from hetsam.profiling.schema import Contention, DeviceProfile, GradTable, ModelInfo, Profile
-from hetsam.profiling.stats import WIDE_SPREAD
-from hetsam.profiling.targets import Target, auto_pairs, default_devices, resolve_targets, run_threads
+from hetsam.profiling.stats import WIDE_SPREAD, ratio_repeatability
+from hetsam.profiling.targets import Target, auto_pairs, default_devices, resolve_targets
 from hetsam.profiling.workload import workload
 
 __all__ = ["profile", "default_ladder", "default_devices", "workload", "MAX_SAMPLE_BATCH"]
@@ -110,6 +111,7 @@ class _Run:
     contention: list[Contention] = field(default_factory=list)
     link_list: list = field(default_factory=list)
     remaining: float = 0.0  # budget weight of the phases still to run
+    repeatability: dict | None = None  # spread of the per-round ratios (hetsam.profiling.rounds)
 
     def share(self, weight: float) -> float:
         allot = self.clock.share(weight, self.remaining)
@@ -155,6 +157,7 @@ def profile(
     """
     settings, ladder = _check_arguments(model, loss_fn, sample_batch, batch_sizes, budget_seconds, warmup, repeats,
                                         min_repeats, max_repeats, target_seconds)
+    allocator = apply_allocator_policy()  # what AutoSAM and the bench run under
     detection = detect(probe_torch=True)
     targets, pairs = _targets(devices, contention, detection.devices)
     load_before = _load_average()
@@ -176,6 +179,9 @@ def profile(
         bar.close()
         torch.set_num_threads(main_threads)
     prov = _provenance(run, detection.devices, work, t_work, load_before, budget_seconds)
+    prov["allocator"] = allocator
+    if run.repeatability:
+        prov["ratio_repeatability"] = run.repeatability
     params = list(model.parameters())
     info = ModelInfo(
         name=name or type(model).__name__, parameters=sum(p.numel() for p in params),
@@ -224,12 +230,12 @@ def _targets(devices, contention, detected: list[Device]) -> tuple[list[Target],
 
 
 def _measure_devices(run: _Run) -> None:
-    """Each target's ladder and update, in its own thread."""
-    for target in run.targets:
-        allot = run.share(W_DEVICE)
-        job = device_job(run.model, run.loss_fn, run.sample_batch, target, run.ladder, run.settings, allot, run.clock,
-                         run.bar)
-        res = run_threads([(target, job)])[0]
+    """Every target's ladder, update and climb, in interleaved rounds (:mod:`hetsam.profiling.rounds`)."""
+    allot = sum(run.share(W_DEVICE) for _ in run.targets)
+    results = measure_in_rounds(run.model, run.loss_fn, run.sample_batch, run.targets, run.ladder, run.settings, allot,
+                                run.clock, run.bar)
+    run.repeatability = ratio_repeatability({t.id: r.round_medians for t, r in zip(run.targets, results)})
+    for target, res in zip(run.targets, results):
         run.notes += res.notes
         wide = [f"{b} ({s / m:.0%})" for b, m, s in zip(res.batch_sizes, res.medians, res.spreads) if s > WIDE_SPREAD * m]
         if wide:
@@ -242,7 +248,7 @@ def _measure_devices(run: _Run) -> None:
             id=target.id, kind=target.kind, name=target.name,
             grad_seconds=GradTable(tuple(res.batch_sizes), tuple(res.medians), tuple(res.spreads), min(res.repeats)),
             cores=target.cores, threads=target.threads, memory_bytes=target.memory_bytes,
-            update_seconds=res.update_seconds, max_batch_size=res.max_batch_size,
+            update_seconds=res.update_seconds, climb_seconds=res.climb_seconds, max_batch_size=res.max_batch_size,
         ))
     if not run.devices:
         raise HetsamInputError(f"batch {run.ladder[0]} fits on none of {', '.join(t.id for t in run.targets)}; "

@@ -13,7 +13,7 @@ __all__ = ["median_profile"]
 
 def median_profile(profiles: Sequence) -> "Profile":
     """One profile from several of the same machine and model: per device and batch size the
-    median of the medians (and of the spreads), the median update time, link bandwidth and
+    median of the medians (and of the spreads), the median update and climb times, link bandwidth and
     latency, and contention slowdown. Points or entries missing from any profile are dropped."""
     dicts = [p.to_dict() for p in profiles]
     out = copy.deepcopy(dicts[0])
@@ -38,8 +38,9 @@ def median_profile(profiles: Sequence) -> "Profile":
             "spread": [med(at(t, "spread", b) for t in tables) for b in sizes],
             "repeats": sum(t.get("repeats", 0) for t in tables),
         }
-        updates = [e.get("update_seconds") for e in entries if e.get("update_seconds") is not None]
-        dev["update_seconds"] = med(updates) if updates else None
+        for key in ("update_seconds", "climb_seconds"):
+            values = [e.get(key) for e in entries if e.get(key) is not None]
+            dev[key] = med(values) if values else None
         devices.append(dev)
     out["devices"] = devices
     keys, index = same(lambda x: (x["src"], x["dst"]), lambda d: d.get("links", []))

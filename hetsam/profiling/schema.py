@@ -21,6 +21,7 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
                            "spread": [float, ...],     # interquartile range, seconds
                            "repeats": int},            # optional
           "update_seconds": float,                     # optional: one optimizer update
+          "climb_seconds": float,                      # optional: back up θ, climb to θ + e, restore
           "max_batch_size": int | null                 # optional: largest batch that fit
       }, ...],
       "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
@@ -111,8 +112,9 @@ class DeviceProfile:
     spec: str | None = None
     update_seconds: float | None = None
     max_batch_size: int | None = None
+    climb_seconds: float | None = None
 
-    _OPTIONAL = ("cores", "threads", "memory_bytes", "spec", "update_seconds", "max_batch_size")
+    _OPTIONAL = ("cores", "threads", "memory_bytes", "spec", "update_seconds", "climb_seconds", "max_batch_size")
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name}
@@ -146,14 +148,16 @@ class DeviceProfile:
                 chk.num(value[key], f"{path}.{key}", positive=True, integer=True, high=COUNT if key == "threads" else 1 << 31)
         if value.get("memory_bytes") is not None:
             chk.num(value["memory_bytes"], f"{path}.memory_bytes", positive=True, high=BYTES)
-        if value.get("update_seconds") is not None:
-            chk.num(value["update_seconds"], f"{path}.update_seconds", nonneg=True, high=SECONDS[1])
+        for key in ("update_seconds", "climb_seconds"):
+            if value.get(key) is not None:
+                chk.num(value[key], f"{path}.{key}", nonneg=True, high=SECONDS[1])
         chk.string(value.get("spec"), f"{path}.spec", nullable=True)
         table = GradTable.parse(value["grad_seconds"], f"{path}.grad_seconds", chk)
         return cls(
             id=dev_id, kind=kind, name=value["name"], grad_seconds=table, cores=cores,
             threads=value.get("threads"), memory_bytes=value.get("memory_bytes"), spec=value.get("spec"),
             update_seconds=value.get("update_seconds"), max_batch_size=value.get("max_batch_size"),
+            climb_seconds=value.get("climb_seconds"),
         )
 
 

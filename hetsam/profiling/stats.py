@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
-__all__ = ["quantile", "median", "Measurement", "WIDE_SPREAD"]
+__all__ = ["quantile", "median", "median_ci", "ratio_repeatability", "Measurement", "WIDE_SPREAD"]
 
 WIDE_SPREAD = 0.25  # IQR / median above which a measurement is flagged as noisy
 
@@ -82,3 +82,72 @@ class Measurement:
 
     def __len__(self) -> int:
         return len(self.times)
+
+
+def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the order statistics ``x_(k)`` and
+    ``x_(n−k+1)`` with ``P(k ≤ Binomial(n, ½) ≤ n−k) ≥ confidence`` (no normality assumed; step
+    times are skewed). With too few values for that confidence it is the full range."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("median_ci of no values")
+    # largest k with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2, exact in integers
+    tail, k, acc = (1.0 - confidence) / 2.0, 0, 0.0
+    total = 2.0 ** n if n < 1000 else math.inf
+    if total == math.inf:  # normal approximation for long windows
+        k = max(0, int(math.floor(n / 2 - 1.959964 * math.sqrt(n) / 2)))
+    else:
+        coef = 1
+        for j in range(n + 1):
+            if acc + coef / total > tail:
+                break
+            acc += coef / total
+            k = j + 1
+            coef = coef * (n - j) // (j + 1)
+    if k == 0:
+        return xs[0], xs[-1]
+    return xs[k - 1], xs[n - k]
+
+
+def ratio_repeatability(round_medians: dict[str, list[dict[int, float]]]) -> dict:
+    """How repeatable the ratios the planner uses were across a profile's rounds.
+
+    ``round_medians``: per device id, per round, batch size -> median seconds. For every device
+    the ratios t(b)/t(B) (B its largest batch), and for every pool of a socket whose whole was
+    measured too t(pool)/t(socket) at the largest common batch, are formed per round; the
+    result holds the median and the largest relative deviation of a round's ratio from the
+    median ratio over the rounds, as fractions."""
+    from hetsam.hardware.names import parse_device
+
+    batch_dev: list[float] = []
+    for rounds in round_medians.values():
+        if len(rounds) < 2:
+            continue
+        top = max(rounds[0])
+        for b in rounds[0]:
+            if b == top or any(b not in r or top not in r for r in rounds):
+                continue
+            ratios = [r[b] / r[top] for r in rounds]
+            mid = median(ratios)
+            batch_dev += [abs(x / mid - 1.0) for x in ratios]
+    pool_dev: list[float] = []
+    for dev_id, rounds in round_medians.items():
+        dev = parse_device(dev_id)
+        whole = round_medians.get(dev.socket_id)
+        if dev.positions is None or not whole or len(rounds) != len(whole) or len(rounds) < 2:
+            continue
+        common = set(rounds[0]) & set(whole[0])
+        if not common:
+            continue
+        b = max(common)
+        ratios = [p[b] / w[b] for p, w in zip(rounds, whole) if b in p and b in w]
+        if len(ratios) >= 2:
+            mid = median(ratios)
+            pool_dev += [abs(x / mid - 1.0) for x in ratios]
+    out: dict = {"rounds": max((len(r) for r in round_medians.values()), default=0)}
+    if batch_dev:
+        out["batch_ratio"] = {"median_deviation": round(median(batch_dev), 5), "max_deviation": round(max(batch_dev), 5)}
+    if pool_dev:
+        out["pool_ratio"] = {"median_deviation": round(median(pool_dev), 5), "max_deviation": round(max(pool_dev), 5)}
+    return out if len(out) > 1 else {}

@@ -90,7 +90,7 @@ class PlanningContext:
     p_budget: float
     scale: Any = None  # a hetsam.cost.cluster.Cluster of n > 1 ranks, or None
     plan_type: Callable[..., Any] = None  # hetsam.planning.Plan (passed in: specs do not import planning)
-    descent_step: Callable[[str, float], float] = None  # (device, compute seconds) -> one descent step
+    descent_step: Callable[..., float] = None  # (device, compute seconds, perturbed=False) -> one descent step
 
     def plan(self, strategy: str, **fields) -> Any:
         fields.setdefault("batch_size", self.batch_size)

@@ -57,14 +57,15 @@ class AsyncSAMSpec(StrategySpec):
         descent, ascent = plan.descent_device, plan.effective_ascent_device
         size = self.ascent_batch_size(plan, ctx.batch_size)
         if ctx.cm.shares_cores(descent, ascent):
-            return ctx.descent_step(descent, ctx.cm.grad_seconds(descent, ctx.batch_size)) + ctx.cm.grad_seconds(ascent, size)
+            return ctx.descent_step(descent, ctx.cm.grad_seconds(descent, ctx.batch_size), perturbed=True) + \
+                ctx.cm.grad_seconds(ascent, size)
         window, chain = self._window(ctx, descent, ascent, plan.staleness)
         return max(window, chain(size))
 
     def _window(self, ctx, descent, ascent, tau):
         cm, nbytes = ctx.cm, ctx.cm.parameter_bytes
         s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
-        window = ctx.descent_step(descent, cm.grad_seconds(descent, ctx.batch_size) * s_d)
+        window = ctx.descent_step(descent, cm.grad_seconds(descent, ctx.batch_size) * s_d, perturbed=True)
         to_a, to_d = cm.copy_seconds(descent, ascent, nbytes), cm.copy_seconds(ascent, descent, nbytes)
 
         def chain(ascent_batch_size: int) -> float:
@@ -87,7 +88,7 @@ class AsyncSAMSpec(StrategySpec):
 
         if cm.shares_cores(descent, ascent):
             # time-sliced: nothing is hidden; the largest b' that keeps the step within the budget
-            base = ctx.descent_step(descent, cm.grad_seconds(descent, b))
+            base = ctx.descent_step(descent, cm.grad_seconds(descent, b), perturbed=True)
             size = largest_fitting(lambda x: base + cm.grad_seconds(ascent, x) <= ctx.budget_seconds, floor, b) or floor
             return Proposal(plan(size), base + cm.grad_seconds(ascent, size), "time-sliced on one pool")
         window, chain = self._window(ctx, descent, ascent, tau)
@@ -114,7 +115,7 @@ class AsyncSAMSpec(StrategySpec):
                 return
             # θ_{t−τ} is ready when step t−τ−1's update is done (θ_0 at time 0)
             grad = w.ascent_chain(t, t - tau, w.step(t - tau - 1))
-            w.descent_step(t, (chain, grad), chain)
+            w.descent_step(t, (chain, grad), chain, perturbed=True)
 
         return build
 

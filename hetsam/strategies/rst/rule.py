@@ -37,5 +37,5 @@ class RSTRule(SAMRule):
 
     def stats(self) -> dict:
         steps = self.trials.steps
-        return {"steps": steps, "sam_steps": self.trials.sam_steps, "seed": self.trials.seed,
+        return {"coin_flips": steps, "sam_steps": self.trials.sam_steps, "seed": self.trials.seed,
                 "sam_fraction_ran": self.trials.sam_steps / steps if steps else None}

@@ -27,8 +27,8 @@ class SAMSpec(StrategySpec):
         d = plan.descent_device
         t = ctx.cm.grad_seconds(d, ctx.batch_size)
         if ctx.scale is None:
-            return 2 * t + ctx.cm.update_seconds(d)  # 2·t_D + u
-        return t + ctx.descent_step(d, t)  # the ascent is per rank, never all-reduced
+            return 2 * t + ctx.cm.step_seconds(d, perturbed=True)  # 2·t_D + u + ℓ + c
+        return t + ctx.descent_step(d, t, perturbed=True)  # the ascent is per rank, never all-reduced
 
     def candidates(self, ctx):
         return self.on_each_descent_device(ctx)

@@ -56,12 +56,13 @@ class SAMPaSpec(StrategySpec):
         cm, b, descent, ascent = ctx.cm, ctx.batch_size, plan.descent_device, plan.effective_ascent_device
         nbytes = cm.parameter_bytes
         s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
-        if ctx.scale is not None:  # a pair of ranks, one all-reduce over 2n ranks
-            return ctx.scale.step_seconds(descent, cm.grad_seconds(descent, b) * s_d, cm.update_seconds(descent), nbytes,
-                                          partner_compute=cm.grad_seconds(ascent, b) * s_a, ranks=2 * ctx.scale.ranks)
+        if ctx.scale is not None:  # a pair of ranks: both passes, then one all-reduce of [g_x | g_y'] (2P)
+            both = max(cm.grad_seconds(descent, b) * s_d, cm.grad_seconds(ascent, b) * s_a)
+            return both + ctx.scale.allreduce_seconds(descent, 2 * nbytes, 2 * ctx.scale.ranks) + \
+                cm.step_seconds(descent, perturbed=True)
         other = cm.copy_seconds(descent, ascent, nbytes) + cm.grad_seconds(ascent, b) * s_a + \
             cm.copy_seconds(ascent, descent, nbytes)
-        return max(cm.grad_seconds(descent, b) * s_d, other) + cm.update_seconds(descent)
+        return max(cm.grad_seconds(descent, b) * s_d, other) + cm.step_seconds(descent, perturbed=True)
 
     def candidates(self, ctx):
         note = "a pair of ranks" if ctx.scale is not None else "two gradients in parallel"
@@ -85,31 +86,31 @@ def _parallel(w):
         prev, chain = w.start_of(t)
         gy = w.ascent_chain(t, t, prev, name="g_y'")
         gx = e.add("g_x", "descent", w.res_descent, w.t_descent(), t, (chain,), order=4 * t + 2)
-        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.update, t, (gx, gy), order=4 * t + 3,
+        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.fixed(True), t, (gx, gy), order=4 * t + 3,
                             on_done=w.done, chain=gx))
 
     return build
 
 
 def _pairs(w):
+    # the pair rule all-reduces [g_x | g_y'] (2P numbers) once, after both passes (pairs.py)
+    seconds = w.cluster.allreduce_seconds(w.descent, 2 * w.cm.parameter_bytes, w.allreduce_ranks)
+
     def build(t: int) -> None:
-        """g_x on D and g_y' on A at b, one all-reduce over the 2n ranks, then both update."""
+        """g_x on D and g_y' on A at b, one all-reduce of both over the 2n ranks, then both update."""
         e = w.engine
         _, chain = w.start_of(t)
-        gx = w.backward_buckets(t, w.res_descent, w.t_descent(), (chain,), chain, "g_x")
-        gy = w.backward_buckets(t, w.res_ascent, w.t_ascent(), (w.ascent_updates.get(t - 1),), None, "g_y'")
-        for seg in gy:
-            seg.category = "ascent"
-        last = w.allreduces(t, gx, gy)
-        ax, dx = gy[-1], gx[-1]
+        dx = e.add("g_x", "descent", w.res_descent, w.t_descent(), t, (chain,), order=4 * t + 2)
+        ax = e.add("g_y'", "ascent", w.res_ascent, w.t_ascent(), t, (w.ascent_updates.get(t - 1),), order=4 * t + 2)
+        last = e.add("all-reduce [g_x | g_y']", "allreduce", w.res_network, seconds, t, (dx, ax), order=4 * t + 2)
 
         def done(task) -> None:
-            task.wait = max(0.0, ax.end - dx.end)  # D's backward ended before A's
+            task.wait = max(0.0, ax.end - dx.end)  # D's pass ended before A's
             w.expose(last.end - max(ax.end, dx.end))
             w.done(task)
 
-        w.ascent_updates[t] = e.add("update", "update", w.res_ascent, w.update_ascent, t, (ax, last), order=4 * t + 3)
-        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.update, t, (dx, last), order=4 * t + 3,
+        w.ascent_updates[t] = e.add("update", "update", w.res_ascent, w.update_ascent, t, (last,), order=4 * t + 3)
+        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.fixed(True), t, (last,), order=4 * t + 3,
                             on_done=done))
 
     return build

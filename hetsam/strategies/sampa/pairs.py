@@ -22,7 +22,8 @@ Differences from the official code: its all-reduce carries the mix (1 − λ)·g
 numbers) and rank 0 recovers g_y by dividing by λ, which cannot work at λ = 0 (README) and
 only for one pair. hetsam's carries g_x and g_y' side by side (2P numbers, one all-reduce), so
 λ = 0 works, any number of pairs works, and g_y is bit-identical on every rank; the price is
-twice the bytes of the official all-reduce (hetsam's simulator prices the P-number one).
+twice the bytes of the official all-reduce, after both passes rather than overlapped with them
+(the cost model and the simulator price exactly that: one ring all-reduce of 2P bytes).
 
 Also in the same all-reduce: rank 0's BatchNorm running statistics (every other rank
 contributes zeros), which replace every rank's, as DDP's ``broadcast_buffers`` would; and the

@@ -1,0 +1,209 @@
+"""Step costs in the cost model, and AutoSAM's calibration on the user's own steps.
+
+- the profiler measures the update and the climb through the descent runtime, and the cost
+  model, the planner's closed forms and the simulator all charge them (the climb to perturbed
+  steps only);
+- the calibration recovers a known per-step overhead injected into a real training loop;
+- a window whose median interval contains the prediction changes nothing (noise), a 2x slowdown
+  calibrates and re-plans, and AutoSAM's counters continue across the switch.
+"""
+
+import random
+import time
+
+import pytest
+import torch
+
+from _alg_refs import batches, loss_fn, mlp
+from _profiles import synthetic_profile_dict
+from hetsam import AutoSAM, Plan
+from hetsam.autosam.controller import PlanController, StepWindow
+from hetsam.cost.model import CostModel
+from hetsam.planning.options import PlannerOptions
+from hetsam.planning.search import plan as plan_for
+from hetsam.profiling.measure import profile
+from hetsam.profiling.schema import Profile
+from hetsam.profiling.stats import median_ci
+from hetsam.simulator import simulate
+
+
+def cpu_profile(climb=None, update=0.001, scale=1.0):
+    """The synthetic profile's two CPU devices only (no GPU), optionally with a climb time and
+    every time scaled by ``scale``."""
+    d = synthetic_profile_dict()
+    d["devices"] = d["devices"][:2]
+    d["links"] = d["links"][1:]
+    for dev in d["devices"]:
+        g = dev["grad_seconds"]
+        g["median"] = [m * scale for m in g["median"]]
+        g["spread"] = [s * scale for s in g["spread"]]
+        dev["update_seconds"] = update * scale
+        if climb is not None:
+            dev["climb_seconds"] = climb * scale
+    return Profile.from_dict(d)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HETSAM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+# ---- step costs -----------------------------------------------------------------------------------
+def test_the_profiler_measures_update_and_climb_through_the_runtime():
+    prof = profile(mlp(), loss_fn, batches(1, b=32)[0], ["cpu:0"], batch_sizes=[8, 32], warmup=1, repeats=4,
+                   contention=False, links=False, progress=False)
+    (dev,) = prof.devices
+    assert dev.update_seconds > 0 and dev.climb_seconds > 0
+    assert dev.grad_seconds.repeats == 4  # fixed repeats, spread over the rounds
+    prov = prof.provenance
+    assert prov["allocator"] in ("retained", "system (not glibc)")
+    assert prov["ratio_repeatability"]["rounds"] == 4 and "batch_ratio" in prov["ratio_repeatability"]
+
+
+def test_step_costs_enter_closed_forms_and_the_simulator_alike():
+    u, c, b = 0.002, 0.01, 64
+    cm = CostModel(cpu_profile(climb=c, update=u))
+    t = cm.grad_seconds("cpu:0", b)
+    assert cm.step_seconds("cpu:0", False) == pytest.approx(u)
+    assert cm.step_seconds("cpu:0", True) == pytest.approx(u + c)
+    exact = {"sgd": t + u, "sam": 2 * t + u + c}
+    for name, seconds in exact.items():
+        r = simulate(Plan(name, "cpu:0", batch_size=b), cm, iterations=50, jitter=False)
+        assert r.iteration_seconds["mean"] == pytest.approx(seconds, rel=1e-12)
+    # a calibrated loop term is charged to every step, perturbed or not
+    loop = cm.calibrated(0.05)
+    for name, seconds in exact.items():
+        r = simulate(Plan(name, "cpu:0", batch_size=b), loop, iterations=50, jitter=False)
+        assert r.iteration_seconds["mean"] == pytest.approx(seconds + 0.05, rel=1e-12)
+    # the planner's closed form for SAM agrees with the simulator
+    report = plan_for(cm, batch_size=b, simulate=False, descent_kind="cpu")
+    sam = next(x for x in report.candidates if x.plan.strategy == "sam" and x.plan.descent_device == "cpu:0")
+    assert sam.closed_form_seconds == pytest.approx(exact["sam"], rel=1e-12)
+
+
+def test_async_sam_steps_after_the_first_tau_pay_the_climb():
+    u, c, b = 0.002, 0.01, 64
+    cm = CostModel(cpu_profile(climb=c, update=u))
+    p = Plan("async_sam", "cpu:0", "cpu:0", batch_size=b, ascent_batch_size=8)  # time-sliced: serial
+    r = simulate(p, cm, iterations=200, jitter=False)
+    expected = cm.grad_seconds("cpu:0", b) + cm.grad_seconds("cpu:0", 8) + u + c
+    assert r.iteration_seconds["p50"] == pytest.approx(expected, rel=1e-9)
+
+
+# ---- the interval ---------------------------------------------------------------------------------
+def test_median_interval_against_the_binomial_table():
+    xs = list(range(1, 21))  # n = 20: the 95% interval of the median is (x_6, x_15)
+    assert median_ci(xs) == (6, 15)
+    assert median_ci(list(range(1, 11))) == (2, 9)  # n = 10: (x_2, x_9)
+    assert median_ci([1.0, 2.0]) == (1.0, 2.0)
+    w = StepWindow(window=5, warmup=2)
+    assert [w.observe(x) for x in (9.0, 9.0, 1, 2, 3, 4)] == [None] * 6
+    m, lo, hi = w.observe(5)
+    assert m == 3 and lo <= m <= hi
+
+
+# ---- the controller -------------------------------------------------------------------------------
+def controller(budget=1.3, window=30, **kw):
+    opts = PlannerOptions(profile=cpu_profile(), budget=budget, calibration_window=window, calibration_warmup=0, **kw)
+    lines = []
+    c = PlanController(opts, lines.append)
+    first = c.choose(mlp(), loss_fn, batches(1, b=64)[0])
+    return c, first, lines
+
+
+def rst_periods(report, rng, slower=1.0, noise=0.05):
+    """Step periods of the RST plan on the profile's machine: an SGD or a SAM step (with
+    probability p), each with lognormal noise, all ``slower`` times as long."""
+    p = report.plan.sam_probability
+    while True:
+        base = report.sam_seconds if rng.random() < p else report.sgd_seconds
+        yield slower * base * rng.lognormvariate(0.0, noise)
+
+
+def test_noise_around_the_prediction_changes_nothing():
+    c, first, lines = controller()
+    assert first.strategy == "rst"
+    periods = rst_periods(c.report, random.Random(0))
+    for _ in range(10 * 30):  # ten windows of steps as the machine the profile describes runs them
+        assert c.observe(next(periods)) is None
+    assert c.loop_seconds == 0.0 and c.replans == 0
+    assert len(c.calibration) <= 1  # a 95% interval misses about one window in twenty
+    assert c.plan == first
+
+
+def test_a_2x_slowdown_calibrates_and_replans_once():
+    c, first, lines = controller()
+    assert first.strategy == "rst"
+    periods = rst_periods(c.report, random.Random(1), slower=2.0, noise=0.02)
+    switched = [p for p in (c.observe(next(periods)) for _ in range(30)) if p]
+    assert len(switched) == 1 and switched[0] != first
+    (entry,) = c.calibration
+    # the extra time is read as the loop's own work: about one SGD step (the window's median is an SGD step's)
+    assert entry["loop_seconds"] == pytest.approx(entry["median_seconds"] / 2, rel=0.1)
+    assert entry["decision"].startswith("switched")
+    # the switch was to the plan the calibrated planner predicts best; it predicts the new speed
+    calibrated = CostModel(cpu_profile()).calibrated(c.loop_seconds)
+    expected = plan_for(calibrated, batch_size=64, budget=1.3, descent_kind="cpu").plan
+    assert switched[0] == expected and switched[0].sam_probability > first.sam_probability
+    assert any(line.startswith("hetsam: measured") for line in lines)
+    # max_replans = 1: a second disagreement is recorded but never switches again
+    for _ in range(60):
+        assert c.observe(4 * c.report.sam_seconds) is None
+    assert c.replans == 1 and c.calibration[-1]["decision"].startswith("kept")
+
+
+def test_a_strategy_name_with_a_profile_gets_the_planners_numbers():
+    lines = []
+    opt = AutoSAM(mlp(), loss_fn, plan="async_sam", planner_options={"profile": "cpu-2core-resnet20"}, log=lines.append,
+                  executor="inline", lr=0.05)
+    assert opt.plan is None
+    best = plan_for("cpu-2core-resnet20", batch_size=16, descent_kind="cpu", strategies=("async_sam",)).best_of("async_sam")
+    with opt:
+        opt.step(batches(1)[0])
+    assert opt.plan == best.plan and opt.plan.ascent_batch_size is not None
+    assert any("the planner chose" in line and "b'=" in line for line in lines)
+
+
+# ---- AutoSAM, end to end ----------------------------------------------------------------------------
+def test_calibration_recovers_a_known_overhead_in_a_real_loop():
+    """The loop sleeps 20 ms between steps (as a slow data loader would); the profile of this
+    machine knows nothing of it. The calibration fits that much per step, within the noise of a
+    2-core shared machine."""
+    options = {"profile_budget_seconds": 3.0, "progress": False, "devices": ["cpu:0"], "calibration_window": 20,
+               "calibration_warmup": 3, "max_replans": 0}
+    sleep = 0.02
+    lines = []
+    data = batches(30, b=32)
+    with AutoSAM(mlp(), loss_fn, planner_options=options, log=lines.append, executor="inline", lr=0.05) as opt:
+        for batch in opt.prefetch(data):
+            opt.step(batch)
+            time.sleep(sleep)
+        stats = opt.stats()
+    auto = stats["auto"]
+    assert auto["calibration"], lines
+    assert auto["loop_seconds"] == pytest.approx(sleep, abs=0.008)
+    assert stats["steps"] == 30
+
+
+def test_counters_and_schedules_continue_across_a_switch():
+    """A real loop, twice as slow as the (synthetic, 5x faster) profile predicts: AutoSAM switches
+    plans, and the next plan runs from the next step with the step count, the learning-rate
+    schedule and the base optimizer's state carried over."""
+    lines = []
+    fast = cpu_profile(scale=0.2)
+    opts = {"profile": fast, "budget": 1.3, "calibration_window": 9, "calibration_warmup": 1}
+    opt = AutoSAM(mlp(), loss_fn, torch.optim.SGD, planner_options=opts, log=lines.append, executor="inline", lr=0.1,
+                  momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9)
+    with opt:
+        for i, batch in enumerate(batches(14, b=64)):
+            opt.step(batch)
+            sched.step()
+            if i == 0:
+                first, predicted = opt.plan, opt.plan_report.prediction.iteration_seconds
+            time.sleep(2 * predicted)  # the rest of a period twice the prediction
+        stats = opt.stats()
+    assert opt.plan != first and stats["auto"]["replans"] == 1, lines
+    assert stats["steps"] == 14
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.9 ** 14)
+    assert any("switching from" in line for line in lines)
