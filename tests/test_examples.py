@@ -83,3 +83,27 @@ def test_quickstart_trains_with_an_automatic_plan(tmp_path, monkeypatch, capsys)
     assert "hetsam: plan " in captured.err
     accuracies = [float(line.rsplit(" ", 1)[1].rstrip("%")) for line in captured.out.splitlines() if "test accuracy" in line]
     assert len(accuracies) == 2 and accuracies[-1] > 50.0  # far above chance (10%) after two epochs
+
+
+def test_profile_repeatability_compares_the_ratios_of_two_profiles(tmp_path, capsys):
+    import copy
+
+    from hetsam.profiling.schema import Profile, load_profile
+
+    rep = load_example("profile_repeatability")
+    a = load_profile("cpu-2core-resnet20")
+    data = copy.deepcopy(a.to_dict())
+    for dev in data["devices"]:  # the whole machine 20% slower: every ratio unchanged...
+        dev["grad_seconds"]["median"] = [1.2 * m for m in dev["grad_seconds"]["median"]]
+    pool = next(d for d in data["devices"] if "[" in d["id"])
+    pool["grad_seconds"]["median"][0] *= 1.1  # ...but one pool point 10% slower
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(Profile.from_dict(data).to_dict()))
+    diffs = rep.ratio_differences(a, load_profile(str(b)))
+    changed = [(label, d) for kind in diffs.values() for label, d in kind if abs(d) > 1e-9]
+    assert {label for label, _ in changed} == {f"{pool['id']} t({pool['grad_seconds']['batch_sizes'][0]})/"
+                                               f"t({pool['grad_seconds']['batch_sizes'][-1]})",
+                                               f"{pool['id']}/cpu:0 at {pool['grad_seconds']['batch_sizes'][0]}"}
+    assert all(d == pytest.approx(0.1) for _, d in changed)
+    assert rep.main([str(EXAMPLES.parent / "profiles" / "cpu-2core-resnet20.json"), str(b)]) == 0
+    assert "median |difference|" in capsys.readouterr().out

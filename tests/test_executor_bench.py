@@ -67,7 +67,14 @@ def test_run_bench_interleaves_and_predicts(toy_profile):
     if TWO_CPUS:
         assert modes["async_sam pools"] == "worker" and modes["sampa pools"] == "worker"
     errors = [abs(r["relative_error"]) for r in data["results"]]
-    assert data["simulator_error"] == {"median_abs": pytest.approx(statistics.median(errors)), "max_abs": pytest.approx(max(errors))}
+    base = next(r for r in data["results"] if r["label"] == "sgd")
+    vs_sgd = [abs((1 + r["relative_error"]) / (1 + base["relative_error"]) - 1) for r in data["results"] if r is not base]
+    assert [r["error_vs_sgd"] for r in data["results"] if r is not base] == pytest.approx(
+        [(1 + r["relative_error"]) / (1 + base["relative_error"]) - 1 for r in data["results"] if r is not base])
+    assert data["simulator_error"] == {"median_abs": pytest.approx(statistics.median(errors)), "max_abs": pytest.approx(max(errors)),
+                                       "vs_sgd_median_abs": pytest.approx(statistics.median(vs_sgd)),
+                                       "vs_sgd_max_abs": pytest.approx(max(vs_sgd))}
+    assert any("drifted since" in n for n in data["notes"]) == (abs(base["relative_error"]) > 0.05)
 
 
 def test_cli_json_without_predictions(capsys):

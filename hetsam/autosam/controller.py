@@ -200,8 +200,10 @@ class PlanController:
         self.loop_seconds = loop = self._fit(m)
         entry = {"median_seconds": m, "interval": [low, high], "predicted_seconds": predicted, "loop_seconds": loop}
         self.calibration.append(entry)
-        self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}), predicted "
-                 f"{predicted * 1e3:.2f}: calibrated the loop's own work to {loop * 1e3:.2f} ms/step")
+        if len(self.calibration) == 1:  # later ones go to stats() only, unless they switch plans
+            self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}), predicted "
+                     f"{predicted * 1e3:.2f}: calibrated the loop's own work to {loop * 1e3:.2f} ms/step "
+                     "(later calibrations: opt.stats()['auto'])")
         if self.replans >= self.options.max_replans:
             entry["decision"] = f"kept: {self.options.max_replans} re-plan(s) already done"
             return None
@@ -220,6 +222,8 @@ class PlanController:
             return None
         self.replans += 1
         entry["decision"] = f"switched to {candidate.describe()}"
+        self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}) against "
+                 f"{predicted * 1e3:.2f} predicted; with the loop's own work at {loop * 1e3:.2f} ms/step the planner chose:")
         self.log(describe_choice(report))
         self._pick(report)
         self._window = StepWindow(self.options.calibration_window, self.options.calibration_warmup,

@@ -11,7 +11,8 @@ __all__ = ["format_report"]
 def format_report(report: BenchReport) -> str:
     """An aligned text table of a :class:`BenchReport`, the winner and the conditions."""
     data = report.to_dict()
-    head = ("strategy", "plan", "ms/step", "IQR", "vs SGD", "vs SAM", "wait ms", "wait %", "predicted", "error")
+    head = ("strategy", "plan", "ms/step", "IQR", "vs SGD", "vs SAM", "wait ms", "wait %", "predicted", "error",
+            "error vs SGD")
     rows = [head]
     for r, res in zip(data["results"], report.results):
         pred = r["predicted_iteration_seconds"]
@@ -23,6 +24,7 @@ def format_report(report: BenchReport) -> str:
             f"{r['descent_wait_seconds'] * 1e3:.1f}", f"{r['descent_wait_fraction']:.1%}",
             "-" if pred is None else f"{pred * 1e3:.1f}",
             "-" if r["relative_error"] is None else f"{r['relative_error']:+.1%}",
+            "-" if r["error_vs_sgd"] is None else f"{r['error_vs_sgd']:+.1%}",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -46,8 +48,10 @@ def format_report(report: BenchReport) -> str:
                        f"{slower['measured_iteration_seconds'] / faster['measured_iteration_seconds']:.2f}x")
     err = data["simulator_error"]
     if err is not None:
-        out.append(f"simulator: median |error| {err['median_abs']:.1%}, worst {err['max_abs']:.1%} "
-                   f"(profile: {report.profile_source})")
+        line = f"simulator: median |error| {err['median_abs']:.1%}, worst {err['max_abs']:.1%}"
+        if "vs_sgd_median_abs" in err:
+            line += f"; relative to SGD {err['vs_sgd_median_abs']:.1%}, worst {err['vs_sgd_max_abs']:.1%}"
+        out.append(f"{line} (profile: {report.profile_source})")
     if report.other_load:
         out.append("other processes' CPU share per round: " + ", ".join(f"{x:.0%}" for x in report.other_load))
     out += [f"note: {n}" for n in report.notes]

@@ -59,7 +59,15 @@ class BenchResult:
         p = self.predicted_seconds
         return None if p is None else self.median / p - 1.0
 
-    def to_dict(self, sgd: float | None = None, sam: float | None = None) -> dict:
+    def error_vs(self, base: "BenchResult | None") -> float | None:
+        """The prediction's error on the ratio to ``base`` measured in the same run:
+        ``(measured / measured_base) / (predicted / predicted_base) − 1`` (the machine's drift
+        since profiling cancels)."""
+        if base is None or self.relative_error is None or base.relative_error is None:
+            return None
+        return (1.0 + self.relative_error) / (1.0 + base.relative_error) - 1.0
+
+    def to_dict(self, sgd: float | None = None, sam: float | None = None, base: "BenchResult | None" = None) -> dict:
         p = self.arrangement.plan
         return {
             "strategy": p.strategy,
@@ -79,6 +87,7 @@ class BenchResult:
             "predicted_iteration_seconds": self.predicted_seconds,
             "predicted_descent_wait_seconds": None if self.predicted is None else self.predicted["descent_wait_per_iteration"],
             "relative_error": self.relative_error,
+            "error_vs_sgd": self.error_vs(base),
         }
 
 
@@ -96,15 +105,17 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
     profile_used: dict | None = None  # the measurements the predictions came from (no provenance)
 
+    def result(self, label: str) -> BenchResult | None:
+        return next((r for r in self.results if r.arrangement.label == label), None)
+
     def _baseline(self, label: str) -> float | None:
-        for r in self.results:
-            if r.arrangement.label == label:
-                return r.median
-        return None
+        r = self.result(label)
+        return None if r is None else r.median
 
     def to_dict(self) -> dict:
-        sgd, sam = self._baseline(SGD), self._baseline(SAM)
+        sgd, sam, base = self._baseline(SGD), self._baseline(SAM), self.result(SGD)
         errors = [abs(r.relative_error) for r in self.results if r.relative_error is not None]
+        ratio = [abs(e) for e in (r.error_vs(base) for r in self.results if r is not base) if e is not None]
         return {
             "model": self.model,
             "batch_size": self.batch_size,
@@ -113,7 +124,9 @@ class BenchReport:
             "other_load_per_round": self.other_load,
             "profile": self.profile_source,
             "profile_used": self.profile_used,
-            "results": [r.to_dict(sgd, sam) for r in self.results],
-            "simulator_error": None if not errors else {"median_abs": median(errors), "max_abs": max(errors)},
+            "results": [r.to_dict(sgd, sam, base) for r in self.results],
+            "simulator_error": None if not errors else {
+                "median_abs": median(errors), "max_abs": max(errors),
+                **({"vs_sgd_median_abs": median(ratio), "vs_sgd_max_abs": max(ratio)} if ratio else {})},
             "notes": list(self.notes),
         }

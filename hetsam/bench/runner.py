@@ -57,6 +57,7 @@ from hetsam.bench.results import BenchReport, BenchResult
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.merge import median_profile
 from hetsam.profiling.stats import median
+from hetsam.strategies import SGD
 
 __all__ = ["run_bench", "predict", "probe_profile", "MAX_BENCH_BATCH"]
 
@@ -217,6 +218,7 @@ def run_bench(
 
         prof = profile.profile if isinstance(profile, CostModel) else load_profile(profile)
         used = {k: v for k, v in prof.to_dict().items() if k != "provenance"}
+        notes += _drift_note(results, prof)
     return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes, used)
 
 
@@ -284,3 +286,24 @@ class _Stream:
         if ex is None:
             return 0.0, 0.0, 0.0
         return ex.stats.wait_seconds, ex.stats.inline_seconds, ex.stats.copy_seconds
+
+
+def _drift_note(results: list[BenchResult], prof) -> list[str]:
+    """A note when SGD, the one-gradient baseline, ran >5% off the profile: the machine's speed has
+    drifted since it was profiled (a shared machine's does by tens of percent over minutes), and
+    every absolute error carries that drift; the errors relative to SGD do not."""
+    import datetime as _dt
+
+    base = next((r for r in results if r.arrangement.label == SGD), None)
+    if base is None or base.relative_error is None or abs(base.relative_error) <= 0.05:
+        return []
+    age = ""
+    try:
+        taken = _dt.datetime.fromisoformat(str(prof.provenance.get("date")))
+        age = f", {(_dt.datetime.now(_dt.timezone.utc) - taken).total_seconds() / 60:.0f} minutes ago"
+    except (TypeError, ValueError):
+        pass
+    way = "slower" if base.relative_error > 0 else "faster"
+    return [f"SGD ran {abs(base.relative_error):.0%} {way} than the profile predicts (profiled{age}): this machine's speed "
+            "has drifted since, and every absolute error carries that drift; the errors relative to SGD leave it out "
+            "(--interleave-profile profiles within the rounds instead)"]

@@ -3,16 +3,22 @@
 ``profile(model, loss_fn, sample_batch, devices=None, ...) -> Profile`` measures
 
 - ``grad_seconds``: one forward+backward, ``loss_fn(model, batch[:b]).backward()``, at each
-  batch size ``b`` of a ladder up to ``B = len(sample_batch)``: warm-up runs, then repeats;
+  batch size ``b`` of a ladder up to ``B = len(sample_batch)``: warm-up runs, then repeats
+  taken in rounds that interleave the points and the devices (:mod:`hetsam.profiling.rounds`);
   the median and the interquartile spread (q75 − q25) are kept, as torch.utils.benchmark's
   ``Measurement`` does. Repeats adapt to the step time (about ``target_seconds`` per point,
   between ``min_repeats`` and ``max_repeats``) unless ``repeats`` fixes them.
-- ``update_seconds``: one base-optimizer update (SGD with momentum 0.9) over the parameters.
+- ``update_seconds`` and ``climb_seconds``: one base-optimizer update (SGD with momentum 0.9)
+  and one climb of a perturbed step, through the descent runtime (:mod:`hetsam.profiling.ladder`).
 - ``links``: ``latency + bytes / bandwidth`` of a copy between each pair of hardware units
   (socket–socket, socket–GPU both ways, GPU–GPU), fitted from a one-element copy (latency)
   and a parameter-sized copy (bandwidth); plus the same-socket memcpy link ``cpu:S -> cpu:S``.
 - ``contention``: two disjoint pools of one socket (by default ``cpu:S[0]`` and ``cpu:S[1]``),
-  each alone and then both at once; the slowdown is ``median(together) / median(alone)``.
+  each alone and then both at once, in rounds; the slowdown is the median over the rounds of
+  ``median(together) / median(alone)``.
+
+The allocator policy in force (:mod:`hetsam.execution.allocator`, the same for AutoSAM and the
+bench) and the repeatability of the ratios across rounds go into the provenance.
 
 Each pool (and each GPU) runs in its own Python thread. That thread sets its own intra-op
 thread count with ``torch.set_num_threads`` (per thread under the OpenMP backend) and, for a
