@@ -44,11 +44,23 @@ settings.register_profile("hetsam-long", max_examples=2000, deadline=None, print
 FUZZ = settings.get_profile("hetsam-long" if LONG else "hetsam-ci")
 
 SECONDS = 15.0  # "a few seconds" to accept or reject any input, on a noisy 2-core machine
-EXTRA_MB = 300  # "a few hundred MB": growth of the process's peak memory over the whole suite, beyond
+EXTRA_MB = 300  # "a few hundred MB": growth of the process's peak memory during one property's examples
 for _library in ("torch", "matplotlib.pyplot"):  # what a command may import: not input-driven growth
     importlib.import_module(_library)
 
-_BASE_RSS_MB = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+_BASE_RSS_MB = _peak_mb()
+
+
+@pytest.fixture(autouse=True)
+def _memory_base():
+    """The process's peak so far (earlier tests in the same process may have raised it)."""
+    global _BASE_RSS_MB
+    _BASE_RSS_MB = _peak_mb()
 
 
 class _TooSlow(BaseException):  # BaseException: nothing in hetsam may swallow it
@@ -70,7 +82,7 @@ def bounded(what):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = _peak_mb()
     assert rss - _BASE_RSS_MB < EXTRA_MB, f"{what}: peak memory grew by {rss - _BASE_RSS_MB:.0f} MB"
     assert time.perf_counter() - start < SECONDS
 
