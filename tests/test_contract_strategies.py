@@ -44,7 +44,7 @@ def _train(plan, executor, steps):
     """``steps`` steps of a fresh AutoSAM fed by ``prefetch``; returns model, losses, stats."""
     model = mlp(bn=True)
     losses = []
-    with AutoSAM(model, loss_fn, plan=plan, executor=executor, seed=7, **SGD_KW) as opt:
+    with AutoSAM(model, loss_fn, plan=plan, executor=executor, seed=7, total_steps=steps, **SGD_KW) as opt:
         for batch in opt.prefetch(batches(steps)):
             losses.append(opt.step(batch))
         return model, losses, opt.stats()
@@ -96,10 +96,10 @@ def test_threads_equal_the_inline_reference_bit_for_bit(spec, deterministic):
 def test_resume_continues_exactly(spec, deterministic):
     p, data = _plan(spec), batches(12)
     whole = mlp(bn=True)
-    with AutoSAM(whole, loss_fn, plan=p, executor="inline", seed=7, **SGD_KW) as opt:
+    with AutoSAM(whole, loss_fn, plan=p, executor="inline", seed=7, total_steps=12, **SGD_KW) as opt:
         whole_losses = _steps(opt, data, 0, 12)
     first = mlp(bn=True)
-    with AutoSAM(first, loss_fn, plan=p, executor="inline", seed=7, **SGD_KW) as opt:
+    with AutoSAM(first, loss_fn, plan=p, executor="inline", seed=7, total_steps=12, **SGD_KW) as opt:
         losses = _steps(opt, data, 0, 6)
         state = save_load({"model": first.state_dict(), "opt": opt.state_dict()})
     resumed = mlp(seed=3, bn=True)  # other initial values: everything must come from the checkpoint

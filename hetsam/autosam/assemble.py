@@ -101,7 +101,7 @@ class Assembly:
     """Runtime + rule + executor (+ rank context under DDP) for one plan (module docstring)."""
 
     def __init__(self, plan: Plan, model: nn.Module, loss_fn: Callable, base: torch.optim.Optimizer, scaler: Any,
-                 settings: Settings):
+                 settings: Settings, total_steps: Callable[[], int | None] = lambda: None):
         spec = plan.spec
         self.plan, self.model, self.loss_fn, self.settings = plan, model, loss_fn, settings
         self.descent_threads = role_threads(plan.descent_device, settings.descent_threads)
@@ -112,12 +112,17 @@ class Assembly:
                                local_model=self.dist.module if self.dist is not None else None)
         self._ctx = RuleContext(plan, self.runtime, make_executor=self._make_executor, dist=self.dist,
                                 sam_probability=settings.sam_probability, grst_alpha=settings.grst_alpha,
-                                seed=settings.seed)
+                                seed=settings.seed, total_steps=total_steps)
         self.rule = spec.build_rule(self._ctx)
 
     @property
     def executor(self):
         return self._ctx._executor
+
+    def held_tensors(self) -> list:
+        """Parameter-sized tensors held beyond the model (backup of θ, replica, pending jobs)."""
+        out = self.runtime.held_tensors() + self.rule.held_tensors()
+        return out + (self.executor.held_tensors() if self.executor is not None else [])
 
     def _make_executor(self):
         plan, s, rt = self.plan, self.settings, self.runtime

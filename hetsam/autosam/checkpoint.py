@@ -27,6 +27,7 @@ def state_dict(opt) -> dict:
         "strategy": parts.rule.state_dict() if parts is not None else None,
         "skipped_perturbations": parts.runtime.perturbation.skipped if parts is not None else 0,
         "steps_before": opt._steps_before,
+        "total_steps": opt.total_steps,
     }
     if opt._owns_scaler:
         hetsam_state["scaler"] = opt.scaler.state_dict()
@@ -54,6 +55,8 @@ def load_state_dict(opt, state_dict: dict) -> None:
         opt._parts.rule.load_state_dict(saved["strategy"])
         opt._parts.runtime.perturbation.skipped = int(saved["skipped_perturbations"])
     opt._steps_before = int(saved.get("steps_before", 0))
+    if opt.total_steps is None and saved.get("total_steps") is not None:  # the run's plan of steps resumes too
+        opt.total_steps = int(saved["total_steps"])
     if "scaler" in saved and opt._owns_scaler:
         opt.scaler.load_state_dict(saved["scaler"])
 

@@ -124,6 +124,8 @@ class AutoSAM(torch.optim.Optimizer):
             treats the worker as failed (``on_worker_failure`` decides what follows). None: 20 ×
             the longer of the last descent pass and the mean ascent job, at least 30 s (300 s
             before either was measured); ``float("inf")``: never.
+        total_steps: the run's planned number of steps (late-phase SAM starts SAM at a share of
+            it); settable later as ``opt.total_steps`` (the framework integrations set it).
         sampa_pairs: under DDP, whether ``"sampa"`` runs across rank pairs (None: yes).
         planner_options: for ``plan="auto"``, :class:`hetsam.planning.options.PlannerOptions` keys.
             With ``"profile"`` among them, ``plan`` may also be a strategy name: the planner then
@@ -141,7 +143,7 @@ class AutoSAM(torch.optim.Optimizer):
                  adaptive: bool = False, eta: float = 0.0, sam_probability: Any = None, grst_alpha: float = 1.0,
                  seed: int | None = None, amp: Any = None, scaler: Any = None, descent_threads: int | None = None,
                  ascent_threads: int | None = None, on_worker_failure: str | None = None,
-                 ascent_timeout: float | None = None,
+                 ascent_timeout: float | None = None, total_steps: int | None = None,
                  sampa_pairs: bool | None = None, planner_options: Any = None, log: Callable[[str], None] | None = None,
                  **base_kwargs):
         if not isinstance(model, nn.Module):
@@ -157,6 +159,7 @@ class AutoSAM(torch.optim.Optimizer):
             _checks.number(ascent_timeout, "ascent_timeout", low=0.0, high=1e7, low_open=True,
                            hint="seconds, float('inf') for never, or None for the default")
         check_group({"rho": rho, "adaptive": adaptive, "eta": eta})
+        self.total_steps = _checks.optional(_checks.integer, total_steps, "total_steps", low=1, high=1 << 48)
         self._log = log or (lambda line: print(line, file=sys.stderr))
         # plan="auto", or a strategy name with a profile: the planner chooses at the first step
         self._controller = controller_for(plan, planner_options, model, self._log)
@@ -185,7 +188,8 @@ class AutoSAM(torch.optim.Optimizer):
         self._closed, self._warned_idle, self._default_params = False, False, params is None
         self.last_outputs: Any = None
         if self.plan is not None:
-            self._parts = Assembly(self.plan, model, loss_fn, self.base_optimizer, self.scaler, self._settings)
+            self._parts = Assembly(self.plan, model, loss_fn, self.base_optimizer, self.scaler, self._settings,
+                                   lambda: self.total_steps)
 
     @property
     def plan_report(self):
@@ -253,7 +257,8 @@ class AutoSAM(torch.optim.Optimizer):
             self._steps_before += self._parts.rule.t
             self._parts.retire()
         self.plan = plan
-        self._parts = Assembly(plan, self.model, self.loss_fn, self.base_optimizer, self.scaler, self._settings)
+        self._parts = Assembly(plan, self.model, self.loss_fn, self.base_optimizer, self.scaler, self._settings,
+                               lambda: self.total_steps)
 
     def prefetch(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Iterate ``loader`` reading τ batches ahead, for ``lookahead``: ``for batch in
@@ -306,11 +311,7 @@ class AutoSAM(torch.optim.Optimizer):
     def extra_tensors(self) -> list[torch.Tensor]:
         """The parameter-sized tensors hetsam holds beyond the model, its gradients and the base
         optimizer's state (backup of θ, replica, pending ascent gradients, g_y), for memory accounting."""
-        if self._parts is None:
-            return []
-        parts = self._parts
-        out = parts.runtime.held_tensors() + parts.rule.held_tensors()
-        return out + (parts.executor.held_tensors() if parts.executor is not None else [])
+        return [] if self._parts is None else self._parts.held_tensors()
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -29,6 +29,7 @@ AutoSAM's ``amp=``); ``accumulate_grad_batches > 1`` is refused in automatic opt
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Iterable, Iterator
 
 try:
@@ -75,7 +76,10 @@ class AutoSAMModule(pl.LightningModule):
         if self.automatic_optimization and trainer.accumulate_grad_batches != 1:
             raise HetsamInputError("accumulate_grad_batches > 1 is not supported with AutoSAM in automatic optimization; "
                                    "use AutoSAM's accumulate= in manual optimization, or a larger batch")
-        self.autosam  # noqa: B018 - one AutoSAM, checked before the first step
+        opt = self.autosam  # one AutoSAM, checked before the first step
+        steps = trainer.estimated_stepping_batches  # late-phase SAM needs the planned steps
+        if opt.total_steps is None and isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
+            opt.total_steps = int(steps)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._hetsam_batch = batch  # automatic optimization: the ascent needs the step's batch

@@ -101,6 +101,12 @@ class AutoSAMTrainer(transformers.Trainer):
             self.optimizer = _Stepped(self.autosam)
         return self.optimizer
 
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        """The Trainer's optimizer and schedule; AutoSAM learns the planned steps (late-phase SAM)."""
+        super().create_optimizer_and_scheduler(num_training_steps)
+        if self.autosam is not None and self.autosam.total_steps is None and num_training_steps and num_training_steps > 0:
+            self.autosam.total_steps = int(num_training_steps)
+
     def _loss(self, model, inputs):
         # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them
         return self.compute_loss(model, dict(inputs))

@@ -5,9 +5,9 @@
 """
 
 from hetsam.strategies.registry import (
-    ASYNC_SAM, BUILTIN, RST, SAM, SAMPA, SGD, get, names, register, specs, unregister,
+    ASYNC_SAM, BUILTIN, INTERVAL, LATE_PHASE, MSAM, RST, SAM, SAMPA, SGD, get, names, register, specs, unregister,
 )
 from hetsam.strategies.spec import Option, PlanningContext, Proposal, StrategySpec
 
 __all__ = ["StrategySpec", "Option", "Proposal", "PlanningContext", "get", "names", "register", "unregister", "specs",
-           "BUILTIN", "SGD", "SAM", "RST", "ASYNC_SAM", "SAMPA"]
+           "BUILTIN", "SGD", "SAM", "RST", "ASYNC_SAM", "SAMPA", "INTERVAL", "LATE_PHASE", "MSAM"]

@@ -13,10 +13,12 @@ import importlib
 from hetsam.errors import HetsamInputError
 from hetsam.strategies.spec import FIELDS, StrategySpec
 
-__all__ = ["BUILTIN", "SGD", "SAM", "RST", "ASYNC_SAM", "SAMPA", "register", "unregister", "get", "names", "specs"]
+__all__ = ["BUILTIN", "SGD", "SAM", "RST", "ASYNC_SAM", "SAMPA", "INTERVAL", "LATE_PHASE", "MSAM", "register",
+           "unregister", "get", "names", "specs"]
 
 # the built-in strategies' names, for code that builds a plan of one of them (baselines, benchmarks)
 SGD, SAM, RST, ASYNC_SAM, SAMPA = "sgd", "sam", "rst", "async_sam", "sampa"
+INTERVAL, LATE_PHASE, MSAM = "interval", "late_phase", "msam"
 
 # one line per built-in strategy: name -> the module whose SPEC describes it
 BUILTIN = {
@@ -25,6 +27,9 @@ BUILTIN = {
     RST: "hetsam.strategies.rst",
     ASYNC_SAM: "hetsam.strategies.async_sam",
     SAMPA: "hetsam.strategies.sampa",
+    INTERVAL: "hetsam.strategies.interval",
+    LATE_PHASE: "hetsam.strategies.late_phase",
+    MSAM: "hetsam.strategies.msam",
 }
 
 _SPECS: dict[str, StrategySpec] = {}

@@ -32,7 +32,8 @@ class RuleContext:
     ``make_executor()`` builds the executor bound to the plan's ascent device (wrapped for the
     ranks under DDP), once, when a rule asks for it; ``dist`` is the
     :class:`~hetsam.execution.distributed.RankContext` of a DDP model (else None); the rest are
-    ``AutoSAM``'s settings for the rules that read them (RST's probability override, G-RST's α, a seed).
+    ``AutoSAM``'s settings for the rules that read them (RST's probability override, G-RST's α, a seed,
+    and ``total_steps()``, the run's planned number of steps as AutoSAM knows it now).
     """
 
     plan: Any
@@ -42,6 +43,7 @@ class RuleContext:
     sam_probability: Any = None
     grst_alpha: float = 1.0
     seed: int | None = None
+    total_steps: Callable[[], int | None] = lambda: None  # the planned steps of the run (late-phase SAM)
     _executor: Any = field(default=None, repr=False)
 
     def executor(self):

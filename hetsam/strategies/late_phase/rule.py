@@ -1,0 +1,50 @@
+"""Late-phase SAM's rule: ``base_step`` while ``t < ⌊start · T⌋``, ``sam_step`` from then on.
+
+T is read at every step from AutoSAM (``total_steps``), so a framework may set it after the
+optimizer was built; a run past T keeps taking SAM steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hetsam import _checks
+from hetsam.errors import HetsamInputError
+from hetsam.strategies.sam.rule import SAMRule
+
+__all__ = ["LatePhaseRule"]
+
+
+class LatePhaseRule(SAMRule):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.start = ctx.plan.spec.option(ctx.plan, "start")
+        self.sam_steps = 0
+
+    def first_sam_step(self) -> int:
+        total = self.ctx.total_steps()
+        if total is None:
+            raise HetsamInputError("late_phase needs the number of planned steps: AutoSAM(..., total_steps=T) or "
+                                   "opt.total_steps = T before the first step")
+        return math.floor(self.start * _checks.integer(total, "total_steps", low=1, high=1 << 48))
+
+    def step(self, batch, upcoming, accumulate):
+        if self.t >= self.first_sam_step():
+            loss = self.sam_step(batch, accumulate)
+            self.sam_steps += 1
+        else:
+            loss = self.base_step(batch, accumulate)
+        self.t += 1
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "sam_steps": self.sam_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.sam_steps = int(state.get("sam_steps", 0))
+
+    def stats(self) -> dict:
+        total = self.ctx.total_steps()
+        return {"sam_steps": self.sam_steps, "total_steps": total,
+                "first_sam_step": None if total is None else math.floor(self.start * total)}
