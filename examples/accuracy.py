@@ -25,67 +25,15 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
-from torch import nn
 
 import hetsam
 from hetsam import Plan
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from _tasks import accuracy, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+
 BATCH = 64
-
-
-# ---------------------------------------------------------------------------------------
-def load_task(name: str, noise: float):
-    """(x_train, y_train_noisy, x_val, y_val, x_test, y_test, clean_train_labels) as tensors."""
-    if name == "digits":
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        x, y = load_digits(return_X_y=True)
-        x = x.astype(np.float32) / 16.0
-        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
-        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=0.2, random_state=0, stratify=y_tr)
-    elif name == "mnist1d":
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        data = make_dataset(get_dataset_args())
-        x, y = data["x"].astype(np.float32), data["y"]
-        mean, std = x.mean(), x.std()
-        x = (x - mean) / std
-        x_te, y_te = (data["x_test"].astype(np.float32) - mean) / std, data["y_test"]
-        n_val = len(x) // 5
-        x_tr, y_tr, x_va, y_va = x[n_val:], y[n_val:], x[:n_val], y[:n_val]
-    else:
-        raise SystemExit(f"unknown task {name!r}: choose digits or mnist1d")
-    t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
-    return (t(x_tr, torch.float32), t(y_tr, torch.long), t(x_va, torch.float32), t(y_va, torch.long),
-            t(x_te, torch.float32), t(y_te, torch.long))
-
-
-def noisy_labels(y: torch.Tensor, rate: float, seed: int, classes: int = 10) -> torch.Tensor:
-    """Symmetric noise: each label, with probability ``rate``, becomes a uniformly random other class."""
-    g = torch.Generator().manual_seed(10_000 + seed)
-    flip = torch.rand(len(y), generator=g) < rate
-    shift = torch.randint(1, classes, (len(y),), generator=g)
-    return torch.where(flip, (y + shift) % classes, y)
-
-
-def mlp(d_in: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(d_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-
-
-def loss_fn(model, batch):
-    x, y = batch
-    return nn.functional.cross_entropy(model(x), y)
-
-
-@torch.no_grad()
-def accuracy(model, x, y) -> float:
-    model.eval()
-    acc = (model(x).argmax(1) == y).float().mean().item()
-    model.train()
-    return acc
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     python examples/whatif.py                  # a table
     python examples/whatif.py --plot whatif.png
+    python examples/whatif.py --strategies rst,async_sam,sampa   # the two-device strategies only
 
 The reference machines are spec-scaled from a measured ResNet-20 profile (see each profile's
 ``provenance``); nothing here needs the hardware.
@@ -15,11 +16,11 @@ from hetsam.planning.search import plan
 from hetsam.profiling.schema import load_profile, reference_profile_names
 
 
-def study(batch_size: int | None = None) -> list[dict]:
+def study(batch_size: int | None = None, strategies: tuple | None = None) -> list[dict]:
     rows = []
     for name in reference_profile_names():
         profile = load_profile(name)
-        report = plan(profile, batch_size=batch_size)
+        report = plan(profile, batch_size=batch_size, strategies=strategies)
         p = report.plan
         rows.append({
             "machine": name, "provenance": profile.provenance.get("kind"), "plan": p.describe(),
@@ -27,6 +28,7 @@ def study(batch_size: int | None = None) -> list[dict]:
             "sgd_ms": report.sgd_seconds * 1e3, "sam_ms": report.sam_seconds * 1e3,
             "plan_ms": report.prediction.iteration_seconds * 1e3, "overhead_vs_sgd": report.prediction.overhead_vs_sgd,
             "budget_met": report.budget_met,
+            "expected_share": report.chosen.share.value if report.chosen.share else None,
         })
     return rows
 
@@ -60,16 +62,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--plot", default=None, help="write a bar chart here (PNG)")
+    ap.add_argument("--strategies", default=None, help="consider only these (comma-separated; default: all)")
     args = ap.parse_args(argv)
-    rows = study(args.batch_size)
+    rows = study(args.batch_size, tuple(args.strategies.split(",")) if args.strategies else None)
     if not rows:
         print("no reference profiles found")
         return 1
-    print(f"{'machine':28s} {'b':>4s} {'SGD ms':>8s} {'SAM ms':>8s} {'plan ms':>8s} {'vs SGD':>8s}  plan")
+    print(f"{'machine':28s} {'b':>4s} {'SGD ms':>8s} {'SAM ms':>8s} {'plan ms':>8s} {'vs SGD':>8s} {'share':>6s}  plan")
     for r in rows:
         flag = "" if r["budget_met"] else "  (budget not met)"
+        share = "-" if r["expected_share"] is None else f"{r['expected_share']:.0%}"
         print(f"{r['machine']:28s} {r['batch_size']:4d} {r['sgd_ms']:8.2f} {r['sam_ms']:8.2f} {r['plan_ms']:8.2f} "
-              f"{r['overhead_vs_sgd']:+8.1%}  {r['plan']}{flag}")
+              f"{r['overhead_vs_sgd']:+8.1%} {share:>6s}  {r['plan']}{flag}")
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")

@@ -16,7 +16,7 @@ __all__ = [
 
 # ---- planning (docs/architecture.md, "Planning") ------------------------------------------------
 BUDGET = 1.05  # allowed step time, a multiple of the SGD step on the fastest device
-MIN_ASCENT_FRACTION = 0.125  # the fidelity floor: b'/b for AsyncSAM, p for RST (b' >= b/8)
+MIN_ASCENT_FRACTION = 0.125  # the floor: AsyncSAM's b' >= b/8, and a plan's expected share of SAM's gain
 MAX_STALENESS = 1  # the largest AsyncSAM staleness τ the planner considers by default
 STALENESS_LIMIT = 16  # the largest τ anything accepts: τ pending jobs and τ batches read ahead
 RESERVE_CORES = 0  # cores of socket 0 kept free for the data loader

@@ -73,7 +73,8 @@ def plan_for_model(model, loss_fn, sample_batch, options: PlannerOptions, *, log
         cost_model = _cost_model(model, loss_fn, sample_batch, options, log)
     return plan(cost_model, budget=options.budget, max_staleness=options.max_staleness,
                 min_ascent_fraction=options.min_ascent_fraction, reserve_cores=options.reserve_cores,
-                descent_kind=kind, batch_size=_batch_size(sample_batch), strategies=options.strategies)
+                descent_kind=kind, batch_size=_batch_size(sample_batch), strategies=options.strategies,
+                shares=options.shares)
 
 
 def _cost_model(model, loss_fn, sample_batch, options: PlannerOptions, log):
@@ -160,7 +161,16 @@ class PlanController:
         self._context: tuple | None = None
 
     # ---- choosing ----------------------------------------------------------------------------
-    def choose(self, model, loss_fn, batch):
+    def choose(self, model, loss_fn, batch, base_groups=None):
+        """``base_groups``: the base optimizer's parameter groups; strategies that cannot run with
+        them (MSAM without momentum) are left out of this and every later plan."""
+        if base_groups is not None and self.options.strategies is None and self.strategy is None:
+            from dataclasses import replace
+
+            from hetsam.strategies import registry
+
+            usable = tuple(s.name for s in registry.specs() if s.planned and not s.refuses(base_groups))
+            self.options = replace(self.options, strategies=usable)
         self._context = (model, loss_fn, batch)
         report = plan_for_model(model, loss_fn, batch, self.options, log=self.log)
         self.cm = _base_model(report)

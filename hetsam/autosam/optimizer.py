@@ -220,7 +220,7 @@ class AutoSAM(torch.optim.Optimizer):
         upcoming = queued if upcoming is None else upcoming
         if self._parts is None:
             self._sample_batch = batch  # profiled now, and again if the step time drifts
-            self._use(self._controller.choose(unwrap(self.model), self.loss_fn, batch))
+            self._use(self._controller.choose(unwrap(self.model), self.loss_fn, batch, self.param_groups))
         parts = self._parts
         if descent_closure:
             parts.check_descent_closure(closure, accumulate)

@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-staleness", type=int, default=D.MAX_STALENESS,
                    help=f"largest AsyncSAM staleness tau (default {D.MAX_STALENESS}, at most {D.STALENESS_LIMIT})")
     p.add_argument("--min-ascent-fraction", type=float, default=D.MIN_ASCENT_FRACTION,
-                   help=f"fidelity floor: b'/b or RST p (default {D.MIN_ASCENT_FRACTION:g})")
+                   help=f"the floor: the smallest AsyncSAM b'/b proposed, and the smallest expected share of SAM's "
+                        f"gain a plan may keep (default {D.MIN_ASCENT_FRACTION:g})")
     p.add_argument("--reserve-cores", type=int, default=D.RESERVE_CORES, help="cores of socket 0 kept for the data loader (default 0)")
     p.add_argument("--ascent-batches", choices=("lookahead", "independent"), default=D.ASCENT_BATCHES, help="AsyncSAM batch policy")
     p.add_argument("--no-simulate", action="store_true", help="rank by the closed form only (skip the simulator)")
@@ -32,6 +33,14 @@ def add_arguments(p) -> None:
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine again even if a cached profile exists")
     p.add_argument("--out", default=None, help="write the chosen plan as JSON here")
     p.add_argument("--json", action="store_true", help="print the chosen plan as JSON, with alternatives")
+    from hetsam.strategies import registry
+
+    planned = ", ".join(s.name for s in registry.specs() if s.planned)
+    p.add_argument("--strategies", default=None, metavar="A,B",
+                   help=f"consider only these strategies (comma-separated; default: every planned one: {planned})")
+    p.add_argument("--shares", default=None, metavar="FILE",
+                   help="a table of expected shares of SAM's gain to plan with (default: the one shipped; "
+                        "see examples/fit_shares.py)")
     p.add_argument("--all", action="store_true", help="list every candidate (default: hide dominated plans and a "
                                                        "strategy's slower plans beyond the budget)")
     add_cluster_arguments(p)
@@ -55,7 +64,8 @@ def run(args) -> int:
     report = plan(
         profile, batch_size=args.batch_size, budget=args.budget, max_staleness=args.max_staleness,
         min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
-        ascent_batches=args.ascent_batches, simulate=not args.no_simulate, **scale,
+        ascent_batches=args.ascent_batches, simulate=not args.no_simulate, shares=args.shares,
+        strategies=_strategies(args.strategies), **scale,
     )
     if args.out:
         report.plan.save(args.out)
@@ -65,7 +75,7 @@ def run(args) -> int:
 def format_report(report, everything: bool = False) -> str:
     """The header (baselines, the fixed per-step costs), the candidates in reading order
     (:meth:`PlanReport.shown`), the choice and why it won."""
-    head = ("", "strategy", "descent", "ascent", "settings", "s/step", "vs SGD", "vs SAM", "fits")
+    head = ("", "strategy", "descent", "ascent", "settings", "share", "s/step", "vs SGD", "vs SAM", "fits")
     rows = [head]
     shown, hidden = report.shown(everything)
     for c in shown:
@@ -76,6 +86,7 @@ def format_report(report, everything: bool = False) -> str:
             p.descent_device,
             p.effective_ascent_device if p.spec.uses_executor else "-",
             p.spec.settings(p, report.batch_size) or "-",
+            _share_cell(c.share),
             f"{c.predicted_seconds:.4f}",
             f"{c.predicted_seconds / report.sgd_seconds - 1:+.1%}",
             f"{report.sam_seconds / c.predicted_seconds:.2f}x",
@@ -97,6 +108,7 @@ def format_report(report, everything: bool = False) -> str:
         + ("" if report.budget_met else "  -- budget NOT met"),
         f"why: {report.why()}",
         f"objective: {report.objective}",
+        f"shares: {_share_source(report)}",
     ]
     if hidden:
         out.append(f"({hidden} more candidate(s) hidden: dominated, or a strategy's slower plans beyond the budget; "
@@ -114,3 +126,34 @@ def _step_costs(report) -> list[str]:
     t = cm.step_terms(d)
     return [f"step costs on {d} beside the passes: update {t['update'] * 1e3:.3f} ms, climb {t['climb'] * 1e3:.3f} ms "
             f"(perturbed steps), loop {t['loop'] * 1e3:.3f} ms (AutoSAM calibrates it on your steps)"]
+
+
+def _share_cell(share) -> str:
+    """``72%±9`` (a measured or interpolated share), ``0.25*`` (the proxy b'/b or p)."""
+    if share is None:
+        return "-"
+    if share.source.startswith("proxy"):
+        return f"{share.value:.2f}*"
+    return f"{share.value:.0%}" + (f"±{100 * share.se:.0f}" if share.se else "")
+
+
+def _share_source(report) -> str:
+    sources = {c.share.source for c in report.candidates if c.share is not None}
+    measured = sorted(s for s in sources if not s.startswith("proxy"))
+    line = "expected share of SAM's gain, " + (measured[0].split("(", 1)[-1].rstrip(")") if measured else "no table")
+    line += " (small tasks: a prior, not a law; --shares FILE for your own)"
+    if any(s.startswith("proxy") for s in sources):
+        line += "; * = not in the table: b'/b or p stands in"
+    return line
+
+
+def _strategies(text: str | None) -> tuple[str, ...] | None:
+    """``--strategies a,b`` as a tuple (the planner names an unknown one in its error)."""
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        from hetsam.errors import HetsamInputError
+
+        raise HetsamInputError("--strategies is empty: give comma-separated names, e.g. --strategies async_sam,rst")
+    return names

@@ -17,7 +17,7 @@ class PlannerOptions:
 
     ``budget``, ``max_staleness``, ``min_ascent_fraction``, ``reserve_cores``: as for
     ``hetsam plan``; ``strategies``: the registered strategies to consider (None: every planned
-    one). ``profile``: plan on this profile (a path, a bundled name or a Profile) instead of
+    one); ``shares``: a table of expected shares of SAM's gain (a path; None: the one shipped). ``profile``: plan on this profile (a path, a bundled name or a Profile) instead of
     measuring this machine. ``profile_budget_seconds``: the measuring time of the profile (None:
     no bound). ``devices``: what to profile (None: every socket, its one-core pool, every GPU).
     ``calibration_window``, ``calibration_warmup``, ``confidence``, ``max_replans``: the measured
@@ -32,6 +32,7 @@ class PlannerOptions:
     min_ascent_fraction: float = defaults.MIN_ASCENT_FRACTION
     reserve_cores: int = defaults.RESERVE_CORES
     strategies: tuple | None = None
+    shares: Any = None
     profile: Any = None
     profile_budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS
     devices: tuple | None = None

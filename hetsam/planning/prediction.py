@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Prediction"]
 
@@ -12,8 +13,10 @@ class Prediction:
     """The predicted cost of one plan on one machine, next to the SGD and SAM baselines.
 
     ``iteration_seconds`` is the simulator's mean when ``simulated`` (else the closed form);
-    ``fidelity`` is the strategy's ``(ascent fraction, −staleness, SAM share)``. ``ranks``,
-    ``nodes`` and ``devices_per_node`` describe a data-parallel job (1 for one process).
+    ``fidelity`` is ``(expected share of SAM's gain, *the strategy's (ascent fraction,
+    −staleness, SAM share))``; ``share`` the expected share with its standard error and source
+    (``hetsam.planning.shares``). ``ranks``, ``nodes`` and ``devices_per_node`` describe a
+    data-parallel job (1 for one process).
     """
 
     iteration_seconds: float
@@ -24,6 +27,7 @@ class Prediction:
     simulated: bool
     nodes: int = 1
     devices_per_node: int = 1
+    share: Any = None
 
     @property
     def ranks(self) -> int:
@@ -42,6 +46,8 @@ class Prediction:
              "sam_iteration_seconds": self.sam_iteration_seconds, "overhead_vs_sgd": self.overhead_vs_sgd,
              "speedup_vs_sam": self.speedup_vs_sam, "fidelity": list(self.fidelity),
              "closed_form_seconds": self.closed_form_seconds, "simulated": self.simulated}
+        if self.share is not None:
+            d.update(self.share.to_dict())
         if self.ranks > 1:
             d.update({"nodes": self.nodes, "devices_per_node": self.devices_per_node, "ranks": self.ranks})
         return d

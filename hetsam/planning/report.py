@@ -10,8 +10,8 @@ from hetsam.planning.prediction import Prediction
 
 __all__ = ["Candidate", "PlanReport", "OBJECTIVE"]
 
-OBJECTIVE = ("highest sharpness fidelity (ascent fraction b'/b or p, then smaller staleness, then higher p) "
-             "among plans within {budget:g} x the SGD step on the fastest device; ties go to the faster plan")
+OBJECTIVE = ("highest expected share of SAM's gain (a measured table; see hetsam.planning.shares) among plans "
+             "within {budget:g} x the SGD step on the fastest device; ties go to the more faithful, then the faster plan")
 
 
 @dataclass
@@ -21,15 +21,17 @@ class Candidate:
     plan: Plan
     closed_form_seconds: float
     predicted_seconds: float
-    fidelity: tuple
+    fidelity: tuple  # (expected share of SAM's gain, *the strategy's own fidelity): larger is better
     fits_budget: bool = False
     note: str = ""
     exact: bool = False  # the closed form is exact from the simulated baselines (not simulated)
     simulated: bool = False
     prediction: Prediction | None = None
+    share: Any = None  # hetsam.planning.shares.Share: the value, its standard error and source
 
     @property
-    def ascent_fraction(self) -> float:
+    def expected_share(self) -> float:
+        """The expected share of SAM's gain (what the floor ``min_ascent_fraction`` applies to)."""
         return self.fidelity[0]
 
 
@@ -92,17 +94,18 @@ class PlanReport:
         """One sentence: why the chosen plan won, under the objective."""
         c = self.chosen
         if not self.budget_met:
-            return ("no plan at the fidelity floor fits the budget, so the fastest plan at the floor was chosen; "
+            return ("no plan at the floor (its expected share of SAM's gain) fits the budget, so the fastest plan at the "
+                    "floor was chosen; "
                     f"RST with p = {self.rst_probability_for_budget:.3f} meets the budget")
         others = [x for x in self.candidates if x.fits_budget and x.plan is not self.plan]
         if not others:
             return "it is the only plan within the budget"
         runner = max(others, key=lambda x: (x.fidelity, -x.predicted_seconds))
         if runner.fidelity == c.fidelity:
-            return (f"it is the most faithful plan within the budget, and faster than {runner.plan.describe()} "
-                    f"of the same fidelity")
-        return (f"it is the most faithful plan within the budget (ascent fraction {c.ascent_fraction:.3g}, the next best "
-                f"{runner.plan.strategy} keeps {runner.ascent_fraction:.3g})")
+            return (f"it keeps the most of SAM's gain within the budget, and is faster than {runner.plan.describe()}, "
+                    f"which keeps as much")
+        return (f"it keeps the most of SAM's gain within the budget (expected share {c.expected_share:.0%}; the next "
+                f"best, {runner.plan.describe()}, {runner.expected_share:.0%})")
 
     def alternatives(self) -> list[dict]:
         """The other candidates as ``{"plan": ..., "prediction": ..., "fits_budget": ...}``."""

@@ -3,14 +3,15 @@
 Objective (printed with every plan; README, "Planning"):
 
     among candidates whose predicted step time is within the budget
-    (default 1.05 x the SGD step on the fastest device), take the highest sharpness fidelity;
-    break ties by predicted time.
+    (default 1.05 x the SGD step on the fastest device), take the highest expected share of
+    SAM's gain; break ties by the strategy's own fidelity, then by predicted time.
 
-Fidelity is each strategy's ``(ascent fraction, −staleness, SAM share)`` (its spec's
-``fidelity``): the ascent fraction is the share of a step's samples the perturbation sees on
-average (b'/b for AsyncSAM, 1 for SAM and SAMPa, p for RST, 0 for SGD). If no candidate at or
-above the fidelity floor (``min_ascent_fraction``) fits the budget, the planner says so, picks
-the fastest candidate at the floor, and reports the RST p that meets the budget.
+The expected share comes from a measured table (:mod:`hetsam.planning.shares`; each candidate
+reports its value and source). Each strategy's own ``fidelity``, ``(ascent fraction,
+−staleness, SAM share)``, breaks ties and stands in for strategies the table does not know. If
+no candidate at or above the floor (``min_ascent_fraction``, on the expected share) fits the
+budget, the planner says so, picks the fastest candidate at the floor, and reports the RST p
+that meets the budget.
 
 How the numbers are found: every registered strategy proposes its candidates with their
 closed-form step times (``StrategySpec.candidates``; the closed forms are in each strategy's
@@ -76,6 +77,7 @@ def plan(
     simulate_top: int = defaults.SIMULATE_TOP,
     seed: int = 0,
     descent_kind: str | None = None,
+    shares=None,
     nodes: int = 1,
     devices_per_node: int = 1,
     **network,
@@ -87,13 +89,16 @@ def plan(
         batch_size: b (default: the profile's batch size).
         budget: allowed step time as a multiple of the SGD step on the fastest device.
         max_staleness: the largest τ AsyncSAM may use.
-        min_ascent_fraction: the fidelity floor: b'/b for AsyncSAM, p for RST.
+        min_ascent_fraction: the floor: the smallest AsyncSAM b'/b proposed, and the smallest
+            expected share of SAM's gain a plan may keep.
         reserve_cores: cores of socket 0 kept free for the data loader.
         strategies: which registered strategies to consider (default: every one whose spec says
             ``planned``); SGD is always a candidate.
         simulate: confirm and rank the leading candidates with the simulator.
         descent_kind: ``"cpu"`` or ``"gpu"`` to keep the descent on that kind of device (where
             the model already lives); None: any.
+        shares: the table of expected shares of SAM's gain (a ShareTable or a path; None: the
+            one shipped, ``hetsam.planning.shares``).
         nodes, devices_per_node: N and G of a data-parallel job (module docstring).
         **network: the other arguments of :class:`hetsam.cost.cluster.Cluster` (bandwidths,
             latencies, ``sockets_per_node``, bucket sizes).
@@ -131,24 +136,27 @@ def plan(
             ctx.pairs.append((descent, ascent))
         else:
             notes.append(f"skipped {descent} + {ascent}: the profile has no link between them")
+    table = _share_table(shares)
     candidates: list[Candidate] = []
     for spec in registry.specs():
         if spec.baseline or spec.name in wanted:
             for prop in spec.candidates(ctx):
-                candidates.append(Candidate(prop.plan, prop.seconds, prop.seconds, spec.fidelity(prop.plan, b),
-                                            note=prop.note, exact=prop.exact))
+                share = table.share(prop.plan, b)
+                candidates.append(Candidate(prop.plan, prop.seconds, prop.seconds,
+                                            (share.value, *spec.fidelity(prop.plan, b)), note=prop.note,
+                                            exact=prop.exact, share=share))
     if simulate:
         _confirm_with_simulator(candidates, simulate_top, ctx.floor / b, budget_seconds, sgd_seconds, ctx.fastest, sim)
 
     best, within = _choose(candidates, budget_seconds, min_ascent_fraction)
     if not within:
         notes.append(
-            f"no plan at the fidelity floor ({min_ascent_fraction:g}) fits the budget of {budget:g} x SGD; "
+            f"no plan keeping at least {min_ascent_fraction:g} of SAM's gain fits the budget of {budget:g} x SGD; "
             f"chose the fastest plan at the floor; RST with p = {ctx.p_budget:.3f} meets the budget"
         )
     for c in candidates:
         c.prediction = Prediction(c.predicted_seconds, sgd_seconds, sam_seconds, c.fidelity, c.closed_form_seconds,
-                                  c.simulated, nodes, devices_per_node)
+                                  c.simulated, nodes, devices_per_node, c.share)
     candidates.sort(key=lambda c: (not c.fits_budget, [-x for x in c.fidelity], c.predicted_seconds))
     return PlanReport(
         plan=best.plan, prediction=best.prediction, candidates=candidates, batch_size=b, budget=budget,
@@ -181,11 +189,12 @@ def _baselines(ctx: PlanningContext, budget: float, sim) -> tuple[float, float]:
 
 
 def _choose(candidates: list[Candidate], budget_seconds: float, min_fraction: float) -> tuple[Candidate, bool]:
-    """The objective: the most faithful plan within the budget (ties: the faster), else the
-    fastest at the fidelity floor. Returns it and whether the budget was met."""
+    """The objective: the highest expected share within the budget (ties: the strategy's own
+    fidelity, then the faster), else the fastest at the floor. Returns it and whether the budget
+    was met."""
     for c in candidates:
         c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
-    eligible = [c for c in candidates if c.ascent_fraction >= min_fraction - 1e-12]
+    eligible = [c for c in candidates if c.expected_share >= min_fraction - 1e-12]
     within = [c for c in eligible if c.fits_budget]
     if within:
         return max(within, key=lambda c: (c.fidelity, -c.predicted_seconds)), True
@@ -233,14 +242,14 @@ def _confirm_with_simulator(candidates, top, floor_fraction, budget_seconds, sgd
                     key=lambda c: (c.closed_form_seconds > budget_seconds * (1 + 1e-9),
                                    [-x for x in c.fidelity], c.closed_form_seconds))
     # those that can win first: within the budget by the closed form, by fidelity; then the
-    # fastest at the fidelity floor, which win when nothing fits
-    with_ascent = [c for c in ranked if c.plan.spec.uses_ascent]
-    leading = with_ascent[:top]
-    at_floor = sorted((c for c in with_ascent if c.ascent_fraction >= floor_fraction - 1e-12),
+    # fastest at the floor, which win when nothing fits
+    contenders = [c for c in ranked if not c.plan.spec.baseline]
+    leading = contenders[:top]
+    at_floor = sorted((c for c in contenders if c.expected_share >= floor_fraction - 1e-12),
                       key=lambda c: c.closed_form_seconds)[:3]
     chosen = leading + [c for c in at_floor if all(c is not x for x in leading)]
     for c in candidates:
-        if not c.plan.spec.uses_ascent and c.plan.descent_device == fastest:  # the baseline, already simulated
+        if c.plan.strategy == SGD and c.plan.descent_device == fastest:  # the baseline, already simulated
             c.predicted_seconds, c.simulated = sgd_simulated, True
     for c in chosen:
         c.predicted_seconds, c.simulated = sim(c.plan), True
@@ -253,3 +262,11 @@ def simulated_seconds(cm, p: Plan, seed: int, scale: Cluster | None) -> float:
     result = simulate(p, cm, iterations=defaults.PLANNER_ITERATIONS, seed=seed,
                       **({} if scale is None else {"cluster": scale}))
     return float(result.iteration_seconds["mean"])
+
+
+def _share_table(shares):
+    from hetsam.planning.shares import ShareTable, default_table
+
+    if shares is None:
+        return default_table()
+    return shares if isinstance(shares, ShareTable) else ShareTable.load(shares)

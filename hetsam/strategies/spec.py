@@ -167,6 +167,11 @@ class StrategySpec:
         fraction = share * self.ascent_batch_size(plan, batch_size) / batch_size
         return (fraction, -self.staleness(plan), share)
 
+    def refuses(self, base_groups) -> str | None:
+        """Why this strategy cannot run with the base optimizer's parameter groups (plain dicts of
+        hyperparameters), or None. The planner in AutoSAM leaves out a strategy that refuses."""
+        return None
+
     def settings(self, plan, batch_size: int) -> str:
         """This strategy's numbers in a few characters (``b'=24 τ=1``), '' when none."""
         return " ".join(f"{o.name}={self.option(plan, o.name):g}" for o in self.options)

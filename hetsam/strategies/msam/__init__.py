@@ -10,9 +10,11 @@ on another scale than SAM's (its authors use 0.3 to 3 where SAM uses 0.05 to 0.2
 from __future__ import annotations
 
 from hetsam.strategies.registry import MSAM
-from hetsam.strategies.spec import Option, StrategySpec
+from hetsam.strategies.spec import Option, Proposal, StrategySpec
 
 __all__ = ["SPEC", "MSAMSpec"]
+
+_RHOS = (0.3, 1.0)  # the radii the time-to-accuracy benchmark measures (README, "Accuracy per second")
 
 
 class MSAMSpec(StrategySpec):
@@ -23,12 +25,28 @@ class MSAMSpec(StrategySpec):
     uses_ascent = False
     rule = "hetsam.strategies.msam.rule:MSAMRule"
 
+    def refuses(self, base_groups) -> str | None:
+        if all(group.get("momentum", 0) or "betas" in group for group in base_groups):
+            return None
+        return ("msam perturbs along the base optimizer's momentum, but it has none here (momentum=0); use SGD "
+                "with momentum > 0, or Adam/AdamW")
+
     def closed_form_seconds(self, ctx, plan) -> float:
         d = plan.descent_device
         return ctx.descent_step(d, ctx.cm.grad_seconds(d, ctx.batch_size), perturbed=True)
 
     def candidates(self, ctx):
-        return self.on_each_descent_device(ctx)
+        # ρ costs no time, so the planner compares the radii by their expected share of SAM's gain.
+        # On the fastest device: the simulated SGD baseline plus the climb, exactly (like RST's).
+        for d in ctx.descent_devices:
+            for rho in _RHOS:
+                plan = ctx.plan(self.name, descent_device=d, options={"rho": rho})
+                if d == ctx.fastest:
+                    g = ctx.cm.grad_seconds(d, ctx.batch_size)
+                    climb = ctx.descent_step(d, g, perturbed=True) - ctx.descent_step(d, g)
+                    yield Proposal(plan, ctx.sgd_seconds + climb, exact=True)
+                else:
+                    yield Proposal(plan, self.closed_form_seconds(ctx, plan))
 
     def what_if_plans(self, given, descent, partners, batch_size, make_plan):
         return self.plan_on(descent, batch_size, make_plan)

@@ -22,11 +22,9 @@ class MSAMRule(StrategyRule):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.rho = ctx.plan.spec.option(ctx.plan, "rho")
-        for group in self.rt.base.param_groups:
-            if not (group.get("momentum", 0) or "betas" in group):
-                raise HetsamInputError(
-                    f"msam perturbs along the base optimizer's momentum, but {type(self.rt.base).__name__} has none here "
-                    "(momentum=0); use SGD with momentum > 0, or Adam/AdamW")
+        problem = ctx.plan.spec.refuses(self.rt.base.param_groups)
+        if problem:
+            raise HetsamInputError(f"{type(self.rt.base).__name__}: {problem}")
         self.climbs = 0
 
     def _momentum(self):
