@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["load_task", "noisy_labels", "mlp", "loss_fn", "accuracy"]
+__all__ = ["load_task", "noisy_labels", "mlp", "loss_fn", "accuracy", "add_task_arguments"]
 
 
 def load_task(name: str, noise: float):
@@ -66,3 +66,13 @@ def accuracy(model, x, y) -> float:
     acc = (model(x).argmax(1) == y).float().mean().item()
     model.train()
     return acc
+
+
+def add_task_arguments(ap) -> None:
+    """The study's shared flags: tasks, seeds, epochs, SAM's ρ, the label noise, a training subset."""
+    ap.add_argument("--tasks", default="digits,mnist1d")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--rho", type=float, default=0.2, help="SAM's radius (MSAM's is the plan's own option)")
+    ap.add_argument("--noise", type=float, default=0.4, help="label noise on the digits training split")
+    ap.add_argument("--train-subset", type=int, default=None, help="the first N training samples only (quick runs)")

@@ -31,7 +31,7 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _tasks import accuracy, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+from _tasks import accuracy, add_task_arguments, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
 
 BATCH = 64
 
@@ -117,18 +117,13 @@ def planner_ascent_batch(profile_name: str | None) -> int | None:
         return None
     from hetsam.planning.search import plan
 
-    report = plan(profile_name, batch_size=BATCH, simulate=False)
+    report = plan(profile_name, batch_size=BATCH, simulate=False, strategies=("async_sam",))
     return report.plan.ascent_batch_size
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", default="digits,mnist1d")
-    ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--rho", type=float, default=0.2)
-    ap.add_argument("--noise", type=float, default=0.4, help="label noise on the digits training split")
-    ap.add_argument("--train-subset", type=int, default=None, help="use only the first N training samples (quick runs)")
+    add_task_arguments(ap)
     ap.add_argument("--planner-profile", default="a6000-epyc7452", help="reference profile whose planned b' is also run ('' to skip)")
     ap.add_argument("--executor", default="inline", choices=("inline", "threads"))
     ap.add_argument("--json", default=None, help="write all results here")

@@ -95,7 +95,9 @@ def measured_shares(path: str) -> dict[str, float]:
     """Config -> share, averaged over the tasks of a time-to-accuracy run."""
     from time_to_accuracy import summarize
 
-    data = json.loads(Path(path).read_text())
+    from hetsam.io import read_json
+
+    data = read_json(path, "results")
     shares = collections.defaultdict(list)
     for task in data["tasks"].values():
         for row in summarize(task):  # recomputed from the raw runs

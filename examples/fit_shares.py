@@ -106,8 +106,14 @@ def main(argv=None) -> int:
     ap.add_argument("results")
     ap.add_argument("--out", default=None, help="write the table here (default: print it)")
     args = ap.parse_args(argv)
-    with open(args.results, encoding="utf-8") as fh:
-        table = fit(json.load(fh))
+    from hetsam import HetsamInputError
+    from hetsam.io import read_json
+
+    try:
+        table = fit(read_json(args.results, "results"))
+    except (HetsamInputError, KeyError, TypeError) as exc:
+        print(f"fit_shares: {args.results} is not a time_to_accuracy.py --json file ({exc})", file=sys.stderr)
+        return 2
     text = json.dumps(table, indent=1)
     if args.out:
         from hetsam.io import write_text

@@ -175,9 +175,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    with open(args.results, encoding="utf-8") as fh:
-        results = json.load(fh)
-    run_args = results["meta"]["args"]
+    from hetsam import HetsamInputError
+    from hetsam.io import read_json
+
+    try:
+        results = read_json(args.results, "results")
+        run_args = results["meta"]["args"]
+    except (HetsamInputError, KeyError, TypeError) as exc:
+        print(f"planner_frontier: {args.results} is not a time_to_accuracy.py --json file ({exc})", file=sys.stderr)
+        return 2
     args.rho = run_args["rho"]
     E, seeds = run_args["epochs"], run_args["seeds"]
     torch.set_num_threads(1)

@@ -42,7 +42,7 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tasks import accuracy, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+from _tasks import accuracy, add_task_arguments, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
 
 BATCH = 64
 BUDGETS = (1.0, 1.1, 1.25, 1.5)
@@ -287,15 +287,10 @@ def markdown(results: dict, seeds: int, epochs: int) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", default="digits,mnist1d")
-    ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--rho", type=float, default=0.2)
-    ap.add_argument("--noise", type=float, default=0.4, help="label noise on the digits training split")
+    add_task_arguments(ap)
     ap.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",") if x.strip()], default=list(BUDGETS),
                     help="time budgets, x SGD's time ('' for none: shares only)")
     ap.add_argument("--only", default=None, help="comma-separated labels to run (sgd and sam always run)")
-    ap.add_argument("--train-subset", type=int, default=None, help="the first N training samples only (quick runs)")
     ap.add_argument("--planner", action="store_true", help="also run the planner's choice for this machine")
     ap.add_argument("--planner-budget", type=float, default=1.1, help="the planner's step budget, x SGD (default 1.1)")
     ap.add_argument("--json", default=None)
@@ -341,10 +336,15 @@ def main(argv=None) -> int:
 
 
 def report_only(args) -> int:
+    from hetsam import HetsamInputError
     from hetsam.io import read_json, write_text
 
-    data = read_json(args.from_json, "results")
-    results, run = data["tasks"], data["meta"]["args"]
+    try:
+        data = read_json(args.from_json, "results")
+        results, run = data["tasks"], data["meta"]["args"]
+    except (HetsamInputError, KeyError, TypeError) as exc:
+        print(f"time_to_accuracy: {args.from_json} is not a --json file of this script ({exc})", file=sys.stderr)
+        return 2
     for task, result in results.items():
         result["summary"] = summarize(result)
         print_table(task, result["summary"], run["seeds"], run["epochs"])

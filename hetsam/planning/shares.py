@@ -185,9 +185,9 @@ def _summary(prov: dict) -> str:
     tasks = prov.get("tasks")
     bits = []
     if isinstance(tasks, list) and tasks:
-        bits.append("+".join(str(t) for t in tasks[:4]))
-    if isinstance(prov.get("seeds"), int):
+        bits.append("+".join(" ".join(str(t).split())[:40] for t in tasks[:4]))
+    if isinstance(prov.get("seeds"), int) and not isinstance(prov.get("seeds"), bool):
         bits.append(f"{prov['seeds']} seeds")
     if isinstance(prov.get("date"), str):
-        bits.append(prov["date"][:10])
+        bits.append(prov["date"][:10].replace("\n", " "))
     return ", ".join(bits) or "no provenance"
