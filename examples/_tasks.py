@@ -9,11 +9,13 @@ examples/time_to_accuracy.py): data, the noisy labels, the model, the loss and t
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["load_task", "noisy_labels", "mlp", "loss_fn", "accuracy", "add_task_arguments"]
+__all__ = ["load_task", "noisy_labels", "mlp", "loss_fn", "accuracy", "add_task_arguments", "finite"]
 
 
 def load_task(name: str, noise: float):
@@ -76,3 +78,14 @@ def add_task_arguments(ap) -> None:
     ap.add_argument("--rho", type=float, default=0.2, help="SAM's radius (MSAM's is the plan's own option)")
     ap.add_argument("--noise", type=float, default=0.4, help="label noise on the digits training split")
     ap.add_argument("--train-subset", type=int, default=None, help="the first N training samples only (quick runs)")
+
+
+def finite(obj):
+    """``obj`` with every NaN or infinity as None, for JSON (a share is NaN when SAM did not beat SGD)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tasks import load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+from _tasks import finite, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
 
 BATCH = 64
 ASYNC = [(8, 1), (16, 1), (32, 1), (64, 1), (16, 2), (16, 4)]  # (b', τ)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     if args.json:
         from hetsam.io import write_text
 
-        write_text(args.json, json.dumps(result, indent=1), "results")
+        write_text(args.json, json.dumps(finite(result), indent=1, allow_nan=False), "results")
     return 0
 
 

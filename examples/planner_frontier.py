@@ -35,6 +35,7 @@ import torch
 from hetsam import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tasks import finite  # noqa: E402
 from time_to_accuracy import BATCH, planner_choice, seeded_tasks, train  # noqa: E402
 
 CHEAP = ("interval", "late_phase", "msam", "rst")  # the one-device variants the issue compares with
@@ -71,7 +72,7 @@ def _say(v: dict) -> str:
 
 # ---- this machine -----------------------------------------------------------------------------------
 def here(name: str, data: dict, args, E: int, seeds: int, tasks, log) -> dict:
-    plan = planner_choice(tasks[0], args.budget, log)
+    plan = planner_choice(tasks[0], args.budget, log, args.profile)
     ex = "threads" if plan.spec.uses_executor else "inline"
     sgd_plan = Plan("sgd")
     sgd, mine = [], []
@@ -172,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=1.1, help="the planner's step budget, x SGD (default 1.1)")
     ap.add_argument("--iterations", type=int, default=400, help="simulated iterations per plan")
     ap.add_argument("--skip-here", action="store_true", help="only the reference machines")
+    ap.add_argument("--profile", default=None, help="for 'this machine', plan on this profile (a path or a bundled "
+                                                    "name) instead of measuring the benchmark's model here")
     ap.add_argument("--json", default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -218,7 +221,7 @@ def main(argv=None) -> int:
         from hetsam.io import write_text
 
         report["meta"] = {"results": args.results, "budget": args.budget, "seconds": took, "date": time.strftime("%Y-%m-%d")}
-        write_text(args.json, json.dumps(report, indent=1), "results")
+        write_text(args.json, json.dumps(finite(report), indent=1, allow_nan=False), "results")
     return 0
 
 

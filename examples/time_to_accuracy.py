@@ -42,7 +42,7 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tasks import accuracy, add_task_arguments, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+from _tasks import accuracy, add_task_arguments, finite, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
 
 BATCH = 64
 BUDGETS = (1.0, 1.1, 1.25, 1.5)
@@ -70,15 +70,14 @@ def strategies(pools: bool) -> dict[str, tuple[Plan, str]]:
     return out
 
 
-def planner_choice(task, budget: float, log) -> Plan:
+def planner_choice(task, budget: float, log, profile=None) -> Plan:
     """The planner's plan for this task's model on this machine (profiled once, cached), within
-    ``budget`` x SGD's step."""
+    ``budget`` x SGD's step; on ``profile`` (a path or a bundled name) instead when given."""
     from hetsam.autosam.controller import PlannerOptions, plan_for_model
 
     x = task[0]
-    report = plan_for_model(mlp(x.shape[1]), loss_fn, (x[:BATCH], task[1][:BATCH]),
-                            PlannerOptions(budget=budget, profile_budget_seconds=20.0, progress=False), log=log)
-    return report.plan
+    options = PlannerOptions(budget=budget, profile=profile, profile_budget_seconds=20.0, progress=False)
+    return plan_for_model(mlp(x.shape[1]), loss_fn, (x[:BATCH], task[1][:BATCH]), options, log=log).plan
 
 
 def train(task, plan: Plan, executor: str, seed: int, epochs: int, rho: float) -> dict:
@@ -117,7 +116,7 @@ def seeded_tasks(name: str, seeds: int, noise: float, subset: int | None) -> lis
 def run_task(name, args, plans, log) -> dict:
     tasks = seeded_tasks(name, args.seeds, args.noise, args.train_subset)
     if args.planner:
-        chosen = planner_choice(tasks[0], args.planner_budget, log)
+        chosen = planner_choice(tasks[0], args.planner_budget, log, args.planner_profile)
         plans = {**plans, f"planner: {chosen.describe()}": (chosen, "threads" if chosen.spec.uses_executor else "inline")}
     labels = list(plans)
     equal: dict[str, list[dict]] = {lab: [] for lab in labels}
@@ -182,17 +181,6 @@ def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, s
             front.append((t, acc, lab))
             best = acc
     return front
-
-
-def _finite(obj):
-    """``obj`` with every NaN or infinity as None (JSON has no NaN; a share is NaN when SAM did not beat SGD)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _sd(values) -> float:
@@ -293,6 +281,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated labels to run (sgd and sam always run)")
     ap.add_argument("--planner", action="store_true", help="also run the planner's choice for this machine")
     ap.add_argument("--planner-budget", type=float, default=1.1, help="the planner's step budget, x SGD (default 1.1)")
+    ap.add_argument("--planner-profile", default=None, help="plan on this profile (a path or a bundled name) "
+                                                            "instead of measuring this machine")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
@@ -325,7 +315,7 @@ def main(argv=None) -> int:
 
         meta = {"args": {k: v for k, v in vars(args).items()}, "seconds": took, "date": time.strftime("%Y-%m-%d"),
                 "torch": torch.__version__, "hetsam": hetsam.__version__}
-        write_text(args.json, json.dumps(_finite({"meta": meta, "tasks": results}), indent=1, allow_nan=False), "results")
+        write_text(args.json, json.dumps(finite({"meta": meta, "tasks": results}), indent=1, allow_nan=False), "results")
     if args.plot and args.budgets:
         plot(results, args.plot)
     if args.markdown:

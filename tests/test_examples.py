@@ -217,3 +217,23 @@ def test_planner_frontier_on_the_reference_machines_reduced(tmp_path, capsys):
             "on the frontier", "within noise", "off the frontier")
         assert task["times"]["sgd"] == pytest.approx(1.0, rel=0.05) and task["times"]["sam"] > 1.0
     assert "the planner chose" in capsys.readouterr().out
+
+
+def test_planner_frontier_on_this_machine_reduced(tmp_path, capsys):
+    """The planner's choice trained at equal epochs and within each budget of a run, with the
+    verdicts (planned on a bundled profile here, so that the test does not profile)."""
+    pytest.importorskip("sklearn")
+    tta, pf = load_example("time_to_accuracy"), load_example("planner_frontier")
+    out = tmp_path / "tta.json"
+    assert tta.main(["--tasks", "digits", "--seeds", "2", "--epochs", "2", "--train-subset", "128", "--budgets",
+                     "1.0,1.5", "--only", "interval k=5,rst p=0.25,msam rho=1.0", "--json", str(out), "--quiet"]) == 0
+    report = tmp_path / "frontier.json"
+    assert pf.main([str(out), "--profile", "cpu-2core-resnet20", "--iterations", "40", "--json", str(report),
+                    "--quiet"]) == 0
+    here = json.loads(report.read_text())["here"]["digits"]
+    assert here["plan"].startswith("msam")  # MSAM's climb is free on that profile, and it keeps the most
+    assert set(here["budgets"]) == {"1.0", "1.5"} and len(here["equal_epochs"]) == 2
+    for b, v in here["budgets"].items():
+        assert v["epochs"] >= 1 and v["frontier"]["state"] in ("on the frontier", "within noise", "off the frontier")
+        assert v["vs_best_cheap"]["best"].split()[0] in ("interval", "rst", "msam")
+    assert "this machine: the planner chose" in capsys.readouterr().out
