@@ -248,9 +248,10 @@ def _confirm_with_simulator(candidates, top, floor_fraction, budget_seconds, sgd
     at_floor = sorted((c for c in contenders if c.expected_share >= floor_fraction - 1e-12),
                       key=lambda c: c.closed_form_seconds)[:3]
     chosen = leading + [c for c in at_floor if all(c is not x for x in leading)]
-    for c in candidates:
-        if c.plan.strategy == SGD and c.plan.descent_device == fastest:  # the baseline, already simulated
-            c.predicted_seconds, c.simulated = sgd_simulated, True
+    for c in candidates:  # SGD on every device, so that no row beats the simulated plans by the jitter alone
+        if c.plan.strategy == SGD:
+            c.predicted_seconds = sgd_simulated if c.plan.descent_device == fastest else sim(c.plan)
+            c.simulated = True
     for c in chosen:
         c.predicted_seconds, c.simulated = sim(c.plan), True
 
