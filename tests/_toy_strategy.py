@@ -43,9 +43,9 @@ class EveryKSpec(StrategySpec):
 
 
 def _rule_base():
-    from hetsam.strategies.sam.rule import SAMRule
+    from hetsam.strategies.sam.rule import ScheduledSAMRule
 
-    return SAMRule
+    return ScheduledSAMRule
 
 
 class EveryKRule(_rule_base()):
@@ -54,26 +54,9 @@ class EveryKRule(_rule_base()):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.k = ctx.plan.spec.option(ctx.plan, "k")
-        self.sam_steps = 0
 
-    def step(self, batch, upcoming, accumulate):
-        if self.t % self.k == 0:
-            loss = self.sam_step(batch, accumulate)
-            self.sam_steps += 1
-        else:
-            loss = self.base_step(batch, accumulate)
-        self.t += 1
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"t": self.t, "sam_steps": self.sam_steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.sam_steps = int(state["sam_steps"])
-
-    def stats(self) -> dict:
-        return {"sam_steps": self.sam_steps}
+    def is_sam_step(self, t: int) -> bool:
+        return t % self.k == 0
 
 
 SPEC = EveryKSpec()

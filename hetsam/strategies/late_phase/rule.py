@@ -10,16 +10,15 @@ import math
 
 from hetsam import _checks
 from hetsam.errors import HetsamInputError
-from hetsam.strategies.sam.rule import SAMRule
+from hetsam.strategies.sam.rule import ScheduledSAMRule
 
 __all__ = ["LatePhaseRule"]
 
 
-class LatePhaseRule(SAMRule):
+class LatePhaseRule(ScheduledSAMRule):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.start = ctx.plan.spec.option(ctx.plan, "start")
-        self.sam_steps = 0
 
     def first_sam_step(self) -> int:
         total = self.ctx.total_steps()
@@ -28,23 +27,10 @@ class LatePhaseRule(SAMRule):
                                    "opt.total_steps = T before the first step")
         return math.floor(self.start * _checks.integer(total, "total_steps", low=1, high=1 << 48))
 
-    def step(self, batch, upcoming, accumulate):
-        if self.t >= self.first_sam_step():
-            loss = self.sam_step(batch, accumulate)
-            self.sam_steps += 1
-        else:
-            loss = self.base_step(batch, accumulate)
-        self.t += 1
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"t": self.t, "sam_steps": self.sam_steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.sam_steps = int(state.get("sam_steps", 0))
+    def is_sam_step(self, t: int) -> bool:
+        return t >= self.first_sam_step()
 
     def stats(self) -> dict:
         total = self.ctx.total_steps()
-        return {"sam_steps": self.sam_steps, "total_steps": total,
+        return {**super().stats(), "total_steps": total,
                 "first_sam_step": None if total is None else math.floor(self.start * total)}

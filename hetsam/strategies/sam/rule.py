@@ -11,7 +11,7 @@ from torch import Tensor
 from hetsam.optim.kernels import mix_
 from hetsam.strategies.rule import StrategyRule
 
-__all__ = ["SAMRule"]
+__all__ = ["SAMRule", "ScheduledSAMRule"]
 
 
 class SAMRule(StrategyRule):
@@ -40,3 +40,34 @@ class SAMRule(StrategyRule):
         loss = self.sam_step(batch, accumulate)
         self.t += 1
         return loss
+
+
+class ScheduledSAMRule(SAMRule):
+    """A SAM step where ``is_sam_step(t)`` says so, the base optimizer's step otherwise (interval,
+    late-phase); counts the SAM steps, which its checkpoints carry."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.sam_steps = 0
+
+    def is_sam_step(self, t: int) -> bool:
+        raise NotImplementedError
+
+    def step(self, batch, upcoming, accumulate):
+        if self.is_sam_step(self.t):
+            loss = self.sam_step(batch, accumulate)
+            self.sam_steps += 1
+        else:
+            loss = self.base_step(batch, accumulate)
+        self.t += 1
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "sam_steps": self.sam_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.sam_steps = int(state.get("sam_steps", 0))
+
+    def stats(self) -> dict:
+        return {"sam_steps": self.sam_steps}
