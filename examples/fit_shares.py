@@ -64,7 +64,7 @@ def fit(results: dict, batch: int = 64) -> dict:
             x = coordinate(plan, batch)
             points[(name, x)].append((task, row["share"], row["share_se"]))
             if name == "async_sam":
-                staleness[name] = plan.get("staleness", 1)
+                staleness[name] = (plan.get("staleness", 1), plan.get("ascent_batches", "lookahead"))
     if not points:
         raise SystemExit("fit_shares: SAM did not beat SGD on any task of this run, so no share can be measured; "
                          "train longer (--epochs) or with more seeds")
@@ -84,7 +84,7 @@ def fit(results: dict, batch: int = 64) -> dict:
             point = {"x": round(x, 6), **point}
         entry["points"].append(point)
         if name in staleness:
-            entry["staleness"] = staleness[name]
+            entry["staleness"], entry["ascent_batches"] = staleness[name]
     strategies["sgd"] = {"axis": None, "points": [{"share": 0.0, "se": 0.0}]}  # by definition
     args = meta["args"]
     return {

@@ -55,6 +55,16 @@ def test_async_sam_reads_b_prime_over_b_and_says_when_staleness_was_not_measured
     assert "τ=1" in stale.source and "τ=3" in stale.source
 
 
+def test_an_asyncsam_batch_policy_the_table_did_not_measure_uses_the_proxy():
+    t = table(async_sam={"axis": "ascent_fraction", "staleness": 1, "ascent_batches": "lookahead",
+                         "points": [{"x": 0.25, "share": 0.8}]})
+    assert t.share(Plan("async_sam", ascent_batch_size=16), 64).value == pytest.approx(0.8)
+    other = t.share(Plan("async_sam", ascent_batch_size=16, ascent_batches="independent"), 64)
+    assert other.value == pytest.approx(0.25) and "independent" in other.source and other.source.startswith("proxy")
+    assert default_table().share(Plan("async_sam", ascent_batch_size=16, ascent_batches="independent"),
+                                 64).source.startswith("proxy")
+
+
 def test_a_strategy_not_in_the_table_uses_the_proxy_and_says_so():
     with registered():
         s = table(sam={"axis": None, "points": [{"share": 1.0}]}).share(Plan("every_k", options={"k": 4}), 64)
@@ -66,6 +76,8 @@ def test_a_strategy_not_in_the_table_uses_the_proxy_and_says_so():
     ({"schema_version": 1, "provenance": PROV, "strategies": {"rst": {"axis": "speed", "points": [{"x": 1, "share": 1}]}}},
      "axis"),
     ({"schema_version": 1, "provenance": PROV, "strategies": {"rst": {"axis": "sam_fraction", "points": []}}}, "points"),
+    ({"schema_version": 1, "provenance": PROV, "strategies": {"async_sam": {
+        "axis": "ascent_fraction", "ascent_batches": "sometimes", "points": [{"x": 0.5, "share": 1}]}}}, "ascent_batches"),
     ({"schema_version": 1, "provenance": PROV,
       "strategies": {"rst": {"axis": "sam_fraction", "points": [{"x": 0.5, "share": float("nan")}]}}}, "share"),
     ({"schema_version": 1, "provenance": PROV,

@@ -12,9 +12,10 @@ strategy the table holds measured points along one axis of its settings:
 
 Between points the share is interpolated linearly, after a monotone (isotonic) fit on the
 ``sam_fraction`` and ``ascent_fraction`` axes, where more of SAM cannot keep less of its gain.
-Outside the measured range the nearest point holds. A setting the table cannot speak for (a
-staleness above the measured one, a strategy it has never seen) gets the old proxy — the
-ascent fraction b'/b or p — and says so in ``source``.
+Outside the measured range the nearest point holds. An AsyncSAM staleness above the measured one
+reads the measured curve and says so in ``source``. A setting the table cannot speak for (an
+AsyncSAM batch policy it did not measure, a strategy it has never seen) gets the old proxy —
+the ascent fraction b'/b or p — and says so.
 
 The shares come from two small tasks (an MLP on noisy digits and on MNIST-1D); they are a prior,
 not a law. ``PlannerOptions(shares=...)`` / ``hetsam plan --shares FILE`` replace the table with
@@ -72,7 +73,10 @@ class ShareTable:
         entry = self._curves.get(plan.strategy)
         if entry is None:
             return Share(spec.fidelity(plan, batch_size)[0], None, "proxy: b'/b or p (not in the table)")
-        axis, xs, ys, ses, tau = entry
+        axis, xs, ys, ses, tau, policy = entry
+        if policy is not None and plan.ascent_batches != policy:
+            return Share(spec.fidelity(plan, batch_size)[0], None,
+                         f"proxy: b'/b (the table measured ascent_batches={policy}, not {plan.ascent_batches})")
         if axis is None:
             return Share(ys[0], ses[0], f"measured ({self.summary})")
         x = _coordinate(axis, plan, spec, batch_size)
@@ -87,7 +91,7 @@ class ShareTable:
     def to_rows(self) -> list[dict]:
         """The table as rows (strategy, axis, x, share, se), for reports."""
         rows = []
-        for name, (axis, xs, ys, ses, _) in self._curves.items():
+        for name, (axis, xs, ys, ses, *_) in self._curves.items():
             rows += [{"strategy": name, "axis": axis, "x": x, "share": y, "se": s} for x, y, s in zip(xs, ys, ses)]
         return rows
 
@@ -140,13 +144,16 @@ def _parse(data: Any, where: str):
         tau = entry.get("staleness")
         if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int) or not 0 <= tau <= 16):
             fail(f"{path}.staleness", "must be an integer in [0, 16]")
+        policy = entry.get("ascent_batches")
+        if policy not in (None, "lookahead", "independent"):
+            fail(f"{path}.ascent_batches", "must be lookahead or independent")
         order = sorted(range(len(xs)), key=lambda i: xs[i])
         xs, ys, ses = [xs[i] for i in order], [ys[i] for i in order], [ses[i] for i in order]
         if len(set(xs)) != len(xs):
             fail(f"{path}.points", "has two points at the same x")
         if axis in _MONOTONE:
             xs, ys, ses = _anchored(axis, xs, ys, ses)
-        curves[name] = (axis, xs, ys, ses, tau)
+        curves[name] = (axis, xs, ys, ses, tau, policy)
     return prov, curves
 
 
