@@ -34,6 +34,7 @@ from hetsam import HetsamInputError, Plan, strategies
 from hetsam.cli import main
 from hetsam.hardware.names import parse_device
 from hetsam.io import loads, read_json
+from hetsam.planning.shares import TABLE_PATH
 from hetsam.profiling.schema import Profile, load_profile, reference_profile_names
 
 LONG = os.environ.get("HETSAM_FUZZ") == "long"
@@ -230,6 +231,28 @@ def test_a_plan_is_refused_or_can_be_simulated(doc):
             simulate(plan, profile, iterations=50)
 
 
+SHARE_TABLES = [json.loads(TABLE_PATH.read_text())]
+
+
+@FUZZ
+@given(mutated(SHARE_TABLES))
+def test_a_share_table_is_refused_or_plans(doc):
+    """A mutated share table loads or is refused in one line; one that loads gives every
+    candidate a finite, bounded share and the planner a plan."""
+    from hetsam.planning.search import plan
+    from hetsam.planning.shares import ShareTable
+
+    with bounded("a mutated share table"):
+        try:
+            table = ShareTable(json.loads(_dumps(doc)))
+        except HetsamInputError as exc:
+            assert "\n" not in str(exc)
+            return
+        report = plan("a6000-epyc7452", shares=table)
+        for c in report.candidates:
+            assert math.isfinite(c.share.value) and -10 <= c.share.value <= 10 and c.share.source
+
+
 @FUZZ
 @given(DEVICE_TEXT)
 def test_device_names_parse_to_a_canonical_ascii_form_or_are_refused(text):
@@ -278,6 +301,8 @@ PLAUSIBLE = {  # flag: values a user might give (the type's default range otherw
     "--budget": st.floats(0.5, 4), "--loader-seconds": st.floats(0, 0.1), "--bucket-cap-mb": st.floats(0.5, 100),
     "--intra-node-bandwidth": st.floats(0.1, 1000), "--inter-node-bandwidth": st.floats(0.1, 1000),
     "--intra-node-latency-us": st.floats(0, 100), "--inter-node-latency-us": st.floats(0, 100),
+    "--strategies": st.sampled_from(["msam", "rst,async_sam,sampa", "sam,interval", "late_phase,msam", "sgd"]),
+    "--shares": st.just(str(TABLE_PATH)),
 }
 
 

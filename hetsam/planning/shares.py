@@ -24,6 +24,7 @@ one of your own, in the same format. Torch-free.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,10 +123,10 @@ def _parse(data: Any, where: str):
         fail("strategies", "must be a non-empty object of strategy name -> entry")
     curves = {}
     for name, entry in strategies.items():
-        path = f"strategies.{name}"
+        path = f"strategies.{json.dumps(name)[1:-1][:60]}"  # escaped: a name cannot break the line
         if not isinstance(entry, dict) or entry.get("axis") not in _AXES:
             fail(f"{path}.axis", f"must be one of {', '.join(str(a) for a in _AXES)}")
-        axis, points = entry["axis"], entry.get("points")
+        axis, points = entry.get("axis"), entry.get("points")
         if not isinstance(points, list) or not points or len(points) > 1000:
             fail(f"{path}.points", "must be a list of 1 to 1000 points")
         xs, ys, ses = [], [], []
