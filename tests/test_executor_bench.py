@@ -101,6 +101,24 @@ def test_cli_text_with_a_profile_and_a_plan(tmp_path, capsys):
     assert "ms/step" in out and "plan" in out and "simulator: median |error|" in out
 
 
+@pytest.mark.parametrize("plan", [Plan("late_phase", descent_device="cpu", batch_size=8, options={"start": 0.5}),
+                                  Plan("interval", descent_device="cpu", batch_size=8, options={"k": 2}),
+                                  Plan("msam", descent_device="cpu", batch_size=8, options={"rho": 1.0})],
+                         ids=lambda p: p.strategy)
+def test_the_one_device_variants_bench_with_both_kinds_of_steps(tmp_path, capsys, plan):
+    """Late-phase SAM's schedule spans the bench's own steps (its total), so it runs, like the others."""
+    prof, path = tmp_path / "p.json", tmp_path / "plan.json"
+    prof.write_text(json.dumps(synthetic_profile_dict()))
+    plan.save(path)
+    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "4", "--rounds", "1", "--warmup", "0",
+                 "--profile", str(prof), "--plan", str(path), "--only", "sgd,plan", "--system-malloc", "--json"])
+    assert code == 0
+    (result,) = [r for r in json.loads(capsys.readouterr().out)["results"] if r["label"] == "plan"]
+    assert result["plan"]["strategy"] == plan.strategy and result["measured_iteration_seconds"] > 0
+    if plan.spec.mixed_steps:  # late_phase: SGD for the first half of the 4 steps, then SAM; interval: every 2nd
+        assert result["steps_by_kind"] == {"plain": 2, "ascent": 2}
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--steps", "0"], "--steps"),
     (["--model", "vgg"], "unknown model"),

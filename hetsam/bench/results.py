@@ -78,6 +78,8 @@ class BenchResult:
             "iqr_seconds": self.iqr,
             "round_medians": self.round_medians,
             "steps": len(self.step_seconds),
+            "steps_by_kind": None if self.step_kinds is None else
+            {k: sum(1 for kind in self.step_kinds if kind == k) for k in ("plain", "ascent")},
             "descent_wait_seconds": self.wait_per_step,
             "descent_wait_fraction": self.wait_per_step / self.median,
             "inline_ascent_seconds": self.inline_seconds / len(self.step_seconds),
