@@ -147,3 +147,21 @@ def strategies_spec(name):
     from hetsam.strategies import registry
 
     return registry.get(name)
+
+
+def test_a_plan_that_keeps_clearly_more_beyond_the_budget_is_noted_with_the_budget_that_admits_it():
+    import re
+
+    profile = Profile.from_dict(synthetic_profile_dict())
+    t = table(rst={"axis": "sam_fraction", "points": [{"x": 0.5, "share": 0.3, "se": 0.02}]},
+              interval={"axis": "sam_fraction", "points": [{"x": 0.25, "share": 0.9, "se": 0.02}]})
+    report = plan_for(profile, budget=1.1, descent_kind="cpu", shares=t, strategies=("rst", "interval"))
+    (note,) = [n for n in report.notes if "beyond the budget" in n]
+    budget = float(re.search(r"--budget ([0-9.]+)", note).group(1))
+    again = plan_for(profile, budget=budget, descent_kind="cpu", shares=t, strategies=("rst", "interval"))
+    assert again.budget_met and again.chosen.expected_share > report.chosen.expected_share + 0.1
+    assert again.plan.describe() in note
+    # nothing clearly better beyond the budget: no note
+    flat = table(rst={"axis": "sam_fraction", "points": [{"x": 0.5, "share": 0.5, "se": 0.3}]})
+    assert not any("beyond the budget" in n
+                   for n in plan_for(profile, budget=1.1, descent_kind="cpu", shares=flat, strategies=("rst",)).notes)

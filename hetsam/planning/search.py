@@ -154,6 +154,9 @@ def plan(
             f"no plan keeping at least {min_ascent_fraction:g} of SAM's gain fits the budget of {budget:g} x SGD; "
             f"chose the fastest plan at the floor; RST with p = {ctx.p_budget:.3f} meets the budget"
         )
+    beyond = _worth_more_time(best, candidates, sgd_seconds) if within else None
+    if beyond:
+        notes.append(beyond)
     for c in candidates:
         c.prediction = Prediction(c.predicted_seconds, sgd_seconds, sam_seconds, c.fidelity, c.closed_form_seconds,
                                   c.simulated, nodes, devices_per_node, c.share)
@@ -199,6 +202,26 @@ def _choose(candidates: list[Candidate], budget_seconds: float, min_fraction: fl
     if within:
         return max(within, key=lambda c: (c.fidelity, -c.predicted_seconds)), True
     return min(eligible or candidates, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity])), False
+
+
+_WORTH_AT_MOST = 1.5  # x SGD: a note on a plan beyond the budget names only plans up to this cost
+
+
+def _worth_more_time(best: Candidate, candidates: list[Candidate], sgd_seconds: float) -> str | None:
+    """A note on the plan beyond the budget (up to 1.5 x SGD) that keeps clearly more of SAM's
+    gain (by more than two standard errors of the difference) at the least cost, or None."""
+    def se(c):
+        return c.share.se or 0.0 if c.share is not None else 0.0
+
+    better = [c for c in candidates if not c.fits_budget and c.predicted_seconds <= _WORTH_AT_MOST * sgd_seconds
+              and c.expected_share - best.expected_share > 2 * math.hypot(se(c), se(best)) + 1e-9]
+    if not better:
+        return None
+    c = min(better, key=lambda x: (x.predicted_seconds, -x.expected_share))
+    ratio = c.predicted_seconds / sgd_seconds
+    return (f"{c.plan.describe()} keeps more of SAM's gain ({c.expected_share:.0%} against {best.expected_share:.0%}) "
+            f"at {ratio - 1:+.1%} per step, beyond the budget; --budget {math.ceil(ratio * 100) / 100:g} admits it "
+            "(at a fixed training time, fewer steps of it may still win: README, \"Accuracy per second\")")
 
 
 def _cluster_report(scale: Cluster | None, chosen: Plan, cm) -> dict | None:
