@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["load_task", "noisy_labels", "mlp", "loss_fn", "accuracy", "add_task_arguments", "finite"]
+__all__ = ["load_task", "noisy_labels", "mlp", "loss_fn", "accuracy", "add_task_arguments", "check_task_arguments",
+           "finite"]
 
 
 def load_task(name: str, noise: float):
@@ -78,6 +79,22 @@ def add_task_arguments(ap) -> None:
     ap.add_argument("--rho", type=float, default=0.2, help="SAM's radius (MSAM's is the plan's own option)")
     ap.add_argument("--noise", type=float, default=0.4, help="label noise on the digits training split")
     ap.add_argument("--train-subset", type=int, default=None, help="the first N training samples only (quick runs)")
+
+
+def check_task_arguments(ap, args, min_seeds: int = 1) -> None:
+    """One line and exit 2 (``ap.error``) for a flag of :func:`add_task_arguments` out of bounds."""
+    tasks = [t for t in args.tasks.split(",") if t]
+    problems = [
+        (not tasks or any(t not in ("digits", "mnist1d") for t in tasks), "--tasks: digits and/or mnist1d"),
+        (not min_seeds <= args.seeds <= 1000, f"--seeds: {min_seeds} to 1000"),
+        (not 1 <= args.epochs <= 10_000, "--epochs: 1 to 10000"),
+        (not (math.isfinite(args.rho) and 0 <= args.rho <= 10), "--rho: 0 to 10"),
+        (not (math.isfinite(args.noise) and 0 <= args.noise < 1), "--noise: at least 0, below 1"),
+        (args.train_subset is not None and not 1 <= args.train_subset <= 10**7, "--train-subset: 1 to 10000000"),
+    ]
+    bad = [fix for wrong, fix in problems if wrong]
+    if bad:
+        ap.error("out of bounds: " + "; ".join(bad))
 
 
 def finite(obj):

@@ -31,7 +31,7 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _tasks import accuracy, add_task_arguments, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+from _tasks import accuracy, add_task_arguments, check_task_arguments, load_task, loss_fn, mlp, noisy_labels  # noqa: E402,E501
 
 BATCH = 64
 
@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--executor", default="inline", choices=("inline", "threads"))
     ap.add_argument("--json", default=None, help="write all results here")
     args = ap.parse_args(argv)
+    check_task_arguments(ap, args, min_seeds=2)  # the runs are paired
     torch.set_num_threads(1)  # tiny models: one thread is fastest and keeps runs reproducible
     try:
         planner_b = planner_ascent_batch(args.planner_profile)

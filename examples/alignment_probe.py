@@ -152,6 +152,10 @@ def main(argv=None) -> int:
     ap.add_argument("--shares-from", default=None, help="a time_to_accuracy.py --json file with measured shares")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if not (1 <= args.seeds <= 1000 and 1 <= args.epochs <= 10_000 and 1 <= args.every <= 10**6):
+        ap.error("out of bounds: --seeds 1 to 1000, --epochs 1 to 10000, --every 1 to 1000000")
+    if any(t not in ("digits", "mnist1d") for t in args.tasks.split(",")):
+        ap.error("--tasks: digits and/or mnist1d")
     torch.set_num_threads(1)
     cosines: dict[str, list[float]] = collections.defaultdict(list)
     for name in args.tasks.split(","):

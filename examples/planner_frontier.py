@@ -178,6 +178,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if not 10 <= args.iterations <= 100_000:
+        ap.error("--iterations: 10 to 100000")
     from hetsam import HetsamInputError
     from hetsam.io import read_json
 

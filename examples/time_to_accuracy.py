@@ -42,7 +42,7 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tasks import accuracy, add_task_arguments, finite, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+from _tasks import accuracy, add_task_arguments, check_task_arguments, finite, load_task, loss_fn, mlp, noisy_labels  # noqa: E402,E501
 
 BATCH = 64
 BUDGETS = (1.0, 1.1, 1.25, 1.5)
@@ -292,8 +292,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.from_json:
         return report_only(args)
-    if args.seeds < 2 or args.epochs < 1 or (args.budgets and min(args.budgets) <= 0):
-        ap.error("--seeds must be at least 2 (the runs are paired), --epochs at least 1, budgets positive")
+    check_task_arguments(ap, args, min_seeds=2)  # the runs are paired
+    if args.budgets and not all(math.isfinite(b) and 0 < b <= 100 for b in args.budgets):
+        ap.error("--budgets: each above 0 and at most 100 (x SGD's time)")
+    if not (math.isfinite(args.planner_budget) and 1 <= args.planner_budget <= 100):
+        ap.error("--planner-budget: 1 to 100 (x SGD's step)")
     torch.set_num_threads(1)  # tiny models: one thread each; pools get one core each
     log = (lambda line: None) if args.quiet else (lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}",
                                                                         file=sys.stderr, flush=True))

@@ -237,3 +237,23 @@ def test_planner_frontier_on_this_machine_reduced(tmp_path, capsys):
         assert v["epochs"] >= 1 and v["frontier"]["state"] in ("on the frontier", "within noise", "off the frontier")
         assert v["vs_best_cheap"]["best"].split()[0] in ("interval", "rst", "msam")
     assert "this machine: the planner chose" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("example, argv, needle", [
+    ("time_to_accuracy", ["--seeds", "1"], "--seeds"),
+    ("time_to_accuracy", ["--seeds", str(10**6)], "--seeds"),
+    ("time_to_accuracy", ["--budgets", "nan"], "--budgets"),
+    ("time_to_accuracy", ["--tasks", "cifar"], "--tasks"),
+    ("time_to_accuracy", ["--planner-budget", "0.5"], "--planner-budget"),
+    ("accuracy", ["--epochs", "0"], "--epochs"),
+    ("accuracy", ["--noise", "1"], "--noise"),
+    ("planner_frontier", ["x.json", "--iterations", "0"], "--iterations"),
+    ("alignment_probe", ["--every", "0"], "--every"),
+])
+def test_the_study_scripts_refuse_numbers_out_of_bounds_in_one_line(example, argv, needle, capsys):
+    module = load_example(example)
+    with pytest.raises(SystemExit) as exc:
+        module.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and "Traceback" not in "".join(err)
