@@ -129,16 +129,19 @@ def test_autosam_leaves_out_msam_when_the_base_optimizer_has_no_momentum():
     def loss_fn(m, b):
         return torch.nn.functional.mse_loss(m(b[0]), b[1])
 
-    chosen = {}
+    chosen, lines = {}, []
     for momentum in (0.0, 0.9):
         opt = AutoSAM(model, loss_fn, torch.optim.SGD, planner_options={"profile": "cpu-2core-resnet20"},
-                      executor="inline", log=lambda line: None, lr=0.1, momentum=momentum)
+                      executor="inline", log=lines.append, lr=0.1, momentum=momentum)
         with opt:
             opt.step(batch)
         chosen[momentum] = opt.plan.strategy
         considered = {c.plan.strategy for c in opt.plan_report.candidates}
         assert ("msam" in considered) == (momentum > 0)
     assert chosen[0.9] == "msam" and chosen[0.0] != "msam"
+    # the log says what the plan is expected to keep of SAM's gain
+    plan_lines = [line for line in lines if line.startswith("hetsam: plan msam")]
+    assert plan_lines and "expected share of SAM's gain" in plan_lines[0]
     assert "momentum" in strategies_spec("msam").refuses([{"momentum": 0}])
     assert strategies_spec("msam").refuses([{"momentum": 0.9}, {"betas": (0.9, 0.999)}]) is None
 

@@ -106,6 +106,11 @@ def describe_choice(report) -> str:
     pred = report.prediction
     line = (f"hetsam: plan {report.plan.describe()}; predicted {pred.iteration_seconds * 1e3:.1f} ms/step "
             f"({pred.overhead_vs_sgd:+.1%} vs SGD, {pred.speedup_vs_sam:.2f}x SAM's speed)")
+    share = pred.share
+    if share is not None:
+        line += f"; expected share of SAM's gain {share.value:.0%}" + (f" ± {share.se:.0%}" if share.se else "")
+        if share.source.startswith("proxy"):
+            line += " (a proxy: not in the share table)"
     if not report.budget_met:
         line += f"; budget {report.budget:g}x SGD not met"
     return line
