@@ -26,9 +26,6 @@ class EveryKSpec(StrategySpec):
     def sam_fraction(self, plan) -> float:
         return 1.0 / self.option(plan, "k")
 
-    def closed_form_seconds(self, ctx, plan) -> float:
-        return ctx.sgd_seconds + self.sam_fraction(plan) * ctx.sam_extra
-
     def candidates(self, ctx):
         for k in (2, 4, 8):
             plan = ctx.plan(self.name, descent_device=ctx.fastest, options={"k": k})

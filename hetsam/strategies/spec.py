@@ -193,7 +193,11 @@ class StrategySpec:
 
     # ---- the planner ----------------------------------------------------------------------------
     def closed_form_seconds(self, ctx: PlanningContext, plan) -> float:
-        """Seconds of one step of ``plan`` by the closed form (docs/architecture.md)."""
+        """Seconds of one step of ``plan`` by the closed form (docs/architecture.md). For a
+        strategy of two kinds of steps (``mixed_steps``), the expectation from the simulated
+        baselines on the fastest device: ``SGD + (SAM − SGD) · sam_fraction``."""
+        if self.mixed_steps:
+            return ctx.sgd_seconds + self.sam_fraction(plan) * ctx.sam_extra
         raise NotImplementedError(f"strategy {self.name!r} has no closed form")
 
     def candidates(self, ctx: PlanningContext) -> Iterable[Proposal]:

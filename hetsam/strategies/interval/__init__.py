@@ -28,9 +28,6 @@ class IntervalSpec(StrategySpec):
     def sam_fraction(self, plan) -> float:
         return 1.0 / self.option(plan, "k")
 
-    def closed_form_seconds(self, ctx, plan) -> float:
-        return ctx.sgd_seconds + self.sam_fraction(plan) * ctx.sam_extra
-
     def candidates(self, ctx):
         ks = set(_KS)
         spare = ctx.budget_seconds - ctx.sgd_seconds

@@ -35,9 +35,6 @@ class LatePhaseSpec(StrategySpec):
     def settings(self, plan, batch_size: int) -> str:
         return f"start={self.option(plan, 'start'):g}"
 
-    def closed_form_seconds(self, ctx, plan) -> float:
-        return ctx.sgd_seconds + self.sam_fraction(plan) * ctx.sam_extra
-
     def candidates(self, ctx):
         starts = set(_STARTS)
         if ctx.sam_extra > 0:

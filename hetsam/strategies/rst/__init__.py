@@ -29,9 +29,6 @@ class RSTSpec(StrategySpec):
     def settings(self, plan, batch_size: int) -> str:
         return f"p={self.sam_fraction(plan):g}"
 
-    def closed_form_seconds(self, ctx, plan) -> float:
-        return ctx.sgd_seconds + self.sam_fraction(plan) * ctx.sam_extra
-
     def candidates(self, ctx):
         for p in sorted({ctx.p_budget, min(1.0, ctx.min_fraction), defaults.SAM_PROBABILITY}):
             plan = ctx.plan(self.name, descent_device=ctx.fastest, sam_probability=p)
