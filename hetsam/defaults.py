@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BUDGET", "MIN_ASCENT_FRACTION", "MAX_STALENESS", "STALENESS_LIMIT", "RESERVE_CORES", "SIMULATE_TOP",
     "PLANNER_ITERATIONS", "SIM_ITERATIONS", "SIM_TIMELINE_ITERATIONS", "SIM_REL_TOL", "PROFILE_BUDGET_SECONDS",
-    "RHO", "SAM_PROBABILITY", "SAMPA_LAMBDA", "ASCENT_BATCHES",
+    "RHO", "SAM_PROBABILITY", "SAMPA_LAMBDA", "ASCENT_BATCHES", "OBJECTIVE", "NEAR_TIE", "BASE_OPTIMIZER",
 ]
 
 # ---- planning (docs/architecture.md, "Planning") ------------------------------------------------
@@ -22,6 +22,9 @@ STALENESS_LIMIT = 16  # the largest τ anything accepts: τ pending jobs and τ 
 RESERVE_CORES = 0  # cores of socket 0 kept free for the data loader
 SIMULATE_TOP = 8  # candidates the planner confirms with the simulator, besides the fastest at the floor
 PLANNER_ITERATIONS = 2000  # simulated iterations per candidate
+OBJECTIVE = "robust"  # maximise the share the evidence supports at 80% (hetsam.planning.objective)
+NEAR_TIE = 0.03  # objective values this close are a near-tie, which goes to the SAM-faithful plan
+BASE_OPTIMIZER = "sgd"  # the base optimizer family `hetsam plan` assumes (MSAM's radius depends on it)
 
 # ---- simulation ------------------------------------------------------------------------------------
 SIM_ITERATIONS = 1000  # iterations `simulate` predicts by default

@@ -93,10 +93,14 @@ def test_modules_and_classes_stay_small():
     assert not too_big, too_big
 
 
+# "sgd" there names a base optimizer family (MSAM's radius depends on it), not the strategy
+FAMILY_NAMES = {"hetsam.evidence.model", "hetsam.defaults"}
+
+
 def test_strategy_names_are_literals_only_where_strategies_live():
     found = []
     for name, path in _modules().items():
-        if name.startswith("hetsam.strategies"):
+        if name.startswith("hetsam.strategies") or name in FAMILY_NAMES:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and node.value in BUILTIN_NAMES:

@@ -18,7 +18,7 @@ from hetsam import AutoSAM, Plan, strategies
 from hetsam.cost.model import CostModel
 from hetsam.execution.threads import ThreadedExecutor
 from hetsam.planning.search import plan as make_plan
-from hetsam.planning.shares import default_table
+from hetsam.evidence import share_model
 from hetsam.profiling.schema import Profile
 from hetsam.simulator import simulate
 
@@ -73,9 +73,9 @@ def test_closed_form_and_candidates_on_a_machine(spec):
     assert mine or spec.baseline or not spec.planned  # SGD is always there
     for c in mine:
         assert math.isfinite(c.closed_form_seconds) and c.closed_form_seconds > 0
-        # (expected share of SAM's gain from the table, *the strategy's own fidelity)
-        assert c.fidelity == (c.share.value, *spec.fidelity(c.plan, report.batch_size))
-        assert c.share == default_table().share(c.plan, report.batch_size)
+        # (the objective's value of its share for a new task, *the strategy's own fidelity)
+        assert c.fidelity == (c.share.objective(report.objective_name), *spec.fidelity(c.plan, report.batch_size))
+        assert c.share == share_model().share(c.plan, report.batch_size, report.base_optimizer)
 
 
 def test_simulator_iteration(spec):

@@ -159,23 +159,25 @@ def test_descent_kind_keeps_the_descent_where_the_model_lives():
 
 
 # ---- the table a person reads ------------------------------------------------------------------
-def test_the_plan_table_reads_chosen_then_fitting_by_fidelity_then_best_per_strategy():
+def test_the_plan_table_reads_chosen_then_runner_up_then_fitting_then_best_per_strategy():
     from hetsam.cli.plan import format_report
     from hetsam.planning.search import plan as plan_for
 
     report = plan_for("a6000-epyc7452")
     rows, hidden = report.shown()
-    assert rows[0] is report.chosen
-    fitting = [c for c in rows[1:] if c.fits_budget]
-    over = [c for c in rows[1:] if not c.fits_budget]
-    assert rows[1:] == fitting + over  # every row within the budget before every row beyond it
-    assert [c.fidelity for c in fitting] == sorted((c.fidelity for c in fitting), reverse=True)
+    assert rows[0] is report.chosen and rows[1] is report.runner_up()
+    assert rows[1].plan.strategy != rows[0].plan.strategy
+    named = report.why() + " ".join(report.notes)
+    assert all(c in rows for c in report.candidates if c.plan.describe() in named)  # nothing the footer names is hidden
+    assert {c.plan.strategy for c in rows} == {c.plan.strategy for c in report.candidates}  # every strategy has a row
+    sgd = [c for c in rows if c.plan.strategy == "sgd"]
+    assert len(sgd) == 1 and sgd[0].plan.descent_device == "cuda:0"  # SGD's baseline row only, not SGD on the CPU
+    over = [c for c in rows if not c.fits_budget]
     assert len({c.plan.strategy for c in over}) == len(over)  # one row per strategy beyond the budget
-    for c in fitting:  # nothing shown within the budget is beaten on both fidelity and time
-        assert not any(o.fidelity >= c.fidelity and o.predicted_seconds < c.predicted_seconds for o in report.candidates)
     assert hidden == len(report.candidates) - len(rows) > 0
     text = format_report(report)
     assert len(text.splitlines()) < 25 and "why:" in text and f"{hidden} more candidate" in text
+    assert "runner-up" in text and report.runner_up().plan.describe() in text
     everything, none_hidden = report.shown(everything=True)
     assert none_hidden == 0 and len(everything) == len(report.candidates) and everything[0] is report.chosen
     assert "more candidate" not in format_report(report, everything=True)

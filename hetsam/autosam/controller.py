@@ -74,7 +74,7 @@ def plan_for_model(model, loss_fn, sample_batch, options: PlannerOptions, *, log
     return plan(cost_model, budget=options.budget, max_staleness=options.max_staleness,
                 min_ascent_fraction=options.min_ascent_fraction, reserve_cores=options.reserve_cores,
                 descent_kind=kind, batch_size=_batch_size(sample_batch), strategies=options.strategies,
-                shares=options.shares)
+                shares=options.shares, objective=options.objective, base_optimizer=options.base_optimizer)
 
 
 def _cost_model(model, loss_fn, sample_batch, options: PlannerOptions, log):

@@ -39,8 +39,16 @@ def add_arguments(p) -> None:
     p.add_argument("--strategies", default=None, metavar="A,B",
                    help=f"consider only these strategies (comma-separated; default: every planned one: {planned})")
     p.add_argument("--shares", default=None, metavar="FILE",
-                   help="a table of expected shares of SAM's gain to plan with (default: the one shipped; "
-                        "see examples/fit_shares.py)")
+                   help="your own evidence (a file hetsam.study wrote) to add to the shipped evidence; with enough "
+                        "seeds your task's shares dominate (README, \"Accuracy per second\")")
+    p.add_argument("--objective", choices=("robust", "expected"), default=D.OBJECTIVE,
+                   help="robust (default): the share of SAM's gain the evidence supports at 80%% (its interval's "
+                        "lower end); expected: the point estimate")
+    from hetsam.evidence.model import FAMILIES
+
+    p.add_argument("--base-optimizer", choices=FAMILIES, default=D.BASE_OPTIMIZER,
+                   help="your base optimizer's family (SGD with momentum, or Adam/AdamW): MSAM only uses radii its "
+                        f"evidence tested for it (default {D.BASE_OPTIMIZER})")
     p.add_argument("--all", action="store_true", help="list every candidate (default: hide dominated plans and a "
                                                        "strategy's slower plans beyond the budget)")
     add_cluster_arguments(p)
@@ -65,7 +73,7 @@ def run(args) -> int:
         profile, batch_size=args.batch_size, budget=args.budget, max_staleness=args.max_staleness,
         min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
         ascent_batches=args.ascent_batches, simulate=not args.no_simulate, shares=args.shares,
-        strategies=_strategies(args.strategies), **scale,
+        strategies=_strategies(args.strategies), objective=args.objective, base_optimizer=args.base_optimizer, **scale,
     )
     if args.out:
         report.plan.save(args.out)
@@ -86,7 +94,7 @@ def format_report(report, everything: bool = False) -> str:
             p.descent_device,
             p.effective_ascent_device if p.spec.uses_executor else "-",
             p.spec.settings(p, report.batch_size) or "-",
-            _share_cell(c.share),
+            c.share.cell() if c.share is not None else "-",
             f"{c.predicted_seconds:.4f}",
             f"{c.predicted_seconds / report.sgd_seconds - 1:+.1%}",
             f"{report.sam_seconds / c.predicted_seconds:.2f}x",
@@ -106,6 +114,7 @@ def format_report(report, everything: bool = False) -> str:
         f"chosen: {report.plan.describe()}  ({report.prediction.overhead_vs_sgd:+.1%} vs SGD, "
         f"{report.prediction.speedup_vs_sam:.2f}x faster than SAM)"
         + ("" if report.budget_met else "  -- budget NOT met"),
+        f"share of SAM's gain: {report.chosen.share.text()}",
         f"why: {report.why()}",
         f"objective: {report.objective}",
         f"shares: {_share_source(report)}",
@@ -128,22 +137,12 @@ def _step_costs(report) -> list[str]:
             f"(perturbed steps), loop {t['loop'] * 1e3:.3f} ms (AutoSAM calibrates it on your steps)"]
 
 
-def _share_cell(share) -> str:
-    """``72%±9`` (a measured or interpolated share), ``0.25*`` (the proxy b'/b or p)."""
-    if share is None:
-        return "-"
-    if share.source.startswith("proxy"):
-        return f"{share.value:.2f}*"
-    return f"{share.value:.0%}" + (f"±{100 * share.se:.0f}" if share.se else "")
-
-
 def _share_source(report) -> str:
-    sources = {c.share.source for c in report.candidates if c.share is not None}
-    measured = sorted(s for s in sources if not s.startswith("proxy"))
-    line = "expected share of SAM's gain, " + (measured[0].split("(", 1)[-1].rstrip(")") if measured else "no table")
-    line += " (small tasks: a prior, not a law; --shares FILE for your own)"
-    if any(s.startswith("proxy") for s in sources):
-        line += "; * = not in the table: b'/b or p stands in"
+    level = report.chosen.share.level if report.chosen.share is not None else 0.8
+    line = (f"share [{level:.0%} interval for a new task] from published tables, hetsam's benchmarks and your "
+            "--shares study (README, \"Accuracy per second\"; hetsam.evidence)")
+    if any(c.share is not None and c.share.is_proxy for c in report.candidates):
+        line += "; * = no evidence places it: b'/b or p stands in, and the robust objective counts it as 0"
     return line
 
 

@@ -15,9 +15,12 @@ __all__ = ["PlannerOptions"]
 class PlannerOptions:
     """Options of ``plan="auto"`` (``AutoSAM(..., planner_options=...)`` takes these keys).
 
-    ``budget``, ``max_staleness``, ``min_ascent_fraction``, ``reserve_cores``: as for
-    ``hetsam plan``; ``strategies``: the registered strategies to consider (None: every planned
-    one); ``shares``: a table of expected shares of SAM's gain (a path; None: the one shipped). ``profile``: plan on this profile (a path, a bundled name or a Profile) instead of
+    ``budget``, ``max_staleness``, ``min_ascent_fraction``, ``reserve_cores``, ``objective``: as
+    for ``hetsam plan``; ``strategies``: the registered strategies to consider (None: every planned
+    one); ``shares``: evidence of your own to add to the shipped store (a path to a file
+    ``hetsam.study`` wrote, or a list of them; None: the shipped evidence only);
+    ``base_optimizer``: the base optimizer family (``"sgd"``, ``"adam"``; AutoSAM fills it in from
+    its base optimizer; None: unknown, so MSAM has no tested radius). ``profile``: plan on this profile (a path, a bundled name or a Profile) instead of
     measuring this machine. ``profile_budget_seconds``: the measuring time of the profile (None:
     no bound). ``devices``: what to profile (None: every socket, its one-core pool, every GPU).
     ``calibration_window``, ``calibration_warmup``, ``confidence``, ``max_replans``: the measured
@@ -33,6 +36,8 @@ class PlannerOptions:
     reserve_cores: int = defaults.RESERVE_CORES
     strategies: tuple | None = None
     shares: Any = None
+    objective: str = defaults.OBJECTIVE
+    base_optimizer: str | None = defaults.BASE_OPTIMIZER
     profile: Any = None
     profile_budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS
     devices: tuple | None = None
@@ -53,6 +58,12 @@ class PlannerOptions:
         _checks.integer(self.calibration_warmup, "planner_options['calibration_warmup']", low=0, high=100_000)
         _checks.number(self.confidence, "planner_options['confidence']", low=0.5, high=0.999)
         _checks.integer(self.max_replans, "planner_options['max_replans']", low=0, high=100)
+        _checks.choice(self.objective, "planner_options['objective']", ("robust", "expected"))
+        from hetsam.evidence.model import FAMILIES
+
+        _checks.choice(self.base_optimizer, "planner_options['base_optimizer']", (None, *FAMILIES))
+        if self.strategies is not None and not self.strategies:
+            raise HetsamInputError("planner_options['strategies'] is empty: name at least one strategy, or None for all")
         if self.devices is not None:
             object.__setattr__(self, "devices", tuple(self.devices))
         if self.strategies is not None:

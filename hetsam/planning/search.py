@@ -1,17 +1,18 @@
 """The planner: choose the strategy, devices and numbers that hide the ascent gradient.
 
-Objective (printed with every plan; README, "Planning"):
+Objective (printed with every plan; README, "Planning"; :mod:`hetsam.planning.objective`):
 
     among candidates whose predicted step time is within the budget
-    (default 1.05 x the SGD step on the fastest device), take the highest expected share of
-    SAM's gain; break ties by the strategy's own fidelity, then by predicted time.
+    (default 1.05 x the SGD step on the fastest device), take the highest share of SAM's gain
+    that the evidence supports at 80% (``robust``, the interval's lower end; ``expected``: the
+    point estimate); near-ties go to SAM-faithful plans, then the faster.
 
-The expected share comes from a measured table (:mod:`hetsam.planning.shares`; each candidate
-reports its value and source). Each strategy's own ``fidelity``, ``(ascent fraction,
-−staleness, SAM share)``, breaks ties and stands in for strategies the table does not know. If
-no candidate at or above the floor (``min_ascent_fraction``, on the expected share) fits the
-budget, the planner says so, picks the fastest candidate at the floor, and reports the RST p
-that meets the budget.
+Each candidate's share for a new task, with its interval and the evidence behind it, comes from
+the evidence store (:mod:`hetsam.evidence`: published tables, hetsam's benchmark, the user's
+own study). A strategy the evidence cannot place gets its ``fidelity``'s ascent fraction as a
+proxy with no interval. If no candidate at or above the floor (``min_ascent_fraction``, on the
+point estimate) fits the budget, the planner says so, picks the fastest candidate at the floor,
+and reports the RST p that meets the budget.
 
 How the numbers are found: every registered strategy proposes its candidates with their
 closed-form step times (``StrategySpec.candidates``; the closed forms are in each strategy's
@@ -48,13 +49,14 @@ from hetsam.cost.cluster import Cluster
 from hetsam.cost.closed_form import SlowestRank, descent_step
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
+from hetsam.planning import objective as _objective
 from hetsam.planning.layout import Layout
 from hetsam.planning.plan import Plan
 from hetsam.planning.prediction import Prediction
-from hetsam.planning.report import OBJECTIVE, Candidate, PlanReport
+from hetsam.planning.report import Candidate, PlanReport
 from hetsam.strategies import SAM, SGD, PlanningContext
 
-__all__ = ["plan", "PlanReport", "Candidate", "OBJECTIVE", "fidelity_key", "simulated_seconds"]
+__all__ = ["plan", "PlanReport", "Candidate", "fidelity_key", "simulated_seconds"]
 
 
 def fidelity_key(p: Plan, batch_size: int) -> tuple[float, int, float]:
@@ -78,6 +80,8 @@ def plan(
     seed: int = 0,
     descent_kind: str | None = None,
     shares=None,
+    objective: str = defaults.OBJECTIVE,
+    base_optimizer: str | None = defaults.BASE_OPTIMIZER,
     nodes: int = 1,
     devices_per_node: int = 1,
     **network,
@@ -97,8 +101,11 @@ def plan(
         simulate: confirm and rank the leading candidates with the simulator.
         descent_kind: ``"cpu"`` or ``"gpu"`` to keep the descent on that kind of device (where
             the model already lives); None: any.
-        shares: the table of expected shares of SAM's gain (a ShareTable or a path; None: the
-            one shipped, ``hetsam.planning.shares``).
+        shares: evidence to add to the shipped store (a path to a ``hetsam.study`` file, records,
+            or a ``hetsam.evidence.ShareModel`` to use as it is; :func:`hetsam.evidence.share_model`).
+        objective: ``"robust"`` (the share the evidence supports at 80%) or ``"expected"``.
+        base_optimizer: the base optimizer family (``"sgd"``, ``"adam"``; None: unknown), which
+            decides the radii MSAM may use (those its evidence tested for that family).
         nodes, devices_per_node: N and G of a data-parallel job (module docstring).
         **network: the other arguments of :class:`hetsam.cost.cluster.Cluster` (bandwidths,
             latencies, ``sockets_per_node``, bucket sizes).
@@ -108,6 +115,14 @@ def plan(
     wanted = _validate(b, budget, max_staleness, min_ascent_fraction, reserve_cores, strategies, ascent_batches,
                        simulate_top)
     _checks.choice(descent_kind, "descent_kind", (None, "cpu", "gpu"))
+    _checks.choice(objective, "objective", _objective.OBJECTIVES)
+    from hetsam.evidence import optimizer_family, share_model
+
+    evidence = share_model(shares)
+    family = optimizer_family(base_optimizer)
+    if base_optimizer is not None and family is None:
+        raise HetsamInputError(f"base_optimizer={base_optimizer!r} is not a family hetsam knows; give 'sgd' "
+                               "(SGD with momentum) or 'adam' (Adam, AdamW, ...), or None for unknown")
     try:
         cluster = Cluster(cm, nodes, devices_per_node, **network)
     except TypeError as exc:  # an unknown keyword
@@ -126,7 +141,8 @@ def plan(
     ctx = PlanningContext(cm=cm, batch_size=b, budget_seconds=0.0, floor=max(1, math.ceil(min_ascent_fraction * b)),
                           min_fraction=min_ascent_fraction, max_staleness=max_staleness, ascent_batches=ascent_batches,
                           descent_devices=list(layout.descent_devices), pairs=[], fastest="", sgd_seconds=0.0,
-                          sam_extra=0.0, p_budget=0.0, scale=scale, plan_type=Plan,
+                          sam_extra=0.0, p_budget=0.0, scale=scale, plan_type=Plan, evidence=evidence,
+                          base_optimizer=family,
                           descent_step=lambda d, compute, perturbed=False: descent_step(cm, scale, d, compute, perturbed))
     sgd_seconds, sam_seconds = _baselines(ctx, budget, sim if simulate else None)
     budget_seconds = ctx.budget_seconds
@@ -136,25 +152,24 @@ def plan(
             ctx.pairs.append((descent, ascent))
         else:
             notes.append(f"skipped {descent} + {ascent}: the profile has no link between them")
-    table = _share_table(shares)
     candidates: list[Candidate] = []
     for spec in registry.specs():
         if spec.baseline or spec.name in wanted:
             for prop in spec.candidates(ctx):
-                share = table.share(prop.plan, b)
+                share = evidence.share(prop.plan, b, family)
                 candidates.append(Candidate(prop.plan, prop.seconds, prop.seconds,
-                                            (share.value, *spec.fidelity(prop.plan, b)), note=prop.note,
+                                            (share.objective(objective), *spec.fidelity(prop.plan, b)), note=prop.note,
                                             exact=prop.exact, share=share))
     if simulate:
         _confirm_with_simulator(candidates, simulate_top, ctx.floor / b, budget_seconds, sgd_seconds, ctx.fastest, sim)
 
-    best, within = _choose(candidates, budget_seconds, min_ascent_fraction)
+    best, within = _objective.choose(candidates, budget_seconds, min_ascent_fraction)
     if not within:
         notes.append(
             f"no plan keeping at least {min_ascent_fraction:g} of SAM's gain fits the budget of {budget:g} x SGD; "
             f"chose the fastest plan at the floor; RST with p = {ctx.p_budget:.3f} meets the budget"
         )
-    beyond = _worth_more_time(best, candidates, sgd_seconds) if within else None
+    beyond = _objective.worth_more_time(best, candidates, sgd_seconds) if within else None
     if beyond:
         notes.append(beyond)
     for c in candidates:
@@ -164,8 +179,9 @@ def plan(
     return PlanReport(
         plan=best.plan, prediction=best.prediction, candidates=candidates, batch_size=b, budget=budget,
         budget_seconds=budget_seconds, sgd_seconds=sgd_seconds, sam_seconds=sam_seconds, budget_met=within,
-        rst_probability_for_budget=ctx.p_budget, objective=OBJECTIVE.format(budget=budget), notes=notes,
-        cluster=_cluster_report(scale, best.plan, cm), cost_model=sim_cm,
+        rst_probability_for_budget=ctx.p_budget, objective=_objective.describe(objective, budget, evidence.level),
+        notes=notes, cluster=_cluster_report(scale, best.plan, cm), cost_model=sim_cm, objective_name=objective,
+        base_optimizer=family,
     )
 
 
@@ -189,39 +205,6 @@ def _baselines(ctx: PlanningContext, budget: float, sim) -> tuple[float, float]:
     ctx.p_budget = min(1.0, max(0.0, math.floor((ctx.budget_seconds - sgd_seconds) / sam_extra * 1e4 + 1e-6) / 1e4))
     ctx.sgd_seconds, ctx.sam_extra = sgd_seconds, sam_extra
     return sgd_seconds, sam_seconds
-
-
-def _choose(candidates: list[Candidate], budget_seconds: float, min_fraction: float) -> tuple[Candidate, bool]:
-    """The objective: the highest expected share within the budget (ties: the strategy's own
-    fidelity, then the faster), else the fastest at the floor. Returns it and whether the budget
-    was met."""
-    for c in candidates:
-        c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
-    eligible = [c for c in candidates if c.expected_share >= min_fraction - 1e-12]
-    within = [c for c in eligible if c.fits_budget]
-    if within:
-        return max(within, key=lambda c: (c.fidelity, -c.predicted_seconds)), True
-    return min(eligible or candidates, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity])), False
-
-
-_WORTH_AT_MOST = 1.5  # x SGD: a note on a plan beyond the budget names only plans up to this cost
-
-
-def _worth_more_time(best: Candidate, candidates: list[Candidate], sgd_seconds: float) -> str | None:
-    """A note on the plan beyond the budget (up to 1.5 x SGD) that keeps clearly more of SAM's
-    gain (by more than two standard errors of the difference) at the least cost, or None."""
-    def se(c):
-        return c.share.se or 0.0 if c.share is not None else 0.0
-
-    better = [c for c in candidates if not c.fits_budget and c.predicted_seconds <= _WORTH_AT_MOST * sgd_seconds
-              and c.expected_share - best.expected_share > 2 * math.hypot(se(c), se(best)) + 1e-9]
-    if not better:
-        return None
-    c = min(better, key=lambda x: (x.predicted_seconds, -x.expected_share))
-    ratio = c.predicted_seconds / sgd_seconds
-    return (f"{c.plan.describe()} keeps more of SAM's gain ({c.expected_share:.0%} against {best.expected_share:.0%}) "
-            f"at {ratio - 1:+.1%} per step, beyond the budget; --budget {math.ceil(ratio * 100) / 100:g} admits it "
-            "(at a fixed training time, fewer steps of it may still win: README, \"Accuracy per second\")")
 
 
 def _cluster_report(scale: Cluster | None, chosen: Plan, cm) -> dict | None:
@@ -286,11 +269,3 @@ def simulated_seconds(cm, p: Plan, seed: int, scale: Cluster | None) -> float:
     result = simulate(p, cm, iterations=defaults.PLANNER_ITERATIONS, seed=seed,
                       **({} if scale is None else {"cluster": scale}))
     return float(result.iteration_seconds["mean"])
-
-
-def _share_table(shares):
-    from hetsam.planning.shares import ShareTable, default_table
-
-    if shares is None:
-        return default_table()
-    return shares if isinstance(shares, ShareTable) else ShareTable.load(shares)

@@ -25,10 +25,18 @@ from typing import Any, Callable, Iterable
 
 from hetsam import _checks
 
-__all__ = ["Option", "Proposal", "PlanningContext", "StrategySpec", "FIELDS"]
+__all__ = ["Option", "Proposal", "PlanningContext", "StrategySpec", "FIELDS", "setting"]
 
 # Plan fields a spec may read besides strategy, descent_device and batch_size
 FIELDS = ("ascent_device", "ascent_batch_size", "staleness", "ascent_batches", "sam_probability", "sampa_lambda")
+
+
+def setting(settings: dict, name: str, low: float, high: float) -> float | None:
+    """A number of an evidence record's ``settings`` within [low, high], else None."""
+    value = settings.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        return None
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,8 @@ class PlanningContext:
     scale: Any = None  # a hetsam.cost.cluster.Cluster of n > 1 ranks, or None
     plan_type: Callable[..., Any] = None  # hetsam.planning.Plan (passed in: specs do not import planning)
     descent_step: Callable[..., float] = None  # (device, compute seconds, perturbed=False) -> one descent step
+    evidence: Any = None  # a hetsam.evidence.ShareModel: what the evidence tested (MSAM's radii)
+    base_optimizer: str | None = None  # the base optimizer family ("sgd", "adam"), None when unknown
 
     def plan(self, strategy: str, **fields) -> Any:
         fields.setdefault("batch_size", self.batch_size)
@@ -121,6 +131,16 @@ class StrategySpec:
         baseline: proposed on every plan (SGD) whatever strategies are asked for.
         planned: the planner considers it unless told which strategies to consider.
         rule: ``"module:Class"`` of its torch rule (a ``hetsam.strategies.rule.StrategyRule``).
+        evidence_axis: how its evidence records are placed and read (``hetsam.evidence``):
+            ``"sam_fraction"`` (a share of SAM steps, anchored at 0 → share 0 and 1 → share 1),
+            ``"ascent_fraction"`` (AsyncSAM's b'/b, anchored at 0 → 0), ``"levels"`` (only the
+            tested points, e.g. MSAM's radii), or None (one point).
+        exact_share: the share of SAM's gain it keeps by definition (SGD 0, SAM 1), else None.
+        own_radius: it perturbs with a radius of its own, not the user's ρ (MSAM): not
+            SAM-faithful, so the planner prefers the faithful strategies on near-ties, and its
+            radius is one the evidence tested for the user's kind of base optimizer.
+        guarded: it changes SAM's algorithm (its own radius, or skipped perturbations), so
+            AutoSAM's divergence guard watches its loss.
     """
 
     name: str = ""
@@ -137,6 +157,10 @@ class StrategySpec:
     baseline: bool = False
     planned: bool = True
     rule: str = ""
+    evidence_axis: str | None = None
+    exact_share: float | None = None
+    own_radius: bool = False
+    guarded: bool = False
 
     # ---- the plan -----------------------------------------------------------------------------
     def check(self, plan) -> None:
@@ -190,6 +214,17 @@ class StrategySpec:
         """A label for comparison charts."""
         tail = self.settings(plan, batch_size)
         return f"{self.title} {tail}".strip()
+
+    # ---- the evidence (hetsam.evidence) -----------------------------------------------------------
+    def evidence_settings(self, plan, batch_size: int) -> dict:
+        """The plan's own numbers as an evidence record's ``settings`` (what ``hetsam.study`` writes)."""
+        return {o.name: self.option(plan, o.name) for o in self.options}
+
+    def evidence_point(self, settings: dict, base_optimizer: str | None = None) -> tuple[tuple, float] | None:
+        """Where a record with these ``settings`` sits: ``(curve, x)``, the curve a hashable key
+        (records on one curve pool along x) and x its coordinate on ``evidence_axis``; None when
+        the settings cannot be placed. ``base_optimizer`` is the task's family ("sgd", "adam")."""
+        return ((), 0.0)
 
     # ---- the planner ----------------------------------------------------------------------------
     def closed_form_seconds(self, ctx: PlanningContext, plan) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from hetsam.cost.closed_form import largest_fitting
 from hetsam.strategies.registry import ASYNC_SAM
-from hetsam.strategies.spec import Proposal, StrategySpec
+from hetsam.strategies.spec import Proposal, StrategySpec, setting
 
 __all__ = ["SPEC", "AsyncSAMSpec"]
 
@@ -35,6 +35,20 @@ class AsyncSAMSpec(StrategySpec):
     fields = ("ascent_device", "ascent_batch_size", "staleness", "ascent_batches")
     uses_executor = True
     rule = "hetsam.strategies.async_sam.rule:AsyncSAMRule"
+    evidence_axis = "ascent_fraction"
+    guarded = True  # a stale perturbation on fewer samples
+
+    def evidence_settings(self, plan, batch_size: int) -> dict:
+        return {"ascent_fraction": self.ascent_batch_size(plan, batch_size) / batch_size,
+                "staleness": plan.staleness, "ascent_batches": plan.ascent_batches}
+
+    def evidence_point(self, settings, base_optimizer=None):
+        # one curve per batch policy; the records' staleness is reported, not a curve of its own
+        fraction = setting(settings, "ascent_fraction", 0.0, 1.0)
+        policy = settings.get("ascent_batches", "independent")
+        if fraction is None or policy not in ("lookahead", "independent"):
+            return None
+        return ((policy,), fraction)
 
     def staleness(self, plan) -> int:
         return plan.staleness

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from hetsam.strategies.registry import INTERVAL
-from hetsam.strategies.spec import Option, Proposal, StrategySpec
+from hetsam.strategies.spec import Option, Proposal, StrategySpec, setting
 
 __all__ = ["SPEC", "IntervalSpec"]
 
@@ -24,6 +24,13 @@ class IntervalSpec(StrategySpec):
     options = (Option("k", int, 10, 1, 10_000, "a SAM step when (t + 1) % k == 0"),)
     mixed_steps = True
     rule = "hetsam.strategies.interval.rule:IntervalRule"
+
+    evidence_axis = "sam_fraction"
+    guarded = True  # skipped perturbations
+
+    def evidence_point(self, settings, base_optimizer=None):
+        k = setting(settings, "k", 1.0, 1e6)
+        return None if k is None else ((), 1.0 / k)
 
     def sam_fraction(self, plan) -> float:
         return 1.0 / self.option(plan, "k")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from hetsam.strategies.registry import LATE_PHASE
-from hetsam.strategies.spec import Option, Proposal, StrategySpec
+from hetsam.strategies.spec import Option, Proposal, StrategySpec, setting
 
 __all__ = ["SPEC", "LatePhaseSpec"]
 
@@ -28,6 +28,13 @@ class LatePhaseSpec(StrategySpec):
     options = (Option("start", float, 0.75, 0.0, 1.0, "the share of the planned steps before SAM starts"),)
     mixed_steps = True
     rule = "hetsam.strategies.late_phase.rule:LatePhaseRule"
+
+    evidence_axis = "sam_fraction"
+    guarded = True  # skipped perturbations
+
+    def evidence_point(self, settings, base_optimizer=None):
+        start = setting(settings, "start", 0.0, 1.0)
+        return None if start is None else ((), 1.0 - start)
 
     def sam_fraction(self, plan) -> float:
         return 1.0 - self.option(plan, "start")

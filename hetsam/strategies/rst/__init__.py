@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from hetsam import defaults
 from hetsam.strategies.registry import RST
-from hetsam.strategies.spec import Proposal, StrategySpec
+from hetsam.strategies.spec import Proposal, StrategySpec, setting
 
 __all__ = ["SPEC", "RSTSpec"]
 
@@ -22,6 +22,15 @@ class RSTSpec(StrategySpec):
     fields = ("ascent_device", "sam_probability")
     mixed_steps = True
     rule = "hetsam.strategies.rst.rule:RSTRule"
+    evidence_axis = "sam_fraction"
+    guarded = True  # skipped perturbations
+
+    def evidence_settings(self, plan, batch_size: int) -> dict:
+        return {"p": self.sam_fraction(plan)}
+
+    def evidence_point(self, settings, base_optimizer=None):
+        p = setting(settings, "p", 0.0, 1.0)  # a schedule's records give its mean p
+        return None if p is None else ((), p)
 
     def sam_fraction(self, plan) -> float:
         return defaults.SAM_PROBABILITY if plan.sam_probability is None else float(plan.sam_probability)

@@ -17,6 +17,7 @@ __all__ = ["SPEC", "SAMSpec"]
 
 class SAMSpec(StrategySpec):
     name = SAM
+    exact_share = 1.0
     title = "SAM"
     summary = "sharpness-aware minimization: the ascent gradient, then the descent at θ + e"
     fields = ("ascent_device",)

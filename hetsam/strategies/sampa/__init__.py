@@ -17,7 +17,7 @@ all-reduce per bucket over both, then both update.
 from __future__ import annotations
 
 from hetsam.strategies.registry import SAMPA
-from hetsam.strategies.spec import Proposal, StrategySpec
+from hetsam.strategies.spec import Proposal, StrategySpec, setting
 
 __all__ = ["SPEC", "SAMPaSpec"]
 
@@ -32,6 +32,14 @@ class SAMPaSpec(StrategySpec):
     jobs_enter_update = True
     closure_descent = False  # g_x is taken on the previous batch
     rule = "hetsam.strategies.sampa.rule:SAMPaRule"
+    evidence_axis = "levels"
+
+    def evidence_settings(self, plan, batch_size: int) -> dict:
+        return {"lambda": plan.sampa_lambda}
+
+    def evidence_point(self, settings, base_optimizer=None):
+        lam = setting(settings, "lambda", 0.0, 1.0)
+        return None if lam is None else ((), lam)
 
     def fidelity(self, plan, batch_size: int) -> tuple[float, int, float]:
         return (1.0, -1, 1.0)  # the perturbation is the previous step's auxiliary gradient

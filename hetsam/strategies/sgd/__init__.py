@@ -15,6 +15,7 @@ __all__ = ["SPEC", "SGDSpec"]
 
 class SGDSpec(StrategySpec):
     name = SGD
+    exact_share = 0.0
     title = "SGD"
     summary = "the base optimizer alone (one gradient per step): the baseline"
     uses_ascent = False
