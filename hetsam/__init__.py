@@ -1,8 +1,8 @@
 """hetsam: sharpness-aware minimization at close to SGD speed on heterogeneous hardware.
 
 ``import hetsam`` is cheap: it imports nothing but the error types. Every public name (``Plan``,
-``SAM``, ``RST``, ``AutoSAM``, ``plan``, ``profile``, ``simulate``, ...) loads on first use, and
-only the torch-backed ones import torch.
+``SAM``, ``RST``, ``AutoSAM``, ``plan``, ``profile``, ``simulate``, ``study``, ...) loads on first
+use, and only the torch-backed ones import torch.
 """
 
 from __future__ import annotations
@@ -28,11 +28,15 @@ _LAZY = {
     "simulate": "hetsam.simulator",
     "detect_devices": "hetsam.hardware.detect",
 }
+# public name -> a module that is itself the public name (``hetsam.study`` is callable)
+_MODULES = {"study": "hetsam.study"}
 
-__all__ = ["HetsamInputError", "WorkerFailure", "__version__", *_LAZY]
+__all__ = ["HetsamInputError", "WorkerFailure", "__version__", *_LAZY, *_MODULES]
 
 
 def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hetsam' has no attribute {name!r}")
@@ -42,4 +46,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_MODULES))

@@ -115,7 +115,7 @@ def test_code_cites_only_files_of_the_repository():
 
 
 def test_torch_free_layers_import_without_torch():
-    free = [m for m in _modules() if m.count(".") and m.split(".")[1] in ("hardware", "cost", "planning", "simulator")
+    free = [m for m in _modules() if m.count(".") and m.split(".")[1] in ("hardware", "cost", "evidence", "planning", "simulator")
             or m in ("hetsam", "hetsam.io", "hetsam.defaults", "hetsam._checks", "hetsam.errors",
                      "hetsam.profiling.schema", "hetsam.profiling.stats", "hetsam.profiling.checker",
                      "hetsam.profiling.merge", "hetsam.strategies", "hetsam.strategies.registry",

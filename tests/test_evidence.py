@@ -180,3 +180,12 @@ def test_leave_one_setting_out_covers_at_least_three_quarters():
     cv = leave_one_out(shipped_records())
     assert len(cv.folds) >= 20
     assert cv.coverage >= 0.75, cv.text()
+
+
+def test_a_share_that_clearly_fails_counts_at_the_bound():
+    prior = [rec(i, "rst", {"p": 0.25}, y, 0.05) for i, y in enumerate((0.5, 0.6, 0.4, 0.55))]
+    # a ratio of two gains: SAM's small gain gives a huge se, but the method lost far more than SAM won
+    fails = [rec(9, "rst", {"p": 0.25}, -9.4, 3.8, kind="user")]
+    plan = Plan("rst", sam_probability=0.25)
+    before, after = ShareModel(prior).share(plan, 64, "sgd"), ShareModel(prior + fails).share(plan, 64, "sgd")
+    assert after.value < before.value - 0.3 and after.counts["user"] == 1

@@ -34,7 +34,9 @@ from hetsam import HetsamInputError, Plan, strategies
 from hetsam.cli import main
 from hetsam.hardware.names import parse_device
 from hetsam.io import loads, read_json
-from hetsam.planning.shares import TABLE_PATH
+from hetsam.evidence import EVIDENCE_DIR
+
+EVIDENCE_FILE = EVIDENCE_DIR / "hetsam.json"
 from hetsam.profiling.schema import Profile, load_profile, reference_profile_names
 
 LONG = os.environ.get("HETSAM_FUZZ") == "long"
@@ -231,26 +233,31 @@ def test_a_plan_is_refused_or_can_be_simulated(doc):
             simulate(plan, profile, iterations=50)
 
 
-SHARE_TABLES = [json.loads(TABLE_PATH.read_text())]
+EVIDENCE_FILES = [json.loads(p.read_text()) for p in sorted(EVIDENCE_DIR.glob("*.json"))]
 
 
 @FUZZ
-@given(mutated(SHARE_TABLES))
-def test_a_share_table_is_refused_or_plans(doc):
-    """A mutated share table loads or is refused in one line; one that loads gives every
-    candidate a finite, bounded share and the planner a plan."""
+@given(mutated(EVIDENCE_FILES))
+def test_an_evidence_file_is_refused_or_plans(doc):
+    """A mutated evidence file loads or is refused in one line; one that loads gives every
+    candidate a finite, bounded share with an ordered interval, and the planner a plan."""
+    from hetsam.evidence import ShareModel, shipped_records
+    from hetsam.evidence.records import parse_records
     from hetsam.planning.search import plan
-    from hetsam.planning.shares import ShareTable
 
-    with bounded("a mutated share table"):
+    with bounded("a mutated evidence file"):
         try:
-            table = ShareTable(json.loads(_dumps(doc)))
+            _, records = parse_records(json.loads(_dumps(doc)), "fuzzed.json")
         except HetsamInputError as exc:
             assert "\n" not in str(exc)
             return
-        report = plan("a6000-epyc7452", shares=table)
+        ids = {r.id for r in records}
+        model = ShareModel([*records, *(r for r in shipped_records() if r.id not in ids)])
+        report = plan("a6000-epyc7452", shares=model)
         for c in report.candidates:
-            assert math.isfinite(c.share.value) and -10 <= c.share.value <= 10 and c.share.source
+            s = c.share
+            assert math.isfinite(s.value) and -100 <= s.value <= 100 and s.basis
+            assert s.low is None or s.low <= s.value <= s.high
 
 
 @FUZZ
@@ -302,7 +309,7 @@ PLAUSIBLE = {  # flag: values a user might give (the type's default range otherw
     "--intra-node-bandwidth": st.floats(0.1, 1000), "--inter-node-bandwidth": st.floats(0.1, 1000),
     "--intra-node-latency-us": st.floats(0, 100), "--inter-node-latency-us": st.floats(0, 100),
     "--strategies": st.sampled_from(["msam", "rst,async_sam,sampa", "sam,interval", "late_phase,msam", "sgd"]),
-    "--shares": st.just(str(TABLE_PATH)),
+    "--shares": st.just(str(EVIDENCE_FILE)),
 }
 
 

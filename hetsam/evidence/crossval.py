@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from hetsam import strategies as registry
-from hetsam.evidence.model import ShareModel, optimizer_family
+from hetsam.evidence.model import ShareModel, as_pooled, optimizer_family
 from hetsam.evidence.pooling import t_quantile
 
 __all__ = ["Fold", "CrossValidation", "leave_one_out"]
@@ -68,7 +68,7 @@ class CrossValidation:
 
 def leave_one_out(records, level: float = 0.8) -> CrossValidation:
     """Refit without each numeric, placed, non-relative record and check its coverage."""
-    records = list(records)
+    records = [as_pooled(r) for r in records]
     folds = []
     for r in records:
         if not r.has_number or r.relative or r.strategy is None:

@@ -14,8 +14,10 @@ Records at one x form a group. Then (``hetsam.evidence.pooling``):
 2. **Each group** gets its random-effects mean and the interval for a new task at ``level``
    (80%): mean ± t · √(τ² + Var(mean)).
 3. **The user's own study** (records of kind ``user``) is the task being planned: at the points
-   it measured, its estimate is shrunk towards the pool by empirical Bayes, so that with enough
-   seeds the user's task dominates.
+   it measured, its estimate is shrunk towards the pool by empirical Bayes (τ² at least the spread
+   of every method between tasks), so that with enough seeds the user's task dominates. A share
+   beyond [−100%, 200%] (a ratio of two gains, unstable where SAM's gain is small) is pooled at
+   the bound with its se at most 0.15: it says clearly that the method fails or wins.
 4. **Between points**, the mean and the interval's half-width are interpolated linearly. On
    ``sam_fraction`` axes the ends are known (share 0 at x = 0, 1 at x = 1, no spread); on
    ``ascent_fraction`` only x = 0; the means are made monotone along both (weighted
@@ -39,7 +41,7 @@ from hetsam.evidence.pooling import GroupEstimate, Spread, common_tau2, pool_gro
 from hetsam.evidence.records import Record
 from hetsam.evidence.share import Share
 
-__all__ = ["ShareModel", "LEVEL", "MIN_OWN_DF", "TAU2_FLOOR", "FAMILIES", "optimizer_family"]
+__all__ = ["ShareModel", "LEVEL", "MIN_OWN_DF", "TAU2_FLOOR", "FAMILIES", "optimizer_family", "as_pooled"]
 
 LEVEL = 0.8
 MIN_OWN_DF = 3
@@ -48,6 +50,11 @@ MIN_OWN_DF = 3
 # study would never move the estimate
 TAU2_FLOOR = 0.01
 FAMILIES = ("sgd", "adam")
+# A share is a ratio of two gains, so where SAM's own gain is small its standard error explodes
+# and a method that clearly fails (far below the base) would count for nothing. Beyond these
+# bounds a share says "fails" or "wins" clearly: it is pooled at the bound with se at most 0.15.
+SHARE_BOUNDS = (-1.0, 2.0)
+CLIPPED_SE = 0.15
 _ANCHORED = {"sam_fraction": ((0.0, 0.0), (1.0, 1.0)), "ascent_fraction": ((0.0, 0.0),)}
 _FAMILIES = {"sgd": "sgd", "sgdm": "sgd", "sgd-momentum": "sgd", "sgd-nesterov": "sgd", "nesterov": "sgd",
              "adam": "adam", "adamw": "adam", "nadam": "adam", "radam": "adam", "adamax": "adam", "lamb": "adam"}
@@ -86,6 +93,7 @@ class ShareModel:
         self._spread_cache: dict[str, tuple[Spread, str | None]] = {}
 
     def _add(self, r: Record) -> None:
+        r = as_pooled(r)
         if r.strategy is None:  # a method hetsam does not run: its spread between tasks only
             if r.has_number:
                 self._context[(r.method, json.dumps(r.settings, sort_keys=True, default=str))].append((r.share, r.se))
@@ -142,14 +150,21 @@ class ShareModel:
             own = common_tau2(self._group_lists(strategy))
             note = None
             if own.df < MIN_OWN_DF:
-                names = sorted(set(self._prior) | set(self._relatives))
-                family = common_tau2([g for name in names for g in self._group_lists(name)] + list(self._context.values()))
+                family = self.family_spread()
                 if family.df > own.df:
                     note = (f"between-task spread borrowed from {family.settings} settings of every strategy "
                             f"({own.df} degree(s) of freedom of its own)")
                     own = Spread(max(own.tau2, family.tau2), family.df, family.settings)
             self._spread_cache[strategy] = (own, note)
         return self._spread_cache[strategy]
+
+    def family_spread(self) -> Spread:
+        """τ² over every strategy's groups and the methods hetsam does not run."""
+        if "" not in self._spread_cache:
+            names = sorted(set(self._prior) | set(self._relatives))
+            groups = [g for name in names for g in self._group_lists(name)] + list(self._context.values())
+            self._spread_cache[""] = (common_tau2(groups), None)
+        return self._spread_cache[""][0]
 
     # ---- reading -------------------------------------------------------------------------------
     def share(self, plan, batch_size: int, base_optimizer: str | None = None) -> Share:
@@ -210,7 +225,8 @@ class ShareModel:
             if prior:
                 mean, half, _, _ = _read(prior, xk, axis)
                 sd = half / t
-                tau2 = max(spread.tau2, TAU2_FLOOR)
+                # the user's task may differ from the pool as much as tasks differ for any method
+                tau2 = max(spread.tau2, self.family_spread().tau2, TAU2_FLOOR)
                 est = target_task(GroupEstimate(mean, max(0.0, sd * sd - tau2), tau2, spread.df, 1), own)
             else:  # nothing to shrink towards: the user's own inverse-variance mean
                 w = [1.0 / max(se * se, 1e-6) for _, se in own]
@@ -274,3 +290,13 @@ def _read(points: list, x: float, axis: str | None) -> tuple[float, float, Count
 def _tuned(r: Record) -> bool:
     """A record whose radius was tuned per task (its study's best), not fixed in advance."""
     return r.settings.get("tuned") is True
+
+
+def as_pooled(r: Record) -> Record:
+    """The record as it is pooled: a share beyond ``SHARE_BOUNDS`` at the bound, its se at most
+    ``CLIPPED_SE`` (the file keeps what was measured)."""  # noqa: D401
+    if not r.has_number or SHARE_BOUNDS[0] <= r.share <= SHARE_BOUNDS[1]:
+        return r
+    from dataclasses import replace
+
+    return replace(r, share=min(max(r.share, SHARE_BOUNDS[0]), SHARE_BOUNDS[1]), se=min(r.se, CLIPPED_SE))
