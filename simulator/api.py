@@ -289,10 +289,17 @@ def _result(plan, workload, engine, log, stats, n_total, warmup, wall, **meta) -
         descent_wait_seconds=wait_total, descent_wait_per_iteration=wait_total / n_total,
         steady_state=_steady(stats), timeline=_timeline(engine),
         tracks=tracks, events=engine.events, tasks=engine.tasks, wall_seconds=wall,
-        notes=list(workload.notes) + [f"{k}: {v}" for k, v in workload.cm.derivations.items()], **meta,
+        notes=_notes(workload), **meta,
         cluster=_cluster(workload),
         allreduce_exposed_per_iteration=workload.exposed[0] / workload.exposed[1] if workload.exposed[1] else 0.0,
     )
+
+
+def _notes(workload) -> list[str]:
+    """The workload's notes, then how the cost model derived the devices this plan runs on (a
+    shared cost model also holds the pools that other plans, such as the planner's, asked for)."""
+    used = workload.device_roles()
+    return list(workload.notes) + [f"{k}: {v}" for k, v in workload.cm.derivations.items() if k in used]
 
 
 def _cluster(workload) -> dict | None:

@@ -6,7 +6,7 @@ matplotlib is imported inside :func:`plot_simulation` only (Agg backend), so imp
 
 from __future__ import annotations
 
-__all__ = ["plot_simulation", "plot_format", "COLOURS"]
+__all__ = ["plot_simulation", "plot_format", "bar_labels", "COLOURS"]
 
 COLOURS = {
     "descent": "#1f77b4",
@@ -47,9 +47,11 @@ def plot_format(path) -> str:
     return suffix
 
 
-def plot_simulation(result, comparisons, path, *, title: str | None = None) -> None:
-    """Save the figure for ``result`` (a SimResult) and ``comparisons`` (``compare_strategies``)
-    to exactly ``path``, atomically (``hetsam.io``), in the format its suffix names."""
+def plot_simulation(result, comparisons, path, *, title: str | None = None, budget: float | None = None) -> None:
+    """Save the figure for ``result`` (a SimResult) and ``comparisons`` (the rows of
+    ``hetsam.planning.compare``, top first: ``ranked`` gives the planner's order) to exactly
+    ``path``, atomically (``hetsam.io``), in the format its suffix names. ``budget``: the
+    planner's, as a multiple of SGD's step, drawn as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +64,7 @@ def plot_simulation(result, comparisons, path, *, title: str | None = None) -> N
         2, 1, figsize=(11, 8.5), gridspec_kw={"height_ratios": [1.0, 1.15], "hspace": 0.55}
     )
     _gantt(ax_g, result, Patch)
-    _bars(ax_b, comparisons)
+    _bars(ax_b, comparisons, budget)
     fig.suptitle(title or f"hetsam simulate: {result.plan.describe()}", fontsize=12, fontweight="bold")
     try:
         with atomic_path(path, "plot") as tmp:
@@ -113,31 +115,49 @@ def _gantt(ax, result, Patch) -> None:
               frameon=False)
 
 
-def _bars(ax, comparisons) -> None:
+def _bars(ax, comparisons, budget) -> None:
+    """One bar per row, top first; each label carries the row's rank and share of SAM's gain (its
+    interval), the planner's choice is green, the given plan orange, rows over the budget grey."""
     if not comparisons:
         ax.text(0.5, 0.5, "no comparison", ha="center", va="center", transform=ax.transAxes)
         return
     top = max(c.iteration_seconds for c in comparisons)
     scale, unit = _seconds_unit(top)
-    ys = list(range(len(comparisons)))[::-1]  # SGD on top
-    # comparisons start with the two baselines, SGD and SAM (hetsam.planning.compare)
-    colours = ["#2ca02c" if c.is_given else "#7f7f7f" if i < 2 else "#aec7e8" for i, c in enumerate(comparisons)]
+    ys = list(range(len(comparisons)))[::-1]  # the first row on top
+    colours = ["#2ca02c" if c.is_choice else "#ff7f0e" if c.is_given else "#aec7e8" if c.fits_budget else "#c7c7c7"
+               for c in comparisons]
     widths = [c.iteration_seconds * scale for c in comparisons]
     ax.barh(ys, widths, color=colours, edgecolor="black", linewidth=0.6, height=0.7)
-    sgd = comparisons[0].iteration_seconds * scale
+    c0 = comparisons[0]
+    sgd = c0.iteration_seconds / (1.0 + c0.overhead_vs_sgd) * scale
     ax.axvline(sgd, color="black", linestyle="--", linewidth=0.8, label="SGD")
-    for i, (y, c, w) in enumerate(zip(ys, comparisons, widths)):
-        if i == 0:  # SGD
-            text = f"{w:.3g} {unit}"
-        else:
-            text = f"{w:.3g} {unit}   {100 * c.overhead_vs_sgd:+.1f}% vs SGD, {c.speedup_vs_sam:.2f}x SAM's speed"
+    if budget is not None:
+        ax.axvline(sgd * budget, color="#d62728", linestyle=":", linewidth=1.0, label=f"budget ({budget:g} x SGD)")
+    for y, c, w in zip(ys, comparisons, widths):
+        text = f"{w:.3g} {unit}   {100 * c.overhead_vs_sgd:+.1f}% vs SGD, {c.speedup_vs_sam:.2f}x SAM's speed"
         ax.text(w, y, "  " + text, va="center", ha="left", fontsize=8,
-                fontweight="bold" if c.is_given else None)
+                fontweight="bold" if c.is_choice or c.is_given else None)
     ax.set_yticks(ys)
-    ax.set_yticklabels([c.label.replace("\n", "  ") + ("  (this plan)" if c.is_given else "") for c in comparisons],
-                       fontsize=8)
-    ax.set_xlabel(f"predicted seconds per iteration ({unit}); lower is better")
+    ax.set_yticklabels(bar_labels(comparisons), fontsize=8)
+    ax.set_xlabel(f"predicted seconds per iteration ({unit}); share = of SAM's gain [80% interval], * = a proxy")
     ax.set_xlim(0, max(widths) * 1.6)
-    ax.set_title("strategies on this hardware", fontsize=10)
+    ax.set_title("strategies at the planner's settings, ranked by its objective (within the budget first)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    from matplotlib.patches import Patch
+
+    kinds = [("#2ca02c", "the planner's choice"), ("#ff7f0e", "this plan"), ("#aec7e8", "within the budget"),
+             ("#c7c7c7", "over the budget")]
+    handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.6, label=t) for c, t in kinds if c in colours]
+    lines, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=lines + handles, loc="lower right", fontsize=8, frameon=False)
+
+
+def bar_labels(comparisons) -> list[str]:
+    """The comparison chart's labels, top first: ``1. MSAM rho=1  ·  share 77% [54,101]  (planner's choice)``."""
+    out = []
+    for c in comparisons:
+        rank = f"{c.rank}. " if c.rank else ""
+        marks = [m for m, on in (("planner's choice", c.is_choice), ("this plan", c.is_given)) if on]
+        out.append(f"{rank}{c.label.replace(chr(10), '  ')}  ·  share {c.share_cell()}"
+                   + (f"  ({', '.join(marks)})" if marks else ""))
+    return out

@@ -31,9 +31,6 @@ class EveryKSpec(StrategySpec):
             plan = ctx.plan(self.name, descent_device=ctx.fastest, options={"k": k})
             yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return [make_plan(self.name, descent_device=descent, batch_size=batch_size, options={"k": 4})]
-
     def simulation(self, w):
         k = self.option(w.plan, "k")
         return lambda t: w.sam_step(t) if t % k == 0 else w.sgd_step(t)

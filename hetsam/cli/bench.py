@@ -1,5 +1,9 @@
 """``hetsam bench``: measure SGD, SAM and the parallel strategies side by side on this machine,
-each next to the simulator's prediction (see :mod:`hetsam.bench`)."""
+each next to the simulator's prediction (see :mod:`hetsam.bench`).
+
+The profile's warnings (measured while the machine was busy, ...) go to stderr once, with where
+it is cached and how to measure again; the report's notes print once per pattern with a count
+(``hetsam._notes``), and its JSON keeps every note and adds ``profile_warnings``."""
 
 from __future__ import annotations
 
@@ -81,6 +85,9 @@ def _run(args, allocator: str) -> int:
     given = Plan.load(args.plan) if args.plan else None
     say = (lambda line: None) if args.json else (lambda line: print(f"hetsam bench: {line}", file=sys.stderr, flush=True))
 
+    def warn(line: str) -> None:  # the cache's lines and the profile's warnings: also under --json
+        print(line, file=sys.stderr, flush=True)
+
     profile, source, probe = None, None, None
     if args.interleave_profile:
         from hetsam.bench import probe_profile
@@ -96,14 +103,19 @@ def _run(args, allocator: str) -> int:
         profile, source = probe(), "median of the profiles measured in the rounds"
     elif not args.no_predict:
         if args.profile:
+            from hetsam.profiling.cache import warning_lines
             from hetsam.profiling.schema import load_profile
 
             profile, source = load_profile(args.profile), args.profile
+            for line in warning_lines(profile):
+                warn(line)
         else:
             from hetsam.profiling.cache import profile_this_machine
 
+            hint = "add --refresh-profile to this hetsam bench command to measure again (when the machine is quiet)"
             profile = profile_this_machine(args.model, args.batch_size, budget_seconds=args.profile_budget_seconds,
-                                           progress=not args.json, refresh=args.refresh_profile, log=say)
+                                           progress=not args.json, refresh=args.refresh_profile, log=warn,
+                                           refresh_hint=hint)
             source = f"this machine ({args.model}, batch {args.batch_size}, cached)"
 
     arrangements = default_arrangements(args.batch_size)
@@ -140,4 +152,15 @@ def _run(args, allocator: str) -> int:
                        quiet_seconds=args.quiet_seconds, profile_probe=probe,
                        max_other_load=None if args.max_other_load >= 1 else args.max_other_load)
     report.notes.insert(0, f"allocator: {allocator}")
-    return emit(args.json, report.to_dict, lambda: format_report(report))
+    warnings = list(profile.warnings) if profile is not None and not probe else []
+    return emit(args.json, lambda: {**report.to_dict(), "profile_warnings": warnings}, lambda: _text(report))
+
+
+def _text(report) -> str:
+    """``format_report`` with the notes collapsed, once per pattern (``hetsam._notes``)."""
+    from dataclasses import replace
+
+    from hetsam._notes import collapsed_texts
+    from hetsam.bench import format_report
+
+    return format_report(replace(report, notes=collapsed_texts(report.notes)))

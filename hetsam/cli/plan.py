@@ -62,7 +62,12 @@ def run(args) -> int:
         raise HetsamInputError(f"--batch-size {args.batch_size} must be a positive integer")
     scale = cluster_kwargs(args)
     if args.profile is not None:
-        profile = args.profile
+        from hetsam.profiling.cache import warning_lines
+        from hetsam.profiling.schema import load_profile
+
+        profile = load_profile(args.profile)
+        for line in warning_lines(profile):
+            print(line, file=sys.stderr)
     else:
         from hetsam.profiling.cache import profile_this_machine
 
@@ -122,7 +127,9 @@ def format_report(report, everything: bool = False) -> str:
     if hidden:
         out.append(f"({hidden} more candidate(s) hidden: dominated, or a strategy's slower plans beyond the budget; "
                    "--all lists them)")
-    out += [f"note: {n}" for n in report.notes]
+    from hetsam._notes import note_lines
+
+    out += note_lines(report.notes)
     return "\n".join(out)
 
 

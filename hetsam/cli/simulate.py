@@ -5,15 +5,24 @@ as JSON; ``--trace`` writes a Chrome trace, ``--plot`` a PNG with a Gantt chart 
 chart of strategies, ``--what-if cuda:0=H100`` swaps a device for a spec-table one first.
 ``--nodes N --devices-per-node G`` simulates one rank of a data-parallel job with DDP's
 all-reduce (``hetsam.cost.network``).
+
+The planner runs once on the profile (``--budget``, ``--objective``, ``--base-optimizer``,
+``--shares`` as in ``hetsam plan``): the numbers ``--strategy`` leaves out are its, and the
+strategy comparison (``--plot``, ``--compare``) shows each strategy at its settings, ranked by
+its objective (``hetsam.planning.compare``). Notes print once per pattern with a count
+(``hetsam._notes``); JSON keeps every note. A profile's warnings (measured while the machine was
+busy, ...) go to stderr first (``hetsam.profiling.cache.warning_lines``).
 """
 
 from __future__ import annotations
 
 from hetsam.cli.commands import COMMANDS
 
+from hetsam import defaults as D
 from hetsam import strategies
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
-from hetsam.cli._output import emit
+from hetsam.cli._compare import comparisons_for, format_comparison, make_planner
+from hetsam.cli._output import emit, fmt_seconds
 
 HELP = COMMANDS["simulate"]
 
@@ -53,11 +62,24 @@ def add_arguments(p) -> None:
                    help="swap a device for one from the spec table, e.g. cuda:0=H100 (repeatable, or comma-separated)")
     p.add_argument("--trace", metavar="OUT.json", help="write the timeline as Chrome-trace JSON (Perfetto opens it)")
     p.add_argument("--plot", metavar="OUT.png", help="draw a Gantt chart and a strategy comparison (needs matplotlib)")
+    p.add_argument("--compare", action="store_true", help="print the strategy comparison of --plot without drawing it")
+    g = p.add_argument_group("the planner (its numbers fill in what --strategy leaves out, and set the comparison's)")
+    g.add_argument("--budget", type=float, default=D.BUDGET,
+                   help=f"allowed step time, as a multiple of SGD on the fastest device (default {D.BUDGET:g})")
+    from hetsam.evidence.model import FAMILIES
+    from hetsam.planning.objective import OBJECTIVES
+
+    g.add_argument("--objective", choices=OBJECTIVES, default=D.OBJECTIVE,
+                   help="what the planner maximises, as in 'hetsam plan' (default %(default)s)")
+    g.add_argument("--base-optimizer", choices=FAMILIES, default=D.BASE_OPTIMIZER,
+                   help="your base optimizer's family, as in 'hetsam plan' (default %(default)s)")
+    g.add_argument("--shares", default=None, metavar="FILE", help="your own evidence, as in 'hetsam plan --shares'")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_cluster_arguments(p)
 
 
 def run(args) -> int:
+    from hetsam._checks import number
     from hetsam.cost.cluster import Cluster
     from hetsam.cost.model import CostModel
     from hetsam.errors import HetsamInputError
@@ -75,13 +97,16 @@ def run(args) -> int:
         except ImportError as exc:  # pragma: no cover - matplotlib is a test dependency
             raise HetsamInputError(f"--plot needs matplotlib ({exc}); pip install 'hetsam[plot]'") from None
         plot_format(args.plot)
+    number(args.budget, "--budget", low=1.0, high=100.0, hint="a multiple of the SGD step time")
     scale = cluster_kwargs(args)
     profile = load_profile(args.profile)
+    _say_warnings(profile)
     swaps = parse_what_if(args.what_if)
     if swaps:
         profile = apply_what_if(profile, swaps)
     cm = CostModel(profile)
     cluster = Cluster(cm, **scale)
+    planner = make_planner(args, cm, scale)
     picked: dict = {}
     if args.plan is not None:
         given = [f"--{o.replace('_', '-')}" for o in _PLAN_OPTIONS if getattr(args, o, None) not in (None, [])]
@@ -89,33 +114,44 @@ def run(args) -> int:
             raise HetsamInputError(f"{', '.join(given)} cannot be combined with --plan; edit the plan file or use --strategy")
         plan = Plan.load(args.plan)
     else:
-        plan, picked = plan_from_args(args, cm, cluster, scale)
+        plan, picked = plan_from_args(args, cm, cluster, scale, planner=planner)
     result = simulate(plan, cm, iterations=args.iterations, seed=args.seed, jitter=not args.no_jitter,
                       timeline_iterations=args.timeline_iterations, loader_seconds=args.loader_seconds,
                       steady_state=not args.no_steady_state, cluster=cluster)
-    comparisons = None
-    if args.plot:
-        from hetsam.planning.compare import compare_strategies
-
-        comparisons = compare_strategies(plan, cm, seed=args.seed, jitter=not args.no_jitter,
-                                         loader_seconds=args.loader_seconds, cluster=cluster)
+    notes = list(result.notes)
+    comparisons, basis = None, None
+    if args.plot or args.compare:
+        comparisons, basis = comparisons_for(args, plan, cm, cluster, planner, notes)
     if args.trace:
         from hetsam.simulator.trace import write_chrome_trace
 
         write_chrome_trace(result, args.trace)
     if args.plot:
-        plot_simulation(result, comparisons, args.plot)
+        plot_simulation(result, comparisons, args.plot, budget=basis["budget"] if basis else None)
 
     def data() -> dict:
         d = result.to_dict()
         d["profile"] = profile.source
+        d["profile_warnings"] = list(profile.warnings)
         d["what_if"] = swaps
+        d["notes"] = notes  # every note, uncollapsed
         if comparisons is not None:
             d["comparison"] = [c.to_dict() for c in comparisons]
+            d["comparison_planner"] = basis
         d["planner_chose"] = picked
         return d
 
-    return emit(args.json, data, lambda: format_result(result, profile, swaps, comparisons, picked))
+    return emit(args.json, data, lambda: format_result(result, profile, swaps, comparisons, picked, notes, basis))
+
+
+def _say_warnings(profile) -> None:
+    """A loaded profile's warnings, on stderr, in two lines (``hetsam.profiling.cache.warning_lines``)."""
+    import sys
+
+    from hetsam.profiling.cache import warning_lines
+
+    for line in warning_lines(profile):
+        print(line, file=sys.stderr)
 
 
 def parse_what_if(items) -> dict[str, str]:
@@ -146,14 +182,15 @@ def apply_what_if(profile, swaps: dict[str, str]):
     return what_if(profile, swaps)
 
 
-def plan_from_args(args, cm, cluster=None, scale=None):
+def plan_from_args(args, cm, cluster=None, scale=None, planner=None):
     """A Plan from ``--strategy`` and its flags; what the flags leave open comes from the planner.
 
     Every number not given (the devices, b', τ, p, λ) is the planner's for this profile: its best
     plan of that strategy (by its objective) among those on the devices given. The numbers it
     chose are returned beside the plan, for the output to say so. A flag the strategy does not
-    read (``--staleness`` for ``sam``) is refused. When the planner has no such plan, the
-    devices default to the profile's fastest (with G > 1 ranks per node the ascent device is one
+    read (``--staleness`` for ``sam``) is refused. ``planner`` makes the report once for the whole
+    command (default: one for this call, as ``hetsam plan`` runs it). When the planner has no such
+    plan, the devices default to the profile's fastest (with G > 1 ranks per node the ascent device is one
     the rank owns: its CPU pool, or a spare GPU) and the numbers to the Plan's defaults.
     """
     from hetsam.errors import HetsamInputError
@@ -173,11 +210,15 @@ def plan_from_args(args, cm, cluster=None, scale=None):
         given["descent_device"] = args.descent_device
     if args.option:
         given["options"] = parse_options(args.option)
-    chosen = _planners_plan(spec, cm, b, given, scale or {})
+    if planner is None:
+        planner = make_planner(args, cm, scale or {})
+    chosen = _planners_plan(spec, cm, b, given, planner)
     if chosen is not None:
         fields = {**chosen.to_dict(), **given, "batch_size": b}
         fields.pop("strategy", None)
         picked = {f: fields[f] for f in ("descent_device", *spec.fields) if f not in given and fields.get(f) is not None}
+        if spec.options and "options" not in given and fields.get("options"):
+            picked["options"] = fields["options"]  # MSAM's ρ, interval's k, ...
         return Plan(args.strategy, **{k: v for k, v in fields.items() if k in _PLAN_FIELDS}), picked
     descent = args.descent_device or min(cm.device_ids, key=lambda d: cm.grad_seconds(d, b))
     ascent = args.ascent_device
@@ -197,26 +238,26 @@ _PLAN_FIELDS = ("descent_device", "ascent_device", "batch_size", "ascent_batch_s
                 "sam_probability", "sampa_lambda", "options")
 
 
-def _planners_plan(spec, cm, b: int, given: dict, scale: dict):
-    """The planner's best plan of ``spec`` on ``cm`` at batch ``b`` that agrees with the devices in
-    ``given`` (its objective: the most faithful within the budget, else the fastest), or None."""
-    from hetsam.errors import HetsamInputError
+def _planners_plan(spec, cm, b: int, given: dict, planner):
+    """The planner's best plan of ``spec`` on ``cm`` at batch ``b`` (``PlanReport.best_of``: by its
+    objective within the budget, else the fastest) among those on the devices in ``given``, or None."""
     from hetsam.hardware.names import canonical_name
-    from hetsam.planning.search import plan
 
     if not spec.planned:
         return None
-    try:
-        report = plan(cm, batch_size=b, strategies=(spec.name,), **scale)
-    except HetsamInputError:
+    report = planner.report(b)
+    if report is None:
         return None
     want = {k: canonical_name(cm.resolve(given[k])) for k in ("descent_device", "ascent_device") if given.get(k)}
+    if not want:
+        best = report.best_of(spec.name)
+        return best.plan if best is not None else None
     mine = [c for c in report.candidates if c.plan.strategy == spec.name
             and all(canonical_name(cm.resolve(getattr(c.plan, k))) == v for k, v in want.items())]
     within = [c for c in mine if c.fits_budget]
-    if within:
+    if within:  # best_of's order, on the devices given
         return max(within, key=lambda c: (c.fidelity, -c.predicted_seconds)).plan
-    return min(mine, key=lambda c: c.predicted_seconds).plan if mine else None
+    return min(mine, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity])).plan if mine else None
 
 
 def parse_options(items) -> dict:
@@ -236,37 +277,26 @@ def parse_options(items) -> dict:
     return out
 
 
-def _fmt_seconds(s: float) -> str:
-    if s == 0:
-        return "0 s"
-    if s >= 3600:
-        return f"{s / 3600:.2f} h"
-    if s >= 60:
-        return f"{s / 60:.1f} min"
-    if s >= 1:
-        return f"{s:.3f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3f} ms"
-    return f"{s * 1e6:.1f} µs"
+def format_result(result, profile, swaps, comparisons=None, picked=None, notes=None, basis=None) -> str:
+    """The human-readable table: the prediction, its notes (collapsed, ``hetsam._notes``), and the
+    strategy comparison when there is one (:func:`format_comparison`)."""
+    from hetsam._notes import note_lines
 
-
-def format_result(result, profile, swaps, comparisons=None, picked=None) -> str:
-    """The human-readable table."""
     it = result.iteration_seconds
     prov = profile.provenance.get("kind", "?")
     lines = [f"plan        {result.plan.describe()}"]
     if picked:
-        chosen = ", ".join(f"{_FLAG_OF.get(k, k)} {v}" for k, v in picked.items())
+        chosen = ", ".join(_picked_text(k, v) for k, v in picked.items())
         lines.append(f"            (the planner chose {chosen} for this profile; give the flags to override)")
     lines += [
         f"profile     {profile.model.name} ({prov}{'; what-if ' + ', '.join(f'{k}={v}' for k, v in swaps.items()) if swaps else ''})",
         f"iterations  {result.iterations}: {result.note}",
         "",
-        f"  {'seconds / iteration':<24}mean {_fmt_seconds(it['mean'])}   p50 {_fmt_seconds(it['p50'])}   p95 {_fmt_seconds(it['p95'])}",
+        f"  {'seconds / iteration':<24}mean {fmt_seconds(it['mean'])}   p50 {fmt_seconds(it['p50'])}   p95 {fmt_seconds(it['p95'])}",
         f"  {'samples / second':<24}{result.samples_per_second:,.1f}",
-        f"  {'total':<24}{_fmt_seconds(result.total_seconds)}",
-        f"  {'descent wait':<24}{_fmt_seconds(result.descent_wait_per_iteration)} / iteration "
-        f"({100 * result.descent_wait_per_iteration / it['mean']:.1f}% of a step; {_fmt_seconds(result.descent_wait_seconds)} in all)",
+        f"  {'total':<24}{fmt_seconds(result.total_seconds)}",
+        f"  {'descent wait':<24}{fmt_seconds(result.descent_wait_per_iteration)} / iteration "
+        f"({100 * result.descent_wait_per_iteration / it['mean']:.1f}% of a step; {fmt_seconds(result.descent_wait_seconds)} in all)",
     ]
     for name, u in result.utilisation.items():
         lines.append(f"  {'busy ' + name:<24}{100 * u:.1f}%")
@@ -274,13 +304,15 @@ def format_result(result, profile, swaps, comparisons=None, picked=None) -> str:
         lines.append(f"  {'busy ' + name:<24}{100 * u:.1f}%")
     if result.cluster:
         lines += ["", *format_cluster(result.cluster),
-                  f"               all-reduce not hidden by the backward: {_fmt_seconds(result.allreduce_exposed_per_iteration)}"
+                  f"               all-reduce not hidden by the backward: {fmt_seconds(result.allreduce_exposed_per_iteration)}"
                   " / iteration"]
-    for note in result.notes:
-        lines.append(f"note: {note}")
+    lines += note_lines(result.notes if notes is None else notes)
     if comparisons:
-        lines += ["", f"  {'strategy':<44}{'s / iteration':>14}{'vs SGD':>10}{'vs SAM':>9}"]
-        for c in comparisons:
-            label = c.label.replace("\n", " ") + (" *" if c.is_given else "")
-            lines.append(f"  {label:<44}{_fmt_seconds(c.iteration_seconds):>14}{100 * c.overhead_vs_sgd:>+9.1f}%{c.speedup_vs_sam:>8.2f}x")
+        lines += ["", *format_comparison(comparisons, basis)]
     return "\n".join(lines)
+
+
+def _picked_text(field: str, value) -> str:
+    if field == "options":
+        return ", ".join(f"--option {k}={v:g}" for k, v in value.items())
+    return f"{_FLAG_OF.get(field, field)} {value}"

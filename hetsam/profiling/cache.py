@@ -13,6 +13,11 @@ A cached profile is keyed by a SHA-256 of
 The cache lives in ``$HETSAM_CACHE_DIR`` or ``$XDG_CACHE_HOME/hetsam`` (default
 ``~/.cache/hetsam``). Entries are plain profile JSON, validated again when read; an entry that
 fails to load is measured again and replaced. Writes are atomic.
+
+A profile measured while the machine was busy (or with batch sizes skipped, a device or a copy
+link left out: ``Profile.warnings``) is cached and reused like any other, so every read or
+measurement of one tells ``log``, once, in two lines: its warnings (repeated ones collapsed,
+``hetsam._notes``), where it is cached, and how to measure again (:func:`warning_lines`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from hetsam import _checks, defaults
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.schema import Profile, load_profile
 
-__all__ = ["cache_dir", "cache_key", "cached_profile", "profile_this_machine"]
+__all__ = ["cache_dir", "cache_key", "cached_profile", "profile_this_machine", "warning_lines"]
+
+# how to measure a cached entry again, when the caller names no command (AutoSAM's plan="auto")
+DELETE_TO_REFRESH = "delete that file to measure again at the next start"
 
 
 def cache_dir() -> Path:
@@ -61,13 +69,14 @@ def cache_key(model, sample_batch, *, devices=None, batch_sizes=None) -> str:
 
 def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=None,
                    budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS, name: str | None = None,
-                   progress: bool = True, refresh: bool = False, log=None) -> Profile:
+                   progress: bool = True, refresh: bool = False, log=None, refresh_hint: str | None = None) -> Profile:
     """Profile ``model`` on this machine, or return the cached profile of an identical setup.
 
     While one process measures an entry, it holds a lock on it: a second process that wants the
     same entry waits and then reads the first one's result, rather than measuring at the same
     time on the same cores (each would measure the other's load). ``log`` (a callable taking one
-    line) is told whether the cache was hit.
+    line) is told whether the cache was hit, and the profile's warnings with ``refresh_hint`` (how
+    to measure again; default: delete the cached file) when it has any (:func:`warning_lines`).
     """
     from hetsam.profiling.measure import profile
 
@@ -78,15 +87,42 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
         if not refresh:
             cached = _read_cached(path, say)
             if cached is not None:
+                for line in warning_lines(cached, cached_at=path, refresh_hint=refresh_hint):
+                    say(line)
                 return cached
         prof = profile(model, loss_fn, sample_batch, devices, batch_sizes=batch_sizes, budget_seconds=budget_seconds,
                        name=name, progress=progress)
+        saved = None
         try:
             prof.save(path)
+            saved = path
             say(f"hetsam: profiled this machine in the cache at {path}")
         except HetsamInputError as exc:  # a read-only or full home must not stop training
             say(f"hetsam: could not cache the profile ({exc}); continuing")
+        for line in warning_lines(prof, cached_at=saved, refresh_hint=refresh_hint):
+            say(line)
     return prof
+
+
+def warning_lines(profile: Profile, *, cached_at=None, refresh_hint: str | None = None) -> list[str]:
+    """What a user must hear about ``profile.warnings``, in two lines (none when it has none):
+    the warnings, repeated ones collapsed; then where it is cached (``cached_at``) or loaded from,
+    and ``refresh_hint``, how to measure again."""
+    from hetsam._notes import collapsed_texts
+
+    warnings = profile.warnings
+    if not warnings:
+        return []
+    if cached_at is not None:
+        where, hint = f"it is cached at {cached_at} and reused as it is", refresh_hint or DELETE_TO_REFRESH
+        head = "the cached profile of this machine"
+    else:
+        where = f"it was loaded from {profile.source}" if profile.source else "it is not cached"
+        hint = refresh_hint or "'hetsam profile --model NAME --batch-size B --out FILE' measures one again"
+        head = f"the profile {profile.source}" if profile.source else "the profile"
+    texts = collapsed_texts(warnings)
+    return [f"hetsam: {head} has {len(warnings)} warning(s): {'; '.join(texts)}",
+            f"hetsam: {where}; {hint}"]
 
 
 def _read_cached(path: Path, say) -> Profile | None:
@@ -125,12 +161,16 @@ def _entry_lock(path: Path, say) -> Iterator[None]:
 
 
 def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS,
-                         progress: bool = True, refresh: bool = False, log=None) -> Profile:
-    """A (cached) profile of this machine with one of :data:`hetsam.profiling.models.REFERENCE_MODELS`."""
+                         progress: bool = True, refresh: bool = False, log=None, refresh_hint: str | None = None) -> Profile:
+    """A (cached) profile of this machine with one of :data:`hetsam.profiling.models.REFERENCE_MODELS`.
+    Its warnings, if any, go to ``log`` with ``refresh_hint`` (default: the ``hetsam plan`` command
+    that measures this entry again)."""
     from hetsam.profiling.models import reference_model
 
     _checks.integer(batch_size, "batch size", low=1, high=1 << 20)
     ref = reference_model(model_name)
     ref.check_batch(batch_size, "batch size")
+    hint = refresh_hint or (f"'hetsam plan --model {model_name} --batch-size {batch_size} --refresh-profile' "
+                            "measures again (when the machine is quiet)")
     return cached_profile(ref.build(), ref.loss_fn, ref.sample_batch(batch_size), budget_seconds=budget_seconds,
-                          name=ref.name, progress=progress, refresh=refresh, log=log)
+                          name=ref.name, progress=progress, refresh=refresh, log=log, refresh_hint=hint)

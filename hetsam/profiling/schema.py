@@ -62,6 +62,14 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 _PROVENANCE_KINDS = ("measured", "spec-scaled", "synthetic")
+# what the profiler writes into provenance.notes when its times may be off or incomplete, and
+# measuring again can fix it (hetsam/profiling/measure.py, rounds.py, links.py: a busy machine,
+# batch sizes cut by the time budget, a copy probe that failed); its other notes are information
+WARNING_MARKERS = ("the machine may be busy", "other processes were running", "skipped batch size")
+
+
+def _is_warning(note: str) -> bool:
+    return any(m in note for m in WARNING_MARKERS) or (note.startswith("copy ") and "could not collect" in note)
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,6 +265,14 @@ class Profile:
     @property
     def device_ids(self) -> tuple[str, ...]:
         return tuple(d.id for d in self.devices)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The notes in ``provenance.notes`` that say its times may be off or incomplete, which
+        measuring again on a quiet machine can fix (:data:`WARNING_MARKERS`)."""
+        notes = self.provenance.get("notes")
+        items = notes if isinstance(notes, list) else str(notes or "").split(" | ")
+        return tuple(n.strip() for n in map(str, items) if _is_warning(n.strip()))
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {

@@ -33,7 +33,9 @@ class RuleContext:
     ranks under DDP), once, when a rule asks for it; ``dist`` is the
     :class:`~hetsam.execution.distributed.RankContext` of a DDP model (else None); the rest are
     ``AutoSAM``'s settings for the rules that read them (RST's probability override, G-RST's α, a seed,
-    and ``total_steps()``, the run's planned number of steps as AutoSAM knows it now).
+    ``total_steps()``, the run's planned number of steps as AutoSAM knows it now, and
+    ``warmup_steps()``, how many of this rule's first steps are the learning rate's warm-up:
+    AutoSAM's ``warmup_steps`` less the steps of earlier plans, None when not given).
     """
 
     plan: Any
@@ -44,6 +46,7 @@ class RuleContext:
     grst_alpha: float = 1.0
     seed: int | None = None
     total_steps: Callable[[], int | None] = lambda: None  # the planned steps of the run (late-phase SAM)
+    warmup_steps: Callable[[], int | None] = lambda: None  # LR warm-up steps from this rule's step 0 (MSAM)
     _executor: Any = field(default=None, repr=False)
 
     def executor(self):
@@ -101,3 +104,9 @@ class StrategyRule:
     def stats(self) -> dict:
         """What ran (counters, the policy that ran); ``AutoSAM.stats()`` reports it."""
         return {}
+
+    def loss_kind(self) -> Any:
+        """What the last step's returned loss measures, as a key (the divergence guard compares
+        only losses of one kind): MSAM's loss at θ − ρ m/‖m‖ is not comparable with its plain
+        loss during the warm-up. One kind by default."""
+        return None

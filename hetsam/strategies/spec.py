@@ -245,16 +245,6 @@ class StrategySpec:
             plan = ctx.plan(self.name, descent_device=d)
             yield Proposal(plan, self.closed_form_seconds(ctx, plan))
 
-    def what_if_plans(self, given, descent: str, partners: list, batch_size: int, make_plan) -> list:
-        """Plans of this strategy to compare with ``given`` (``hetsam simulate --plot``): on the
-        descent device ``descent``, with the ascent on one of ``partners`` where it has one;
-        ``make_plan(strategy, **fields)`` builds a Plan."""
-        return []
-
-    def plan_on(self, descent: str, batch_size: int, make_plan, **fields) -> list:
-        """``[a plan of this strategy on descent]`` (for ``what_if_plans``)."""
-        return [make_plan(self.name, descent_device=descent, batch_size=batch_size, **fields)]
-
     # ---- the simulator ----------------------------------------------------------------------------
     def simulation(self, w) -> Callable[[int], None]:
         """A function ``build(t)`` that adds iteration t's tasks to the workload ``w``

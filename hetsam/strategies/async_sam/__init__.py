@@ -112,12 +112,6 @@ class AsyncSAMSpec(StrategySpec):
             size, note = floor, "ascent at the floor does not fit; the descent waits"
         return Proposal(plan(size), max(window, chain(size)), note)
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        size = given.ascent_batch_size if given.strategy == self.name and given.ascent_batch_size else \
-            max(1, batch_size // 4)
-        return [make_plan(self.name, descent_device=descent, ascent_device=a, batch_size=batch_size,
-                          ascent_batch_size=size, staleness=1) for a in [*partners, descent]]
-
     # ---- the simulator --------------------------------------------------------------------------
     def simulation(self, w):
         tau = w.tau

@@ -44,10 +44,6 @@ class IntervalSpec(StrategySpec):
             plan = ctx.plan(self.name, descent_device=ctx.fastest, options={"k": k})
             yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        k = self.option(given, "k") if given.strategy == self.name else 10
-        return self.plan_on(descent, batch_size, make_plan, options={"k": k})
-
     def simulation(self, w):
         k = self.option(w.plan, "k")
         return lambda t: w.sam_step(t) if (t + 1) % k == 0 else w.sgd_step(t)

@@ -52,10 +52,6 @@ class LatePhaseSpec(StrategySpec):
             plan = ctx.plan(self.name, descent_device=ctx.fastest, options={"start": start})
             yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        start = self.option(given, "start") if given.strategy == self.name else 0.75
-        return self.plan_on(descent, batch_size, make_plan, options={"start": start})
-
     def simulation(self, w):
         share = self.sam_fraction(w.plan)
         return lambda t: w.sam_step(t) if math.floor((t + 1) * share) > math.floor(t * share) else w.sgd_step(t)

@@ -64,9 +64,6 @@ class MSAMSpec(StrategySpec):
                 else:
                     yield Proposal(plan, self.closed_form_seconds(ctx, plan))
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return self.plan_on(descent, batch_size, make_plan)
-
     def simulation(self, w):
         def build(t: int) -> None:
             _, chain = w.start_of(t)

@@ -43,9 +43,6 @@ class RSTSpec(StrategySpec):
             plan = ctx.plan(self.name, descent_device=ctx.fastest, sam_probability=p)
             yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return self.plan_on(descent, batch_size, make_plan, sam_probability=defaults.SAM_PROBABILITY)
-
     def simulation(self, w):
         coin = w.stream(self.name).random
         p = self.sam_fraction(w.plan)

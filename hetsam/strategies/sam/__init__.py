@@ -34,9 +34,6 @@ class SAMSpec(StrategySpec):
     def candidates(self, ctx):
         return self.on_each_descent_device(ctx)
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return self.plan_on(descent, batch_size, make_plan)
-
     def simulation(self, w):
         return w.sam_step
 

@@ -79,10 +79,6 @@ class SAMPaSpec(StrategySpec):
                 p = ctx.plan(self.name, descent_device=descent, ascent_device=ascent)
                 yield Proposal(p, self.closed_form_seconds(ctx, p), note)
 
-    def what_if_plans(self, given, descent, partners, batch_size, make_plan):
-        return [make_plan(self.name, descent_device=descent, ascent_device=a, batch_size=batch_size,
-                          sampa_lambda=given.sampa_lambda) for a in partners]
-
     # ---- the simulator --------------------------------------------------------------------------
     def simulation(self, w):
         return _pairs(w) if w.pairs else _parallel(w)
