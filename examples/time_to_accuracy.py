@@ -1,7 +1,8 @@
 """Time to accuracy: which strategy gives the most of SAM's gain for the wall-clock time it costs?
 
 Two kinds of runs, on the offline tasks of ``examples/_tasks.py`` (digits with 40% label noise,
-MNIST-1D), every seed paired across strategies (same initialisation, batch order and labels):
+MNIST-1D, and with ``--tasks mnist5k`` 5,000 MNIST images with a small CNN and ``--noise`` label
+noise), every seed paired across strategies (same initialisation, batch order and labels):
 
 1. **Equal epochs.** Every strategy trains E epochs (SGD base: lr 0.05, cosine per step,
    momentum 0.9, weight decay 5e-4; ρ = 0.2). From these come each strategy's *share of SAM's
@@ -13,8 +14,10 @@ MNIST-1D), every seed paired across strategies (same initialisation, batch order
    with its cosine schedule over those epochs, and reports the test accuracy it reaches.
 
 Strategies: sgd, sam, rst (p = 0.1, 0.25, 0.5), interval (k = 2, 5, 10), late_phase (start = 0.5,
-0.75, 0.9), msam (ρ = 0.3, 1), AsyncSAM lookahead time-sliced (b' = 8, 16, 32) and on two one-core
-pools (b' = 16, 64), SAMPa on pools, and the planner's own choice for this machine (``--planner``).
+0.75, 0.9), msam (ρ = 0.3, 1, 3: 3 is the MSAM authors' CIFAR radius), AsyncSAM lookahead
+time-sliced (b' = 8, 16, 32), AsyncSAM with the paper's independent ascent batches time-sliced
+(b' = 16, 64), AsyncSAM lookahead on two one-core pools (b' = 16, 64), SAMPa on pools, and the
+planner's own choice for this machine (``--planner``).
 
 Outputs: a table per task (accuracy ± std at E epochs, share, time × SGD, accuracy at each
 budget), the Pareto frontier of accuracy against time, ``--json`` (every run), ``--plot``
@@ -42,7 +45,8 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tasks import accuracy, add_task_arguments, check_task_arguments, finite, load_task, loss_fn, mlp, noisy_labels  # noqa: E402,E501
+from _tasks import (Task, accuracy, add_task_arguments, check_task_arguments, finite, load_task, loss_fn,  # noqa: E402
+                    model_for, train_labels)
 
 BATCH = 64
 BUDGETS = (1.0, 1.1, 1.25, 1.5)
@@ -58,10 +62,13 @@ def strategies(pools: bool) -> dict[str, tuple[Plan, str]]:
         out[f"interval k={k}"] = (Plan("interval", options={"k": k}), "inline")
     for start in (0.5, 0.75, 0.9):
         out[f"late_phase start={start}"] = (Plan("late_phase", options={"start": start}), "inline")
-    for rho in (0.3, 1.0):
+    for rho in (0.3, 1.0, 3.0):
         out[f"msam rho={rho}"] = (Plan("msam", options={"rho": rho}), "inline")
     for bp in (8, 16, 32):
         out[f"async sliced b'={bp}"] = (Plan("async_sam", "cpu", "cpu", batch_size=BATCH, ascent_batch_size=bp), "threads")
+    for bp in (16, 64):  # the AsyncSAM paper's policy: g(θ_s; B'_s) used at step s + τ
+        out[f"async independent b'={bp}"] = (Plan("async_sam", "cpu", "cpu", batch_size=BATCH, ascent_batch_size=bp,
+                                                   ascent_batches="independent"), "threads")
     if pools:
         for bp in (16, 64):
             out[f"async pools b'={bp}"] = (Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=BATCH,
@@ -77,14 +84,15 @@ def planner_choice(task, budget: float, log, profile=None) -> Plan:
 
     x = task[0]
     options = PlannerOptions(budget=budget, profile=profile, profile_budget_seconds=20.0, progress=False)
-    return plan_for_model(mlp(x.shape[1]), loss_fn, (x[:BATCH], task[1][:BATCH]), options, log=log).plan
+    return plan_for_model(model_for(task.name, x), loss_fn, (x[:BATCH], task[1][:BATCH]), options, log=log).plan
 
 
 def train(task, plan: Plan, executor: str, seed: int, epochs: int, rho: float) -> dict:
-    """One run; ``curve`` holds (training seconds so far, test accuracy) after every epoch."""
+    """One run of ``task`` (a :class:`Task`); ``curve`` holds (training seconds so far, test
+    accuracy) after every epoch."""
     x_tr, y_tr, x_va, y_va, x_te, y_te = task
     torch.manual_seed(seed)
-    model = mlp(x_tr.shape[1])
+    model = model_for(task.name, x_tr)
     order = torch.Generator().manual_seed(seed)
     perms = [torch.randperm(len(x_tr), generator=order) for _ in range(epochs)]
     total = epochs * math.ceil(len(x_tr) / BATCH)
@@ -105,12 +113,12 @@ def train(task, plan: Plan, executor: str, seed: int, epochs: int, rho: float) -
 
 
 # ---- the study ----------------------------------------------------------------------------------
-def seeded_tasks(name: str, seeds: int, noise: float, subset: int | None) -> list[tuple]:
-    """The task's tensors once per seed (digits: that seed's noisy training labels)."""
+def seeded_tasks(name: str, seeds: int, noise: float, subset: int | None) -> list[Task]:
+    """The task's tensors once per seed (digits, mnist5k: that seed's noisy training labels)."""
     x_tr, y_tr, *rest = load_task(name, noise)
     if subset:
         x_tr, y_tr = x_tr[:subset], y_tr[:subset]
-    return [(x_tr, noisy_labels(y_tr, noise, s) if name == "digits" else y_tr, *rest) for s in range(seeds)]
+    return [Task(name, (x_tr, train_labels(name, y_tr, noise, s), *rest)) for s in range(seeds)]
 
 
 def run_task(name, args, plans, log) -> dict:
@@ -259,10 +267,10 @@ def markdown(results: dict, seeds: int, epochs: int) -> str:
     for task, data in results.items():
         rows = data["summary"]
         budgets = list(rows[0]["budgets"])
+        head = ["strategy", f"acc after {epochs} epochs", "share of SAM's gain", "time per epoch x SGD",
+                *(f"acc within {b}x" for b in budgets)]  # no empty column without budgets
         out += [f"**{task}** ({seeds} seeds; accuracy in %, mean ± std; share ± its standard error)", "",
-                "| strategy | acc after " + str(epochs) + " epochs | share of SAM's gain | time per epoch x SGD | "
-                + " | ".join(f"acc within {b}x" for b in budgets) + " |",
-                "|---|---|---|---|" + "---|" * len(budgets)]
+                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             share = "-" if r["strategy"] in ("sgd", "sam") else f"{r['share']:.0%} ± {r['share_se']:.0%}"
             cells = " | ".join(f"{100 * r['budgets'][b]['acc']:.2f} ± {100 * r['budgets'][b]['acc_std']:.2f}"

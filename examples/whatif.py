@@ -1,8 +1,9 @@
 """What-if study: the plan hetsam would choose on each reference machine in ``profiles/``.
 
-    python examples/whatif.py                  # a table
+    python examples/whatif.py                  # a table, both objectives
     python examples/whatif.py --plot whatif.png
     python examples/whatif.py --strategies rst,async_sam,sampa   # the two-device strategies only
+    python examples/whatif.py --here --markdown                  # and this machine; the README's table
 
 The reference machines are spec-scaled from a measured ResNet-20 profile (see each profile's
 ``provenance``); nothing here needs the hardware.
@@ -16,21 +17,40 @@ from hetsam.planning.search import plan
 from hetsam.profiling.schema import load_profile, reference_profile_names
 
 
-def study(batch_size: int | None = None, strategies: tuple | None = None) -> list[dict]:
+def study(batch_size: int | None = None, strategies: tuple | None = None, objective: str = "robust",
+          here: bool = False) -> list[dict]:
+    """One row per reference machine (and this machine, profiled with ResNet-20, when ``here``)."""
+    machines = [(name, load_profile(name)) for name in reference_profile_names()]
+    if here:
+        from hetsam.profiling.cache import profile_this_machine
+
+        machines.append(("this machine", profile_this_machine("resnet20", 64, progress=False)))
     rows = []
-    for name in reference_profile_names():
-        profile = load_profile(name)
-        report = plan(profile, batch_size=batch_size, strategies=strategies)
-        p = report.plan
+    for name, profile in machines:
+        report = plan(profile, batch_size=batch_size, strategies=strategies, objective=objective)
+        p, runner = report.plan, report.runner_up()
         rows.append({
             "machine": name, "provenance": profile.provenance.get("kind"), "plan": p.describe(),
             "strategy": p.strategy, "ascent_batch_size": p.ascent_batch_size, "batch_size": report.batch_size,
             "sgd_ms": report.sgd_seconds * 1e3, "sam_ms": report.sam_seconds * 1e3,
             "plan_ms": report.prediction.iteration_seconds * 1e3, "overhead_vs_sgd": report.prediction.overhead_vs_sgd,
-            "budget_met": report.budget_met,
+            "budget_met": report.budget_met, "objective": objective,
             "expected_share": report.chosen.share.value if report.chosen.share else None,
+            "share": report.chosen.share.cell(), "share_text": report.chosen.share.text(),
+            "runner_up": None if runner is None else f"{runner.plan.describe()}, {runner.share.cell()}, "
+                                                     f"{runner.prediction.overhead_vs_sgd:+.1%}",
         })
     return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The README's table: per machine and objective, the choice, its share [80% interval] and the runner-up."""
+    out = ["| machine | objective | chosen plan | vs SGD | share [80% interval] | runner-up (share, vs SGD) |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['machine']} | {r['objective']} | `{r['plan']}` | {r['overhead_vs_sgd']:+.1%} | {r['share']} "
+                   f"| {('`' + r['runner_up'].replace(', ', '`, ', 1)) if r['runner_up'] else '-'} |")
+    return "\n".join(out)
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -63,17 +83,26 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--plot", default=None, help="write a bar chart here (PNG)")
     ap.add_argument("--strategies", default=None, help="consider only these (comma-separated; default: all)")
+    ap.add_argument("--objective", choices=("robust", "expected", "both"), default="both")
+    ap.add_argument("--here", action="store_true", help="also plan for this machine (profiles ResNet-20, cached)")
+    ap.add_argument("--markdown", action="store_true", help="print the README's Markdown table instead")
     args = ap.parse_args(argv)
-    rows = study(args.batch_size, tuple(args.strategies.split(",")) if args.strategies else None)
+    strategies = tuple(args.strategies.split(",")) if args.strategies else None
+    objectives = ("robust", "expected") if args.objective == "both" else (args.objective,)
+    rows = [r for o in objectives for r in study(args.batch_size, strategies, o, args.here)]
     if not rows:
         print("no reference profiles found")
         return 1
-    print(f"{'machine':28s} {'b':>4s} {'SGD ms':>8s} {'SAM ms':>8s} {'plan ms':>8s} {'vs SGD':>8s} {'share':>6s}  plan")
-    for r in rows:
-        flag = "" if r["budget_met"] else "  (budget not met)"
-        share = "-" if r["expected_share"] is None else f"{r['expected_share']:.0%}"
-        print(f"{r['machine']:28s} {r['batch_size']:4d} {r['sgd_ms']:8.2f} {r['sam_ms']:8.2f} {r['plan_ms']:8.2f} "
-              f"{r['overhead_vs_sgd']:+8.1%} {share:>6s}  {r['plan']}{flag}")
+    rows.sort(key=lambda r: (r["machine"] == "this machine", r["machine"], r["objective"] != "robust"))
+    if args.markdown:
+        print(markdown(rows))
+    else:
+        print(f"{'machine':22s} {'objective':9s} {'vs SGD':>7s} {'share [80% interval]':>20s}  plan  | runner-up")
+        for r in rows:
+            flag = "" if r["budget_met"] else "  (budget not met)"
+            print(f"{r['machine']:22s} {r['objective']:9s} {r['overhead_vs_sgd']:+7.1%} {r['share']:>20s}  "
+                  f"{r['plan']}{flag}  | {r['runner_up'] or '-'}")
+    rows = [r for r in rows if r["objective"] == objectives[0]]
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")

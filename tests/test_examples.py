@@ -64,9 +64,14 @@ def test_whatif_study_plans_every_reference_machine(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = {r["machine"]: r for r in whatif.study()}
     assert {"a6000-epyc7452", "2xa100", "h100-xeon", "rtx4060-i9-13900hx", "rtx4060-i7-12650h"} <= set(rows)
-    # every strategy: the highest expected share within the budget (MSAM on the shipped table)
     assert all(r["budget_met"] and r["expected_share"] >= 0.125 for r in rows.values())
-    assert "a6000-epyc7452" in capsys.readouterr().out
+    # on the machines with a spare device, the robust choice uses it (the README's table)
+    assert all(rows[m]["strategy"] in ("async_sam", "sampa") for m in ("a6000-epyc7452", "2xa100", "h100-xeon"))
+    assert all("[" in r["share"] and r["runner_up"] for r in rows.values())
+    out = capsys.readouterr().out
+    assert "a6000-epyc7452" in out and "robust" in out and "expected" in out
+    assert whatif.main(["--markdown", "--objective", "robust"]) == 0
+    assert "| a6000-epyc7452 | robust |" in capsys.readouterr().out
     # the two-device strategies only: AsyncSAM with a CPU ascent on a smaller batch
     a6000 = {r["machine"]: r for r in whatif.study(strategies=("rst", "async_sam", "sampa"))}["a6000-epyc7452"]
     assert a6000["strategy"] == "async_sam" and a6000["ascent_batch_size"] < a6000["batch_size"]
@@ -114,7 +119,7 @@ def test_profile_repeatability_compares_the_ratios_of_two_profiles(tmp_path, cap
     assert "median |difference|" in capsys.readouterr().out
 
 
-def test_time_to_accuracy_reduced_then_fit_shares(tmp_path, capsys):
+def test_time_to_accuracy_reduced_then_evidence_from_runs(tmp_path, capsys):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     tta = load_example("time_to_accuracy")
@@ -137,7 +142,7 @@ def test_time_to_accuracy_reduced_then_fit_shares(tmp_path, capsys):
     measured = rows["sam"]["share"] is not None
     if measured:
         assert rows["sam"]["share"] == pytest.approx(1.0) and rows["sgd"]["share"] == pytest.approx(0.0)
-    fit = load_example("fit_shares")
+    conv = load_example("evidence_from_runs")
     results = json.loads(out.read_text())
     # so few epochs rarely let SAM beat SGD: set the accuracies so that the shares are known,
     # SAM +2 points and interval +1 point on every seed (share 0.5, standard error 0)
@@ -146,23 +151,24 @@ def test_time_to_accuracy_reduced_then_fit_shares(tmp_path, capsys):
         sam["test"], interval["test"] = sgd["test"] + 0.02, sgd["test"] + 0.01
     known = tmp_path / "known.json"
     known.write_text(json.dumps(results))
-    table = fit.fit(json.loads(known.read_text()))
-    assert table["schema_version"] == 1 and table["provenance"]["seeds"] == 2
-    assert table["strategies"]["sgd"]["points"] == [{"share": 0.0, "se": 0.0}]
-    (point,) = table["strategies"]["interval"]["points"]
-    assert point["x"] == pytest.approx(0.2) and point["share"] == pytest.approx(0.5)
-    assert point["se"] == pytest.approx(0.05)  # a single exact task counts with the floor's error
-    shipped = tmp_path / "shares.json"
-    assert fit.main([str(known), "--out", str(shipped)]) == 0
-    from hetsam.planning.shares import ShareTable
+    evidence = tmp_path / "evidence.json"
+    assert conv.main([str(known), "--out", str(evidence)]) == 0
+    from hetsam.evidence import load_records, share_model
 
-    read = ShareTable.load(shipped)
-    assert read.share(Plan("interval", options={"k": 5}), 64).value == pytest.approx(0.5)
-    # a run where SAM does not beat SGD measures no share, and says so
+    records = {r.strategy: r for r in load_records(evidence)}
+    assert records["interval"].share == pytest.approx(0.5) and records["interval"].se == pytest.approx(0.0)
+    assert records["interval"].settings == {"k": 5} and records["interval"].kind == "hetsam"
+    assert "time_to_accuracy.py" in records["interval"].source["command"]
+    assert "sgd" not in records and "sam" not in records  # the baselines are the definition, not evidence
+    assert share_model(evidence).share(Plan("interval", options={"k": 5}), 64).counts["hetsam"] >= 1
+    # a run where SAM does not beat SGD measures no share, and says so in the record
     for run in results["tasks"]["digits"]["equal_epochs"]["sam"]:
         run["test"] = 0.0
-    with pytest.raises(SystemExit, match="SAM did not beat SGD"):
-        fit.fit(results)
+    known.write_text(json.dumps(results))
+    assert conv.main([str(known), "--out", str(evidence)]) == 0
+    assert all(r.share is None and "did not beat" in r.claim for r in load_records(evidence))
+    known.write_text("{}")
+    assert conv.main([str(known), "--out", str(evidence)]) == 2
     # the tables and the figure again from the JSON alone, training nothing
     md = tmp_path / "tables.md"
     assert tta.main(["--from", str(out), "--markdown", str(md), "--plot", str(png)]) == 0
