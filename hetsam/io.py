@@ -112,10 +112,13 @@ def _check_depth(value: Any, where: str) -> None:
 
 # ---- writing --------------------------------------------------------------------------------------
 def check_writable(path, what: str = "output") -> Path:
-    """Refuse, before any work, a target that cannot be written atomically."""
+    """Refuse, before any work, a target that cannot be written atomically. Returns the file to
+    write: a symlink's target (followed, so that the link stays a link), else ``path``."""
     target = Path(path)
     if str(path) == "" or target.name in ("", ".", ".."):
         raise HetsamInputError(f"{what} path {str(path)!r} names no file")
+    if target.is_symlink() or any(p.is_symlink() for p in target.parents if str(p) not in ("", ".")):
+        target = Path(os.path.realpath(target))  # write beside the link's target, not over the link
     try:
         info = os.stat(target)
     except FileNotFoundError:
@@ -145,6 +148,7 @@ def atomic_path(path, what: str = "output") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, _mode_for(target))
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -166,6 +170,26 @@ def write_text(path, text: str, what: str = "output") -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
+
+
+def _mode_for(target: Path) -> int:
+    """The old file's permission bits, or a new file's under the umask (mkstemp makes 0600)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(target).st_mode)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux tells it without changing it (no race with other threads)
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _sync_folder(folder: Path) -> None:

@@ -350,3 +350,33 @@ def test_two_processes_measure_a_cold_cache_entry_once(tmp_path):
     measured = sum("profiled this machine" in o for o in outs)
     reused = sum("using the cached profile" in o for o in outs)
     assert measured == 1 and reused == 1, outs
+
+
+def test_writes_go_through_a_symlink_and_keep_the_old_mode_or_follow_the_umask(tmp_path):
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    from hetsam.io import write_text
+
+    real = tmp_path / "real.json"
+    real.write_text("{}")
+    os.chmod(real, 0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    out = subprocess.run([sys.executable, "-m", "hetsam", "plan", "--profile", "cpu-2core-resnet20", "--no-simulate",
+                          "--out", str(link)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert link.is_symlink() and '"strategy"' in real.read_text()  # the link stays, its target is written
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640  # the old file's mode
+    old = os.umask(0o027)
+    try:
+        write_text(tmp_path / "new.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o640  # 0o666 under umask 027
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "target.json")
+    write_text(dangling, "{}")
+    assert dangling.is_symlink() and (tmp_path / "target.json").read_text() == "{}"

@@ -118,3 +118,15 @@ def test_a_study_file_through_the_cli_changes_the_choice_where_its_evidence_is_c
         path.write_text(bad)
         err = subprocess.run(cmd + ["--shares", str(path)], capture_output=True, text=True)
         assert err.returncode == 2 and len(err.stderr.strip().splitlines()) == 1 and "Traceback" not in err.stderr
+
+
+@pytest.mark.parametrize("asked", [("sampa",), ("sgd",), ("async_sam", "interval")])
+def test_strategies_restrict_the_choice_and_baselines_stay_reference_rows(asked):
+    report = plan_for("cpu-2core-resnet20", strategies=asked)
+    assert report.plan.strategy in asked
+    assert {"sgd"} <= {c.plan.strategy for c in report.candidates}  # SGD stays a reference row
+    assert not any("RST" in n for n in report.notes)  # not recommended when it was excluded
+    if asked == ("sgd",):
+        assert report.budget_met
+    with pytest.raises(HetsamInputError, match="strategies"):
+        plan_for("cpu-2core-resnet20", strategies=())

@@ -39,12 +39,15 @@ def _key(c) -> tuple:
     return (not c.plan.spec.own_radius, c.objective_value, c.fidelity[1:], -c.predicted_seconds)
 
 
-def choose(candidates: list, budget_seconds: float, min_fraction: float):
-    """``(best, within)``: the objective's choice and whether it fits the budget (module docstring).
-    Sets ``fits_budget`` on every candidate."""
+def choose(candidates: list, budget_seconds: float, min_fraction: float, wanted: tuple | None = None):
+    """``(best, within)``: the objective's choice among the strategies in ``wanted`` (None: all)
+    and whether it fits the budget (module docstring). Sets ``fits_budget`` on every candidate."""
     for c in candidates:
         c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
-    eligible = [c for c in candidates if c.expected_share >= min_fraction - 1e-12]
+    if wanted is not None and any(c.plan.strategy in wanted for c in candidates):
+        candidates = [c for c in candidates if c.plan.strategy in wanted]
+    # the floor; strategies that cannot reach it (SGD asked for alone) are judged without it
+    eligible = [c for c in candidates if c.expected_share >= min_fraction - 1e-12] or candidates
     within = [c for c in eligible if c.fits_budget]
     if within:
         top = max(c.objective_value for c in within)
@@ -80,7 +83,7 @@ def why(report) -> str:
     c = report.chosen
     if not report.budget_met:
         return ("no plan at the floor (its expected share of SAM's gain) fits the budget, so the fastest plan at the "
-                f"floor was chosen; RST with p = {report.rst_probability_for_budget:.3f} meets the budget")
+                f"floor was chosen (RST with p = {report.rst_probability_for_budget:.3f} would meet it)")
     name = "supported share" if report.objective_name == "robust" else "expected share"
     r = runner_up(c, report.candidates)
     head = f"{name} {c.objective_value:.0%}"

@@ -163,12 +163,12 @@ def plan(
     if simulate:
         _confirm_with_simulator(candidates, simulate_top, ctx.floor / b, budget_seconds, sgd_seconds, ctx.fastest, sim)
 
-    best, within = _objective.choose(candidates, budget_seconds, min_ascent_fraction)
+    # only the strategies asked for are chosen; the baselines (SGD, SAM) are reference rows
+    best, within = _objective.choose(candidates, budget_seconds, min_ascent_fraction, wanted)
     if not within:
-        notes.append(
-            f"no plan keeping at least {min_ascent_fraction:g} of SAM's gain fits the budget of {budget:g} x SGD; "
-            f"chose the fastest plan at the floor; RST with p = {ctx.p_budget:.3f} meets the budget"
-        )
+        rst = f"; RST with p = {ctx.p_budget:.3f} meets the budget" if registry.RST in wanted else ""
+        notes.append(f"no plan of {', '.join(wanted)} keeping at least {min_ascent_fraction:g} of SAM's gain fits the "
+                     f"budget of {budget:g} x SGD; chose the fastest at the floor{rst}")
     beyond = _objective.worth_more_time(best, candidates, sgd_seconds) if within else None
     if beyond:
         notes.append(beyond)
@@ -228,6 +228,8 @@ def _validate(b, budget, max_staleness, min_fraction, reserve, wanted, policy, t
         return tuple(s.name for s in registry.specs() if s.planned)
     if isinstance(wanted, str) or not all(isinstance(w, str) for w in wanted):
         raise HetsamInputError(f"strategies={wanted!r} must be a list of strategy names")
+    if not wanted:
+        raise HetsamInputError("strategies is empty: name at least one strategy, or None for every planned one")
     for name in wanted:
         registry.get(name)  # a clear error for an unknown name
     return tuple(wanted)
