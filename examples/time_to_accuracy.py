@@ -22,7 +22,7 @@ planner's own choice for this machine (``--planner``).
 Outputs: a table per task (accuracy ± std at E epochs, share, time × SGD, accuracy at each
 budget), the Pareto frontier of accuracy against time, ``--json`` (every run), ``--plot``
 (accuracy-vs-time curves with the frontier). The shares feed the planner's fidelity table
-(``hetsam/data/sam_shares.json``, made by ``python examples/fit_shares.py results.json``).
+(``hetsam/data/evidence/hetsam.json``, made by ``python examples/evidence_from_runs.py results.json``).
 
     python examples/time_to_accuracy.py --json tta.json --plot tta.png           # ~30 minutes here
     python examples/time_to_accuracy.py --seeds 2 --epochs 4 --budgets 1.0       # a quick look

@@ -13,9 +13,9 @@ class Prediction:
     """The predicted cost of one plan on one machine, next to the SGD and SAM baselines.
 
     ``iteration_seconds`` is the simulator's mean when ``simulated`` (else the closed form);
-    ``fidelity`` is ``(expected share of SAM's gain, *the strategy's (ascent fraction,
-    −staleness, SAM share))``; ``share`` the expected share with its standard error and source
-    (``hetsam.planning.shares``). ``ranks``, ``nodes`` and ``devices_per_node`` describe a
+    ``fidelity`` is ``(the objective's value of its share, *the strategy's (ascent fraction,
+    −staleness, SAM share))``; ``share`` the share of SAM's gain for a new task with its
+    interval and the evidence behind it (``hetsam.evidence.Share``). ``ranks``, ``nodes`` and ``devices_per_node`` describe a
     data-parallel job (1 for one process).
     """
 
