@@ -64,7 +64,7 @@ def train_one(task, plan, seed: int, epochs: int, rho: float, executor: str):
     perms = [torch.randperm(len(x_tr), generator=order) for _ in range(epochs)]
     steps_per_epoch = math.ceil(len(x_tr) / BATCH)
     opt = hetsam.AutoSAM(model, loss_fn, base_optimizer=torch.optim.SGD, rho=rho, plan=plan, executor=executor,
-                         lr=0.05, momentum=0.9, weight_decay=5e-4)
+                         log=lambda line: None, guard=False, lr=0.05, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, epochs * steps_per_epoch) / (epochs * steps_per_epoch))))
     best_val, test_at_best = -1.0, 0.0

@@ -97,7 +97,7 @@ def train(task, plan: Plan, executor: str, seed: int, epochs: int, rho: float) -
     perms = [torch.randperm(len(x_tr), generator=order) for _ in range(epochs)]
     total = epochs * math.ceil(len(x_tr) / BATCH)
     opt = hetsam.AutoSAM(model, loss_fn, torch.optim.SGD, rho=rho, plan=plan, executor=executor, total_steps=total,
-                         log=lambda line: None, lr=0.05, momentum=0.9, weight_decay=5e-4)
+                         log=lambda line: None, guard=False, lr=0.05, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     seconds, curve = 0.0, []
     with opt:

@@ -39,3 +39,9 @@ RHO = 0.05  # SAM's perturbation radius
 SAM_PROBABILITY = 0.5  # RST's p when a plan gives none
 SAMPA_LAMBDA = 0.2  # SAMPa's λ (the paper's default)
 ASCENT_BATCHES = "lookahead"  # AsyncSAM's batch policy
+
+# ---- AutoSAM's divergence guard (hetsam/autosam/guard.py) ----------------------------------------
+GUARD_WINDOW = 20  # W: the guard compares medians of W consecutive step losses (bounds 5 to 10,000)
+GUARD_FACTOR = 2.0  # k: a divergence is the last W losses' median above k x the best such median (1.2 to 100)
+GUARD_REGRESS = 0.5  # r: ... having given back this share of the progress since the first window (0 to 1)
+GUARD_SNAPSHOT_BYTES = 1 << 30  # host memory for the last good state; a larger state is not snapshotted

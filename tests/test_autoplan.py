@@ -28,7 +28,9 @@ def test_first_step_profiles_plans_and_logs_one_line(tmp_path):
     assert len(plan_lines) == 1 and "ms/step" in plan_lines[0] and "\n" not in plan_lines[0]
     assert any("profiled this machine" in line for line in lines)
     assert opt.stats()["steps"] == 6
-    assert opt.plan_report.prediction.iteration_seconds > 0 and opt.plan_report.plan == opt.plan
+    report = opt.plan_report()
+    assert report["prediction"]["iteration_seconds"] > 0 and report["plan"] == opt.plan.to_dict()
+    assert report["chosen_by"] == "planner" and report["share"]["share_level"] == 0.8 and report["why"]
 
     # the same model structure, batch shape and machine: the cached profile, no new measurement
     again = []

@@ -95,7 +95,7 @@ def test_grad_scaler_path_matches_unscaled_fp16(plan, extra):
     assert_rel_close(runs[0], runs[1], 1e-5)
 
 
-@pytest.mark.parametrize("name", ["sgd", "sam", "rst"])
+@pytest.mark.parametrize("name", ["sgd", "sam", "rst", "msam"])
 def test_state_dict_round_trip_mid_run(name):
     data = batches(14)
     kw = dict(rho=0.05, plan=name, executor="inline", seed=1, **SGD_KW)

@@ -147,7 +147,7 @@ def test_a_2x_slowdown_calibrates_and_replans_once():
     (entry,) = c.calibration
     # the extra time is read as the loop's own work: about one SGD step (the window's median is an SGD step's)
     assert entry["loop_seconds"] == pytest.approx(entry["median_seconds"] / 2, rel=0.1)
-    assert entry["decision"].startswith("switched")
+    assert entry["decision"].startswith("switching from")
     # the switch was to the plan the calibrated planner predicts best; it predicts the new speed
     calibrated = CostModel(cpu_profile()).calibrated(c.loop_seconds)
     expected = plan_for(calibrated, batch_size=64, budget=1.3, descent_kind="cpu", strategies=SWITCHING).plan
@@ -207,7 +207,7 @@ def test_counters_and_schedules_continue_across_a_switch():
             opt.step(batch)
             sched.step()
             if i == 0:
-                first, predicted = opt.plan, opt.plan_report.prediction.iteration_seconds
+                first, predicted = opt.plan, opt.plan_report()["prediction"]["iteration_seconds"]
             time.sleep(2 * predicted)  # the rest of a period twice the prediction
         stats = opt.stats()
     assert opt.plan != first and stats["auto"]["replans"] == 1, lines

@@ -111,3 +111,23 @@ def test_example_runs_and_prints_one_json_line(capsys):
 
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["global_step"] == out["max_steps"] == 6 and out["independent_jobs"] == 0 and out["lookahead_jobs"] == 6
+
+
+class WarmupModule(DigitsModule):
+    """MSAM with a linear warm-up scheduler that Lightning steps (Lightning has no warm-up setting)."""
+
+    def configure_optimizers(self):
+        opt = AutoSAM(self.net, loss_fn, torch.optim.SGD, plan="msam", executor="inline", log=lambda line: None,
+                      lr=0.05, momentum=0.9)
+        sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, end_factor=1.0, total_iters=4)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_msam_in_lightning_skips_the_warmup_by_its_lr_rule():
+    module = WarmupModule("msam", "automatic")
+    trainer = quiet_trainer(max_steps=10)
+    trainer.fit(module)
+    stats = module.autosam.stats()
+    module.autosam.close()
+    assert trainer.global_step == 10 and stats["warmup_steps"] is None
+    assert stats["msam"]["warmup_steps_skipped"] == 4 and stats["perturbed_steps"] == 10 - 1 - 4

@@ -126,3 +126,15 @@ def test_the_framework_overhead_benchmark_runs_reduced(capsys):
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
     assert [r["framework"] for r in rows] == ["plain", "lightning", "trainer"]
     assert all(r["sgd_ms"] > 0 and r["sam_ms"] > 0 for r in rows)
+
+
+def test_the_trainers_warmup_and_length_reach_autosam(tmp_path):
+    """MSAM under the Trainer's linear warm-up (lr 0 at step 0): no climb in steps 1 to 3 (warm-up
+    steps 1, 2 by the count the Trainer passes, step 3 by the rising lr), a climb in steps 4 to 7."""
+    trainer = make_trainer("msam", str(tmp_path), 8, warmup_steps=3)
+    trainer.train()
+    opt = trainer.autosam
+    stats = opt.stats()
+    opt.close()
+    assert opt.warmup_steps == 3 and opt.total_steps == 8
+    assert stats["msam"]["warmup_steps_skipped"] == 3 and stats["perturbed_steps"] == 4

@@ -249,5 +249,5 @@ def test_its_file_changes_hetsam_plans_choice_where_its_evidence_is_clear(digits
         assert again.trained == 5 and again.reused == 10  # SGD's and SAM's runs are reused
         measured.add(rho)
     records = load_records(out)
-    assert {r.settings["rho"] for r in records} == measured and len(measured) >= 2
+    assert {r.settings["rho"] for r in records} == measured
     assert plan(PROFILE, batch_size=64, shares=out).plan.strategy != "msam"

@@ -5,6 +5,10 @@ None for ``"auto"``); :class:`Assembly` builds, for one plan, the descent-side
 :class:`~hetsam.execution.runtime.Runtime`, the strategy's rule (through the registry: its spec's
 ``build_rule``), the executor the rule asks for, and under DDP the rank context; ``retire()``
 lets pending jobs finish and releases the executor (at ``close()``, or before a re-plan).
+
+The runtime is a :class:`CheckedRuntime`: a step whose update pass has a non-finite loss, or whose
+update gradient is not finite, never reaches the base optimizer (with a GradScaler, which skips
+such steps itself, it is the scaler's call).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from hetsam.execution.runtime import Runtime
 from hetsam.planning.plan import Plan
 from hetsam.strategies.rule import RuleContext
 
-__all__ = ["Settings", "Assembly", "resolve_plan", "amp_spec", "model_device"]
+__all__ = ["Settings", "Assembly", "CheckedRuntime", "resolve_plan", "amp_spec", "model_device"]
 
 
 @dataclass(frozen=True)
@@ -97,22 +101,72 @@ def amp_spec(amp: Any, device_type: str) -> AmpSpec | None:
     return AmpSpec(device_type, dtype)
 
 
+class CheckedRuntime(Runtime):
+    """A :class:`Runtime` whose ``apply`` skips the base update of a step whose update-pass loss or
+    update gradient is not finite (``skipped`` says so until ``take_skipped``). One extra norm
+    over the gradients and one host sync per step. Under DDP only the gradient counts: it is
+    all-reduced, so every rank decides alike (a rank's own loss is not)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._update_loss: torch.Tensor | None = None
+        self.skipped = False
+
+    def gradient(self, batch, *, update: bool = False, **kwargs):
+        loss = super().gradient(batch, update=update, **kwargs)
+        ddp = self.local_model is not self.model
+        if update and not ddp and (self.descent is None or isinstance(self.closure_result, torch.Tensor)):
+            self._update_loss = loss  # a framework's closure that returned no loss is not checked
+        return loss
+
+    def apply(self) -> None:
+        loss, self._update_loss = self._update_loss, None
+        if self.loss_scale() is None and not _finite(loss, [p.grad for p in self.params if p.grad is not None]):
+            self.skipped = True
+            self.release_grads()
+            return
+        super().apply()
+
+    def take_skipped(self) -> bool:
+        """Whether a base update was skipped since the last call."""
+        skipped, self.skipped = self.skipped, False
+        return skipped
+
+
+def _finite(loss: torch.Tensor | None, grads: list) -> bool:
+    """One host sync: the loss and every gradient are finite (a sparse gradient by its values)."""
+    checks = [] if loss is None else [torch.isfinite(loss).all()]
+    groups: dict = {}
+    for g in grads:
+        g = g.coalesce().values() if g.is_sparse else g
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    for (_, dtype), tensors in groups.items():
+        # ‖g‖₂ (5x faster than max |g| on CPU); a 16-bit ‖g‖₂ can overflow, so there max |g|. An fp32 ‖g‖₂
+        # overflows only past |g| ~ 1e19, which no update survives either
+        order = float("inf") if torch.finfo(dtype).bits <= 16 else 2.0
+        checks.append(torch.isfinite(torch.stack(torch._foreach_norm(tensors, order))).all())
+    if not checks:
+        return True
+    return bool(torch.stack([c.to(checks[0].device) for c in checks]).all())
+
+
 class Assembly:
     """Runtime + rule + executor (+ rank context under DDP) for one plan (module docstring)."""
 
     def __init__(self, plan: Plan, model: nn.Module, loss_fn: Callable, base: torch.optim.Optimizer, scaler: Any,
-                 settings: Settings, total_steps: Callable[[], int | None] = lambda: None):
+                 settings: Settings, total_steps: Callable[[], int | None] = lambda: None,
+                 warmup_steps: Callable[[], int | None] = lambda: None):
         spec = plan.spec
         self.plan, self.model, self.loss_fn, self.settings = plan, model, loss_fn, settings
         self.descent_threads = role_threads(plan.descent_device, settings.descent_threads)
         self.descent_cpus = pool_cpus(plan.descent_device) if model_device(model).type == "cpu" else None
         self.dist = rank_context(model, plan, sampa_pairs=settings.sampa_pairs, replica_passes=spec.uses_executor,
                                  rank_pairs=spec.rank_pairs)
-        self.runtime = Runtime(model, loss_fn, base, amp=settings.amp, scaler=scaler, max_grad_norm=settings.max_grad_norm,
+        self.runtime = CheckedRuntime(model, loss_fn, base, amp=settings.amp, scaler=scaler, max_grad_norm=settings.max_grad_norm,
                                local_model=self.dist.module if self.dist is not None else None)
         self._ctx = RuleContext(plan, self.runtime, make_executor=self._make_executor, dist=self.dist,
                                 sam_probability=settings.sam_probability, grst_alpha=settings.grst_alpha,
-                                seed=settings.seed, total_steps=total_steps)
+                                seed=settings.seed, total_steps=total_steps, warmup_steps=warmup_steps)
         self.rule = spec.build_rule(self._ctx)
 
     @property

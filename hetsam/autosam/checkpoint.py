@@ -16,7 +16,9 @@ FORMAT = 1  # version of AutoSAM.state_dict()'s "hetsam" entry
 
 def state_dict(opt) -> dict:
     """``{"base": the base optimizer's state, "hetsam": the plan, the rule's state (pending ascent
-    gradients, g_y, RST's generator), counters and the GradScaler it created}``.
+    gradients, g_y, RST's generator, MSAM's warm-up counters and last lrs), counters (steps,
+    skipped perturbations and updates, ``warmup_steps``), the divergence guard's loss window and
+    events (not its snapshot: the checkpoint holds the model) and the GradScaler it created}``.
 
     Before ``plan="auto"`` has chosen (frameworks ask before the first step), ``"plan"`` is None
     and there is no rule state; loading that is fine."""
@@ -28,6 +30,9 @@ def state_dict(opt) -> dict:
         "skipped_perturbations": parts.runtime.perturbation.skipped if parts is not None else 0,
         "steps_before": opt._steps_before,
         "total_steps": opt.total_steps,
+        "warmup_steps": opt.warmup_steps,
+        "skipped_updates": opt._skipped_updates,
+        "guard": opt._guard.state_dict(),
     }
     if opt._owns_scaler:
         hetsam_state["scaler"] = opt.scaler.state_dict()
@@ -42,10 +47,15 @@ def load_state_dict(opt, state_dict: dict) -> None:
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         got = saved.get("format") if isinstance(saved, dict) else saved
         raise HetsamInputError(f"AutoSAM state format {got!r} is not supported (expected {FORMAT})")
+    guard = saved.get("guard") or {}
     if saved["plan"] is not None:
         plan = Plan.from_dict(saved["plan"])
-        if opt._parts is None:  # plan="auto" before its first step: resume the saved plan
+        # plan="auto" before its first step, or a run the divergence guard switched: resume the saved plan
+        if opt._parts is None or (guard.get("events") and plan != opt.plan):
             opt._use(plan)
+            opt._plan_source = "from the checkpoint"
+            if guard.get("events") and opt._controller is not None:
+                opt._controller.adopt(plan, "the divergence guard (before the checkpoint)")
         if plan.strategy != opt.plan.strategy:
             raise HetsamInputError(
                 f"the checkpoint was taken with strategy {plan.strategy!r}; this AutoSAM runs {opt.plan.strategy!r}")
@@ -55,6 +65,10 @@ def load_state_dict(opt, state_dict: dict) -> None:
         opt._parts.rule.load_state_dict(saved["strategy"])
         opt._parts.runtime.perturbation.skipped = int(saved["skipped_perturbations"])
     opt._steps_before = int(saved.get("steps_before", 0))
+    opt._skipped_updates = int(saved.get("skipped_updates", 0))
+    opt._guard.load_state_dict(guard)
+    if opt.warmup_steps is None and saved.get("warmup_steps") is not None:
+        opt.warmup_steps = int(saved["warmup_steps"])
     if opt.total_steps is None and saved.get("total_steps") is not None:  # the run's plan of steps resumes too
         opt.total_steps = int(saved["total_steps"])
     if "scaler" in saved and opt._owns_scaler:
@@ -69,6 +83,8 @@ def stats(opt) -> dict[str, Any]:
         # the rule's own counters first: AutoSAM's (steps over every plan run so far) win a clash
         out = {**parts.rule.stats(), "plan": opt.plan.describe(), "steps": opt._steps_before + parts.rule.t,
                "skipped_perturbations": parts.runtime.perturbation.skipped}
+    out["skipped_updates"], out["warmup_steps"], out["guard"] = opt._skipped_updates, opt.warmup_steps, opt._guard.stats()
+    if parts is not None:
         if parts.runtime.grad_norm is not None:
             out["grad_norm"] = parts.runtime.grad_norm
         if parts.executor is not None:

@@ -13,15 +13,25 @@
   *calibrates*: it fits ℓ, the loop's own work per step on the descent device (data loading,
   logging, Python around ``step``), so that the calibrated cost model
   (``CostModel.calibrated(ℓ)``, docs/architecture.md "Step costs") predicts the measured median,
-  and plans again on that model, without measuring anything. It switches plans only when the
-  calibrated planner picks another plan *and* the two plans' predicted times differ by more
-  than the interval's half-width, at most ``max_replans`` times. Identical runs therefore keep
-  identical plans unless a difference is real; the step counters, schedules and statistics of
-  AutoSAM continue across a switch.
+  and plans again on that model, without measuring anything. The calibrated planner's choice
+  replaces the running plan, at most ``max_replans`` times, when
+
+  - the running plan no longer fits the calibrated budget beyond the noise: its predicted
+    (mean) step exceeds ``budget × SGD``, both calibrated, by more than the interval's
+    half-width; or
+  - the choice's objective value (``Candidate.objective_value``: the share of SAM's gain the
+    evidence supports, or its point estimate with ``objective="expected"``) beats the running
+    plan's by more than a near-tie (``hetsam.defaults.NEAR_TIE``).
+
+  Time alone never switches: a faster plan that keeps no more of SAM's gain is not worth a
+  switch. Each decision between two plans is logged in one line with both shares. Identical runs
+  therefore keep identical plans unless a difference is real; the step counters, schedules and
+  statistics of AutoSAM continue across a switch.
 
 ℓ is one number per step: a cost that scales with the number of passes (a slow ``loss_fn``)
 is charged once per step whatever the strategy, so a calibration on a one-pass plan undercounts
-it for SAM. ``stats()["calibration"]`` reports every window that disagreed and what was fitted.
+it for SAM. ``stats()["auto"]["calibration"]`` reports every window that disagreed, what was
+fitted and what was decided.
 """
 
 from __future__ import annotations
@@ -37,30 +47,70 @@ __all__ = ["PlannerOptions", "plan_for_model", "StepWindow", "describe_choice", 
 _FIT_ITERATIONS = 4  # fixed-point steps of ℓ (the period is not exactly additive in ℓ when an ascent is exposed)
 
 
-def controller_for(plan, planner_options, model, log: Callable[[str], None]) -> "PlanController | None":
+def check_strategies(value) -> tuple[str, ...]:
+    """``AutoSAM(strategies=...)``: a non-empty list of registered strategy names."""
+    from hetsam import strategies as registry
+    from hetsam.errors import HetsamInputError
+
+    known = ", ".join(registry.names())
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise HetsamInputError(f"strategies={value!r} must be a list of strategy names, e.g. [{known.split(', ')[-1]!r}]"
+                               f" (known: {known})")
+    if not value:
+        raise HetsamInputError(f"strategies=[] leaves the planner nothing to choose; name at least one of {known}, "
+                               "or drop it for all")
+    unknown = [v for v in value if v not in registry.names()]
+    if unknown:
+        raise HetsamInputError(f"strategies: {', '.join(map(repr, unknown))} is not a registered strategy; known: {known}")
+    return tuple(dict.fromkeys(value))
+
+
+def controller_for(plan, planner_options, model, log: Callable[[str], None], *, strategies=None,
+                   base_family: str | None = None) -> "PlanController | None":
     """The controller of an AutoSAM whose plan the planner chooses: ``plan="auto"``, or a
     strategy name with ``planner_options["profile"]`` (the planner chooses its numbers). None
-    for a given plan, which takes no planner options."""
+    for a given plan, which takes no planner options. ``strategies`` (AutoSAM's ``strategies=``)
+    restricts ``plan="auto"``; ``base_family`` fills ``PlannerOptions.base_optimizer`` unless
+    the user set it."""
     import dataclasses
 
     import torch
 
-    from hetsam import strategies
+    from hetsam import strategies as registry
     from hetsam.errors import HetsamInputError
     from hetsam.execution.distributed import agree_plan
 
+    auto = isinstance(plan, str) and plan == "auto"
+    if strategies is not None:
+        if not auto:
+            raise HetsamInputError(f"strategies= restricts the planner's choice, but plan={_short(plan)} is fixed; drop "
+                                   "strategies=, or use plan='auto'")
+        strategies = check_strategies(strategies)
     options = PlannerOptions.from_value(planner_options) if planner_options is not None else None
+    if strategies is not None and options is not None and options.strategies is not None:
+        raise HetsamInputError("strategies= and planner_options['strategies'] are both given; give the list once")
     strategy = None
-    if isinstance(plan, str) and plan in strategies.names() and options is not None and options.profile is not None:
+    if isinstance(plan, str) and plan in registry.names() and options is not None and options.profile is not None:
         strategy, options = plan, dataclasses.replace(options, strategies=(plan,))
-    elif not (isinstance(plan, str) and plan == "auto"):
+    elif not auto:
         if options is not None:
             raise HetsamInputError("planner_options applies to plan='auto', or to a strategy name with "
                                    "planner_options['profile'] (the planner then chooses its numbers); drop it")
         return None
+    options = options or PlannerOptions()
+    user_set = isinstance(planner_options, dict) and "base_optimizer" in planner_options or \
+        isinstance(planner_options, PlannerOptions) and options.base_optimizer != PlannerOptions.base_optimizer
+    if not user_set:
+        options = dataclasses.replace(options, base_optimizer=base_family)
+    if strategies is not None:
+        options = dataclasses.replace(options, strategies=strategies)
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-    return PlanController(options or PlannerOptions(), log, agree=lambda p: agree_plan(model, p), watch=not ddp,
-                          strategy=strategy)
+    return PlanController(options, log, agree=lambda p: agree_plan(model, p), watch=not ddp, strategy=strategy)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def plan_for_model(model, loss_fn, sample_batch, options: PlannerOptions, *, log=None, cost_model=None):
@@ -101,16 +151,18 @@ def _batch_size(batch) -> int:
     return batch_size(batch)
 
 
-def describe_choice(report) -> str:
-    """The chosen plan in one line, for the log."""
+def describe_choice(report, head: str | None = None) -> str:
+    """The chosen plan in one line, for the log: its numbers, its share of SAM's gain with the
+    interval and the evidence behind it, and the runner-up."""
     pred = report.prediction
-    line = (f"hetsam: plan {report.plan.describe()}; predicted {pred.iteration_seconds * 1e3:.1f} ms/step "
+    line = (f"{head or 'hetsam: plan ' + report.plan.describe()}; predicted {pred.iteration_seconds * 1e3:.1f} ms/step "
             f"({pred.overhead_vs_sgd:+.1%} vs SGD, {pred.speedup_vs_sam:.2f}x SAM's speed)")
     share = pred.share
     if share is not None:
-        line += f"; expected share of SAM's gain {share.value:.0%}" + (f" ± {share.se:.0%}" if share.se else "")
-        if share.source.startswith("proxy"):
-            line += " (a proxy: not in the share table)"
+        line += f"; share of SAM's gain {share.text()}"
+    runner = report.runner_up() if report.budget_met else None
+    if runner is not None:
+        line += f"; runner-up {runner.plan.describe()} ({runner.share.cell()})"
     if not report.budget_met:
         line += f"; budget {report.budget:g}x SGD not met"
     return line
@@ -144,8 +196,9 @@ class PlanController:
 
     ``choose(model, loss_fn, batch)`` plans and returns the Plan (``agree`` makes every DDP rank
     run rank 0's plan); ``observe(period)`` is called with every step's period and returns a Plan
-    to switch to, or None; ``history`` records every choice and ``calibration`` every window that
-    disagreed with its prediction.
+    to switch to, or None; ``adopt(plan, why)`` records a plan chosen elsewhere (the divergence
+    guard) and stops re-planning; ``history`` records every choice and ``calibration`` every
+    window that disagreed with its prediction.
     """
 
     def __init__(self, options: PlannerOptions, log: Callable[[str], None], *, agree: Callable = None,
@@ -160,6 +213,7 @@ class PlanController:
         self.cm = None
         self.loop_seconds = 0.0
         self.replans = 0
+        self.switch_reason = ""  # why the last re-plan switched
         self.history: list[dict] = []
         self.calibration: list[dict] = []
         self._window: StepWindow | None = None
@@ -169,25 +223,35 @@ class PlanController:
     def choose(self, model, loss_fn, batch, base_groups=None):
         """``base_groups``: the base optimizer's parameter groups; strategies that cannot run with
         them (MSAM without momentum) are left out of this and every later plan."""
-        if base_groups is not None and self.options.strategies is None and self.strategy is None:
-            from dataclasses import replace
-
-            from hetsam.strategies import registry
-
-            usable = tuple(s.name for s in registry.specs() if s.planned and not s.refuses(base_groups))
-            self.options = replace(self.options, strategies=usable)
+        if base_groups is not None and self.strategy is None:
+            self._leave_out_refusing(base_groups)
         self._context = (model, loss_fn, batch)
         report = plan_for_model(model, loss_fn, batch, self.options, log=self.log)
         self.cm = _base_model(report)
-        chosen = self._pick(report)
-        self.log(describe_choice(report) if self.strategy is None else
-                 f"hetsam: {self.strategy}: the planner chose {chosen.describe()} for this profile")
+        chosen = self._pick(report, "the planner's choice")
+        self.log(describe_choice(report) if self.strategy is None else describe_choice(
+            report, f"hetsam: {self.strategy}: the planner chose {chosen.describe()} for this profile"))
         o = self.options
         self._window = StepWindow(o.calibration_window, o.calibration_warmup, o.confidence) \
             if self.watch and self.strategy is None else None
         return chosen
 
-    def _pick(self, report):
+    def _leave_out_refusing(self, base_groups) -> None:
+        from dataclasses import replace
+
+        from hetsam.errors import HetsamInputError
+        from hetsam.strategies import registry
+
+        wanted = self.options.strategies
+        names = wanted if wanted is not None else tuple(s.name for s in registry.specs() if s.planned)
+        why = {n: registry.get(n).refuses(base_groups) for n in names}
+        usable = tuple(n for n in names if not why[n])
+        if wanted is not None and not usable:
+            raise HetsamInputError(f"none of strategies={list(wanted)} can run with this base optimizer ("
+                                   + "; ".join(why[n] for n in wanted) + ")")
+        self.options = replace(self.options, strategies=usable)
+
+    def _pick(self, report, why: str):
         if self.strategy is not None:
             best = report.best_of(self.strategy)
             if best is None:
@@ -197,8 +261,14 @@ class PlanController:
             report.plan, report.prediction = best.plan, best.prediction
         self.report, self.plan = report, self.agree(report.plan)
         self.history.append({"plan": self.plan.describe(), "predicted_seconds": report.prediction.iteration_seconds,
-                             "loop_seconds": self.loop_seconds})
+                             "loop_seconds": self.loop_seconds, "why": why})
         return self.plan
+
+    def adopt(self, plan, why: str) -> None:
+        """Run ``plan``, chosen elsewhere (the divergence guard), and plan no more."""
+        self.plan, self._window = plan, None
+        self.history.append({"plan": plan.describe(), "predicted_seconds": None, "loop_seconds": self.loop_seconds,
+                             "why": why})
 
     # ---- calibrating -------------------------------------------------------------------------
     def observe(self, seconds: float):
@@ -225,34 +295,60 @@ class PlanController:
         model, loss_fn, batch = self._context
         report = plan_for_model(model, loss_fn, batch, self.options, cost_model=self.cm.calibrated(loop))
         candidate = self.agree(report.plan)
-        current = self._predict(self.plan, loop)
         if candidate == self.plan:
             entry["decision"] = "kept: the calibrated planner chose the same plan"
             return None
-        gap, half = abs(current - self._predict(candidate, loop)), (high - low) / 2
-        if gap <= half:
-            entry["decision"] = (f"kept: {candidate.describe()} is within the noise ({gap * 1e3:.2f} ms apart, "
-                                 f"interval ±{half * 1e3:.2f} ms)")
+        reason = self._reason_to_switch(report, loop, (high - low) / 2)
+        mine, theirs = self._share(self.plan, report), report.chosen.share
+        if reason is None:
+            entry["decision"] = (f"kept {self.plan.describe()} (share {mine.cell()}) over {candidate.describe()} "
+                                 f"(share {theirs.cell()}): it fits the calibrated budget and the choice's "
+                                 f"{report.objective_name} share is within a near-tie of it")
             self.log(f"hetsam: {entry['decision']}")
             return None
         self.replans += 1
-        entry["decision"] = f"switched to {candidate.describe()}"
-        self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}) against "
-                 f"{predicted * 1e3:.2f} predicted; with the loop's own work at {loop * 1e3:.2f} ms/step the planner chose:")
-        self.log(describe_choice(report))
-        self._pick(report)
+        entry["decision"] = self.switch_reason = (
+            f"switching from {self.plan.describe()} (share {mine.cell()}) to {candidate.describe()} (share "
+            f"{theirs.cell()}): {reason}, with the loop's own work calibrated to {loop * 1e3:.2f} ms/step")
+        self.log(f"hetsam: {entry['decision']}")
+        self._pick(report, entry["decision"])
         self._window = StepWindow(self.options.calibration_window, self.options.calibration_warmup,
                                   self.options.confidence)
         return self.plan
 
-    def _predict(self, plan, loop: float) -> float:
-        """The simulated *median* step period: what a window's median estimates, also for a
-        strategy that mixes two kinds of steps (RST's median is not its mean)."""
+    def _reason_to_switch(self, report, loop: float, half: float) -> str | None:
+        """Why the calibrated planner's choice should replace the running plan (module docstring), or None."""
+        from hetsam import defaults
+
+        current = self._predict(self.plan, loop, "mean")
+        over = current - report.budget_seconds
+        if over > half:
+            return (f"{self.plan.strategy} no longer fits the calibrated budget ({current * 1e3:.2f} ms/step against "
+                    f"{report.budget_seconds * 1e3:.2f}, {over * 1e3:.2f} ms over; noise ±{half * 1e3:.2f} ms)")
+        mine = self._share(self.plan, report).objective(report.objective_name)
+        theirs = report.chosen.objective_value
+        if report.budget_met and theirs > mine + defaults.NEAR_TIE:
+            return (f"its {report.objective_name} share of SAM's gain is {theirs:.0%} against {mine:.0%}, more than a "
+                    f"near-tie ({defaults.NEAR_TIE:.0%}) ahead")
+        return None
+
+    def _share(self, plan, report):
+        """The plan's Share as the report reads it (the evidence, for a plan it did not propose)."""
+        found = next((c for c in report.candidates if c.plan == plan and c.share is not None), None)
+        if found is not None:
+            return found.share
+        from hetsam.evidence import share_model
+
+        return share_model(self.options.shares).share(plan, report.batch_size, report.base_optimizer)
+
+    def _predict(self, plan, loop: float, stat: str = "p50") -> float:
+        """The simulated *median* step period (``stat="p50"``): what a window's median estimates,
+        also for a strategy that mixes two kinds of steps (RST's median is not its mean)."""
         from hetsam import defaults
         from hetsam.simulator import simulate
 
         result = simulate(plan, self.cm.calibrated(loop), iterations=defaults.PLANNER_ITERATIONS, seed=0)
-        return float(result.iteration_seconds["p50"])
+        return float(result.iteration_seconds[stat])
 
     def _fit(self, measured: float) -> float:
         """ℓ ≥ 0 with predict(plan, ℓ) = measured (a few fixed-point steps; 0 when even ℓ = 0 is slower)."""
@@ -263,7 +359,8 @@ class PlanController:
 
     def stats(self) -> dict[str, Any]:
         return {"replans": self.replans, "plans": list(self.history), "loop_seconds": self.loop_seconds,
-                "calibration": list(self.calibration)}
+                "calibration": list(self.calibration), "objective": self.options.objective,
+                "base_optimizer": self.options.base_optimizer}
 
 
 def _base_model(report):

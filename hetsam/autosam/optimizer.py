@@ -43,10 +43,16 @@ Cross-cutting behaviour:
   gradient the update applies (the descent pass; SAMPa: the g_x pass). Ascent passes use batch
   statistics and leave the running statistics alone.
 * A zero or non-finite ascent gradient skips the perturbation of that step (warned once,
-  counted in ``stats()["skipped_perturbations"]``); it never puts NaN into the parameters.
+  counted in ``stats()["skipped_perturbations"]``); it never puts NaN into the parameters. A
+  non-finite loss or update gradient never reaches the base optimizer: that step's update is
+  skipped (warned once, ``stats()["skipped_updates"]``), and under a guarded strategy it is a
+  divergence (:mod:`hetsam.autosam.guard`).
+* **Every plan is logged once** at its first step, with its share of SAM's gain and the evidence
+  behind it (``hetsam.autosam.report``); ``plan_report()`` returns the same as a dict.
 * **Checkpoints**: ``state_dict()`` holds the base optimizer's state, the strategy's step
   counter and pending ascent gradients (AsyncSAM), g_y and the previous batch (SAMPa), RST's
-  generator, and the GradScaler it created; ``load_state_dict`` resumes exactly.
+  generator, MSAM's warm-up counters, the divergence guard's loss window and events, and the
+  GradScaler it created; ``load_state_dict`` resumes exactly.
 * ``close()`` (or ``with AutoSAM(...) as opt:``) releases the executor.
 * SAMPa computes both of its gradients on whole batches; the plan's ``ascent_batch_size`` is
   used by AsyncSAM only.
@@ -68,15 +74,16 @@ import torch
 from torch import nn
 
 from hetsam import _checks, defaults
-from hetsam.autosam import checkpoint
+from hetsam.autosam import checkpoint, stepping
 from hetsam.autosam.assemble import Assembly, Settings, amp_spec, model_device, resolve_plan
 from hetsam.autosam.controller import controller_for
-from hetsam.autosam.params import add_group, resolve_params, warn_unoptimized
+from hetsam.autosam.guard import DivergenceGuard
+from hetsam.autosam.params import add_group, resolve_params
 from hetsam.autosam.prefetch import LookaheadLoader, Prefetcher
+from hetsam.autosam.report import base_family, plan_report
 from hetsam.errors import HetsamInputError
 from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.binding import role_binding
-from hetsam.execution.distributed import unwrap
 from hetsam.execution.executor import FAILURE_POLICIES, Executor
 from hetsam.execution.factory import EXECUTORS
 from hetsam.optim.rst import check_alpha
@@ -130,8 +137,17 @@ class AutoSAM(torch.optim.Optimizer):
         planner_options: for ``plan="auto"``, :class:`hetsam.planning.options.PlannerOptions` keys.
             With ``"profile"`` among them, ``plan`` may also be a strategy name: the planner then
             chooses its numbers (devices, b', τ, p, λ) for that profile at the first step and
-            logs them.
-        log: where ``plan="auto"`` writes its one-line messages (default: stderr).
+            logs them. ``base_optimizer`` is filled in from ``base_optimizer`` (SGD with momentum:
+            ``"sgd"``; Adam, AdamW, NAdam, RAdam: ``"adam"``; else None) unless given there.
+        strategies: for ``plan="auto"``, the registered strategies the planner may choose from
+            (as ``hetsam plan --strategies``; SGD and SAM stay reference rows); None: every planned one.
+        warmup_steps: the learning rate's warm-up: MSAM does not climb in steps t < warmup_steps
+            (nor in any step whose lr is higher than the step before's); settable later as
+            ``opt.warmup_steps`` (the Hugging Face integration sets it).
+        guard: the divergence guard of the strategies that change SAM's algorithm
+            (:mod:`hetsam.autosam.guard`): True (default), False (off), or a dict of ``window``,
+            ``factor``, ``regress``, ``snapshot_bytes``.
+        log: where AutoSAM writes its one-line messages (default: stderr).
 
     Under ``DistributedDataParallel`` the descent is all-reduced by DDP and the ascent stays per
     rank (``hetsam.execution.distributed``). A ``KeyboardInterrupt`` during ``step`` closes the
@@ -144,26 +160,15 @@ class AutoSAM(torch.optim.Optimizer):
                  seed: int | None = None, amp: Any = None, scaler: Any = None, descent_threads: int | None = None,
                  ascent_threads: int | None = None, on_worker_failure: str | None = None,
                  ascent_timeout: float | None = None, total_steps: int | None = None,
-                 sampa_pairs: bool | None = None, planner_options: Any = None, log: Callable[[str], None] | None = None,
+                 sampa_pairs: bool | None = None, planner_options: Any = None, strategies: Any = None,
+                 warmup_steps: int | None = None, guard: Any = True, log: Callable[[str], None] | None = None,
                  **base_kwargs):
-        if not isinstance(model, nn.Module):
-            raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise HetsamInputError(f"loss_fn={_short(loss_fn)} must be a callable loss_fn(model, batch) -> scalar tensor")
-        check_base_optimizer(base_optimizer)
-        if not (isinstance(executor, Executor) or (isinstance(executor, str) and executor in EXECUTORS)):
-            raise HetsamInputError(f"executor={executor!r} is unknown; choose 'threads', 'inline' or an Executor")
-        _checks.optional(_checks.choice, on_worker_failure, "on_worker_failure", FAILURE_POLICIES)
-        _checks.optional(_checks.number, max_grad_norm, "max_grad_norm", low=0.0, high=1e12, low_open=True)
-        if ascent_timeout is not None and ascent_timeout != float("inf"):
-            _checks.number(ascent_timeout, "ascent_timeout", low=0.0, high=1e7, low_open=True,
-                           hint="seconds, float('inf') for never, or None for the default")
-        check_group({"rho": rho, "adaptive": adaptive, "eta": eta})
+        _check_arguments(model, loss_fn, base_optimizer, executor, on_worker_failure, max_grad_norm, ascent_timeout,
+                         {"rho": rho, "adaptive": adaptive, "eta": eta})
         self.total_steps = _checks.optional(_checks.integer, total_steps, "total_steps", low=1, high=1 << 48)
+        self.warmup_steps = warmup_steps
         self._log = log or (lambda line: print(line, file=sys.stderr))
-        # plan="auto", or a strategy name with a profile: the planner chooses at the first step
-        self._controller = controller_for(plan, planner_options, model, self._log)
-        self.plan = None if self._controller is not None else resolve_plan(plan, model, sam_probability)
+        self._guard = DivergenceGuard.for_model(guard, model, self._log)
         apply_allocator_policy()  # as the profiler did (hetsam.execution.allocator)
         device = model_device(model)
         amp = amp_spec(amp, device.type)
@@ -176,6 +181,11 @@ class AutoSAM(torch.optim.Optimizer):
             check_group(group)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         share_groups(self, self.base_optimizer)
+        # plan="auto", or a strategy name with a profile: the planner chooses at the first step
+        self._controller = controller_for(plan, planner_options, model, self._log, strategies=strategies,
+                                          base_family=base_family(self.base_optimizer))
+        self.plan = None if self._controller is not None else resolve_plan(plan, model, sam_probability)
+        self._given_plan_object, self._plan_logged, self._plan_source = isinstance(plan, Plan), False, "as given"
         self._owns_scaler = scaler is None and amp is not None and amp.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type) if self._owns_scaler else (scaler or None)
         self.model, self.loss_fn = model, loss_fn
@@ -183,17 +193,29 @@ class AutoSAM(torch.optim.Optimizer):
         self._ddp_trainable = {id(p) for p in model.parameters() if p.requires_grad}
         self._last_start: float | None = None
         self._parts: Assembly | None = None
-        self._steps_before = 0  # steps taken under earlier plans (re-plans)
-        self._prefetcher = Prefetcher()
+        # steps under earlier plans (re-plans), updates skipped for a non-finite loss, the first batch's size
+        self._steps_before, self._skipped_updates, self._batch_size = 0, 0, None
+        self._prefetcher, self.last_outputs = Prefetcher(), None
         self._closed, self._warned_idle, self._default_params = False, False, params is None
-        self.last_outputs: Any = None
         if self.plan is not None:
-            self._parts = Assembly(self.plan, model, loss_fn, self.base_optimizer, self.scaler, self._settings,
-                                   lambda: self.total_steps)
+            self._use(self.plan)
 
     @property
-    def plan_report(self):
-        """``plan="auto"``: the planner's report for the plan that runs (None otherwise)."""
+    def warmup_steps(self) -> int | None:
+        """The learning rate's warm-up steps (MSAM climbs in none of them), or None."""
+        return self._warmup_steps
+
+    @warmup_steps.setter
+    def warmup_steps(self, value: int | None) -> None:
+        self._warmup_steps = _checks.optional(_checks.integer, value, "warmup_steps", low=0, high=1 << 48)
+
+    def plan_report(self) -> dict:
+        """The plan that runs and why: ``{"plan", "share" (``Share.to_dict()``), "prediction" (the
+        planner's, else None), "chosen_by", "why", ...}`` (:func:`hetsam.autosam.report.plan_report`)."""
+        return plan_report(self)
+
+    @property
+    def planner_report(self):  # plan="auto": the planner's whole PlanReport (else None)
         return self._controller.report if self._controller is not None else None
 
     # ---- training ---------------------------------------------------------------------------
@@ -208,30 +230,15 @@ class AutoSAM(torch.optim.Optimizer):
         the next batches, for AsyncSAM's ``lookahead`` (``prefetch``/``lookahead`` pass them);
         ``accumulate``: micro-batches per pass.
         """
-        if self._closed:
-            raise RuntimeError("AutoSAM.step() after close()")
-        if batch is None:
-            raise HetsamInputError("AutoSAM.step() needs the step's batch: step(batch) (a closure alone cannot run the "
-                                   "ascent); in Lightning call self.optimizers().step(batch=batch)")
-        if closure is not None and not callable(closure):
-            raise HetsamInputError(f"closure={_short(closure)} must be callable")
-        _checks.integer(accumulate, "accumulate", low=1, high=1 << 20, hint="micro-batches per step")
-        queued = self._prefetcher.take(batch)  # the k-th batch a wrapper yielded is the k-th step's
-        upcoming = queued if upcoming is None else upcoming
-        if self._parts is None:
-            self._sample_batch = batch  # profiled now, and again if the step time drifts
-            self._use(self._controller.choose(unwrap(self.model), self.loss_fn, batch, self.param_groups))
+        upcoming = stepping.begin(self, batch, closure, upcoming, accumulate, descent_closure)
         parts = self._parts
-        if descent_closure:
-            parts.check_descent_closure(closure, accumulate)
-        if self._default_params and not self._warned_idle:
-            self._warned_idle = warn_unoptimized(self)
         rt = parts.runtime
         rt.release_grads()  # before any job runs, so no stale gradients stay alive
         rt.pre_update, rt.descent = (None, closure) if descent_closure else (closure, None)
         start = time.perf_counter()
         period = None if self._last_start is None else start - self._last_start  # the loop's work included
         self._last_start = start
+        self._guard.arm(self, self._steps_before + parts.rule.t)  # the first snapshot of a guarded plan
         try:
             with role_binding(parts.descent_threads, parts.descent_cpus), \
                     (parts.dist.stepping() if parts.dist is not None else contextlib.nullcontext()):
@@ -244,21 +251,20 @@ class AutoSAM(torch.optim.Optimizer):
             rt.pre_update = rt.descent = None
         self.last_outputs, rt.outputs = rt.outputs, None
         loss = float(loss)
-        if self._controller is not None and period is not None:
-            switch = self._controller.observe(period)
-            if switch is not None:
-                self._use(switch)
+        stepping.end(self, loss, descent_closure, period)  # skipped updates, the guard, re-planning
         return loss
 
     def _use(self, plan: Plan) -> None:
-        """Run ``plan`` from the next step on (a re-plan retires the running parts first)."""
+        """Run ``plan`` from the next step on (a re-plan retires the running parts first; the
+        caller logs why)."""
         if self._parts is not None:
-            self._log(f"hetsam: switching from {self.plan.describe()} to {plan.describe()}")
             self._steps_before += self._parts.rule.t
             self._parts.retire()
         self.plan = plan
+        # the warm-up steps left at the new rule's step 0 (earlier plans took the others)
         self._parts = Assembly(plan, self.model, self.loss_fn, self.base_optimizer, self.scaler, self._settings,
-                               lambda: self.total_steps)
+                               lambda: self.total_steps,
+                               lambda: None if self.warmup_steps is None else self.warmup_steps - self._steps_before)
 
     def prefetch(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Iterate ``loader`` reading τ batches ahead, for ``lookahead``: ``for batch in
@@ -303,9 +309,10 @@ class AutoSAM(torch.optim.Optimizer):
         return self._parts.executor if self._parts is not None else None
 
     def stats(self) -> dict:
-        """What ran: the plan, step counts (continued across re-plans), skipped perturbations, what
-        the rule reports (the policy that ran, RST's realised share), the executor's waits, the
-        last update gradient's norm before clipping, and for ``plan="auto"`` every plan chosen."""
+        """What ran: the plan, step counts (continued across re-plans), skipped perturbations and
+        updates, what the rule reports (the policy that ran, RST's realised share, MSAM's warm-up
+        steps), the executor's waits, the last update gradient's norm before clipping, the
+        divergence guard (``"guard"``), and for ``plan="auto"`` every plan chosen."""
         return checkpoint.stats(self)
 
     def extra_tensors(self) -> list[torch.Tensor]:
@@ -336,6 +343,24 @@ class AutoSAM(torch.optim.Optimizer):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_arguments(model, loss_fn, base_optimizer, executor, on_worker_failure, max_grad_norm, ascent_timeout,
+                     group) -> None:
+    """AutoSAM's arguments that need no model state, each refused in one line."""
+    if not isinstance(model, nn.Module):
+        raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise HetsamInputError(f"loss_fn={_short(loss_fn)} must be a callable loss_fn(model, batch) -> scalar tensor")
+    check_base_optimizer(base_optimizer)
+    if not (isinstance(executor, Executor) or (isinstance(executor, str) and executor in EXECUTORS)):
+        raise HetsamInputError(f"executor={executor!r} is unknown; choose 'threads', 'inline' or an Executor")
+    _checks.optional(_checks.choice, on_worker_failure, "on_worker_failure", FAILURE_POLICIES)
+    _checks.optional(_checks.number, max_grad_norm, "max_grad_norm", low=0.0, high=1e12, low_open=True)
+    if ascent_timeout is not None and ascent_timeout != float("inf"):
+        _checks.number(ascent_timeout, "ascent_timeout", low=0.0, high=1e7, low_open=True,
+                       hint="seconds, float('inf') for never, or None for the default")
+    check_group(group)
 
 
 def _short(value: Any) -> str:

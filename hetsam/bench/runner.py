@@ -134,7 +134,8 @@ def run_bench(
             # total_steps: a schedule over the planned steps (late-phase SAM) spans the bench's own,
             # so that both kinds of steps are timed
             opt = AutoSAM(copy.deepcopy(initial), ref.loss_fn, torch.optim.SGD, rho=0.05, plan=a.plan, executor=executor,
-                          seed=seed, total_steps=warmup + rounds * steps, lr=0.05, momentum=0.9, weight_decay=5e-4)
+                          seed=seed, total_steps=warmup + rounds * steps, log=lambda line: None, lr=0.05,
+                          momentum=0.9, weight_decay=5e-4)
             opts.append(opt)
             streams.append(_Stream(opt, data))
         for a, s in zip(arrangements, streams):

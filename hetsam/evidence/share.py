@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Share", "OBJECTIVES", "count_text"]
+__all__ = ["Share", "OBJECTIVES", "count_text", "pct"]
 
 OBJECTIVES = ("robust", "expected")
 _KIND_WORDS = (("paper", "published"), ("hetsam", "of hetsam's"), ("user", "of yours"))
+
+
+def pct(x: float) -> str:
+    """``67%``; a share that rounds to zero prints as 0%, never -0%."""
+    return f"{round(100 * x)}%"
 
 
 def count_text(counts: dict) -> str:
@@ -75,21 +80,21 @@ class Share:
     def interval_text(self) -> str:
         if self.low is None:
             return "interval unknown"
-        return f"{self.level:.0%} interval {self.low:.0%} to {self.high:.0%}"
+        return f"{pct(self.level)} interval {pct(self.low)} to {pct(self.high)}"
 
     def text(self) -> str:
         """``67% (80% interval 45% to 92%), from 11 published settings and 2 of hetsam's``."""
         if self.basis == "by definition":
-            return f"{self.value:.0%} (by definition)"
-        return f"{self.value:.0%} ({self.interval_text()}), {self.evidence_text()}"
+            return f"{pct(self.value)} (by definition)"
+        return f"{pct(self.value)} ({self.interval_text()}), {self.evidence_text()}"
 
     def cell(self) -> str:
         """A table cell: ``67% [45-92]``, ``100%`` (SAM), ``0.25*`` (a proxy)."""
         if self.basis == "by definition":
-            return f"{self.value:.0%}"
+            return pct(self.value)
         if self.low is None:
             return f"{self.value:.2f}*"
-        return f"{self.value:.0%} [{100 * self.low:.0f},{100 * self.high:.0f}]"
+        return f"{pct(self.value)} [{round(100 * self.low)},{round(100 * self.high)}]"
 
     def to_dict(self) -> dict:
         return {"expected_share": self.value,

@@ -21,6 +21,10 @@ Lookahead: return ``self.lookahead(loader)`` from ``train_dataloader`` (or pass 
 Checkpoints go through Lightning (AutoSAM's ``state_dict`` holds its pending state). ``self.autosam``
 is the AutoSAM itself (``self.optimizers()`` is Lightning's wrapper of it).
 
+Warm-up: Lightning has no warm-up setting of its own (it lives in the scheduler the module
+returns), so MSAM relies on its learning-rate rule there: no climb in a step whose lr is higher than
+the step before's. Pass ``warmup_steps=`` to AutoSAM to add a fixed count.
+
 One process only: under a multi-process strategy AutoSAM's own passes would not go through
 Lightning's DDP wrapper, so it is refused. Lightning's mixed precision is refused too (use
 AutoSAM's ``amp=``); ``accumulate_grad_batches > 1`` is refused in automatic optimization.

@@ -17,6 +17,10 @@
 - **Lookahead**: ``get_batch_samples`` reads the Trainer's batches through ``AutoSAM.prefetch``,
   so AsyncSAM perturbs each step with a gradient taken on that step's own samples.
 - ``plan="auto"`` profiles the model on the first batch, as in a plain loop.
+- **The schedule's length and warm-up**: when the Trainer builds its schedule, AutoSAM learns the
+  planned steps (``total_steps``, for late-phase SAM) and the warm-up steps
+  (``args.get_warmup_steps(max_steps)``, for MSAM, which does not climb during the warm-up),
+  unless ``autosam={...}`` set them.
 - ``autosam`` holds AutoSAM's keyword arguments (``plan``, ``rho``, ``executor``, ``amp``, ...).
 
 Refused with a clear error: ``gradient_accumulation_steps > 1`` (AutoSAM's ``accumulate`` needs
@@ -101,11 +105,17 @@ class AutoSAMTrainer(transformers.Trainer):
             self.optimizer = _Stepped(self.autosam)
         return self.optimizer
 
-    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
-        """The Trainer's optimizer and schedule; AutoSAM learns the planned steps (late-phase SAM)."""
-        super().create_optimizer_and_scheduler(num_training_steps)
-        if self.autosam is not None and self.autosam.total_steps is None and num_training_steps and num_training_steps > 0:
-            self.autosam.total_steps = int(num_training_steps)
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's schedule; AutoSAM learns its planned steps (late-phase SAM) and its warm-up
+        steps (MSAM). The Trainer calls this, directly or through ``create_optimizer_and_scheduler``."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        opt = self.autosam
+        if opt is not None and num_training_steps and num_training_steps > 0:
+            if opt.total_steps is None:
+                opt.total_steps = int(num_training_steps)
+            if opt.warmup_steps is None:
+                opt.warmup_steps = int(self.args.get_warmup_steps(num_training_steps))
+        return scheduler
 
     def _loss(self, model, inputs):
         # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 from hetsam import defaults
+from hetsam.evidence.share import pct
 
 __all__ = ["OBJECTIVES", "NEAR_TIE", "describe", "choose", "runner_up", "worth_more_time", "why"]
 
@@ -86,11 +87,11 @@ def why(report) -> str:
                 f"floor was chosen (RST with p = {report.rst_probability_for_budget:.3f} would meet it)")
     name = "supported share" if report.objective_name == "robust" else "expected share"
     r = runner_up(c, report.candidates)
-    head = f"{name} {c.objective_value:.0%}"
+    head = f"{name} {pct(c.objective_value)}"
     if r is None:
         return f"{head}; no plan of another strategy fits the budget"
     gap = c.objective_value - r.objective_value
-    tail = f"runner-up {r.plan.describe()} ({name} {r.objective_value:.0%}, {r.share.cell()})"
+    tail = f"runner-up {r.plan.describe()} ({name} {pct(r.objective_value)}, {r.share.cell()})"
     points = f"{100 * abs(gap):.0f} point(s)"
     if gap < -1e-12:
         return (f"{head}, a near-tie with the {tail}, {points} higher: the near-tie goes to the SAM-faithful plan, "

@@ -26,8 +26,9 @@ class PlannerOptions:
     ``calibration_window``, ``calibration_warmup``, ``confidence``, ``max_replans``: the measured
     step periods are compared with the prediction in windows of that many steps, after that many
     steps, with a median interval at that confidence; a disagreement calibrates the loop's own
-    per-step work, and a real difference re-plans at most ``max_replans`` times
-    (``hetsam.autosam.controller``). ``progress``: a progress bar while profiling.
+    per-step work and plans again; the new choice replaces the running plan when that no longer
+    fits the calibrated budget beyond the noise, or when the new one is better by the planner's
+    objective by more than a near-tie, at most ``max_replans`` times (``hetsam.autosam.controller``). ``progress``: a progress bar while profiling.
     """
 
     budget: float = defaults.BUDGET

@@ -104,9 +104,3 @@ class StrategyRule:
     def stats(self) -> dict:
         """What ran (counters, the policy that ran); ``AutoSAM.stats()`` reports it."""
         return {}
-
-    def loss_kind(self) -> Any:
-        """What the last step's returned loss measures, as a key (the divergence guard compares
-        only losses of one kind): MSAM's loss at θ − ρ m/‖m‖ is not comparable with its plain
-        loss during the warm-up. One kind by default."""
-        return None

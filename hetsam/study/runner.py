@@ -98,7 +98,9 @@ def train_run(make_model: Callable, loss_fn: Callable, data: PairedData, evaluat
         raise HetsamInputError(f"make_model() returned {type(model).__name__}; it must return a fresh torch.nn.Module")
     executor = "threads" if plan.spec.uses_executor else "inline"
     opt = AutoSAM(model, loss_fn, base_optimizer, rho=rho, plan=plan, executor=executor, seed=seed,
-                  total_steps=epochs * data.steps_per_epoch, log=lambda line: None, **base_kwargs)
+                  total_steps=epochs * data.steps_per_epoch, log=lambda line: None, guard=False, **base_kwargs)
+    # guard=False: the evidence is the strategy's own outcome, divergence included (the guard
+    # would switch a diverging run to SAM and record SAM's accuracy as the strategy's)
     model.train()
     train_start = time.perf_counter()
     with opt:

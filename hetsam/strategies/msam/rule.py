@@ -40,7 +40,6 @@ class MSAMRule(StrategyRule):
         self.climbs = 0
         self.warmup_skipped = 0  # steps with momentum left plain: lr rising, or t < warmup_steps
         self._last_lrs: list[float] | None = None  # every group's lr at the previous step
-        self._climbed = False
 
     def _momentum(self):
         """One AscentGroup per parameter group along −m (None when no parameter has momentum yet)."""
@@ -83,12 +82,8 @@ class MSAMRule(StrategyRule):
             self.climbs += 1
         rt.perturbation.release()
         rt.apply()
-        self._climbed = climbed
         self.t += 1
         return loss
-
-    def loss_kind(self):
-        return self._climbed  # L(θ̃) after a climb, L(θ) on a plain step
 
     def state_dict(self) -> dict:
         return {"t": self.t, "climbs": self.climbs, "warmup_skipped": self.warmup_skipped, "last_lrs": self._last_lrs}

@@ -1,0 +1,100 @@
+"""One ``AutoSAM.step`` around its rule: what comes before it (the checks, the plan's choice and
+its one log line) and after it (an update skipped for a non-finite loss, the divergence guard,
+re-planning)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hetsam import _checks
+from hetsam._warnings import warn_user
+from hetsam.autosam.guard import fallback_plan
+from hetsam.autosam.params import warn_unoptimized
+from hetsam.autosam.report import base_family, given_plan_line, share_of
+from hetsam.errors import HetsamInputError
+from hetsam.execution.batches import batch_size
+from hetsam.execution.distributed import unwrap
+
+__all__ = ["begin", "end", "guard_step"]
+
+
+def begin(opt, batch, closure, upcoming, accumulate: int, descent_closure: bool):
+    """Check the step's arguments, choose (``plan="auto"``) and log the plan at its first step;
+    returns the upcoming batches for lookahead."""
+    if opt._closed:
+        raise RuntimeError("AutoSAM.step() after close()")
+    if batch is None:
+        raise HetsamInputError("AutoSAM.step() needs the step's batch: step(batch) (a closure alone cannot run the "
+                               "ascent); in Lightning call self.optimizers().step(batch=batch)")
+    if closure is not None and not callable(closure):
+        raise HetsamInputError(f"closure={_short(closure)} must be callable")
+    _checks.integer(accumulate, "accumulate", low=1, high=1 << 20, hint="micro-batches per step")
+    queued = opt._prefetcher.take(batch)  # the k-th batch a wrapper yielded is the k-th step's
+    upcoming = queued if upcoming is None else upcoming
+    if opt._parts is None:
+        opt._sample_batch = batch  # profiled now, and again if the step time drifts
+        opt._use(opt._controller.choose(unwrap(opt.model), opt.loss_fn, batch, opt.param_groups))
+        opt._plan_logged = True  # the controller logged it
+    if opt._batch_size is None:
+        opt._batch_size = batch_size(batch)
+    if not opt._plan_logged:
+        opt._log(given_plan_line(opt.plan, opt._batch_size, base_family(opt.base_optimizer), opt._plan_source))
+        opt._plan_logged = True
+    if descent_closure:
+        opt._parts.check_descent_closure(closure, accumulate)
+    if opt._default_params and not opt._warned_idle:
+        opt._warned_idle = warn_unoptimized(opt)
+    return upcoming
+
+
+def end(opt, loss: float, descent_closure: bool, period: float | None) -> None:
+    """After the rule's step: skipped updates and the guard, then the controller's window."""
+    rt = opt._parts.runtime
+    no_loss = descent_closure and not _is_tensor(rt.closure_result)  # a framework closure without a loss
+    if guard_step(opt, loss, rt.take_skipped(), no_loss):
+        return
+    if opt._controller is not None and period is not None:
+        switch = opt._controller.observe(period)
+        if switch is not None:
+            opt._use(switch)
+            if not switch.spec.guarded:
+                opt._guard.release()
+
+
+def guard_step(opt, loss: float, skipped: bool, no_loss: bool = False) -> bool:
+    """Count (and warn once about) an update skipped for a non-finite loss or gradient, let the
+    guard watch the loss, and on a divergence switch to :func:`~hetsam.autosam.guard.fallback_plan`.
+    Returns whether the guard switched plans."""
+    if skipped:
+        opt._skipped_updates += 1
+        if opt._skipped_updates == 1:
+            warn_user("AutoSAM: a step's loss or update gradient is not finite, so its base update was skipped (no NaN "
+                      "reaches the parameters); later ones are skipped silently (stats()['skipped_updates'])",
+                      RuntimeWarning)
+    guard, steps = opt._guard, opt._steps_before + opt._parts.rule.t
+    if no_loss:
+        return False
+    reason = guard.observe(opt, loss, steps, skipped)
+    if reason is None:
+        return False
+    old, controller = opt.plan, opt._controller
+    report = controller.report if controller is not None else None
+    new = fallback_plan(old, report)
+    opt._use(new)  # retires the old rule (its pending jobs end) before the snapshot comes back
+    family = report.base_optimizer if report is not None else base_family(opt.base_optimizer)
+    share = share_of(new, opt._batch_size, family, controller.options.shares if controller is not None else None)
+    guard.trip(opt, reason, steps, old, new, share.text())
+    if controller is not None:
+        controller.adopt(new, f"the divergence guard: {reason}")
+    return True
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
