@@ -189,3 +189,19 @@ def test_a_share_that_clearly_fails_counts_at_the_bound():
     plan = Plan("rst", sam_probability=0.25)
     before, after = ShareModel(prior).share(plan, 64, "sgd"), ShareModel(prior + fails).share(plan, 64, "sgd")
     assert after.value < before.value - 0.3 and after.counts["user"] == 1
+
+
+def test_msams_shown_share_agrees_with_its_published_tables():
+    """The MSAM paper's 11 same-table settings keep a median 67% of SAM's gain (arXiv 2401.12033,
+    Tables 1-2): every radius hetsam may run for SGD shows an interval that contains it, and no
+    point estimate above 100%."""
+    published = sorted(r.share for r in shipped_records() if r.strategy == "msam" and r.kind == "paper"
+                       and r.has_number and not r.relative)
+    assert len(published) == 11 and published[5] == pytest.approx(0.67, abs=0.01)
+    m = share_model()
+    radii = m.tested("msam", ("sgd",))
+    assert radii
+    for rho in radii:
+        s = m.share(Plan("msam", options={"rho": rho}), 64, "sgd")
+        assert s.low <= published[5] <= s.high and s.value <= 1.0, (rho, s.text())
+        assert s.counts["paper"] >= 5

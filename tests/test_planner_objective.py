@@ -130,3 +130,14 @@ def test_strategies_restrict_the_choice_and_baselines_stay_reference_rows(asked)
         assert report.budget_met
     with pytest.raises(HetsamInputError, match="strategies"):
         plan_for("cpu-2core-resnet20", strategies=())
+
+
+@pytest.mark.parametrize("flag", [["--budget", "0"], ["--strategies", "nope"], ["--shares", "/nonexistent.json"],
+                                  ["--out", "/nonexistent/dir/p.json"], ["--min-ascent-fraction", "2"]])
+def test_plan_refuses_bad_flags_before_it_profiles(flag, tmp_path):
+    env = {**__import__("os").environ, "HETSAM_CACHE_DIR": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()
+    out = subprocess.run([sys.executable, "-m", "hetsam", "plan", *flag], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not list((tmp_path / "cache").iterdir())  # nothing was measured

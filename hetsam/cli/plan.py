@@ -56,11 +56,21 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from hetsam.errors import HetsamInputError
-    from hetsam.planning.search import plan
+    from hetsam.planning.search import check_arguments, plan
 
     if args.batch_size is not None and args.batch_size < 1:
         raise HetsamInputError(f"--batch-size {args.batch_size} must be a positive integer")
     scale = cluster_kwargs(args)
+    # every flag and the --shares file are checked before anything is measured
+    _, evidence, _ = check_arguments(
+        batch_size=args.batch_size or 1, budget=args.budget, max_staleness=args.max_staleness,
+        min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
+        strategies=_strategies(args.strategies), ascent_batches=args.ascent_batches, objective=args.objective,
+        base_optimizer=args.base_optimizer, shares=args.shares)
+    if args.out:
+        from hetsam.io import check_writable
+
+        check_writable(args.out, "plan")
     if args.profile is not None:
         from hetsam.profiling.cache import warning_lines
         from hetsam.profiling.schema import load_profile
@@ -77,7 +87,7 @@ def run(args) -> int:
     report = plan(
         profile, batch_size=args.batch_size, budget=args.budget, max_staleness=args.max_staleness,
         min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
-        ascent_batches=args.ascent_batches, simulate=not args.no_simulate, shares=args.shares,
+        ascent_batches=args.ascent_batches, simulate=not args.no_simulate, shares=evidence,
         strategies=_strategies(args.strategies), objective=args.objective, base_optimizer=args.base_optimizer, **scale,
     )
     if args.out:

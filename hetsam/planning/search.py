@@ -56,7 +56,7 @@ from hetsam.planning.prediction import Prediction
 from hetsam.planning.report import Candidate, PlanReport
 from hetsam.strategies import SAM, SGD, PlanningContext
 
-__all__ = ["plan", "PlanReport", "Candidate", "fidelity_key", "simulated_seconds"]
+__all__ = ["plan", "check_arguments", "PlanReport", "Candidate", "fidelity_key", "simulated_seconds"]
 
 
 def fidelity_key(p: Plan, batch_size: int) -> tuple[float, int, float]:
@@ -112,17 +112,10 @@ def plan(
     """
     cm = profile if isinstance(profile, CostModel) else CostModel(profile)
     b = cm.profile.batch_size if batch_size is None else batch_size
-    wanted = _validate(b, budget, max_staleness, min_ascent_fraction, reserve_cores, strategies, ascent_batches,
-                       simulate_top)
-    _checks.choice(descent_kind, "descent_kind", (None, "cpu", "gpu"))
-    _checks.choice(objective, "objective", _objective.OBJECTIVES)
-    from hetsam.evidence import optimizer_family, share_model
-
-    evidence = share_model(shares)
-    family = optimizer_family(base_optimizer)
-    if base_optimizer is not None and family is None:
-        raise HetsamInputError(f"base_optimizer={base_optimizer!r} is not a family hetsam knows; give 'sgd' "
-                               "(SGD with momentum) or 'adam' (Adam, AdamW, ...), or None for unknown")
+    wanted, evidence, family = check_arguments(
+        batch_size=b, budget=budget, max_staleness=max_staleness, min_ascent_fraction=min_ascent_fraction,
+        reserve_cores=reserve_cores, strategies=strategies, ascent_batches=ascent_batches, simulate_top=simulate_top,
+        descent_kind=descent_kind, objective=objective, base_optimizer=base_optimizer, shares=shares)
     try:
         cluster = Cluster(cm, nodes, devices_per_node, **network)
     except TypeError as exc:  # an unknown keyword
@@ -214,6 +207,27 @@ def _cluster_report(scale: Cluster | None, chosen: Plan, cm) -> dict | None:
     d = scale.to_dict(chosen.descent_device, cm.parameter_bytes, ranks)
     d["describe"] = scale.describe(chosen.descent_device, cm.parameter_bytes, ranks)
     return d
+
+
+def check_arguments(*, batch_size=1, budget=defaults.BUDGET, max_staleness=defaults.MAX_STALENESS,
+                    min_ascent_fraction=defaults.MIN_ASCENT_FRACTION, reserve_cores=defaults.RESERVE_CORES,
+                    strategies=None, ascent_batches=defaults.ASCENT_BATCHES, simulate_top=defaults.SIMULATE_TOP,
+                    descent_kind=None, objective=defaults.OBJECTIVE, base_optimizer=defaults.BASE_OPTIMIZER,
+                    shares=None):
+    """Every argument of :func:`plan` that needs no profile, checked (one-line ``HetsamInputError``):
+    the command line calls it before it measures anything. Returns ``(strategies, evidence,
+    base optimizer family)``."""
+    from hetsam.evidence import optimizer_family, share_model
+
+    wanted = _validate(batch_size, budget, max_staleness, min_ascent_fraction, reserve_cores, strategies,
+                       ascent_batches, simulate_top)
+    _checks.choice(descent_kind, "descent_kind", (None, "cpu", "gpu"))
+    _checks.choice(objective, "objective", _objective.OBJECTIVES)
+    family = optimizer_family(base_optimizer)
+    if base_optimizer is not None and family is None:
+        raise HetsamInputError(f"base_optimizer={base_optimizer!r} is not a family hetsam knows; give 'sgd' "
+                               "(SGD with momentum) or 'adam' (Adam, AdamW, ...), or None for unknown")
+    return wanted, share_model(shares), family
 
 
 def _validate(b, budget, max_staleness, min_fraction, reserve, wanted, policy, top) -> tuple[str, ...]:
