@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["NoteGroup", "collapse", "collapsed_texts", "note_lines"]
+__all__ = ["NoteGroup", "collapse", "collapsed_texts", "note_lines", "safe_text"]
 
 # a device name (with its pool), else a number: the parts in which notes of one pattern differ
 _PART = re.compile(r"(?:cpu|cuda)(?::\d+(?:\[[^\]]*\])?)?|\d+(?:\.\d+)?(?:e[-+]?\d+)?")
@@ -65,11 +65,22 @@ def _pattern(note: str) -> str:
     return _PART.sub("\0", note)
 
 
+_MAX_NOTE = 500  # characters of one note (a note may come from a file)
+
+
+def safe_text(text) -> str:
+    """``text`` fit for a terminal: control characters (escape sequences, newlines) written as
+    escapes, and at most 500 characters (notes and warnings may come from a file)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= _MAX_NOTE else text[:_MAX_NOTE - 1] + "…"
+
+
 def collapse(notes) -> list[NoteGroup]:
-    """``notes`` grouped by pattern, each group where its first note came."""
+    """``notes`` grouped by pattern, each group where its first note came (made terminal-safe)."""
     groups: dict[str, list[str]] = {}
     for note in notes:
-        groups.setdefault(_pattern(str(note)), []).append(str(note))
+        note = safe_text(note)
+        groups.setdefault(_pattern(note), []).append(note)
     return [NoteGroup(tuple(g)) for g in groups.values()]
 
 

@@ -281,3 +281,10 @@ def test_bad_planner_flags_exit_2_with_one_line(args, words):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert all(w in line for w in words)
+
+
+def test_notes_from_a_file_cannot_drive_the_terminal():
+    from hetsam._notes import note_lines
+
+    (line,) = note_lines(["busy \x1b[2J\x1b[31mred\nsecond line" + "x" * 1000])
+    assert "\x1b" not in line and "\n" not in line and "\\x1b[2J" in line and len(line) < 520
