@@ -17,7 +17,9 @@ each candidate's perturbation direction:
 
 A configuration's *alignment* is the mean cosine times its share of perturbed steps. The script
 then reads the measured shares of a time-to-accuracy run (``--shares-from tta.json``) and prints
-the Pearson and Spearman correlations across the configurations both cover.
+the Pearson and Spearman correlations across the configurations both cover. The results file
+(read and checked before anything trains: ``examples/_results.py``) and ``--json`` are refused in
+one line with exit status 2 when they are not usable.
 
     python examples/alignment_probe.py --shares-from tta.json
 """
@@ -35,7 +37,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import check_outputs, load_results  # noqa: E402
 from _tasks import Task, finite, load_task, loss_fn, model_for, train_labels  # noqa: E402
+
+from hetsam import HetsamInputError  # noqa: E402
 
 BATCH = 64
 ASYNC = [(8, 1), (16, 1), (32, 1), (64, 1), (16, 2), (16, 4)]  # (b', τ)
@@ -92,12 +97,10 @@ def probe(task, seed: int, epochs: int, every: int) -> dict[str, list[float]]:
 
 
 def measured_shares(path: str) -> dict[str, float]:
-    """Config -> share, averaged over the tasks of a time-to-accuracy run."""
+    """Config -> share, averaged over the tasks of a time-to-accuracy run (checked on reading)."""
     from time_to_accuracy import summarize
 
-    from hetsam.io import read_json
-
-    data = read_json(path, "results")
+    data = load_results(path)
     shares = collections.defaultdict(list)
     for task in data["tasks"].values():
         for row in summarize(task):  # recomputed from the raw runs
@@ -156,10 +159,26 @@ def main(argv=None) -> int:
         ap.error("out of bounds: --seeds 1 to 1000, --epochs 1 to 10000, --every 1 to 1000000")
     if any(t not in ("digits", "mnist1d") for t in args.tasks.split(",")):
         ap.error("--tasks: digits and/or mnist1d")
+    try:
+        check_outputs(json=args.json)
+        shares = measured_shares(args.shares_from) if args.shares_from else {}  # before the probe, not after
+        data = {name: load_task(name, 0.4) for name in args.tasks.split(",")}
+        for name, (x_tr, *_) in data.items():
+            steps = args.epochs * math.ceil(len(x_tr) / BATCH)
+            first = max(tau for _, tau in ASYNC) + 1
+            if steps <= first or (steps - 1) // args.every * args.every <= first - 1:
+                raise HetsamInputError(f"--every {args.every} probes no step of {name}'s {steps} steps (the first "
+                                       f"probe is at step {first} or later); give a smaller --every or more --epochs")
+    except HetsamInputError as exc:
+        print(f"alignment_probe: {exc}", file=sys.stderr)
+        return 2
+    return run(args, data, shares)
+
+
+def run(args, data: dict, shares: dict[str, float]) -> int:
     torch.set_num_threads(1)
     cosines: dict[str, list[float]] = collections.defaultdict(list)
-    for name in args.tasks.split(","):
-        x_tr, y_tr, *rest = load_task(name, 0.4)
+    for name, (x_tr, y_tr, *rest) in data.items():
         for seed in range(args.seeds):
             y = train_labels(name, y_tr, 0.4, seed)
             for k, v in probe(Task(name, (x_tr, y, *rest)), seed, args.epochs, args.every).items():
@@ -176,12 +195,14 @@ def main(argv=None) -> int:
     for start in (0.5, 0.75, 0.9):
         alignment[f"late_phase start={start}"] = proxy[f"late_phase start={start}"] = 1 - start
     print(f"{'configuration':28s} {'alignment':>9s} {'measured share':>15s}")
-    shares = measured_shares(args.shares_from) if args.shares_from else {}
     for k, a in sorted(alignment.items()):
         s = shares.get(k)
         print(f"{k:28s} {a:9.3f} {'-' if s is None else f'{s:.0%}':>15s}")
     both = [k for k in alignment if k in shares]
     result = {"alignment": alignment, "proxy": proxy, "shares": shares}
+    if args.shares_from and len(both) < 3:
+        print(f"\n{len(both)} configuration(s) have both an alignment and a measured share in {args.shares_from} "
+              "(a share needs SAM to beat SGD there): a correlation needs 3")
     if len(both) >= 3:
         ys = [shares[k] for k in both]
         xs, px = [alignment[k] for k in both], [proxy[k] for k in both]

@@ -18,6 +18,10 @@ A point is *on the frontier* when no other point is at most as slow and more acc
 *within noise* of it when every point that beats it does so by less than two standard errors of
 the paired difference over seeds.
 
+The results file is checked before anything trains (``examples/_results.py``: every field, every
+number bounded like the flag that made it), and so is ``--json``; either is refused in one line
+with exit status 2. Every run is a ``hetsam.study`` run (``time_to_accuracy.train``).
+
     python examples/planner_frontier.py tta.json --json frontier.json
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -32,9 +37,10 @@ from pathlib import Path
 
 import torch
 
-from hetsam import Plan
+from hetsam import HetsamInputError, Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import check_outputs, load_results  # noqa: E402
 from _tasks import finite  # noqa: E402
 from time_to_accuracy import BATCH, planner_choice, seeded_tasks, train  # noqa: E402
 
@@ -72,31 +78,31 @@ def _say(v: dict) -> str:
 
 # ---- this machine -----------------------------------------------------------------------------------
 def here(name: str, data: dict, args, E: int, seeds: int, tasks, log) -> dict:
-    plan = planner_choice(tasks[0], args.budget, log, args.profile)
-    ex = "threads" if plan.spec.uses_executor else "inline"
+    plan = planner_choice(name, tasks[0][0], tasks[0][1], args.budget, log, args.profile)
     sgd_plan = Plan("sgd")
     sgd, mine = [], []
     for s in range(seeds):  # interleaved with SGD, for the time ratio
-        sgd.append(train(tasks[s], sgd_plan, "inline", s, E, args.rho))
-        mine.append(train(tasks[s], plan, ex, s, E, args.rho))
+        sgd.append(train(tasks[s], sgd_plan, s, E, args.rho))
+        mine.append(train(tasks[s], plan, s, E, args.rho))
     ratio = statistics.median(m["seconds"] / g["seconds"] for m, g in zip(mine, sgd))
     sgd_seconds = statistics.mean(g["seconds"] for g in sgd)
     out = {"plan": plan.describe(), "time_x_sgd": ratio, "equal_epochs": [r["test"] for r in mine], "budgets": {}}
     for b, runs in data["budgets"].items():
         epochs = max(1, round(E * float(b) / ratio))
-        mine_b = [train(tasks[s], plan, ex, s, epochs, args.rho) for s in range(seeds)]
+        mine_b = [train(tasks[s], plan, s, epochs, args.rho) for s in range(seeds)]
         t = statistics.mean(r["seconds"] for r in mine_b) / sgd_seconds
         accs = [r["test"] for r in mine_b]
         # against every strategy within the same or a smaller budget (nominal, not the noisy measured time)
         points = {f"{lab} @{bb}x": (float(bb), [r["test"] for r in data["budgets"][bb][lab]])
                   for bb in data["budgets"] for lab in data["labels"] if not lab.startswith("planner")}
         cheap = {lab: [r["test"] for r in runs[lab]] for lab in data["labels"] if lab.split()[0] in CHEAP}
-        best = max(cheap, key=lambda lab: statistics.mean(cheap[lab]))
-        d = [a - c for a, c in zip(accs, cheap[best])]
+        versus = None  # a run without a one-device variant (--only async) has nothing to compare with
+        if cheap:
+            best = max(cheap, key=lambda lab: statistics.mean(cheap[lab]))
+            d = [a - c for a, c in zip(accs, cheap[best])]
+            versus = {"best": best, "gap": statistics.mean(d), "se": statistics.stdev(d) / len(d) ** 0.5}
         out["budgets"][b] = {"epochs": epochs, "time_x_sgd": t, "accuracies": accs,
-                             "frontier": verdict(accs, float(b), points),
-                             "vs_best_cheap": {"best": best, "gap": statistics.mean(d),
-                                               "se": statistics.stdev(d) / len(d) ** 0.5}}
+                             "frontier": verdict(accs, float(b), points), "vs_best_cheap": versus}
         log(f"{name}: the planner's choice within {b} x SGD done")
     return out
 
@@ -123,14 +129,13 @@ def on_machine(bench: dict, report) -> Plan | None:
     return Plan.from_dict(d)
 
 
-def locally(plan: Plan, batch_size: int) -> tuple[Plan, str]:
+def locally(plan: Plan, batch_size: int) -> Plan:
     """A reference machine's plan as the same algorithm here (b' scaled to BATCH)."""
     d = plan.to_dict()
     d.update(descent_device="cpu", ascent_device="cpu" if plan.spec.uses_executor else None, batch_size=BATCH)
     if plan.ascent_batch_size:
         d["ascent_batch_size"] = max(1, round(plan.ascent_batch_size / batch_size * BATCH))
-    p = Plan.from_dict(d)
-    return p, "threads" if p.spec.uses_executor else "inline"
+    return Plan.from_dict(d)
 
 
 def references(results: dict, args, E: int, seeds: int, tasks_of, log) -> dict:
@@ -144,7 +149,7 @@ def references(results: dict, args, E: int, seeds: int, tasks_of, log) -> dict:
         cm, b_ref = report.cost_model, report.batch_size
         step = lambda p: simulate(p, cm, iterations=args.iterations, seed=0).iteration_seconds["mean"]  # noqa: E731
         sgd_step = step(Plan("sgd", descent_device=report.plan.descent_device, batch_size=b_ref))
-        mine, ex = locally(report.plan, b_ref)
+        mine = locally(report.plan, b_ref)
         key = json.dumps(mine.to_dict(), sort_keys=True)
         entry = {"plan": report.plan.describe(), "here": mine.describe(), "time_x_sgd": step(report.plan) / sgd_step,
                  "share": report.prediction.share.to_dict() if report.prediction.share else None, "tasks": {}}
@@ -152,7 +157,7 @@ def references(results: dict, args, E: int, seeds: int, tasks_of, log) -> dict:
         for task, data in results["tasks"].items():
             if (task, key) not in trained:
                 tasks = tasks_of(task)
-                trained[(task, key)] = [train(tasks[s], mine, ex, s, E, args.rho)["test"] for s in range(seeds)]
+                trained[(task, key)] = [train(tasks[s], mine, s, E, args.rho)["test"] for s in range(seeds)]
             for lab in data["labels"]:
                 p = None if lab.startswith("planner") or lab in times else on_machine(data["plans"][lab], report)
                 if p is not None:
@@ -180,15 +185,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not 10 <= args.iterations <= 100_000:
         ap.error("--iterations: 10 to 100000")
-    from hetsam import HetsamInputError
-    from hetsam.io import read_json
-
+    if not (math.isfinite(args.budget) and 1 <= args.budget <= 100):
+        ap.error("--budget: 1 to 100 (x SGD's step)")
     try:
-        results = read_json(args.results, "results")
-        run_args = results["meta"]["args"]
-    except (HetsamInputError, KeyError, TypeError) as exc:
-        print(f"planner_frontier: {args.results} is not a time_to_accuracy.py --json file ({exc})", file=sys.stderr)
+        check_outputs(json=args.json)
+        results = load_results(args.results)  # every field checked, every number bounded like its flag
+        return run(args, results)
+    except HetsamInputError as exc:
+        print(f"planner_frontier: {exc}", file=sys.stderr)
         return 2
+
+
+def run(args, results: dict) -> int:
+    run_args = results["meta"]["args"]
     args.rho = run_args["rho"]
     E, seeds = run_args["epochs"], run_args["seeds"]
     torch.set_num_threads(1)
@@ -209,8 +218,10 @@ def main(argv=None) -> int:
             print(f"\n{task}, this machine: the planner chose {h['plan']} ({h['time_x_sgd']:.2f}x SGD per epoch here)")
             for b, v in h["budgets"].items():
                 c = v["vs_best_cheap"]
-                print(f"  within {b}x SGD ({v['epochs']} epochs): {_say(v['frontier'])}; vs the best one-device "
-                      f"variant, {c['best']}: {100 * c['gap']:+.2f} ± {100 * c['se']:.2f} points")
+                versus = ("no one-device variant (" + ", ".join(CHEAP) + ") in the results to compare with" if c is None
+                          else f"vs the best one-device variant, {c['best']}: {100 * c['gap']:+.2f} ± "
+                               f"{100 * c['se']:.2f} points")
+                print(f"  within {b}x SGD ({v['epochs']} epochs): {_say(v['frontier'])}; {versus}")
     report["references"] = references(results, args, E, seeds, tasks_of, log)
     for machine, entry in report["references"].items():
         print(f"\n{machine}: the planner chose {entry['plan']}, predicted {entry['time_x_sgd']:.3f}x SGD per step "

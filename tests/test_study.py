@@ -251,3 +251,112 @@ def test_its_file_changes_hetsam_plans_choice_where_its_evidence_is_clear(digits
     records = load_records(out)
     assert {r.settings["rho"] for r in records} == measured
     assert plan(PROFILE, batch_size=64, shares=out).plan.strategy != "msam"
+
+
+# ---- plans=, a schedule, per-epoch scores, per-seed data, and Runs (examples/time_to_accuracy.py) ----------------
+class CountingSchedule:
+    """schedule(optimizer, total_steps): a cosine LambdaLR that counts its steps."""
+
+    def __init__(self):
+        self.steps, self.totals = 0, []
+
+    def __call__(self, opt, total_steps):
+        import math
+
+        self.totals.append(total_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps)
+                                                                                       / total_steps)))
+        step = sched.step
+
+        def counted():
+            self.steps += 1
+            step()
+        sched.step = counted
+        return sched
+
+
+def test_given_plans_keep_their_labels_step_the_schedule_and_score_every_epoch(digits, tmp_path):
+    from hetsam import Plan
+
+    x, y, x_te, y_te = digits
+    seen = []
+
+    def per_seed(seed):  # seed s's own labels (the benchmark's noisy labels), the same for every plan
+        seen.append(seed)
+        return x[:200], y[:200].roll(seed)
+
+    schedule, runs = CountingSchedule(), tmp_path / "runs.json"
+    plans = {"sgd": Plan("sgd"), "the SAM row": Plan("sam"), "rst p=0.5": Plan("rst", sam_probability=0.5),
+             "rst again": Plan("rst", sam_probability=0.5), "interval k=2": Plan("interval", options={"k": 2})}
+    result = hetsam.study(Counting(), loss_fn, per_seed, accuracy(x_te, y_te), plans=plans, epochs=2, seeds=2,
+                          out=None, runs=runs, schedule=schedule, curve=True, progress=False, lr=0.05, momentum=0.9)
+    assert list(result.scores) == ["sgd", "the SAM row", "rst p=0.5", "rst again", "interval k=2"]
+    assert result.base == "sgd" and result.sam == "the SAM row" and result.out is None
+    assert result.trained == 8 and result.reused == 2  # a plan under two labels trains once per seed
+    assert result.scores["rst again"] == result.scores["rst p=0.5"]
+    assert schedule.totals == [8] * 8 and schedule.steps == 8 * 8  # 200 samples: 4 steps x 2 epochs, stepped each
+    assert set(seen) == {0, 1}
+    for key, label in result.labels.items():
+        assert key == label and all(len(r["curve"]) == 2 and r["curve"][-1][1] == r["score"]
+                                    for r in result.runs[key])
+        assert all(r["curve"][0][0] <= r["curve"][1][0] == r["seconds"] for r in result.runs[key])
+    log = json.loads(runs.read_text())
+    assert {r["label"] for r in log["runs"]} == {"sgd", "the SAM row", "rst p=0.5", "interval k=2"}
+    assert log["fingerprint"]["lr_schedule"] and log["fingerprint"]["curve"] and log["fingerprint"]["data_per_seed"]
+    assert {r.strategy for r in result.records} == {"rst", "interval"} and not (tmp_path / "shares.json").exists()
+    # the same call resumes from the log; a call without the schedule is another study, refused
+    again = hetsam.study(Counting(), loss_fn, per_seed, accuracy(x_te, y_te), plans=plans, epochs=2, seeds=2,
+                         out=None, runs=runs, schedule=schedule, curve=True, progress=False, lr=0.05, momentum=0.9)
+    assert again.trained == 0 and again.scores == result.scores
+    with pytest.raises(HetsamInputError, match="other settings.*lr_schedule"):
+        hetsam.study(Counting(), loss_fn, per_seed, accuracy(x_te, y_te), plans=plans, epochs=2, seeds=2, out=None,
+                     runs=runs, curve=True, progress=False, lr=0.05, momentum=0.9)
+
+
+def test_runs_train_other_epochs_into_the_same_log_unguarded(digits, tmp_path, monkeypatch):
+    """What the benchmark's equal-time runs use: hetsam.study.Runs with the study's settings."""
+    import hetsam.autosam
+    from hetsam import Plan
+
+    made = []
+    real = hetsam.autosam.AutoSAM
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hetsam.autosam, "AutoSAM", recording)
+    x, y, x_te, y_te = digits
+    args = dict(epochs=2, runs=tmp_path / "runs.json", curve=True, lr=0.05, momentum=0.9)
+    runs = hetsam.study.Runs(Counting(), loss_fn, (x[:128], y[:128]), accuracy(x_te, y_te), **args)
+    first = runs.run(Plan("msam", options={"rho": 3.0}), 1, epochs=3, label="msam rho=3")
+    assert first["epochs"] == 3 and len(first["curve"]) == 3 and runs.trained == 1
+    assert made and all(kw["guard"] is False and kw["seed"] == 1 for kw in made)  # the strategy's own outcome
+    other = hetsam.study.Runs(Counting(), loss_fn, (x[:128], y[:128]), accuracy(x_te, y_te), **args)
+    assert other.run(Plan("msam", options={"rho": 3.0}), 1, epochs=3) == first and other.reused == 1
+    assert other.find(Plan("msam", options={"rho": 3.0}), 1) is None  # the study's own epochs: not run
+    plain = hetsam.study.Runs(Counting(), loss_fn, (x[:128], y[:128]), accuracy(x_te, y_te), epochs=2, lr=0.05)
+    with pytest.raises(HetsamInputError, match="momentum"):  # refused before anything trains
+        plain.run(Plan("msam"), 0)
+    assert plain.trained == 0
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"plans": {}}, "plans must be"), ({"plans": {"a": "rst"}}, "hetsam.Plan"),
+    ({"plans": {"a": "P(rst)", "b": "P(rst)"}, "strategies": ["rst"]}, "leave out strategies"),
+    ({"plans": {"x": "P(sgd)", "y": "P(sgd)"}}, "both sgd plans"), ({"plans": {"sgd": "P(rst)"}}, "another label"),
+    ({"plans": {"a": "P(msam)"}, "momentum": 0.0}, "momentum"), ({"plans": {"": "P(rst)"}}, "label"),
+    ({"schedule": 3}, "schedule must be"), ({"curve": "yes"}, "curve"),
+    ({"schedule": lambda opt, n: None}, "LR scheduler"),
+])
+def test_plans_and_the_new_settings_are_refused_in_one_line(digits, tmp_path, change, words):
+    from hetsam import Plan
+
+    change = {"plans": {"rst": "P(rst)"}, "strategies": None, "planner_options": None, **change}
+    change["plans"] = {k: Plan(v[2:-1]) if isinstance(v, str) and v.startswith("P(") else v
+                       for k, v in change["plans"].items()}
+    maker = Counting()
+    with pytest.raises(HetsamInputError, match=words) as err:
+        small_study(digits, tmp_path / "shares.json", make_model=maker, **change)
+    assert "\n" not in str(err.value) and not (tmp_path / "shares.json").exists()
+    assert not (tmp_path / "shares.json.runs.json").exists()

@@ -1,6 +1,7 @@
 """What a study runs: the planner's plans for this machine, one per strategy, plus SGD and SAM.
 
-The candidates are what ``AutoSAM(plan="auto")`` would weigh on this machine:
+The candidates are the plans given (``plans={label: Plan}``: :func:`given_candidates`), or what
+``AutoSAM(plan="auto")`` would weigh on this machine:
 :func:`hetsam.autosam.controller.plan_for_model` plans for the user's model (on a profile cached
 on disk, or ``planner_options["profile"]``), and each strategy runs at ``report.best_of(name)``,
 its best plan by the planner's objective. SGD and SAM (with the user's ρ) always run: they are
@@ -14,7 +15,10 @@ from dataclasses import dataclass, replace
 from hetsam import strategies as registry
 from hetsam.errors import HetsamInputError
 
-__all__ = ["Candidate", "plan_candidates", "optimizer_name"]
+__all__ = ["Candidate", "plan_candidates", "given_candidates", "optimizer_name", "MAX_PLANS"]
+
+MAX_PLANS = 1000
+_MAX_LABEL = 200
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,13 @@ class Candidate:
     strategy: str
     plan: object  # hetsam.planning.Plan
     label: str  # e.g. "MSAM rho=1"
-    predicted_seconds: float  # the planner's seconds per step (for time estimates before a run)
+    predicted_seconds: float  # the planner's seconds per step (for time estimates before a run; 0: unknown)
     baseline: bool = False
+    key: str = ""  # what the result is keyed by: the strategy's name for the planner's plans, else the label
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", self.strategy)
 
 
 def optimizer_name(base_optimizer) -> str:
@@ -98,3 +107,41 @@ def plan_candidates(model, loss_fn, sample_batch, *, base_optimizer, base_kwargs
     if [c.strategy for c in out[:2]] != [registry.SGD, registry.SAM]:
         raise HetsamInputError("the planner proposed no SGD or SAM plan for this model; a study needs both")
     return out, report
+
+
+def given_candidates(plans, groups: list[dict]) -> list[Candidate]:
+    """The candidates of ``plans`` (label -> Plan), SGD and SAM first: a given plan of SGD or SAM
+    is that baseline under its label; a missing one is added, labelled by its strategy's name.
+    Each plan is refused in one line when the base optimizer's settings rule it out."""
+    from hetsam.planning.plan import Plan
+
+    if not isinstance(plans, dict) or not plans or len(plans) > MAX_PLANS:
+        raise HetsamInputError(f"plans must be a dict of 1 to {MAX_PLANS} labels -> hetsam.Plan, e.g. "
+                               "{'rst p=0.5': Plan('rst', sam_probability=0.5)}")
+    baselines: dict[str, Candidate] = {}
+    others = []
+    for label, plan in plans.items():
+        if not isinstance(label, str) or not label.strip() or len(label) > _MAX_LABEL or "\n" in label:
+            raise HetsamInputError(f"plans: label {str(label)[:40]!r} must be a one-line name of 1 to {_MAX_LABEL} "
+                                   "characters")
+        if not isinstance(plan, Plan):
+            raise HetsamInputError(f"plans[{label!r}] is {type(plan).__name__}; give a hetsam.Plan, e.g. Plan('rst', "
+                                   "sam_probability=0.5)")
+        why = plan.spec.refuses(groups)
+        if why is not None:
+            raise HetsamInputError(f"plans[{label!r}]: {why}")
+        c = Candidate(plan.strategy, plan, label, 0.0, baseline=plan.spec.baseline, key=label)
+        if plan.strategy in (registry.SGD, registry.SAM):
+            if plan.strategy in baselines:
+                raise HetsamInputError(f"plans: {baselines[plan.strategy].label!r} and {label!r} are both "
+                                       f"{plan.strategy} plans; a study has one of each baseline")
+            baselines[plan.strategy] = c
+        else:
+            others.append(c)
+    for name in (registry.SGD, registry.SAM):
+        if name not in baselines:
+            if name in plans:
+                raise HetsamInputError(f"plans: the label {name!r} names the {name} baseline; give that plan "
+                                       f"another label")
+            baselines[name] = Candidate(name, Plan(name), name, 0.0, baseline=True, key=name)
+    return [baselines[registry.SGD], baselines[registry.SAM], *others]

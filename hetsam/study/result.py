@@ -25,13 +25,16 @@ _LIMIT = 100.0  # the largest |share| and se an evidence record holds
 class StudyResult:
     """The outcome of :func:`hetsam.study`.
 
-    ``records``: the evidence records written to ``out`` (empty with fewer than 2 complete
-    seeds); ``scores``: strategy -> the score of each complete seed, in seed order (SGD and SAM
-    included); ``labels`` and ``plans``: strategy -> its label and Plan; ``seconds``: the wall
-    time of this call; ``run_seconds``: strategy -> training seconds per complete seed;
-    ``seeds``: complete seeds; ``trained``/``reused``: runs trained by this call / taken from
-    the run log; ``stopped``: why the study stopped early (the time budget), else None;
-    ``out``: the evidence file written, or None.
+    Every dict is keyed by the strategy's name for the planner's plans, by the label for
+    ``plans={label: Plan}`` (SGD and SAM added there are ``"sgd"`` and ``"sam"``).
+    ``records``: the evidence records (written to ``out`` when given; empty with fewer than 2
+    complete seeds); ``scores``: key -> the score of each complete seed, in seed order (SGD and
+    SAM included); ``labels`` and ``plans``: key -> its label and Plan; ``seconds``: the wall
+    time of this call; ``run_seconds``: key -> training seconds per complete seed; ``seeds``:
+    complete seeds; ``trained``/``reused``: runs trained by this call / taken from the run log;
+    ``stopped``: why the study stopped early (the time budget), else None; ``out``: the evidence
+    file written, or None; ``runs``: key -> the run log's entry of each complete seed (with its
+    ``curve`` when the study kept one); ``base``/``sam``: the keys of SGD and SAM.
     """
 
     records: list
@@ -45,14 +48,15 @@ class StudyResult:
     reused: int = 0
     stopped: str | None = None
     out: str | None = None
-    base: str = ""  # the strategy name of the SGD baseline
+    base: str = ""  # the key of the SGD baseline
     sam: str = ""  # ... and of SAM
+    runs: dict = field(default_factory=dict)
 
-    def share(self, strategy: str) -> tuple[float, float]:
-        """``(share, se)`` of SAM's paired gain that ``strategy`` kept (NaN when it is unknown)."""
+    def share(self, key: str) -> tuple[float, float]:
+        """``(share, se)`` of SAM's paired gain that ``key`` kept (NaN when it is unknown)."""
         if self.seeds < 2:
             return math.nan, math.nan
-        return paired_share(self.scores[strategy], self.scores[self.base], self.scores[self.sam])
+        return paired_share(self.scores[key], self.scores[self.base], self.scores[self.sam])
 
     def table(self) -> str:
         """SGD, SAM and each candidate: the score's mean ± sd over the seeds, the share ± se."""

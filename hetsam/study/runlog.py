@@ -1,16 +1,18 @@
 """The study's run log: every finished run, rewritten atomically after each one, so a restart resumes.
 
-The log lives next to the evidence file (``<out>.runs.json``)::
+The log lives next to the evidence file (``<out>.runs.json``) unless ``runs=`` names it::
 
     {"schema_version": 1, "kind": "hetsam study runs", "fingerprint": {...}, "runs": [
         {"strategy": "msam", "label": "MSAM rho=1", "plan": {...}, "seed": 0, "epochs": 30,
          "score": 0.93, "seconds": 4.1, "wall_seconds": 4.3}, ...]}
 
+(a study with ``curve=True`` adds each run's ``"curve"``: ``[training seconds, score]`` per epoch).
 ``fingerprint`` holds the settings that change what a run measures (ρ, the batch size, the base
-optimizer and its arguments, the model's class and size, the data's size and a checksum). A run
-is reused when its plan JSON, seed and epochs match and the file's fingerprint equals this
-study's; a log of other settings is refused in one line (mixing them would pair runs of two
-different studies), never reused silently. Torch-free.
+optimizer and its arguments, the model's class and size, the data's size and a checksum, and
+whether an LR schedule, per-seed data or a curve is used). A run is reused when its plan JSON,
+seed and epochs match and the file's fingerprint equals this study's; a log of other settings is
+refused in one line (mixing them would pair runs of two different studies), never reused
+silently. A log without a path (``RunLog(None, ...)``) keeps its runs in memory. Torch-free.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class RunLog:
     """The finished runs of one study (module docstring); ``add`` rewrites the file atomically."""
 
     def __init__(self, path, fingerprint: dict):
-        self.path = Path(path)
+        self.path = None if path is None else Path(path)
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))  # as it reads back from JSON
         self.runs: list[dict] = []
         self._index: dict[tuple, dict] = {}
@@ -55,10 +57,10 @@ class RunLog:
         from hetsam.io import read_json
 
         log = cls(path, fingerprint)
-        if not log.path.exists():
+        if log.path is None or not log.path.exists():
             return log
         data = read_json(log.path, "study run log")
-        fix = f"delete {str(log.path)!r} to start afresh, or give the study another out"
+        fix = f"delete {str(log.path)!r} to start afresh, or give the study another run log (out= or runs=)"
         if not isinstance(data, dict) or data.get("kind") != KIND or data.get("schema_version") != SCHEMA_VERSION:
             raise HetsamInputError(f"{str(log.path)!r} is not a hetsam study run log (schema_version "
                                    f"{SCHEMA_VERSION}); {fix}")
@@ -86,12 +88,17 @@ class RunLog:
     def save(self) -> None:
         from hetsam.io import write_text
 
+        if self.path is None:
+            return
         doc = {"schema_version": SCHEMA_VERSION, "kind": KIND, "fingerprint": self.fingerprint, "runs": self.runs}
         write_text(self.path, json.dumps(doc, indent=1, allow_nan=False), "study run log")
 
-    def seconds(self, strategy: str) -> list[float]:
-        """The wall seconds of every logged run of ``strategy`` (for estimates)."""
-        return [r["wall_seconds"] for r in self.runs if r["strategy"] == strategy]
+    def seconds(self, epochs: int, *, plan_dict: dict | None = None, strategy: str | None = None) -> list[float]:
+        """The wall seconds of every logged run of ``epochs`` epochs of one plan, or of one
+        strategy at any of its settings (for estimates)."""
+        key = None if plan_dict is None else plan_key(plan_dict)
+        return [r["wall_seconds"] for r in self.runs if r["epochs"] == epochs
+                and (key is None or plan_key(r["plan"]) == key) and (strategy is None or r["strategy"] == strategy)]
 
     def _remember(self, run: dict) -> None:
         key = (plan_key(run["plan"]), run["seed"], run["epochs"])
@@ -118,10 +125,17 @@ def _checked(run, where: str, fix: str) -> dict:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
             bad(name, f"an integer in [0, {high}]")
     for name in ("score", "seconds", "wall_seconds"):
-        value = run.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _finite(run.get(name)):
             bad(name, "a finite number")
+    curve = run.get("curve")
+    if curve is not None and (not isinstance(curve, list) or len(curve) != run["epochs"] or not all(
+            isinstance(p, list) and len(p) == 2 and all(_finite(v) for v in p) for p in curve)):
+        bad("curve", "a list of [seconds, score] per epoch")
     return run
+
+
+def _finite(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _difference(theirs, ours: dict) -> str:

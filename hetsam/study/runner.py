@@ -2,7 +2,11 @@
 
 Pairing: seed s of every strategy builds its model right after ``torch.manual_seed(s)`` and reads
 the batches of the same per-epoch permutations (a generator seeded with s, apart from the global
-one), so every difference between strategies at one seed is the strategy's.
+one), so every difference between strategies at one seed is the strategy's. Each epoch is one
+pass of ``AutoSAM.prefetch`` over that epoch's batches, as a training loop over a loader does
+(a lookahead plan reads ahead within the epoch). An LR scheduler, when given, steps once per step.
+The score is taken inside the optimizer's context, after the last epoch (and after every epoch
+for a ``curve``), with the model in eval mode; ``seconds`` counts the training steps only.
 """
 
 from __future__ import annotations
@@ -58,13 +62,22 @@ class PairedData:
         """The first ``batch_size`` samples (the planner's sample batch)."""
         return self.take(torch.arange(self.batch_size))
 
+    @staticmethod
+    def order(seed: int) -> torch.Generator:
+        """The generator of seed ``seed``'s batch order (one permutation per epoch, drawn in turn)."""
+        return torch.Generator().manual_seed(seed)
+
+    def epoch(self, order: torch.Generator) -> Iterator[Any]:
+        """The batches of the next epoch of ``order`` (the last one may be smaller)."""
+        for index in torch.randperm(self.size, generator=order).split(self.batch_size):
+            yield self.take(index)
+
     def batches(self, seed: int, epochs: int) -> Iterator[Any]:
         """Every batch of ``epochs`` epochs, in seed ``seed``'s order (the last batch of an epoch may
         be smaller)."""
-        order = torch.Generator().manual_seed(seed)
+        order = self.order(seed)
         for _ in range(epochs):
-            for index in torch.randperm(self.size, generator=order).split(self.batch_size):
-                yield self.take(index)
+            yield from self.epoch(order)
 
     def describe(self) -> str:
         if self.tensors is not None:
@@ -86,9 +99,12 @@ class PairedData:
 
 
 def train_run(make_model: Callable, loss_fn: Callable, data: PairedData, evaluate: Callable, plan, *, seed: int,
-              epochs: int, base_optimizer, rho: float, base_kwargs: dict) -> dict:
-    """Train one plan at one seed and score it: ``{"score", "seconds", "wall_seconds"}``
-    (``seconds``: the training loop; ``wall_seconds``: with the model's construction and the score)."""
+              epochs: int, base_optimizer, rho: float, base_kwargs: dict, schedule: Callable | None = None,
+              curve: bool = False) -> dict:
+    """Train one plan at one seed and score it: ``{"score", "seconds", "wall_seconds"}``, and with
+    ``curve`` also ``"curve"``: ``[training seconds so far, score]`` after every epoch
+    (``seconds``: the training steps; ``wall_seconds``: with the model's construction and the scores).
+    ``schedule(optimizer, total_steps)`` returns an LR scheduler, stepped once after each step."""
     from hetsam.autosam import AutoSAM
 
     started = time.perf_counter()
@@ -97,16 +113,40 @@ def train_run(make_model: Callable, loss_fn: Callable, data: PairedData, evaluat
     if not isinstance(model, torch.nn.Module):
         raise HetsamInputError(f"make_model() returned {type(model).__name__}; it must return a fresh torch.nn.Module")
     executor = "threads" if plan.spec.uses_executor else "inline"
+    total = epochs * data.steps_per_epoch
     opt = AutoSAM(model, loss_fn, base_optimizer, rho=rho, plan=plan, executor=executor, seed=seed,
-                  total_steps=epochs * data.steps_per_epoch, log=lambda line: None, guard=False, **base_kwargs)
+                  total_steps=total, log=lambda line: None, guard=False, **base_kwargs)
     # guard=False: the evidence is the strategy's own outcome, divergence included (the guard
     # would switch a diverging run to SAM and record SAM's accuracy as the strategy's)
+    sched = None if schedule is None else _scheduler(schedule, opt, total)
+    order = data.order(seed)
+    seconds, points = 0.0, []
     model.train()
-    train_start = time.perf_counter()
     with opt:
-        for batch in opt.prefetch(data.batches(seed, epochs)):
-            opt.step(batch)
-    seconds = time.perf_counter() - train_start
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            for batch in opt.prefetch(data.epoch(order)):
+                opt.step(batch)
+                if sched is not None:
+                    sched.step()
+            seconds += time.perf_counter() - start
+            if curve or epoch == epochs - 1:
+                points.append([seconds, _score(evaluate, model, plan, seed, epoch)])
+    out = {"score": points[-1][1], "seconds": seconds, "wall_seconds": time.perf_counter() - started}
+    if curve:
+        out["curve"] = points
+    return out
+
+
+def _scheduler(schedule: Callable, opt, total: int):
+    sched = schedule(opt, total)
+    if not callable(getattr(sched, "step", None)):
+        raise HetsamInputError(f"schedule(optimizer, total_steps) returned {type(sched).__name__}; it must return an "
+                               "LR scheduler (e.g. torch.optim.lr_scheduler.LambdaLR(optimizer, ...))")
+    return sched
+
+
+def _score(evaluate: Callable, model, plan, seed: int, epoch: int) -> float:
     model.eval()
     try:
         score = evaluate(model)
@@ -114,6 +154,5 @@ def train_run(make_model: Callable, loss_fn: Callable, data: PairedData, evaluat
         model.train()
     if isinstance(score, torch.Tensor) and score.numel() == 1:
         score = score.item()
-    score = _checks.number(score, f"evaluate(model) after {plan.describe()} at seed {seed}",
-                           hint="return a finite float, higher is better (e.g. held-out accuracy)")
-    return {"score": score, "seconds": seconds, "wall_seconds": time.perf_counter() - started}
+    return _checks.number(score, f"evaluate(model) after {plan.describe()} at seed {seed}, epoch {epoch + 1}",
+                          hint="return a finite float, higher is better (e.g. held-out accuracy)")
