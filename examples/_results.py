@@ -12,6 +12,7 @@ file cannot make a reader train 10**29 seeds. ``planner_frontier.py``, ``alignme
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -29,6 +30,15 @@ _FIX = "give a --json file of examples/time_to_accuracy.py"
 
 
 # ---- outputs -----------------------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusals are one line (``prog: error: ...``, exit 2), without the usage block."""
+
+    def error(self, message):
+        from hetsam._notes import safe_text
+
+        self.exit(2, f"{self.prog}: error: {safe_text(message)}\n")
+
+
 def plot_format(path: str) -> str:
     """The format matplotlib writes ``path`` in (its suffix; png without one); refused when unknown."""
     fmt = Path(path).suffix.lstrip(".").lower() or "png"

@@ -35,7 +35,7 @@ import hetsam
 from hetsam import Plan
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _results import check_outputs  # noqa: E402
+from _results import OneLineParser, check_outputs  # noqa: E402
 from _tasks import (Task, accuracy, add_task_arguments, check_task_arguments, finite, load_task,  # noqa: E402
                     loss_fn, model_for, noisy_labels, train_labels)
 
@@ -132,7 +132,7 @@ def planner_ascent_batch(profile_name: str | None) -> int | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_task_arguments(ap)
     ap.add_argument("--planner-profile", default="a6000-epyc7452", help="reference profile whose planned b' is also run ('' to skip)")
     ap.add_argument("--executor", default="inline", choices=("inline", "threads"))

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import check_outputs, load_results  # noqa: E402
+from _results import OneLineParser, check_outputs, load_results  # noqa: E402
 from _tasks import Task, finite, load_task, loss_fn, model_for, train_labels  # noqa: E402
 
 from hetsam import HetsamInputError  # noqa: E402
@@ -147,7 +147,7 @@ def spearman(xs, ys) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="digits,mnist1d")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=30)

@@ -25,7 +25,7 @@ from hetsam.evidence.records import paired_records, records_document
 from hetsam.io import write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import BATCH, check_outputs, load_results  # noqa: E402
+from _results import OneLineParser, BATCH, check_outputs, load_results  # noqa: E402
 
 TASKS = {  # what the records say each task of examples/_tasks.py is
     "digits": ("scikit-learn digits 8x8, symmetric label noise on the training split", "MLP 64-256-256-10"),
@@ -78,7 +78,7 @@ def records_of(path: str) -> list:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="--json files of examples/time_to_accuracy.py")
     ap.add_argument("--out", required=True, help="the evidence file to write")
     args = ap.parse_args(argv)

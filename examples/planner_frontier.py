@@ -40,7 +40,7 @@ import torch
 from hetsam import HetsamInputError, Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import check_outputs, load_results  # noqa: E402
+from _results import OneLineParser, check_outputs, load_results  # noqa: E402
 from _tasks import finite  # noqa: E402
 from time_to_accuracy import BATCH, planner_choice, seeded_tasks, train  # noqa: E402
 
@@ -173,7 +173,7 @@ def references(results: dict, args, E: int, seeds: int, tasks_of, log) -> dict:
 
 # ---- main -------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="a JSON from examples/time_to_accuracy.py --json")
     ap.add_argument("--budget", type=float, default=1.1, help="the planner's step budget, x SGD (default 1.1)")
     ap.add_argument("--iterations", type=int, default=400, help="simulated iterations per plan")

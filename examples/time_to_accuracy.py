@@ -56,7 +56,7 @@ import hetsam
 from hetsam import HetsamInputError, Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import check_outputs, load_results  # noqa: E402
+from _results import OneLineParser, check_outputs, load_results  # noqa: E402
 from _tasks import (Task, accuracy, add_task_arguments, check_task_arguments, finite, load_task, loss_fn,  # noqa: E402
                     model_for, train_labels)
 from _tta_report import markdown, paired_share, pareto, plot, print_table, summarize  # noqa: E402,F401
@@ -199,7 +199,7 @@ def runs_path(args, task: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_task_arguments(ap)
     ap.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",") if x.strip()], default=list(BUDGETS),
                     help="time budgets, x SGD's time ('' for none: shares only)")

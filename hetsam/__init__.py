@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from hetsam.errors import HetsamInputError, WorkerFailure
+from hetsam.errors import HetsamInputError, NonFiniteUpdate, WorkerFailure
 
 __version__ = "0.1.0"
 
@@ -31,7 +31,7 @@ _LAZY = {
 # public name -> a module that is itself the public name (``hetsam.study`` is callable)
 _MODULES = {"study": "hetsam.study"}
 
-__all__ = ["HetsamInputError", "WorkerFailure", "__version__", *_LAZY, *_MODULES]
+__all__ = ["HetsamInputError", "NonFiniteUpdate", "WorkerFailure", "__version__", *_LAZY, *_MODULES]
 
 
 def __getattr__(name: str):

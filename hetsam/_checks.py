@@ -69,7 +69,7 @@ def _show(value: Any) -> str:
         digits = len(str(abs(value))) if abs(value) < 10 ** 30 else None
         if digits is None:
             return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, even for a tensor's repr
     return text if len(text) <= 60 else text[:57] + "..."
 
 

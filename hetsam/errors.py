@@ -4,7 +4,7 @@ The command line turns a :class:`HetsamInputError` into exit code 2 and a single
 stderr; library callers get an ordinary ``ValueError`` subclass.
 """
 
-__all__ = ["HetsamInputError", "WorkerFailure"]
+__all__ = ["HetsamInputError", "WorkerFailure", "NonFiniteUpdate"]
 
 
 class HetsamInputError(ValueError):
@@ -22,3 +22,15 @@ class WorkerFailure(RuntimeError):
     """
 
     job = None
+
+
+class NonFiniteUpdate(RuntimeError):
+    """A training step's loss or update gradient was not finite (``AutoSAM(nonfinite="raise")``).
+
+    Nothing of that step reached the parameters or the base optimizer's state; the step counts as
+    taken, with its update skipped (``stats()["skipped_updates"]``). ``step`` is its number
+    (1-based, as the divergence guard counts) and ``reason`` what was not finite.
+    """
+
+    step: int | None = None
+    reason: str | None = None

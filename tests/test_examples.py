@@ -474,3 +474,52 @@ def test_alignment_probe_refuses_a_bad_results_file_and_a_probe_of_nothing_befor
     assert probe.main([*base, "--every", "100000"]) == 2
     assert "--every 100000 probes no step" in _one_line_error(capsys)
     assert "configuration" not in capsys.readouterr().out
+
+
+def test_fuzz_results_files_and_flags_of_the_study_scripts(tta_run, tmp_path, no_training, capsys):
+    """Mutated results files through ``--from`` and ``planner_frontier.py``, and hostile flags:
+    exit 0 or 2 with one line, never a traceback, never training (hypothesis; HETSAM_FUZZ=long
+    for more examples)."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from test_fuzz import FUZZ, bounded, mutated
+
+    tta, pf = load_example("time_to_accuracy"), load_example("planner_frontier")
+    base = [json.loads(tta_run[0].read_text())]
+    path = tmp_path / "fuzzed.json"
+
+    def clean_exit(main, argv):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own refusal
+            code = exc.code
+        except AssertionError as exc:  # it would train: accepted, as only a valid input may be
+            assert "trained before refusing" in str(exc)
+            capsys.readouterr()
+            return
+        captured = capsys.readouterr()
+        assert code in (0, 2) and "Traceback" not in captured.err, captured.err
+        if code == 2:
+            assert len(captured.err.strip().splitlines()) == 1, captured.err
+
+    @FUZZ
+    @given(mutated(base))
+    def results(doc):
+        path.write_text(json.dumps(doc))
+        with bounded("a mutated results file"):
+            clean_exit(tta.main, ["--from", str(path)])
+            clean_exit(pf.main, [str(path), "--skip-here", "--iterations", "10", "--quiet"])
+
+    hostile = st.sampled_from(["0", "-1", "nan", "inf", "1e400", "10" * 30, "", "x", "1,,2", "\x1b[2J"])
+    flags = st.sampled_from(["--seeds", "--epochs", "--rho", "--noise", "--train-subset", "--budgets", "--only",
+                             "--planner-budget", "--tasks"])
+
+    @FUZZ
+    @given(flags, hostile)
+    def arguments(flag, value):
+        with bounded(f"time_to_accuracy {flag} {value!r}"):
+            clean_exit(tta.main, [*TINY, "--budgets", "", flag, value])
+
+    results()
+    arguments()

@@ -4,7 +4,10 @@ The properties (see docs/architecture.md, "Bad input"):
 - the JSON reader, the profile and plan readers and the device-name parser either accept their
   input or raise ``HetsamInputError``, and whatever they accept can be planned and simulated;
 - every CLI command exits 0, or 2 with exactly one line on stderr and no traceback; never 1
-  (a bug), and never after more than a few seconds or a few hundred MB.
+  (a bug), and never after more than a few seconds or a few hundred MB;
+- AutoSAM's constructor, ``add_param_group`` and ``load_state_dict`` (on mutated real checkpoints)
+  accept their input, after which steps run, or refuse it with one ``HetsamInputError`` line; a
+  refused checkpoint or group leaves the optimizer exactly as it was.
 
 CI runs 100 examples per property, derandomized (``HETSAM_FUZZ`` unset). ``HETSAM_FUZZ=long``
 runs 2,000 per property with fresh randomness, by hand::
@@ -26,7 +29,7 @@ import signal
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from _profiles import synthetic_profile_dict
@@ -385,7 +388,8 @@ def _hostile(tmp, flag, action):
     if flag in ("--descent-device", "--ascent-device", "--devices"):
         return DEVICE_TEXT
     if flag in ("--out", "--trace", "--plot"):
-        return st.sampled_from(["out.xyz", "noext", "", "/dev/full", "/nonexistent/x.json", "/dev/null", str(tmp)])
+        return st.sampled_from([str(tmp / "out.xyz"), str(tmp / "noext"), "", "/dev/full", "/nonexistent/x.json",
+                                "/dev/null", str(tmp)])  # never the working directory
     if flag == "--what-if":
         return st.tuples(DEVICE_TEXT, st.text(max_size=20)).map("=".join)
     return st.text(max_size=30)
@@ -443,3 +447,287 @@ def test_invalid_values_are_refused_before_measuring(tmp, command):
         assert not (tmp / "p.json").exists()
 
     check()
+
+
+# ---- AutoSAM: checkpoints, constructor arguments, parameter groups -------------------------------------------
+def _one_line(exc: BaseException) -> None:
+    assert str(exc) and "\n" not in str(exc), repr(exc)
+
+
+def _autosam_parts():
+    import torch
+
+    from hetsam import AutoSAM
+
+    def model(width=16, seed=0):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(6, width), torch.nn.Tanh(), torch.nn.Linear(width, 3))
+
+    def loss(m, batch):
+        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
+
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(8)]
+    return torch, AutoSAM, model, loss, data
+
+
+# the checkpoints mutated: each strategy's own state (pending ĝ, g_y, RST's generator, MSAM's lrs, Adam's
+# steps), and one whose guard switched plans
+CHECKPOINT_CASES = {
+    "sam": ({"plan": "sam"}, None), "adam": ({"plan": "sgd"}, "adam"),
+    "async_sam": ({"plan": Plan("async_sam", staleness=2, ascent_batch_size=4)}, None),
+    "sampa": ({"plan": Plan("sampa", sampa_lambda=0.5)}, None), "rst": ({"plan": Plan("rst", sam_probability=0.5)}, None),
+    "msam": ({"plan": Plan("msam", options={"rho": 0.3})}, None),
+    "guard": ({"plan": Plan("msam", options={"rho": 0.3})}, "poison"),
+}
+_CHECKPOINTS: dict = {}
+
+
+def _checkpointed(case):
+    """(a fresh AutoSAM of ``case`` at its checkpoint, the checkpoint); trained once per case."""
+    torch, AutoSAM, model, loss, data = _autosam_parts()
+    kw, extra = CHECKPOINT_CASES[case]
+    calls = [0]
+
+    def fn(m, batch):
+        calls[0] += 1
+        return loss(m, batch) * (float("nan") if extra == "poison" and calls[0] == 3 else 1.0)
+
+    def build(net):
+        base, opts = (torch.optim.Adam, {"lr": 0.01}) if extra == "adam" else (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9})
+        return AutoSAM(net, fn, base, executor="inline", seed=0, guard={"window": 5}, log=lambda line: None, **opts, **kw)
+
+    if case not in _CHECKPOINTS:
+        import warnings
+
+        net = model()
+        with build(net) as opt, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the poisoned step's
+            for i in range(5):
+                opt.step(data[i], upcoming=data[i + 1:])
+            _CHECKPOINTS[case] = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()))
+    weights, checkpoint = _CHECKPOINTS[case]
+    net = model(seed=3)
+    net.load_state_dict(weights)
+    opt = build(net)
+    opt.load_state_dict(copy.deepcopy(checkpoint))
+    return opt, checkpoint, data
+
+
+@st.composite
+def mutated_checkpoint(draw):
+    """A real AutoSAM checkpoint with one to three of its entries removed, replaced (a hostile JSON
+    value or number, another shape or dtype, NaN), nudged (a count one more, a number halved or
+    doubled) or a list entry duplicated; the user's batch (SAMPa's previous batch) is data, not
+    state, and stays."""
+    import torch
+
+    case = draw(st.sampled_from(sorted(CHECKPOINT_CASES)))
+    doc = copy.deepcopy(_checkpointed(case)[1])
+    for _ in range(draw(st.sampled_from([1, 1, 2, 3]))):
+        paths = [p for p in _paths(doc) if "prev_batch" not in p]
+        path = draw(st.sampled_from(paths))
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        key, value = path[-1], parent[path[-1]]
+        actions = ["replace", "number", "delete"] + (["duplicate"] if isinstance(parent, list) else [])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            actions += ["nudge"] * 3
+        if torch.is_tensor(value):
+            actions += ["reshape", "dtype", "nan"] * 2
+        action = draw(st.sampled_from(actions))
+        if action == "delete":
+            del parent[key]
+        elif action == "duplicate":
+            parent.append(copy.deepcopy(value))
+        elif action == "number":
+            parent[key] = draw(NUMBERS)
+        elif action == "nudge":
+            parent[key] = value + draw(st.integers(0, 2)) if isinstance(value, int) \
+                else value * draw(st.sampled_from([0.5, 2.0]))
+        elif action == "reshape":
+            parent[key] = torch.zeros(draw(st.sampled_from([(), (1,), (value.numel() + 1,), (3, 16), (16, 6, 1)])),
+                                      dtype=value.dtype)
+        elif action == "dtype":
+            parent[key] = value.to(draw(st.sampled_from([torch.int64, torch.float64, torch.bool, torch.complex64,
+                                                         torch.uint8, torch.float16])))
+        elif action == "nan":
+            parent[key] = value.float().fill_(draw(st.sampled_from([float("nan"), float("inf")]))) \
+                if value.numel() else value
+        else:
+            parent[key] = draw(JSON_VALUES)
+    return case, doc
+
+
+def _state_equal(a, b) -> bool:
+    import torch
+
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape \
+            and bool(torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, 0, 0, equal_nan=True)))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+@FUZZ
+@given(mutated_checkpoint())
+def test_a_mutated_checkpoint_loads_whole_or_is_refused_whole(case_doc):
+    """AutoSAM.load_state_dict on a mutated checkpoint: it loads, and the next step runs; or one
+    HetsamInputError (one line) and the optimizer exactly as it was: never a half-loaded optimizer."""
+    import warnings
+
+    case, doc = case_doc
+    opt, _, data = _checkpointed(case)
+    with opt, bounded(f"a mutated {case} checkpoint"):
+        before, plan, parts = copy.deepcopy(opt.state_dict()), opt.plan, opt._parts
+        try:
+            opt.load_state_dict(doc)
+        except HetsamInputError as exc:
+            _one_line(exc)
+            assert _state_equal(opt.state_dict(), before) and opt.plan is plan and opt._parts is parts, str(exc)
+            event("refused")
+            return
+        event("loaded")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step(data[5], upcoming=data[6:])
+
+
+def _params(net, kind: str, options: dict):
+    """What ``params=`` gets: None, the model's tensors, its two layers as groups (the second with
+    ``options``); hostile: a group without parameters, a tensor not of the model, junk."""
+    import torch
+
+    layers = [[net[0].weight, net[0].bias], [net[2].weight, net[2].bias]]
+    return {"none": None, "tensors": list(net.parameters()),
+            "groups": [{"params": layers[0]}, {"params": layers[1], **options}],
+            "empty-group": [{"params": layers[0]}, {"params": []}], "foreign": [torch.nn.Parameter(torch.zeros(3))],
+            "junk": [{"lr": 0.1}], "set": [{"params": set(layers[0])}]}[kind]
+
+
+OPTION = st.one_of(NUMBERS, st.sampled_from([0.0, 0.05, 0.1, 0.9]), st.sampled_from([None, "x", (0.9, 0.999), (1.0, 0.5)]))
+GROUP_OPTIONS = st.dictionaries(st.sampled_from(["lr", "momentum", "weight_decay", "rho", "eta", "adaptive", "eps",
+                                                 "betas", "dampening", "nesterov", "colour"]), OPTION, max_size=3)
+PLAUSIBLE_GROUP = st.dictionaries(st.sampled_from(["lr", "weight_decay", "rho"]), st.sampled_from([0.0, 0.01, 0.05]),
+                                  max_size=2)
+HOSTILE_PLANS = st.sampled_from(["", "bogus", None, 3, "auto ", Plan("sam", descent_device="cuda:0"),
+                                 Plan("async_sam", ascent_device="cuda:0")])
+AUTOSAM_ARGUMENTS = {  # argument: (plausible values, hostile ones)
+    "plan": (st.sampled_from([*strategies.names(), Plan("async_sam", staleness=1, ascent_batch_size=4),
+                              Plan("sampa", sampa_lambda=0.5), Plan("interval", options={"k": 2}),
+                              Plan("msam", options={"rho": 0.2}), Plan("rst", sam_probability=0.3)]), HOSTILE_PLANS),
+    "executor": (st.sampled_from(["inline", "inline", "threads"]), st.one_of(LEAVES, st.just("gpu"))),
+    "base_optimizer": (st.sampled_from(["SGD", "Adam", "AdamW"]), st.one_of(LEAVES, st.just("instance"))),
+    "params": (st.sampled_from(["none", "tensors", "groups"]), st.sampled_from(["empty-group", "foreign", "junk", "set"])),
+    "group": (PLAUSIBLE_GROUP, GROUP_OPTIONS),  # the second group's options, when params="groups"
+    "rho": (st.sampled_from([0.0, 0.05, 0.5]), NUMBERS), "adaptive": (st.booleans(), LEAVES),
+    "eta": (st.sampled_from([0.0, 0.01]), NUMBERS), "max_grad_norm": (st.sampled_from([None, 1.0]), NUMBERS),
+    "sam_probability": (st.sampled_from([None, 0.5, 1.0]), NUMBERS), "grst_alpha": (st.sampled_from([1.0, 0.5]), NUMBERS),
+    "seed": (st.sampled_from([None, 0, 7]), NUMBERS), "amp": (st.sampled_from([None, False, "bf16"]), LEAVES),
+    "scaler": (st.sampled_from([None, False]), LEAVES),
+    "descent_threads": (st.sampled_from([None, 1, 2]), st.sampled_from([0, -1, 4097, 10**9, 1.5, "x", True])),
+    "ascent_threads": (st.sampled_from([None, 1]), st.sampled_from([0, -1, 4097, 1.5, "x"])),
+    "on_worker_failure": (st.sampled_from([None, "raise", "degrade"]), LEAVES),
+    "ascent_timeout": (st.sampled_from([None, 30.0, float("inf")]), NUMBERS),
+    "total_steps": (st.sampled_from([None, 4, 100]), NUMBERS), "warmup_steps": (st.sampled_from([None, 0, 2]), NUMBERS),
+    "sampa_pairs": (st.sampled_from([None, True, False]), LEAVES),
+    "guard": (st.sampled_from([True, False, {"window": 5}]),
+              st.one_of(LEAVES, st.dictionaries(st.sampled_from(["window", "factor", "regress", "snapshot_bytes", "x"]),
+                                                NUMBERS, max_size=2))),
+    "nonfinite": (st.sampled_from(["skip", "raise"]), LEAVES), "log": (st.just(None), LEAVES),
+    "strategies": (st.just(None), st.one_of(LEAVES, st.lists(st.text(max_size=6), max_size=2))),
+    "lr": (st.sampled_from([0.01, 0.1]), st.one_of(NUMBERS, st.sampled_from(["x", None]))),
+    "momentum": (st.sampled_from([0.0, 0.9]), NUMBERS), "weight_decay": (st.sampled_from([0.0, 5e-4]), NUMBERS),
+}
+ALWAYS = ("plan", "executor", "base_optimizer", "params", "lr")
+
+
+@FUZZ
+@given(data=st.data())
+def test_autosam_arguments_are_accepted_or_refused_in_one_line(data):
+    """AutoSAM's constructor with a random subset of its arguments, plausible but for none, one or two
+    hostile ones: it is refused with one HetsamInputError line, or it trains two steps, where a
+    step may refuse in one line (late-phase SAM without total_steps; NonFiniteUpdate under
+    nonfinite="raise") but never raises anything else."""
+    import warnings
+
+    from hetsam import NonFiniteUpdate
+
+    torch, AutoSAM, model, loss, batches = _autosam_parts()
+    net = model()
+    names = sorted(AUTOSAM_ARGUMENTS)
+    hostile = set(data.draw(st.lists(st.sampled_from(names), max_size=data.draw(st.sampled_from([0, 0, 1, 1, 1, 2])),
+                                      unique=True)))
+    drawn = {}
+    for name in names:
+        if name in hostile or name in ALWAYS or data.draw(st.integers(0, 3)) == 0:
+            drawn[name] = data.draw(AUTOSAM_ARGUMENTS[name][name in hostile])
+    event(f"{len(hostile)} hostile")
+    group = drawn.pop("group", {})
+    base = drawn.pop("base_optimizer")
+    base = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW,
+            "instance": torch.optim.SGD(net.parameters(), lr=0.1)}.get(base, base) if isinstance(base, str) else base
+    drawn["params"] = _params(net, drawn["params"], group)
+    if base is not torch.optim.SGD:
+        drawn.pop("momentum", None)
+    with bounded(f"AutoSAM({base!r}, {drawn!r})"):
+        try:
+            opt = AutoSAM(net, loss, base, **drawn)
+        except HetsamInputError as exc:
+            _one_line(exc)
+            event("refused")
+            return
+        with opt, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                for i in range(2):
+                    opt.step(batches[i], upcoming=batches[i + 1:])
+                event("trained")
+            except (HetsamInputError, NonFiniteUpdate) as exc:
+                _one_line(exc)
+                event(f"a step refused: {type(exc).__name__}")
+
+
+@FUZZ
+@given(data=st.data())
+def test_add_param_group_accepts_or_refuses_in_one_line(data):
+    """add_param_group mid-run with a drawn group: refused in one line with the groups as they were,
+    or accepted and the next step runs."""
+    import warnings
+
+    torch, AutoSAM, model, loss, batches = _autosam_parts()
+    net = model()
+    base = data.draw(st.sampled_from([torch.optim.SGD, torch.optim.Adam]))
+    opts = {"lr": 0.1, "momentum": 0.9} if base is torch.optim.SGD else {"lr": 0.01}
+    plan = data.draw(st.sampled_from(["sgd", "sam", Plan("async_sam", staleness=1, ascent_batch_size=4),
+                                      Plan("sampa", sampa_lambda=0.5), Plan("msam", options={"rho": 0.2})]))
+    first = [net[0].weight, net[0].bias]
+    with AutoSAM(net, loss, base, plan=plan, executor="inline", params=first, log=lambda line: None, **opts) as opt:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step(batches[0], upcoming=batches[1:])
+            plausible = [[net[2].weight, net[2].bias], [net[2].weight], net[2].bias]
+            hostile = [[], [net[0].weight], [torch.nn.Parameter(torch.zeros(3))], {net[2].weight}, "x", None, 5]
+            kind = data.draw(st.sampled_from(["plausible", "plausible", "options", "tensors", "junk"]))
+            tensors = data.draw(st.sampled_from(hostile if kind == "tensors" else plausible))
+            group = {"params": tensors, **data.draw(GROUP_OPTIONS if kind == "options" else PLAUSIBLE_GROUP)}
+            if kind == "junk":
+                group = data.draw(st.one_of(LEAVES, st.just({"lr": 0.1})))
+            before = [dict(g) for g in opt.param_groups]
+            with bounded(f"add_param_group({group!r})"):
+                try:
+                    opt.add_param_group(group)
+                except HetsamInputError as exc:
+                    _one_line(exc)
+                    assert len(opt.param_groups) == len(before) == len(opt.base_optimizer.param_groups)
+                    assert all(g["params"] == b["params"] for g, b in zip(opt.param_groups, before))
+                    event("refused")
+                    return
+                opt.step(batches[1], upcoming=batches[2:])
+                event("added")

@@ -103,6 +103,23 @@ def test_a_profile_that_cannot_be_written_is_kept_elsewhere(tmp_path, monkeypatc
     os.remove(spare)
 
 
+def test_a_failed_fallback_save_leaves_no_empty_profile_behind(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    from hetsam import io
+
+    def always_fails(path, text, what="output"):
+        raise HetsamInputError(f"cannot write {what} {str(path)!r}: No space left on device")
+
+    monkeypatch.setattr(io, "write_text", always_fails)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the fallback goes
+    code = main(["profile", "--model", "mlp", "--batch-size", "8", "--ladder", "8", "--devices", "cpu:0", "--no-contention",
+                 "--repeats", "2", "--budget-seconds", "5", "--quiet", "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left" in err
+    assert not list(tmp_path.glob("hetsam-profile-*"))
+
+
 # ---- 3: malformed input ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("content", [
     b"[" * 100_000,  # nested 100,000 deep

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from hf_trainer import CountingTask, main, make_model, make_plan, make_trainer  # noqa: E402
+from hf_trainer import CountingTask, main, make_model, make_plan, make_trainer, training_args  # noqa: E402
 from transformers import get_linear_schedule_with_warmup  # noqa: E402
 
 from hetsam import AutoSAM, HetsamInputError  # noqa: E402
@@ -138,3 +139,26 @@ def test_the_trainers_warmup_and_length_reach_autosam(tmp_path):
     opt.close()
     assert opt.warmup_steps == 3 and opt.total_steps == 8
     assert stats["msam"]["warmup_steps_skipped"] == 3 and stats["perturbed_steps"] == 4
+
+
+@pytest.mark.parametrize("length", ["max_steps", "epochs"])
+def test_late_phase_learns_the_run_length_on_the_trainers_own_call_path(tmp_path, length):
+    """transformers 5.x builds the schedule through create_scheduler (it never calls
+    create_optimizer_and_scheduler): late-phase SAM learns T there, from max_steps or from the
+    epochs times the dataloader's length, and takes SAM steps from floor(start T) on."""
+    from hetsam.integrations.transformers import AutoSAMTrainer
+
+    autosam = {"plan": "late_phase", "rho": 0.05, "executor": "inline", "log": lambda line: None}
+    if length == "max_steps":
+        args, data, expected = training_args(str(tmp_path), 6), CountingTask(), 6
+    else:  # 128 samples in batches of 32, twice
+        args, data, expected = training_args(str(tmp_path), -1, num_train_epochs=2), CountingTask(128), 8
+    trainer = AutoSAMTrainer(model=make_model(0), args=args, train_dataset=data, autosam=autosam)
+    assert trainer.autosam is None  # nothing set T beforehand
+    trainer.train()
+    opt = trainer.autosam
+    stats = opt.stats()
+    opt.close()
+    first = math.floor(opt.plan.spec.option(opt.plan, "start") * expected)
+    assert trainer.state.global_step == expected and opt.total_steps == expected
+    assert stats["first_sam_step"] == first and stats["sam_steps"] == expected - first > 0

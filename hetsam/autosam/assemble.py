@@ -6,13 +6,14 @@ None for ``"auto"``); :class:`Assembly` builds, for one plan, the descent-side
 ``build_rule``), the executor the rule asks for, and under DDP the rank context; ``retire()``
 lets pending jobs finish and releases the executor (at ``close()``, or before a re-plan).
 
-The runtime is a :class:`CheckedRuntime`: a step whose update pass has a non-finite loss, or whose
-update gradient is not finite, never reaches the base optimizer (with a GradScaler, which skips
-such steps itself, it is the scaler's call).
+The runtime is a :class:`CheckedRuntime`: a step with a non-finite loss, update gradient or
+learning rate never reaches the base optimizer (with a GradScaler, which skips such steps itself,
+it is the scaler's call).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -31,7 +32,7 @@ from hetsam.execution.runtime import Runtime
 from hetsam.planning.plan import Plan
 from hetsam.strategies.rule import RuleContext
 
-__all__ = ["Settings", "Assembly", "CheckedRuntime", "resolve_plan", "amp_spec", "model_device"]
+__all__ = ["Settings", "Assembly", "CheckedRuntime", "assembly_for", "resolve_plan", "amp_spec", "model_device"]
 
 
 @dataclass(frozen=True)
@@ -102,52 +103,90 @@ def amp_spec(amp: Any, device_type: str) -> AmpSpec | None:
 
 
 class CheckedRuntime(Runtime):
-    """A :class:`Runtime` whose ``apply`` skips the base update of a step whose update-pass loss or
-    update gradient is not finite (``skipped`` says so until ``take_skipped``). One extra norm
-    over the gradients and one host sync per step. Under DDP only the gradient counts: it is
-    all-reduced, so every rank decides alike (a rank's own loss is not)."""
+    """A :class:`Runtime` whose ``apply`` applies nothing (no base step, no hook; the gradients are
+    released) in a step where something that makes its update is not finite: a loss of a pass on
+    the training model (the update pass's, and SAM's ascent pass, whose loss the step returns), a
+    loss or gradient a rule hands to :meth:`require` (SAMPa's g_y'), the update gradient, or a
+    group's learning rate. ``skipped`` says what until ``take_skipped``. One extra norm over the
+    gradients and one host sync per step. Under DDP only gradients count: they are all-reduced, so
+    every rank decides alike (a rank's own loss is not). With a GradScaler, which skips such steps
+    itself, it is the scaler's call."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._update_loss: torch.Tensor | None = None
-        self.skipped = False
+        self._losses: list[torch.Tensor] = []  # this step's losses on the training model
+        self._refused: str | None = None  # what require() found not finite
+        self.skipped: str | None = None
+
+    @property
+    def _ddp(self) -> bool:
+        return self.local_model is not self.model
 
     def gradient(self, batch, *, update: bool = False, **kwargs):
         loss = super().gradient(batch, update=update, **kwargs)
-        ddp = self.local_model is not self.model
-        if update and not ddp and (self.descent is None or isinstance(self.closure_result, torch.Tensor)):
-            self._update_loss = loss  # a framework's closure that returned no loss is not checked
+        if not self._ddp and (not update or self.descent is None or isinstance(self.closure_result, torch.Tensor)):
+            self._losses.append(loss)  # a framework's closure that returned no loss is not checked
         return loss
 
+    def release_grads(self) -> None:
+        super().release_grads()
+        self._losses, self._refused = [], None  # AutoSAM.step starts here: nothing of a step that raised
+
+    def require(self, what: str, *, loss: Any = None, finite: bool = True) -> None:
+        """This step's update also needs ``what`` (computed off this runtime, e.g. by an executor) to
+        be finite: its ``loss`` (not under DDP) and ``finite``, the verdict on its gradient."""
+        bad = not finite or (loss is not None and not self._ddp and not math.isfinite(float(loss)))
+        if bad and self._refused is None:
+            self._refused = what
+
     def apply(self) -> None:
-        loss, self._update_loss = self._update_loss, None
-        if self.loss_scale() is None and not _finite(loss, [p.grad for p in self.params if p.grad is not None]):
-            self.skipped = True
-            self.release_grads()
-            return
+        losses, self._losses = self._losses, []
+        refused, self._refused = self._refused, None
+        if self.loss_scale() is None:
+            reason = refused or _not_finite(losses, [p.grad for p in self.params if p.grad is not None],
+                                            self.base.param_groups)
+            if reason is not None:
+                self.skipped = reason
+                self.release_grads()
+                return
         super().apply()
 
-    def take_skipped(self) -> bool:
-        """Whether a base update was skipped since the last call."""
-        skipped, self.skipped = self.skipped, False
+    def take_skipped(self) -> str | None:
+        """What was not finite in the step whose base update was skipped since the last call, or None."""
+        skipped, self.skipped = self.skipped, None
         return skipped
 
 
-def _finite(loss: torch.Tensor | None, grads: list) -> bool:
-    """One host sync: the loss and every gradient are finite (a sparse gradient by its values)."""
-    checks = [] if loss is None else [torch.isfinite(loss).all()]
-    groups: dict = {}
+def _not_finite(losses: list, grads: list, groups: list) -> str | None:
+    """What of a step's losses, update gradient and learning rates is not finite (one host sync), or None."""
+    for i, group in enumerate(groups):  # a scheduler may have set it
+        lr = group.get("lr")
+        if isinstance(lr, (int, float)) and not math.isfinite(lr):
+            return f"the learning rate of param group {i} ({lr})"
+    checks = [torch.isfinite(x.detach().float()).all() for x in losses]  # the step's passes, in order
+    by_kind: dict = {}
     for g in grads:
         g = g.coalesce().values() if g.is_sparse else g
-        groups.setdefault((g.device, g.dtype), []).append(g)
-    for (_, dtype), tensors in groups.items():
+        by_kind.setdefault((g.device, g.dtype), []).append(g)
+    for (_, dtype), tensors in by_kind.items():
         # ‖g‖₂ (5x faster than max |g| on CPU); a 16-bit ‖g‖₂ can overflow, so there max |g|. An fp32 ‖g‖₂
         # overflows only past |g| ~ 1e19, which no update survives either
         order = float("inf") if torch.finfo(dtype).bits <= 16 else 2.0
         checks.append(torch.isfinite(torch.stack(torch._foreach_norm(tensors, order))).all())
     if not checks:
-        return True
-    return bool(torch.stack([c.to(checks[0].device) for c in checks]).all())
+        return None
+    ok = torch.stack([c.to(checks[0].device) for c in checks]).tolist()  # the one host sync
+    if not all(ok[:len(losses)]):  # the first pass's loss is the one the step returns (SAM's ascent)
+        return "the loss" if ok[0] is False or len(losses) == 1 else "the update pass's loss"
+    return None if all(ok) else "the update gradient"
+
+
+def assembly_for(opt, plan: Plan) -> "Assembly":
+    """The runtime, rule and executor of ``plan`` for AutoSAM ``opt`` (built, not yet running)."""
+    # the warm-up steps left at the new rule's step 0 (earlier plans took the others)
+    return Assembly(plan, opt.model, opt.loss_fn, opt.base_optimizer, opt.scaler, opt._settings,
+                    lambda: opt.total_steps,
+                    lambda: None if opt.warmup_steps is None else opt.warmup_steps - opt._steps_before)
 
 
 class Assembly:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hetsam.errors import HetsamInputError
+from hetsam.autosam.checkpoint_checks import FORMAT, check
 from hetsam.optim.sam import share_groups
-from hetsam.planning.plan import Plan
 
 __all__ = ["state_dict", "load_state_dict", "stats", "FORMAT"]
-
-FORMAT = 1  # version of AutoSAM.state_dict()'s "hetsam" entry
 
 
 def state_dict(opt) -> dict:
@@ -40,37 +37,29 @@ def state_dict(opt) -> dict:
 
 
 def load_state_dict(opt, state_dict: dict) -> None:
-    """Resume exactly from :func:`state_dict` (``plan="auto"`` before its first step adopts the saved plan)."""
-    if not isinstance(state_dict, dict) or set(state_dict) != {"base", "hetsam"}:
-        raise HetsamInputError("not an AutoSAM state dict: expected the keys 'base' and 'hetsam'")
-    saved = state_dict["hetsam"]
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        got = saved.get("format") if isinstance(saved, dict) else saved
-        raise HetsamInputError(f"AutoSAM state format {got!r} is not supported (expected {FORMAT})")
+    """Resume exactly from :func:`state_dict` (``plan="auto"`` before its first step adopts the saved
+    plan). All or nothing: the whole entry is checked first (:mod:`hetsam.autosam.checkpoint_checks`),
+    so a refused one leaves ``opt`` exactly as it was."""
+    checked = check(opt, state_dict)
+    saved, plan = checked.saved, checked.plan
     guard = saved.get("guard") or {}
-    if saved["plan"] is not None:
-        plan = Plan.from_dict(saved["plan"])
-        # plan="auto" before its first step, or a run the divergence guard switched: resume the saved plan
-        if opt._parts is None or (guard.get("events") and plan != opt.plan):
-            opt._use(plan)
-            opt._plan_source = "from the checkpoint"
-            if guard.get("events") and opt._controller is not None:
-                opt._controller.adopt(plan, "the divergence guard (before the checkpoint)")
-        if plan.strategy != opt.plan.strategy:
-            raise HetsamInputError(
-                f"the checkpoint was taken with strategy {plan.strategy!r}; this AutoSAM runs {opt.plan.strategy!r}")
+    if checked.parts is not None:  # plan="auto" before its first step, or a run the divergence guard switched
+        opt._use(plan, checked.parts)
+        opt._plan_source = "from the checkpoint"
+        if guard.get("events") and opt._controller is not None:
+            opt._controller.adopt(plan, "the divergence guard (before the checkpoint)")
     opt.base_optimizer.load_state_dict(state_dict["base"])
     share_groups(opt, opt.base_optimizer)
-    if saved["plan"] is not None:
+    if plan is not None:
         opt._parts.rule.load_state_dict(saved["strategy"])
-        opt._parts.runtime.perturbation.skipped = int(saved["skipped_perturbations"])
-    opt._steps_before = int(saved.get("steps_before", 0))
-    opt._skipped_updates = int(saved.get("skipped_updates", 0))
+        opt._parts.runtime.perturbation.skipped = saved["skipped_perturbations"]
+    opt._steps_before = saved.get("steps_before", 0)
+    opt._skipped_updates = saved.get("skipped_updates", 0)
     opt._guard.load_state_dict(guard)
     if opt.warmup_steps is None and saved.get("warmup_steps") is not None:
-        opt.warmup_steps = int(saved["warmup_steps"])
+        opt.warmup_steps = saved["warmup_steps"]
     if opt.total_steps is None and saved.get("total_steps") is not None:  # the run's plan of steps resumes too
-        opt.total_steps = int(saved["total_steps"])
+        opt.total_steps = saved["total_steps"]
     if "scaler" in saved and opt._owns_scaler:
         opt.scaler.load_state_dict(saved["scaler"])
 

@@ -51,6 +51,8 @@ import torch
 
 from hetsam import _checks, defaults
 from hetsam.errors import HetsamInputError
+from hetsam.optim.options import show
+from hetsam.optim.state_checks import counter, keys, real
 from hetsam.profiling.stats import median
 from hetsam.strategies import SAM
 
@@ -81,7 +83,7 @@ class GuardSettings:
         if value is False:
             return None
         if not isinstance(value, dict):
-            raise HetsamInputError(f"guard={value!r} must be True, False or a dict of window, factor, regress, "
+            raise HetsamInputError(f"guard={show(value)} must be True, False or a dict of window, factor, regress, "
                                    "snapshot_bytes")
         unknown = sorted(str(k) for k in set(value) - {f.name for f in fields(cls)})
         if unknown:
@@ -318,6 +320,38 @@ class DivergenceGuard:
     def state_dict(self) -> dict:
         return {"events": [dict(e) for e in self.events],
                 "watch": self.watch.state_dict() if self.watch is not None else None}
+
+    @staticmethod
+    def check_state(state, where: str) -> None:
+        """Refuse (naming the key) a state :meth:`load_state_dict` cannot take, before anything loads."""
+        keys(state, where, (), ("events", "watch"))
+        events = state.get("events", [])
+        if not isinstance(events, list):
+            raise HetsamInputError(f"{where}['events'] must be a list of the guard's events")
+        for i, event in enumerate(events):
+            at = f"{where}['events'][{i}]"
+            keys(event, at, ("step", "reason", "reverted", "reverted_to", "from", "plan"))
+            step = counter(event["step"], f"{at}['step']")
+            if not isinstance(event["reverted"], bool):
+                raise HetsamInputError(f"{at}['reverted'] must be True or False")
+            if event["reverted_to"] is not None:
+                counter(event["reverted_to"], f"{at}['reverted_to']", high=step)
+            for key in ("reason", "from", "plan"):
+                if not isinstance(event[key], str):
+                    raise HetsamInputError(f"{at}[{key!r}] must be a string")
+        watch = state.get("watch")
+        if watch is not None:
+            keys(watch, f"{where}['watch']", ("recent", "best", "first"))
+            recent = watch["recent"]
+            if not isinstance(recent, list) or len(recent) > 10_000:
+                raise HetsamInputError(f"{where}['watch']['recent'] must be a list of at most 10,000 losses")
+            for i, x in enumerate(recent):
+                real(x, f"{where}['watch']['recent'][{i}]")
+            for key in ("best", "first"):
+                if watch[key] is not None:
+                    real(watch[key], f"{where}['watch'][{key!r}]")
+            if (watch["best"] is None) != (watch["first"] is None):
+                raise HetsamInputError(f"{where}['watch'] must have both 'best' and 'first' (or neither)")
 
     def load_state_dict(self, state: dict) -> None:
         self.events = [dict(e) for e in state.get("events", [])]

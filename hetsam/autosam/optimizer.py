@@ -44,15 +44,17 @@ Cross-cutting behaviour:
   statistics and leave the running statistics alone.
 * A zero or non-finite ascent gradient skips the perturbation of that step (warned once,
   counted in ``stats()["skipped_perturbations"]``); it never puts NaN into the parameters. A
-  non-finite loss or update gradient never reaches the base optimizer: that step's update is
-  skipped (warned once, ``stats()["skipped_updates"]``), and under a guarded strategy it is a
-  divergence (:mod:`hetsam.autosam.guard`).
+  step whose loss, update-pass loss or update gradient (SAMPa: g_y' too) is not finite applies
+  nothing: its update is skipped, warned naming the step and counted in
+  ``stats()["skipped_updates"]`` (``nonfinite="raise"``: :class:`hetsam.NonFiniteUpdate` too);
+  under a guarded strategy it is a divergence (:mod:`hetsam.autosam.guard`).
 * **Every plan is logged once** at its first step, with its share of SAM's gain and the evidence
   behind it (``hetsam.autosam.report``); ``plan_report()`` returns the same as a dict.
 * **Checkpoints**: ``state_dict()`` holds the base optimizer's state, the strategy's step
   counter and pending ascent gradients (AsyncSAM), g_y and the previous batch (SAMPa), RST's
   generator, MSAM's warm-up counters, the divergence guard's loss window and events, and the
-  GradScaler it created; ``load_state_dict`` resumes exactly.
+  GradScaler it created; ``load_state_dict`` resumes exactly, and checks the whole checkpoint
+  first: one it refuses (:mod:`hetsam.autosam.checkpoint_checks`) changes nothing.
 * ``close()`` (or ``with AutoSAM(...) as opt:``) releases the executor.
 * SAMPa computes both of its gradients on whole batches; the plan's ``ascent_batch_size`` is
   used by AsyncSAM only.
@@ -75,19 +77,18 @@ from torch import nn
 
 from hetsam import _checks, defaults
 from hetsam.autosam import checkpoint, stepping
-from hetsam.autosam.assemble import Assembly, Settings, amp_spec, model_device, resolve_plan
+from hetsam.autosam.arguments import build_base, check_arguments
+from hetsam.autosam.assemble import Assembly, Settings, amp_spec, assembly_for, model_device, resolve_plan
 from hetsam.autosam.controller import controller_for
 from hetsam.autosam.guard import DivergenceGuard
 from hetsam.autosam.params import add_group, resolve_params
 from hetsam.autosam.prefetch import LookaheadLoader, Prefetcher
 from hetsam.autosam.report import base_family, plan_report
-from hetsam.errors import HetsamInputError
 from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.binding import role_binding
-from hetsam.execution.executor import FAILURE_POLICIES, Executor
-from hetsam.execution.factory import EXECUTORS
+from hetsam.execution.executor import Executor
 from hetsam.optim.rst import check_alpha
-from hetsam.optim.sam import check_base_optimizer, check_group, share_groups
+from hetsam.optim.sam import check_group, share_groups
 from hetsam.planning.plan import Plan
 
 __all__ = ["AutoSAM"]
@@ -147,6 +148,9 @@ class AutoSAM(torch.optim.Optimizer):
         guard: the divergence guard of the strategies that change SAM's algorithm
             (:mod:`hetsam.autosam.guard`): True (default), False (off), or a dict of ``window``,
             ``factor``, ``regress``, ``snapshot_bytes``.
+        nonfinite: a step with a non-finite loss or update gradient applies nothing; ``"skip"`` (default)
+            warns naming the step, counted in ``stats()["skipped_updates"]``; ``"raise"`` raises
+            :class:`hetsam.NonFiniteUpdate`.
         log: where AutoSAM writes its one-line messages (default: stderr).
 
     Under ``DistributedDataParallel`` the descent is all-reduced by DDP and the ascent stays per
@@ -161,10 +165,11 @@ class AutoSAM(torch.optim.Optimizer):
                  ascent_threads: int | None = None, on_worker_failure: str | None = None,
                  ascent_timeout: float | None = None, total_steps: int | None = None,
                  sampa_pairs: bool | None = None, planner_options: Any = None, strategies: Any = None,
-                 warmup_steps: int | None = None, guard: Any = True, log: Callable[[str], None] | None = None,
-                 **base_kwargs):
-        _check_arguments(model, loss_fn, base_optimizer, executor, on_worker_failure, max_grad_norm, ascent_timeout,
-                         {"rho": rho, "adaptive": adaptive, "eta": eta})
+                 warmup_steps: int | None = None, guard: Any = True, nonfinite: str = "skip",
+                 log: Callable[[str], None] | None = None, **base_kwargs):
+        check_arguments(model, loss_fn, base_optimizer, executor, on_worker_failure, max_grad_norm, ascent_timeout,
+                        {**base_kwargs, "rho": rho, "adaptive": adaptive, "eta": eta}, nonfinite=nonfinite, seed=seed,
+                        log=log, scaler=scaler, sampa_pairs=sampa_pairs)
         self.total_steps = _checks.optional(_checks.integer, total_steps, "total_steps", low=1, high=1 << 48)
         self.warmup_steps = warmup_steps
         self._log = log or (lambda line: print(line, file=sys.stderr))
@@ -177,9 +182,9 @@ class AutoSAM(torch.optim.Optimizer):
                                   on_worker_failure=on_worker_failure, sampa_pairs=sampa_pairs, max_grad_norm=max_grad_norm,
                                   ascent_timeout=ascent_timeout)
         super().__init__(resolve_params(model, params), dict(rho=float(rho), adaptive=adaptive, eta=float(eta), **base_kwargs))
-        for group in self.param_groups:
-            check_group(group)
-        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        for i, group in enumerate(self.param_groups):
+            check_group(group, f"param group {i}")
+        self.base_optimizer = build_base(base_optimizer, self.param_groups, base_kwargs)  # checks its groups
         share_groups(self, self.base_optimizer)
         # plan="auto", or a strategy name with a profile: the planner chooses at the first step
         self._controller = controller_for(plan, planner_options, model, self._log, strategies=strategies,
@@ -189,14 +194,13 @@ class AutoSAM(torch.optim.Optimizer):
         self._owns_scaler = scaler is None and amp is not None and amp.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type) if self._owns_scaler else (scaler or None)
         self.model, self.loss_fn = model, loss_fn
-        # DDP reduces only the parameters that required grad when it was built (add_param_group)
-        self._ddp_trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        self._ddp_trainable = {id(p) for p in model.parameters() if p.requires_grad}  # what DDP reduces (add_param_group)
         self._last_start: float | None = None
         self._parts: Assembly | None = None
         # steps under earlier plans (re-plans), updates skipped for a non-finite loss, the first batch's size
         self._steps_before, self._skipped_updates, self._batch_size = 0, 0, None
         self._prefetcher, self.last_outputs = Prefetcher(), None
-        self._closed, self._warned_idle, self._default_params = False, False, params is None
+        self._closed, self._warned_idle, self._default_params, self._nonfinite = False, False, params is None, nonfinite
         if self.plan is not None:
             self._use(self.plan)
 
@@ -254,17 +258,14 @@ class AutoSAM(torch.optim.Optimizer):
         stepping.end(self, loss, descent_closure, period)  # skipped updates, the guard, re-planning
         return loss
 
-    def _use(self, plan: Plan) -> None:
-        """Run ``plan`` from the next step on (a re-plan retires the running parts first; the
-        caller logs why)."""
+    def _use(self, plan: Plan, parts: Assembly | None = None) -> None:
+        """Run ``plan`` from the next step on, with ``parts`` when already built (a re-plan retires
+        the running parts first; the caller logs why)."""
         if self._parts is not None:
             self._steps_before += self._parts.rule.t
             self._parts.retire()
         self.plan = plan
-        # the warm-up steps left at the new rule's step 0 (earlier plans took the others)
-        self._parts = Assembly(plan, self.model, self.loss_fn, self.base_optimizer, self.scaler, self._settings,
-                               lambda: self.total_steps,
-                               lambda: None if self.warmup_steps is None else self.warmup_steps - self._steps_before)
+        self._parts = parts if parts is not None else assembly_for(self, plan)
 
     def prefetch(self, loader: Iterable[Any]) -> Iterator[Any]:
         """Iterate ``loader`` reading τ batches ahead, for ``lookahead``: ``for batch in
@@ -344,25 +345,3 @@ class AutoSAM(torch.optim.Optimizer):
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _check_arguments(model, loss_fn, base_optimizer, executor, on_worker_failure, max_grad_norm, ascent_timeout,
-                     group) -> None:
-    """AutoSAM's arguments that need no model state, each refused in one line."""
-    if not isinstance(model, nn.Module):
-        raise HetsamInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise HetsamInputError(f"loss_fn={_short(loss_fn)} must be a callable loss_fn(model, batch) -> scalar tensor")
-    check_base_optimizer(base_optimizer)
-    if not (isinstance(executor, Executor) or (isinstance(executor, str) and executor in EXECUTORS)):
-        raise HetsamInputError(f"executor={executor!r} is unknown; choose 'threads', 'inline' or an Executor")
-    _checks.optional(_checks.choice, on_worker_failure, "on_worker_failure", FAILURE_POLICIES)
-    _checks.optional(_checks.number, max_grad_norm, "max_grad_norm", low=0.0, high=1e12, low_open=True)
-    if ascent_timeout is not None and ascent_timeout != float("inf"):
-        _checks.number(ascent_timeout, "ascent_timeout", low=0.0, high=1e7, low_open=True,
-                       hint="seconds, float('inf') for never, or None for the default")
-    check_group(group)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

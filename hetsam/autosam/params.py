@@ -17,9 +17,10 @@ from hetsam._warnings import warn_user
 
 from hetsam.errors import HetsamInputError
 from hetsam.execution.distributed import unwrap
+from hetsam.optim.options import check_like
 from hetsam.optim.sam import check_group, share_groups
 
-__all__ = ["resolve_params", "check_group_params", "add_group", "warn_unoptimized"]
+__all__ = ["resolve_params", "group_tensors", "check_group_params", "add_group", "warn_unoptimized"]
 
 
 def resolve_params(model: nn.Module, params: Any) -> list:
@@ -30,21 +31,39 @@ def resolve_params(model: nn.Module, params: Any) -> list:
         if not chosen:
             raise HetsamInputError("the model has no parameters that require grad; nothing to optimize")
         return chosen
-    if isinstance(params, (Tensor, dict)):
-        raise HetsamInputError("params must be an iterable of tensors or of param-group dicts, as torch optimizers take")
-    items = list(params)
+    items = _listed(params, "params", "an iterable of tensors or of param-group dicts, as torch optimizers take")
     if not items:
         raise HetsamInputError("params is empty; give the model's parameters to optimize (or None for all of them)")
     owned = {id(p) for p in model.parameters()}
     seen: set[int] = set()
     for i, item in enumerate(items):
-        tensors = item.get("params") if isinstance(item, dict) else [item]
-        if isinstance(tensors, Tensor):
-            tensors = [tensors]
-        if tensors is None:
-            raise HetsamInputError(f"params[{i}] is a group without a 'params' entry")
-        check_group_params(list(tensors), owned, seen, where=f"params[{i}]")
+        if isinstance(item, dict):
+            if "params" not in item:
+                raise HetsamInputError(f"params[{i}] is a group without a 'params' entry")
+            tensors = group_tensors(item["params"], f"params[{i}]")
+        else:
+            tensors = [item]
+        check_group_params(tensors, owned, seen, where=f"params[{i}]")
     return items
+
+
+def _listed(value: Any, where: str, what: str) -> list:
+    """``value`` as a list: an ordered iterable that is neither a tensor, a dict nor a set."""
+    if isinstance(value, (Tensor, dict, set, frozenset, str, bytes)):
+        raise HetsamInputError(f"{where} must be {what}, not a {type(value).__name__}")
+    try:
+        return list(value)
+    except TypeError:
+        raise HetsamInputError(f"{where} must be {what}, not a {type(value).__name__}") from None
+
+
+def group_tensors(value: Any, where: str) -> list:
+    """A group's ``params`` entry as a non-empty list (a lone tensor is one)."""
+    tensors = [value] if isinstance(value, Tensor) else _listed(value, f"{where}['params']", "tensors in a list")
+    if not tensors:
+        raise HetsamInputError(f"{where} is a group with no parameters; leave it out (an optimizer group needs at "
+                               "least one parameter)")
+    return tensors
 
 
 def check_group_params(tensors: list, owned: set[int], seen: set[int], where: str) -> None:
@@ -68,8 +87,7 @@ def add_group(opt, param_group: dict) -> None:
     required grad when DDP was built (it never all-reduces the others)."""
     if not isinstance(param_group, dict) or "params" not in param_group:
         raise HetsamInputError("add_param_group takes a dict with a 'params' entry, as torch optimizers do")
-    tensors = param_group["params"]
-    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    tensors = group_tensors(param_group["params"], "add_param_group")
     seen = {id(p) for g in opt.param_groups for p in g["params"]}
     check_group_params(tensors, {id(p) for p in opt.model.parameters()}, seen, where="add_param_group")
     if isinstance(opt.model, torch.nn.parallel.DistributedDataParallel):
@@ -82,8 +100,15 @@ def add_group(opt, param_group: dict) -> None:
     group = {**param_group, "params": tensors}
     for key in ("rho", "adaptive", "eta"):
         group.setdefault(key, opt.defaults[key])
-    check_group(group)
-    opt.base_optimizer.add_param_group(group)
+    where = f"add_param_group (param group {len(opt.param_groups)})"
+    check_group(group, where)
+    check_like(group, opt.base_optimizer.defaults, where)
+    try:
+        opt.base_optimizer.add_param_group(group)
+    except (ValueError, TypeError, KeyError) as exc:  # e.g. a negative lr, refused by the base optimizer
+        text = str(exc).strip().splitlines()
+        raise HetsamInputError(f"{where}: {type(opt.base_optimizer).__name__} refused it: "
+                               f"{text[0] if text else type(exc).__name__}") from exc
     share_groups(opt, opt.base_optimizer)
 
 

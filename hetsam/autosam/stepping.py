@@ -11,11 +11,11 @@ from hetsam._warnings import warn_user
 from hetsam.autosam.guard import fallback_plan
 from hetsam.autosam.params import warn_unoptimized
 from hetsam.autosam.report import base_family, given_plan_line, share_of
-from hetsam.errors import HetsamInputError
+from hetsam.errors import HetsamInputError, NonFiniteUpdate
 from hetsam.execution.batches import batch_size
 from hetsam.execution.distributed import unwrap
 
-__all__ = ["begin", "end", "guard_step"]
+__all__ = ["begin", "end", "guard_step", "skip"]
 
 
 def begin(opt, batch, closure, upcoming, accumulate: int, descent_closure: bool):
@@ -61,17 +61,13 @@ def end(opt, loss: float, descent_closure: bool, period: float | None) -> None:
                 opt._guard.release()
 
 
-def guard_step(opt, loss: float, skipped: bool, no_loss: bool = False) -> bool:
-    """Count (and warn once about) an update skipped for a non-finite loss or gradient, let the
+def guard_step(opt, loss: float, skipped: str | None, no_loss: bool = False) -> bool:
+    """Count and report an update skipped because ``skipped`` was not finite (:func:`skip`), let the
     guard watch the loss, and on a divergence switch to :func:`~hetsam.autosam.guard.fallback_plan`.
     Returns whether the guard switched plans."""
-    if skipped:
-        opt._skipped_updates += 1
-        if opt._skipped_updates == 1:
-            warn_user("AutoSAM: a step's loss or update gradient is not finite, so its base update was skipped (no NaN "
-                      "reaches the parameters); later ones are skipped silently (stats()['skipped_updates'])",
-                      RuntimeWarning)
     guard, steps = opt._guard, opt._steps_before + opt._parts.rule.t
+    if skipped:
+        skip(opt, skipped, steps)
     if no_loss:
         return False
     reason = guard.observe(opt, loss, steps, skipped)
@@ -87,6 +83,22 @@ def guard_step(opt, loss: float, skipped: bool, no_loss: bool = False) -> bool:
     if controller is not None:
         controller.adopt(new, f"the divergence guard: {reason}")
     return True
+
+
+def skip(opt, what: str, step: int) -> None:
+    """Step ``step`` (1-based) applied nothing because ``what`` was not finite: count it; warn at the
+    1st, 2nd, 4th, 8th, ... such step (a run that keeps diverging does not flood the log), or with
+    ``nonfinite="raise"`` raise :class:`~hetsam.errors.NonFiniteUpdate`."""
+    opt._skipped_updates += 1
+    n = opt._skipped_updates
+    line = (f"AutoSAM: step {step}: {what} is not finite, so this step's update was skipped: nothing reached the "
+            f"parameters or the optimizer's state")
+    if opt._nonfinite == "raise":
+        exc = NonFiniteUpdate(f"{line} (nonfinite='raise'; {n} skipped so far)")
+        exc.step, exc.reason = step, what
+        raise exc
+    if n & (n - 1) == 0:
+        warn_user(f"{line} ({n} so far, stats()['skipped_updates']; warned again when {2 * n} are)", RuntimeWarning)
 
 
 def _is_tensor(value: Any) -> bool:

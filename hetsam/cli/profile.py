@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hetsam.cli.commands import COMMANDS
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -130,10 +131,14 @@ def _save(prof, out: Path) -> None:
     except HetsamInputError as exc:
         import tempfile
 
+        spare = None
         try:
             fd, spare = tempfile.mkstemp(prefix="hetsam-profile-", suffix=".json")
             os.close(fd)
             prof.save(spare)
         except (HetsamInputError, OSError):
+            if spare is not None:  # the fallback failed too: leave no empty file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(spare)
             raise exc from None
         raise HetsamInputError(f"{exc}; the measurement was saved to {spare} instead") from None

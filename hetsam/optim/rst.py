@@ -22,6 +22,7 @@ from hetsam import _checks
 from hetsam.optim.kernels import mix_
 from hetsam.optim.sam import SAM
 from hetsam.optim.schedules import make_schedule
+from hetsam.optim.state_checks import counter, generator_state, keys
 from hetsam.errors import HetsamInputError
 
 __all__ = ["RST", "SamTrials", "check_alpha"]
@@ -65,6 +66,15 @@ class SamTrials:
     def state_dict(self) -> dict:
         return {"seed": self.seed, "steps": self.steps, "sam_steps": self.sam_steps,
                 "generator": self.generator.get_state()}
+
+    @staticmethod
+    def check_state(state, where: str) -> None:
+        """Refuse (naming the key) a state :meth:`load_state_dict` cannot take, before anything loads."""
+        keys(state, where, ("seed", "steps", "sam_steps", "generator"))
+        counter(state["seed"], f"{where}['seed']", high=2**64 - 1)  # Generator.seed() draws 64 bits
+        steps = counter(state["steps"], f"{where}['steps']")
+        counter(state["sam_steps"], f"{where}['sam_steps']", high=steps)
+        generator_state(state["generator"], f"{where}['generator']")
 
     def load_state_dict(self, state: dict) -> None:
         self.seed = int(state["seed"])
@@ -137,8 +147,12 @@ class RST(SAM):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        if not isinstance(state_dict, dict):
+            raise HetsamInputError(f"state_dict must be a dict, not a {type(state_dict).__name__}")
         state_dict = dict(state_dict)
         trials = state_dict.pop("trials", None)
+        if trials is not None:  # checked before anything loads
+            SamTrials.check_state(trials, "state_dict['trials']")
         super().load_state_dict(state_dict)
         if trials is not None:
             self.trials.load_state_dict(trials)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from hetsam import _checks
 from hetsam.optim.kernels import AscentGroup, Perturbation
+from hetsam.optim.options import check_options, show
 from hetsam.errors import HetsamInputError
 
 __all__ = ["SAM", "asam_groups", "check_rho", "check_group", "check_base_optimizer", "share_groups"]
@@ -29,11 +30,17 @@ def check_rho(rho) -> float:
     return _checks.number(rho, "rho", low=0.0, high=1e6, hint="the perturbation radius")
 
 
-def check_group(group: dict) -> None:
-    """A parameter group's perturbation options: ``rho`` >= 0, ``adaptive`` a bool, ``eta`` >= 0."""
-    check_rho(group["rho"])
-    _checks.choice(group["adaptive"], "adaptive", (True, False), hint="True is ASAM, False is SAM")
-    _checks.number(group["eta"], "eta", low=0.0, high=1e3, hint="ASAM's offset T = |w| + eta")
+def check_group(group: dict, where: str = "") -> None:
+    """A parameter group's options: hetsam's ``rho`` >= 0, ``adaptive`` a bool, ``eta`` >= 0, and the
+    base optimizer's numeric options (:func:`hetsam.optim.options.check_options`); ``where`` names the group."""
+    prefix = f"{where}: " if where else ""
+    try:
+        check_rho(group["rho"])
+        _checks.choice(group["adaptive"], "adaptive", (True, False), hint="True is ASAM, False is SAM")
+        _checks.number(group["eta"], "eta", low=0.0, high=1e3, hint="ASAM's offset T = |w| + eta")
+    except HetsamInputError as exc:
+        raise HetsamInputError(prefix + str(exc)) from None
+    check_options(group, prefix)
 
 
 def asam_groups(model, eta: float = 0.01, **options) -> list[dict]:
@@ -54,7 +61,7 @@ def check_base_optimizer(base_optimizer) -> None:
     """The base optimizer is given as a class (or factory), not as an instance."""
     if not callable(base_optimizer) or isinstance(base_optimizer, torch.optim.Optimizer):
         raise HetsamInputError(
-            f"base_optimizer={base_optimizer!r} must be an optimizer class such as torch.optim.SGD "
+            f"base_optimizer={show(base_optimizer)} must be an optimizer class such as torch.optim.SGD "
             "(its keyword arguments are passed along: lr=..., momentum=...)"
         )
 

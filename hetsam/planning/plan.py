@@ -132,7 +132,8 @@ class Plan:
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
-            raise HetsamInputError(f"plan has unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+            shown = ", ".join(json.dumps(str(u))[1:-1][:40] for u in unknown[:8])  # escaped: one line
+            raise HetsamInputError(f"plan has unknown field(s) {shown}; known fields: {', '.join(sorted(known))}")
         if "strategy" not in data:
             raise HetsamInputError("plan is missing the field 'strategy'")
         return cls(**data)

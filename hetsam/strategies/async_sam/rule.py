@@ -29,6 +29,8 @@ from typing import Any, Sequence
 from hetsam._warnings import warn_user
 from hetsam.execution.batches import batch_size, slice_batch
 from hetsam.execution.jobs import ASCENT, GradResult
+from hetsam.errors import HetsamInputError
+from hetsam.optim.state_checks import aligned, counter, keys, real
 from hetsam.strategies.rule import StrategyRule
 
 __all__ = ["AsyncSAMRule", "completed"]
@@ -131,6 +133,40 @@ class AsyncSAMRule(StrategyRule):
             pending[key] = {"grads": list(result.grads), "loss": result.loss, "kind": result.kind}
         return {"t": self.t, "policy": self.policy, "fell_back": self.fell_back, "counts": dict(self.counts),
                 "pending": pending, "deferred": sorted(self.deferred)}
+
+    def check_state(self, state, where: str) -> None:
+        """Refuse (naming the key) a state :meth:`load_state_dict` cannot take, before anything loads:
+        pending ĝ and deferred jobs only for steps t to t + τ − 1, each ĝ of its parameter's shape."""
+        keys(state, where, ("t", "policy", "fell_back", "counts", "pending"), ("deferred",))
+        t = counter(state["t"], f"{where}['t']")
+        if state["policy"] not in ("lookahead", "independent"):
+            raise HetsamInputError(f"{where}['policy']={state['policy']!r} must be 'lookahead' or 'independent'")
+        if not isinstance(state["fell_back"], bool):
+            raise HetsamInputError(f"{where}['fell_back'] must be True or False")
+        for key, value in keys(state["counts"], f"{where}['counts']", (), self.counts).items():
+            counter(value, f"{where}['counts'][{key!r}]")
+        steps = range(t, t + self.tau)  # the steps a job may still be pending for
+
+        def step_of(key, at):
+            if not (isinstance(key, int) and not isinstance(key, bool) and key in steps):
+                raise HetsamInputError(f"{at}: step {key!r} is not one of the next τ = {self.tau} steps after step {t}")
+
+        pending = state["pending"]
+        if not isinstance(pending, dict):
+            raise HetsamInputError(f"{where}['pending'] must be a dict of step -> ascent result")
+        for key, entry in pending.items():
+            at = f"{where}['pending'][{key!r}]"
+            step_of(key, at)
+            keys(entry, at, ("grads", "loss", "kind"))
+            aligned(entry["grads"], self.rt.params, f"{at}['grads']")
+            real(entry["loss"], f"{at}['loss']", finite=False)  # a non-finite ĝ only skips its perturbation
+            if entry["kind"] != ASCENT:
+                raise HetsamInputError(f"{at}['kind']={entry['kind']!r} must be {ASCENT!r}")
+        deferred = state.get("deferred", [])
+        if not isinstance(deferred, (list, tuple)):
+            raise HetsamInputError(f"{where}['deferred'] must be a list of steps")
+        for i, key in enumerate(deferred):
+            step_of(key, f"{where}['deferred'][{i}]")
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from hetsam.errors import HetsamInputError
 from hetsam.optim.kernels import AscentGroup
+from hetsam.optim.state_checks import counter, keys, real
 from hetsam.strategies.rule import StrategyRule
 
 __all__ = ["MSAMRule"]
@@ -87,6 +88,20 @@ class MSAMRule(StrategyRule):
 
     def state_dict(self) -> dict:
         return {"t": self.t, "climbs": self.climbs, "warmup_skipped": self.warmup_skipped, "last_lrs": self._last_lrs}
+
+    def check_state(self, state, where: str) -> None:
+        """Refuse (naming the key) a state :meth:`load_state_dict` cannot take, before anything loads."""
+        keys(state, where, ("t",), ("climbs", "warmup_skipped", "last_lrs"))
+        t = counter(state["t"], f"{where}['t']")
+        for key in ("climbs", "warmup_skipped"):
+            if key in state:
+                counter(state[key], f"{where}[{key!r}]", high=t)
+        lrs = state.get("last_lrs")
+        if lrs is not None:
+            if not isinstance(lrs, list):
+                raise HetsamInputError(f"{where}['last_lrs'] must be a list of learning rates or None")
+            for i, lr in enumerate(lrs):
+                real(lr, f"{where}['last_lrs'][{i}]", low=0.0)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

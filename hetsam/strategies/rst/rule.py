@@ -8,6 +8,7 @@ given, else the plan's. Returns L(θ_t; B_t) either way.
 from __future__ import annotations
 
 from hetsam.optim.rst import SamTrials
+from hetsam.optim.state_checks import counter, keys
 from hetsam.strategies.sam.rule import SAMRule
 
 __all__ = ["RSTRule"]
@@ -30,6 +31,10 @@ class RSTRule(SAMRule):
 
     def state_dict(self) -> dict:
         return {"t": self.t, "trials": self.trials.state_dict()}
+
+    def check_state(self, state, where: str) -> None:
+        counter(keys(state, where, ("t", "trials"))["t"], f"{where}['t']")
+        SamTrials.check_state(state["trials"], f"{where}['trials']")
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from hetsam.optim.kernels import mix_
+from hetsam.optim.state_checks import counter, keys
 from hetsam.strategies.rule import StrategyRule
 
 __all__ = ["SAMRule", "ScheduledSAMRule"]
@@ -41,6 +42,10 @@ class SAMRule(StrategyRule):
         self.t += 1
         return loss
 
+    def check_state(self, state, where: str) -> None:
+        """Refuse (naming the key) a state :meth:`load_state_dict` cannot take, before anything loads."""
+        counter(keys(state, where, ("t",))["t"], f"{where}['t']")
+
 
 class ScheduledSAMRule(SAMRule):
     """A SAM step where ``is_sam_step(t)`` says so, the base optimizer's step otherwise (interval,
@@ -64,6 +69,12 @@ class ScheduledSAMRule(SAMRule):
 
     def state_dict(self) -> dict:
         return {"t": self.t, "sam_steps": self.sam_steps}
+
+    def check_state(self, state, where: str) -> None:
+        keys(state, where, ("t",), ("sam_steps",))
+        t = counter(state["t"], f"{where}['t']")
+        if "sam_steps" in state:
+            counter(state["sam_steps"], f"{where}['sam_steps']", high=t)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -17,6 +17,10 @@ SGD has no momentum buffer yet, so x̃_0 = y_1 = x_0, as in the official code. �
 kept itself rather than recovered from the mixed gradient by dividing by λ as the official code
 does. The batches: g_x is taken on the previous batch, which g_y was computed on.
 
+A non-finite g_y' (or loss of its pass, which ``step`` returns) never enters the update: under
+AutoSAM the step applies nothing (``stats()["skipped_updates"]``), and either way g_y is dropped, so
+the next step is not perturbed (``stats()["dropped_g_y"]``).
+
 Only the g_x pass updates BatchNorm running statistics (the official code keeps the model of
 the device that computes g_x). ``step`` returns L(y_{t+1}; B_t), the loss of the g_y' pass.
 """
@@ -29,9 +33,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from hetsam._warnings import warn_user
 from hetsam.execution.jobs import SAMPA_Y
 from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_
+from hetsam.optim.state_checks import aligned, counter, keys
 from hetsam.strategies.rule import StrategyRule
 
 __all__ = ["SAMPaRule", "optimistic_point_"]
@@ -111,6 +115,8 @@ class SAMPaRule(StrategyRule):
         finite = self.g_y_norm is not None
         if finite or scale is not None:  # with a GradScaler a non-finite g_y' makes the scaler skip the step
             mix_([p.grad for p in rt.params], result.grads, 1.0 - self.lam, self.lam * (scale or 1.0))
+        if hasattr(rt, "require"):  # AutoSAM's runtime: a non-finite loss of the g_y' pass applies nothing
+            rt.require("the loss of the g_y' pass", loss=result.loss)
         rt.apply()  # x_{t+1} = base(x_t, (1 − λ) g_x + λ g_y')
         self.g_y = result.grads if finite else None  # g_y ← g_y'
         self.prev_batch = batch
@@ -118,22 +124,30 @@ class SAMPaRule(StrategyRule):
         return torch.tensor(result.loss)
 
     def _norm(self, grads: Sequence[Tensor | None]) -> Tensor | None:
-        """‖g_y'‖, or None (with a warning the first time) when it is not finite."""
+        """‖g_y'‖, or None when g_y' is not finite: then it is dropped (counted), and under AutoSAM's
+        runtime (``require``) the step's update applies nothing (the pair rule's too)."""
         norm = ascent_norm([AscentGroup([], [g for g in grads if g is not None], 0.0)])
         if norm is None or math.isfinite(float(norm)):
             return norm
         self.dropped += 1
-        if self.dropped == 1:
-            warn_user(
-                "SAMPa: the gradient g_y' at the auxiliary point is not finite; it is left out of this "
-                "update and the next step is not perturbed. Further cases are counted silently."
-            )
+        if hasattr(self.rt, "require"):
+            self.rt.require("g_y' (the gradient at the auxiliary point y_{t+1})", finite=False)
         return None
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"t": self.t, "g_y": None if self.g_y is None else list(self.g_y), "prev_batch": self.prev_batch,
                 "dropped": self.dropped}
+
+    def check_state(self, state, where: str) -> None:
+        """Refuse (naming the key) a state :meth:`load_state_dict` cannot take, before anything loads
+        (the previous batch is the user's data: anything goes)."""
+        keys(state, where, ("t", "g_y", "prev_batch"), ("dropped",))
+        counter(state["t"], f"{where}['t']")
+        if state["g_y"] is not None:
+            aligned(state["g_y"], self.rt.params, f"{where}['g_y']")
+        if "dropped" in state:
+            counter(state["dropped"], f"{where}['dropped']")
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

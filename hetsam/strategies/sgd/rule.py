@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hetsam.optim.state_checks import counter, keys
 from hetsam.strategies.rule import StrategyRule
 
 __all__ = ["SGDRule"]
@@ -12,3 +13,7 @@ class SGDRule(StrategyRule):
         loss = self.base_step(batch, accumulate)
         self.t += 1
         return loss
+
+    def check_state(self, state, where: str) -> None:
+        """Refuse (naming the key) a state :meth:`load_state_dict` cannot take, before anything loads."""
+        counter(keys(state, where, ("t",))["t"], f"{where}['t']")
