@@ -521,5 +521,10 @@ def test_fuzz_results_files_and_flags_of_the_study_scripts(tta_run, tmp_path, no
         with bounded(f"time_to_accuracy {flag} {value!r}"):
             clean_exit(tta.main, [*TINY, "--budgets", "", flag, value])
 
+    # once unbounded, so that imports and data loading (sklearn, the digits) are not charged to an example
+    path.write_text(json.dumps(base[0]))
+    clean_exit(tta.main, ["--from", str(path)])
+    clean_exit(pf.main, [str(path), "--skip-here", "--iterations", "10", "--quiet"])
+    clean_exit(tta.main, [*TINY, "--budgets", ""])
     results()
     arguments()
