@@ -483,7 +483,313 @@ def test_fuzz_results_files_and_flags_of_the_study_scripts(tta_run, tmp_path, no
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from test_fuzz import FUZZ, bounded, mutated
+    import contextlib
+    import signal
+
+    from test_fuzz import EXTRA_MB, FUZZ, SECONDS, _peak_mb, mutated
+
+    @contextlib.contextmanager
+    def bounded(what):
+        """test_fuzz's bounds, with memory measured against the peak before this example: this
+        test runs late in the suite, when the process's peak is far above test_fuzz's baseline."""
+        def alarm(signum, frame):
+            raise TimeoutError(f"{what} ran past {SECONDS:g} s")
+
+        before, old = _peak_mb(), signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, SECONDS)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        assert _peak_mb() - before < EXTRA_MB, f"{what}: peak memory grew by {_peak_mb() - before:.0f} MB"
+
+    tta, pf = load_example("time_to_accuracy"), load_example("planner_frontier")
+    out = tmp_path / "tta.json"
+    assert tta.main(["--tasks", "digits", "--seeds", "2", "--epochs", "1", "--train-subset", "128", "--budgets", "",
+                     "--only", "interval k=5,rst p=0.25", "--json", str(out), "--quiet"]) == 0
+    report = tmp_path / "frontier.json"
+    assert pf.main([str(out), "--skip-here", "--iterations", "40", "--json", str(report), "--quiet"]) == 0
+    data = json.loads(report.read_text())["references"]
+    assert set(data) >= {"a6000-epyc7452", "2xa100"}
+    for entry in data.values():
+        task = entry["tasks"]["digits"]
+        assert len(task["accuracies"]) == 2 and task["frontier"]["state"] in (
+            "on the frontier", "within noise", "off the frontier")
+        assert task["times"]["sgd"] == pytest.approx(1.0, rel=0.05) and task["times"]["sam"] > 1.0
+    assert "the planner chose" in capsys.readouterr().out
+
+
+def test_planner_frontier_on_this_machine_reduced(tmp_path, capsys):
+    """The planner's choice trained at equal epochs and within each budget of a run, with the
+    verdicts (planned on a bundled profile here, so that the test does not profile)."""
+    pytest.importorskip("sklearn")
+    tta, pf = load_example("time_to_accuracy"), load_example("planner_frontier")
+    out = tmp_path / "tta.json"
+    assert tta.main(["--tasks", "digits", "--seeds", "2", "--epochs", "2", "--train-subset", "128", "--budgets",
+                     "1.0,1.5", "--only", "interval k=5,rst p=0.25,msam rho=1.0", "--json", str(out), "--quiet"]) == 0
+    report = tmp_path / "frontier.json"
+    assert pf.main([str(out), "--profile", "cpu-2core-resnet20", "--iterations", "40", "--json", str(report),
+                    "--quiet"]) == 0
+    here = json.loads(report.read_text())["here"]["digits"]
+    assert here["plan"].startswith("msam")  # MSAM's climb is free on that profile, and it keeps the most
+    assert set(here["budgets"]) == {"1.0", "1.5"} and len(here["equal_epochs"]) == 2
+    for b, v in here["budgets"].items():
+        assert v["epochs"] >= 1 and v["frontier"]["state"] in ("on the frontier", "within noise", "off the frontier")
+        assert v["vs_best_cheap"]["best"].split()[0] in ("interval", "rst", "msam")
+    assert "this machine: the planner chose" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("example, argv, needle", [
+    ("time_to_accuracy", ["--seeds", "1"], "--seeds"),
+    ("time_to_accuracy", ["--seeds", str(10**6)], "--seeds"),
+    ("time_to_accuracy", ["--budgets", "nan"], "--budgets"),
+    ("time_to_accuracy", ["--tasks", "cifar"], "--tasks"),
+    ("time_to_accuracy", ["--planner-budget", "0.5"], "--planner-budget"),
+    ("accuracy", ["--epochs", "0"], "--epochs"),
+    ("accuracy", ["--noise", "1"], "--noise"),
+    ("planner_frontier", ["x.json", "--iterations", "0"], "--iterations"),
+    ("planner_frontier", ["x.json", "--budget", "nan"], "--budget"),
+    ("alignment_probe", ["--every", "0"], "--every"),
+])
+def test_the_study_scripts_refuse_numbers_out_of_bounds_in_one_line(example, argv, needle, capsys):
+    module = load_example(example)
+    with pytest.raises(SystemExit) as exc:
+        module.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and "Traceback" not in "".join(err)
+
+
+# ---- the study scripts never lose a result and refuse bad input up front -----------------------------------
+TINY = ["--tasks", "digits", "--seeds", "2", "--epochs", "1", "--train-subset", "128", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tta_run(tmp_path_factory):
+    """A tiny time_to_accuracy.py run: its --json and --evidence files."""
+    pytest.importorskip("sklearn")
+    folder = tmp_path_factory.mktemp("tta")
+    out, evidence = folder / "tta.json", folder / "evidence.json"
+    assert load_example("time_to_accuracy").main([*TINY, "--budgets", "1.0", "--only", "interval k=5", "--json",
+                                                  str(out), "--evidence", str(evidence)]) == 0
+    return out, evidence
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Every run of the study runner fails the test: what is refused must be refused before training."""
+    import hetsam.study.runner
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(hetsam.study.runner, "train_run", boom)
+
+
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_time_to_accuracy_resumes_from_its_run_log_after_an_interruption(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    tta = load_example("time_to_accuracy")
+    out = tmp_path / "tta.json"
+    argv = [*TINY, "--epochs", "2", "--budgets", "1.0", "--only", "interval k=5", "--json", str(out)]
+    real, calls = tta.accuracy, {"n": 0}
+
+    def interrupted(model, x, y):  # Ctrl-C in the third run (two runs of two epochs are done)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(model, x, y)
+
+    monkeypatch.setattr(tta, "accuracy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tta.main(argv)
+    log = json.loads((tmp_path / "tta.json.digits.runs.json").read_text())
+    assert [r["label"] for r in log["runs"]] == ["sgd", "sam"] and not out.exists()
+    monkeypatch.setattr(tta, "accuracy", real)
+    capsys.readouterr()
+
+    def counts() -> tuple[int, int]:
+        trained, reused = re.search(r"(\d+) run\(s\) trained, (\d+) reused", capsys.readouterr().out).groups()
+        return int(trained), int(reused)
+
+    assert tta.main(argv) == 0
+    trained, reused = counts()  # 6 runs at equal epochs and 6 within the budget, some of them the same
+    assert reused >= 2 and trained + reused == 12
+    first = json.loads(out.read_text())["tasks"]["digits"]
+    assert tta.main(argv) == 0 and counts() == (0, 12)  # everything from the log: the same numbers
+    again = json.loads(out.read_text())["tasks"]["digits"]
+    for key in ("equal_epochs", "budgets", "time_ratio"):
+        assert again[key] == first[key]
+    # other settings never reuse the log: refused in one line, before anything trains
+    import hetsam.study.runner
+
+    monkeypatch.setattr(hetsam.study.runner, "train_run", lambda *a, **k: pytest.fail("trained before refusing"))
+    assert tta.main([*argv, "--epochs", "3"]) == 2
+    assert "other settings (epochs 2 there, 3 now)" in _one_line_error(capsys)
+
+
+def test_time_to_accuracy_writes_the_records_evidence_from_runs_makes(tta_run, tmp_path):
+    from hetsam.evidence import load_records
+
+    out, evidence = tta_run
+    conv = load_example("evidence_from_runs")
+    converted = tmp_path / "converted.json"
+    assert conv.main([str(out), "--out", str(converted)]) == 0
+    direct = [r.to_dict() for r in load_records(evidence)]
+    assert direct and direct == [r.to_dict() for r in load_records(converted)]
+    assert direct[0]["source"]["kind"] == "hetsam" and direct[0]["task"]["schedule"] == "cosine per step"
+
+
+@pytest.mark.parametrize("example, argv, needle", [
+    ("time_to_accuracy", [*TINY, "--json", "{missing}/tta.json"], "does not exist"),
+    ("time_to_accuracy", [*TINY, "--markdown", "/proc/tta.md"], "cannot write in folder"),
+    ("time_to_accuracy", [*TINY, "--plot", "{tmp}/tta.xyz"], "matplotlib cannot write .xyz"),
+    ("time_to_accuracy", [*TINY, "--plot", "{tmp}"], "is a folder"),
+    ("time_to_accuracy", [*TINY, "--plot", "{tmp}/tta.png", "--budgets", ""], "--budgets"),
+    ("time_to_accuracy", [*TINY, "--evidence", "{missing}/evidence.json"], "does not exist"),
+    ("time_to_accuracy", [*TINY, "--json", "{tmp}/a.json", "--markdown", "{tmp}/a.json"], "both name"),
+    ("time_to_accuracy", [*TINY, "--runs", "{missing}/runs"], "does not exist"),
+    ("time_to_accuracy", ["--from", "{results}", "--plot", "{tmp}/tables.xyz"], "matplotlib cannot write"),
+    ("accuracy", [*TINY[:-1], "--planner-profile", "", "--json", "{missing}/acc.json"], "does not exist"),
+    ("alignment_probe", ["--tasks", "digits", "--seeds", "1", "--epochs", "1", "--json", "/proc/probe.json"],
+     "cannot write in folder"),
+    ("planner_frontier", ["{results}", "--skip-here", "--json", "{missing}/frontier.json"], "does not exist"),
+])
+def test_the_study_scripts_check_their_outputs_before_any_training(example, argv, needle, tmp_path, tta_run,
+                                                                   no_training, capsys):
+    pytest.importorskip("matplotlib")
+    argv = [a.format(missing=tmp_path / "missing", tmp=tmp_path, results=tta_run[0]) for a in argv]
+    assert load_example(example).main(argv) == 2
+    assert needle in _one_line_error(capsys)
+    assert "acc@E" not in capsys.readouterr().out and not list(tmp_path.iterdir())
+
+
+def _set(path: str, value):
+    """A change to a results document: ``path`` is dotted, with [i] for list items."""
+    def change(doc):
+        *parents, last = re.findall(r"[^.\[\]]+", path)
+        node = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        key = int(last) if isinstance(node, list) else last
+        node[key] = value(node[key]) if callable(value) else value
+    return change
+
+
+T = "tasks.digits"
+HOSTILE = [  # (change, the field the one-line refusal names)
+    (_set("meta.args.seeds", 10**29), "meta.args.seeds"), (_set("meta.args.seeds", "2"), "meta.args.seeds"),
+    (_set("meta.args.seeds", True), "meta.args.seeds"), (_set("meta.args.epochs", 0), "meta.args.epochs"),
+    (_set("meta.args.rho", -1), "meta.args.rho"), (_set("meta.args.noise", 1.0), "meta.args.noise"),
+    (_set("meta.args.train_subset", 0), "meta.args.train_subset"), (_set("meta.args", []), "meta.args"),
+    (_set("tasks", []), "tasks"), (_set("tasks", lambda t: {"cifar": t["digits"]}), "tasks"),
+    (_set(f"{T}.labels", ["sgd", "interval k=5"]), "labels"), (_set(f"{T}.labels", "sgd"), "labels"),
+    (_set(f"{T}.equal_epochs.sam", lambda runs: runs[:1]), "equal_epochs.sam"),
+    (_set(f"{T}.equal_epochs.sam[0].test", 2.0), "equal_epochs.sam[0].test"),
+    (_set(f"{T}.equal_epochs.sgd[1].test", "0.5"), "equal_epochs.sgd[1].test"),
+    (_set(f"{T}.equal_epochs.sgd[0].epochs", 10**9), "equal_epochs.sgd[0].epochs"),
+    (_set(f"{T}.equal_epochs.sgd[0].curve", "x"), "equal_epochs.sgd[0].curve"),
+    (_set(f"{T}.plans.interval k=5", {"strategy": "nope"}), "plans.interval k=5"),
+    (_set(f"{T}.plans.interval k=5", {"strategy": "async_sam", "ascent_batch_size": 10**29}), "plans.interval k=5"),
+    (_set(f"{T}.plans.interval k=5", {"strategy": "async_sam", "ascent_batch_size": 4096}), "ascent_batch_size"),
+    (_set(f"{T}.budgets", lambda b: {"abc": b["1.0"]}), "budgets"), (_set(f"{T}.time_ratio.sgd", 0), "time_ratio"),
+]
+
+
+@pytest.mark.parametrize("change, field", HOSTILE, ids=[f"{i}-{f}" for i, (_, f) in enumerate(HOSTILE)])
+def test_planner_frontier_refuses_a_hostile_results_file_in_one_line(change, field, tta_run, tmp_path, monkeypatch,
+                                                                     no_training, capsys):
+    pf = load_example("planner_frontier")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("read the results file's numbers unchecked")
+
+    monkeypatch.setattr(pf, "seeded_tasks", boom)
+    monkeypatch.setattr(pf, "train", boom)
+    doc = json.loads(tta_run[0].read_text())
+    change(doc)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    assert pf.main([str(bad), "--skip-here", "--iterations", "10", "--quiet"]) == 2
+    line = _one_line_error(capsys)
+    assert field in line and "time_to_accuracy.py" in line
+
+
+def test_time_to_accuracy_only_takes_labels_or_families_and_refuses_the_rest(no_training, capsys):
+    pytest.importorskip("sklearn")
+    tta = load_example("time_to_accuracy")
+    assert tta.main([*TINY, "--budgets", "", "--only", "rst p=0.3"]) == 2
+    line = _one_line_error(capsys)
+    assert "'rst p=0.3' matches no label" in line and "rst p=0.25" in line and "families: async" in line
+    assert set(tta.select(tta.strategies(pools=False), "rst,interval k=5")) == {
+        "sgd", "sam", "rst p=0.1", "rst p=0.25", "rst p=0.5", "interval k=5"}
+
+
+def test_a_data_condition_is_said_and_exits_0(tta_run, tmp_path, capsys):
+    """SAM not beating SGD, or a run without a one-device variant, is a finding, not an error."""
+    tta = load_example("time_to_accuracy")
+    doc = json.loads(tta_run[0].read_text())
+    runs = doc["tasks"]["digits"]["equal_epochs"]
+    for sgd, sam in zip(runs["sgd"], runs["sam"]):
+        sgd["test"], sam["test"] = 0.5, 0.4
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps(doc))
+    assert tta.main(["--from", str(worse)]) == 0
+    out = capsys.readouterr().out
+    assert "SAM did not beat SGD over these 2 seed(s) (-10.00 points)" in out and "nan" not in out
+    only = copy.deepcopy(doc)  # no interval, late_phase, msam or rst to compare the planner's choice with
+    task = only["tasks"]["digits"]
+    for by_label in (task["equal_epochs"], task["plans"], task["time_ratio"], *task["budgets"].values()):
+        by_label.pop("interval k=5")
+    task["labels"].remove("interval k=5")
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps(only))
+    pf = load_example("planner_frontier")
+    assert pf.main([str(baselines), "--profile", "cpu-2core-resnet20", "--iterations", "10", "--quiet"]) == 0
+    assert "no one-device variant (interval, late_phase, msam, rst) in the results" in capsys.readouterr().out
+
+
+def test_alignment_probe_refuses_a_bad_results_file_and_a_probe_of_nothing_before_probing(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    probe = load_example("alignment_probe")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"meta": {"args": {"seeds": 10**29}}, "tasks": {}}))
+    base = ["--tasks", "digits", "--seeds", "1", "--epochs", "1"]
+    assert probe.main([*base, "--shares-from", str(bad)]) == 2
+    assert "meta.args.seeds" in _one_line_error(capsys)
+    assert probe.main([*base, "--every", "100000"]) == 2
+    assert "--every 100000 probes no step" in _one_line_error(capsys)
+    assert "configuration" not in capsys.readouterr().out
+
+
+def test_fuzz_results_files_and_flags_of_the_study_scripts(tta_run, tmp_path, no_training, capsys):
+    """Mutated results files through ``--from`` and ``planner_frontier.py``, and hostile flags:
+    exit 0 or 2 with one line, never a traceback, never training (hypothesis; HETSAM_FUZZ=long
+    for more examples)."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    import contextlib
+
+    from test_fuzz import EXTRA_MB, FUZZ, _peak_mb, mutated
+    from test_fuzz import bounded as fuzz_bounded
+
+    @contextlib.contextmanager
+    def bounded(what):
+        """test_fuzz's time bound; memory against the peak before this example (this test runs
+        late in the suite, when the process's peak is already far above test_fuzz's baseline)."""
+        before = _peak_mb()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(fuzz_bounded.__wrapped__(what)) if False else None
+            yield
+        assert _peak_mb() - before < EXTRA_MB, f"{what}: peak memory grew by {_peak_mb() - before:.0f} MB"
 
     tta, pf = load_example("time_to_accuracy"), load_example("planner_frontier")
     base = [json.loads(tta_run[0].read_text())]
