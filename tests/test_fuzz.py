@@ -526,6 +526,8 @@ def mutated_checkpoint(draw):
     doc = copy.deepcopy(_checkpointed(case)[1])
     for _ in range(draw(st.sampled_from([1, 1, 2, 3]))):
         paths = [p for p in _paths(doc) if "prev_batch" not in p]
+        if not paths:  # earlier mutations left nothing to change
+            break
         path = draw(st.sampled_from(paths))
         parent = doc
         for key in path[:-1]:
