@@ -30,3 +30,19 @@ def deterministic():
     torch.use_deterministic_algorithms(True)
     yield
     torch.use_deterministic_algorithms(old)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No ascent worker may outlive the suite: a daemon thread still inside a job when the
+    interpreter exits can abort it ("terminate called without an active exception")."""
+    import gc
+    import threading
+
+    gc.collect()  # optimizers nobody closed: their finalizers stop their workers
+    workers = [t for t in threading.enumerate() if t.name.startswith("hetsam-")]
+    for t in workers:
+        t.join(10)
+    alive = [t.name for t in workers if t.is_alive()]
+    if alive and session.exitstatus == 0:
+        print(f"\nhetsam worker threads still alive after the suite: {alive}; a test leaves a job running")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -285,10 +285,13 @@ def test_no_reserve_mentioned_when_none_was_given():
 
 
 # ---- 12: a stuck ascent job -----------------------------------------------------------------------------------
-def sleeping_on_worker(seconds):
+def blocking_on_worker(release: threading.Event):
+    """A loss whose ascent jobs block until ``release`` is set (bounded at 60 s), so that a test
+    can end the stuck job itself: no thread of it outlives the test."""
+
     def loss(model, batch):
         if threading.current_thread().name.startswith("hetsam-ascent"):
-            time.sleep(seconds)
+            release.wait(60)
         return loss_fn(model, batch)
 
     return loss
@@ -301,20 +304,27 @@ def test_a_stuck_ascent_job_is_a_failure_after_ascent_timeout(policy):
 
     from hetsam.execution.threads import ThreadedExecutor
 
-    opt = AutoSAM(mlp(), sleeping_on_worker(30), plan=Plan("async_sam", ascent_batch_size=8),
+    release = threading.Event()
+    before = set(threading.enumerate())
+    opt = AutoSAM(mlp(), blocking_on_worker(release), plan=Plan("async_sam", ascent_batch_size=8),
                   executor=ThreadedExecutor(share="concurrent"), on_worker_failure=policy, ascent_timeout=0.5, lr=0.1)
+    workers = [t for t in threading.enumerate() if t not in before and t.name.startswith("hetsam-ascent")]
     data = batches(4)
-    start = time.perf_counter()
-    if policy == "raise":
-        with pytest.raises(WorkerFailure, match="ascent_timeout"):
+    try:
+        if policy == "raise":
+            with pytest.raises(WorkerFailure, match="ascent_timeout"):
+                for batch in opt.prefetch(data):
+                    opt.step(batch)
+        else:
             for batch in opt.prefetch(data):
                 opt.step(batch)
-    else:
-        for batch in opt.prefetch(data):
-            opt.step(batch)
-        assert opt.stats()["executor"]["mode"] == "degraded"
-    opt.close()  # returns although the job is still sleeping on its daemon thread
-    assert time.perf_counter() - start < 10
+            assert opt.stats()["executor"]["mode"] == "degraded"
+        opt.close()  # returns although the job is still blocked on its daemon thread
+        assert len(workers) == 1 and workers[0].is_alive() and not release.is_set()
+    finally:
+        release.set()  # the stuck job ends; its thread, stopped by close(), ends with it
+    workers[0].join(30)
+    assert not workers[0].is_alive()
 
 
 # ---- 13: smaller defects ----------------------------------------------------------------------------------------

@@ -98,8 +98,10 @@ def test_checkpoints_save_and_resume_through_lightning_exactly(tmp_path, mode, d
 
 
 def test_sampa_is_refused_in_automatic_optimization_but_runs_manually():
+    refused = DigitsModule("sampa", "automatic")
     with pytest.raises(HetsamInputError, match="sampa"):
-        fit("sampa", "automatic", steps=2)
+        quiet_trainer(max_steps=2).fit(refused)
+    refused.autosam.close()  # the refusal leaves the user's optimizer theirs to close
     module, trainer = fit("sampa", "manual", steps=3)
     assert trainer.global_step == 3
     module.autosam.close()

@@ -176,9 +176,9 @@ class ShareModel:
         if spec.evidence_axis is not None:
             point = spec.evidence_point(spec.evidence_settings(plan, batch_size), optimizer_family(base_optimizer))
         if point is None:
-            why = "a base optimizer of a kind the evidence names" if spec.own_radius and base_optimizer is None \
-                else "a setting the evidence can place"
-            return self._proxy(plan, batch_size, f"the plan has no {why}")
+            why = "the base optimizer is of no kind the evidence names" if spec.own_radius and base_optimizer is None \
+                else "the plan has no setting the evidence can place"
+            return self._proxy(plan, batch_size, why)
         return self.estimate(spec.name, *point, proxy=lambda reason: self._proxy(plan, batch_size, reason))
 
     def tested(self, strategy: str, curve: tuple) -> list[float]:
