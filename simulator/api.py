@@ -283,7 +283,8 @@ def _result(plan, workload, engine, log, stats, n_total, warmup, wall, **meta) -
     tracks = {r.name: labels.get(r, "") for r in engine.resources}
     return SimResult(
         plan=plan, batch_size=b, iterations=n_total, simulated_iterations=n, extrapolated=extrapolated, note=note,
-        iteration_seconds={"mean": mean, "p50": quantile(sample, 0.50), "p95": quantile(sample, 0.95)},
+        iteration_seconds={"mean": mean, "p05": quantile(sample, 0.05), "p50": quantile(sample, 0.50),
+                           "p95": quantile(sample, 0.95)},
         total_seconds=total, samples_per_second=b / mean if mean > 0 else math.inf,
         utilisation=utilisation, link_utilisation=links,
         descent_wait_seconds=wait_total, descent_wait_per_iteration=wait_total / n_total,

@@ -14,7 +14,7 @@ from hetsam.bench import Arrangement, default_arrangements, run_bench
 from hetsam.cli.main import main
 from hetsam.planning.plan import Plan
 from hetsam.profiling.schema import Profile
-from hetsam.simulator import simulate
+from hetsam.simulator import typical_step
 from _profiles import synthetic_profile_dict
 
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
@@ -58,7 +58,7 @@ def test_run_bench_interleaves_and_predicts(toy_profile):
             assert row["measured_iteration_seconds"] == statistics.median(res.step_seconds) > 0
         assert row["throughput_vs_sgd"] == pytest.approx(sgd / row["measured_iteration_seconds"])
         assert row["throughput_vs_sam"] == pytest.approx(sam / row["measured_iteration_seconds"])
-        expected = simulate(res.arrangement.plan, toy_profile, iterations=2000, seed=0).iteration_seconds["mean"]
+        expected = typical_step(res.arrangement.plan, toy_profile, iterations=2000, seed=0).seconds
         assert row["predicted_iteration_seconds"] == pytest.approx(expected)
         assert row["relative_error"] == pytest.approx(row["measured_iteration_seconds"] / expected - 1)
         assert 0 <= row["descent_wait_seconds"] <= row["measured_iteration_seconds"] * 10

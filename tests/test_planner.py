@@ -198,3 +198,40 @@ def test_simulate_uses_the_planners_numbers_for_the_readme_machine():
     assert report.plan.strategy == "async_sam" and data["plan"] == report.plan.to_dict()
     assert data["iteration_seconds"]["mean"] == pytest.approx(report.prediction.iteration_seconds, rel=0.05)
     assert data["planner_chose"]["ascent_batch_size"] == report.plan.ascent_batch_size
+
+
+# ---- issue 22: a noisy profile cannot inflate the baseline ----------------------------------------------
+def _with_spread(name: str, iqr_over_median: float) -> Profile:
+    """A bundled profile with only its recorded spread changed (IQR = k x median at every point)."""
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent.parent / "profiles" / f"{name}.json").read_text())
+    for dev in data["devices"]:
+        g = dev["grad_seconds"]
+        g["spread"] = [iqr_over_median * m for m in g["median"]]
+    return Profile.from_dict(data)
+
+
+@pytest.mark.parametrize("k", [2.0, 7.0])
+def test_jitter_widens_the_range_and_never_moves_the_centre(k):
+    quiet = plan("cpu-2core-resnet20")
+    noisy = plan(_with_spread("cpu-2core-resnet20", k))
+    # the baselines are typical (median) steps: the spread barely moves them, where the mean grew 2.4x (k = 2)
+    # and 58x (k = 7); SAM's two passes are two draws, so its median grows more, and only SAM's
+    assert quiet.sgd_seconds <= noisy.sgd_seconds < 1.25 * quiet.sgd_seconds
+    assert noisy.sam_seconds > quiet.sam_seconds
+    low, high = noisy.prediction.step_range
+    q_low, q_high = quiet.prediction.step_range
+    assert low < q_low and high > q_high and high - low > 3 * (q_high - q_low)
+    # nothing is reported faster than SGD on its own descent device, and the chosen plan stays in SGD's noise
+    sgd = {c.plan.descent_device: c.predicted_seconds for c in noisy.candidates if c.plan.strategy == "sgd"}
+    assert all(c.predicted_seconds >= sgd.get(c.plan.descent_device, 0.0) for c in noisy.candidates)
+    assert noisy.plan.descent_device in sgd
+    assert noisy.prediction.overhead_vs_sgd > -0.05
+    assert noisy.plan.strategy != "sam"  # the budget stays 1.05 x the typical SGD step, which SAM exceeds
+
+
+def test_the_prediction_carries_the_range_of_its_steps():
+    r = plan("cpu-2core-resnet20")
+    d = r.prediction.to_dict()
+    assert d["step_seconds_p05"] <= d["iteration_seconds"] <= d["step_seconds_p95"]

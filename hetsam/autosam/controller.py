@@ -320,7 +320,7 @@ class PlanController:
         """Why the calibrated planner's choice should replace the running plan (module docstring), or None."""
         from hetsam import defaults
 
-        current = self._predict(self.plan, loop, "mean")
+        current = self._predict(self.plan, loop, typical=True)
         over = current - report.budget_seconds
         if over > half:
             return (f"{self.plan.strategy} no longer fits the calibrated budget ({current * 1e3:.2f} ms/step against "
@@ -341,14 +341,17 @@ class PlanController:
 
         return share_model(self.options.shares).share(plan, report.batch_size, report.base_optimizer)
 
-    def _predict(self, plan, loop: float, stat: str = "p50") -> float:
-        """The simulated *median* step period (``stat="p50"``): what a window's median estimates,
-        also for a strategy that mixes two kinds of steps (RST's median is not its mean)."""
+    def _predict(self, plan, loop: float, typical: bool = False) -> float:
+        """The simulated *median* step period: what a window's median estimates, also for a
+        strategy that mixes two kinds of steps. ``typical``: the step the planner's budget
+        compares (``hetsam.simulator.typical_step``; for mixed steps the expectation at the medians)."""
         from hetsam import defaults
-        from hetsam.simulator import simulate
+        from hetsam.simulator import simulate, typical_step
 
-        result = simulate(plan, self.cm.calibrated(loop), iterations=defaults.PLANNER_ITERATIONS, seed=0)
-        return float(result.iteration_seconds[stat])
+        cm = self.cm.calibrated(loop)
+        if typical:
+            return typical_step(plan, cm, iterations=defaults.PLANNER_ITERATIONS, seed=0).seconds
+        return float(simulate(plan, cm, iterations=defaults.PLANNER_ITERATIONS, seed=0).iteration_seconds["p50"])
 
     def _fit(self, measured: float) -> float:
         """ℓ ≥ 0 with predict(plan, ℓ) = measured (a few fixed-point steps; 0 when even ℓ = 0 is slower)."""

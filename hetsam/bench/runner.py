@@ -67,8 +67,9 @@ _BUSY = 0.10  # other processes' share of the CPUs above which the report warns
 
 
 def predict(arrangement: Arrangement, profile, *, iterations: int = 2000, seed: int = 0) -> dict:
-    """The simulator's prediction for an arrangement on ``profile``."""
-    from hetsam.simulator import simulate
+    """The simulator's prediction for an arrangement on ``profile``: its typical step
+    (``hetsam.simulator.typical_step``), the centre the measured medians estimate."""
+    from hetsam.simulator import simulate, typical_step
 
     p = arrangement.plan
     if arrangement.executor_options.get("share") == "concurrent" and p.spec.uses_executor:
@@ -77,7 +78,8 @@ def predict(arrangement: Arrangement, profile, *, iterations: int = 2000, seed: 
         if parse_device(p.descent_device).overlaps(parse_device(p.effective_ascent_device)):
             return {}  # the simulator models shared devices as time-sliced only
     r = simulate(arrangement.plan, profile, iterations=iterations, seed=seed)
-    return {"iteration_seconds": r.iteration_seconds["mean"], "p50": r.iteration_seconds["p50"],
+    step = typical_step(arrangement.plan, profile, iterations=iterations, seed=seed)
+    return {"iteration_seconds": step.seconds, "p50": r.iteration_seconds["p50"], "mean": r.iteration_seconds["mean"],
             "descent_wait_per_iteration": r.descent_wait_per_iteration}
 
 

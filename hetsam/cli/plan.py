@@ -129,6 +129,7 @@ def format_report(report, everything: bool = False) -> str:
         f"chosen: {report.plan.describe()}  ({report.prediction.overhead_vs_sgd:+.1%} vs SGD, "
         f"{report.prediction.speedup_vs_sam:.2f}x faster than SAM)"
         + ("" if report.budget_met else "  -- budget NOT met"),
+        *_step_range(report.prediction),
         f"share of SAM's gain: {report.chosen.share.text()}",
         f"why: {report.why()}",
         f"objective: {report.objective}",
@@ -173,3 +174,14 @@ def _strategies(text: str | None) -> tuple[str, ...] | None:
 
         raise HetsamInputError("--strategies is empty: give comma-separated names, e.g. --strategies async_sam,rst")
     return names
+
+
+def _step_range(prediction) -> list[str]:
+    """Where 90% of the chosen plan's simulated steps lie: the profile's spread widens it; the
+    typical (median) step above stays where it is."""
+    if prediction.step_range is None:
+        return []
+    low, high = prediction.step_range
+    return [f"step time: typical {prediction.iteration_seconds:.4g} s; 90% of simulated steps within "
+            f"{low:.4g} to {high:.4g} s (the profile's measured spread)"]
+

@@ -12,7 +12,9 @@ __all__ = ["Prediction"]
 class Prediction:
     """The predicted cost of one plan on one machine, next to the SGD and SAM baselines.
 
-    ``iteration_seconds`` is the simulator's mean when ``simulated`` (else the closed form);
+    ``iteration_seconds`` is the simulator's typical step when ``simulated`` (its median, never
+    the mean, which the spread inflates; ``hetsam.simulator.typical_step``), else the closed form
+    from medians; ``step_range`` (p05, p95) is where 90% of simulated steps lie (None when not simulated);
     ``fidelity`` is ``(the objective's value of its share, *the strategy's (ascent fraction,
     −staleness, SAM share))``; ``share`` the share of SAM's gain for a new task with its
     interval and the evidence behind it (``hetsam.evidence.Share``). ``ranks``, ``nodes`` and ``devices_per_node`` describe a
@@ -28,6 +30,7 @@ class Prediction:
     nodes: int = 1
     devices_per_node: int = 1
     share: Any = None
+    step_range: tuple | None = None
 
     @property
     def ranks(self) -> int:
@@ -46,6 +49,8 @@ class Prediction:
              "sam_iteration_seconds": self.sam_iteration_seconds, "overhead_vs_sgd": self.overhead_vs_sgd,
              "speedup_vs_sam": self.speedup_vs_sam, "fidelity": list(self.fidelity),
              "closed_form_seconds": self.closed_form_seconds, "simulated": self.simulated}
+        if self.step_range is not None:
+            d["step_seconds_p05"], d["step_seconds_p95"] = self.step_range
         if self.share is not None:
             d.update(self.share.to_dict())
         if self.ranks > 1:
