@@ -71,9 +71,29 @@ def test_run_bench_interleaves_and_predicts(toy_profile):
     vs_sgd = [abs((1 + r["relative_error"]) / (1 + base["relative_error"]) - 1) for r in data["results"] if r is not base]
     assert [r["error_vs_sgd"] for r in data["results"] if r is not base] == pytest.approx(
         [(1 + r["relative_error"]) / (1 + base["relative_error"]) - 1 for r in data["results"] if r is not base])
-    assert data["simulator_error"] == {"median_abs": pytest.approx(statistics.median(errors)), "max_abs": pytest.approx(max(errors)),
-                                       "vs_sgd_median_abs": pytest.approx(statistics.median(vs_sgd)),
-                                       "vs_sgd_max_abs": pytest.approx(max(vs_sgd))}
+    summary = data["simulator_error"]
+    assert {k: summary[k] for k in ("median_abs", "max_abs", "vs_sgd_median_abs", "vs_sgd_max_abs")} == {
+        "median_abs": pytest.approx(statistics.median(errors)), "max_abs": pytest.approx(max(errors)),
+        "vs_sgd_median_abs": pytest.approx(statistics.median(vs_sgd)), "vs_sgd_max_abs": pytest.approx(max(vs_sgd))}
+    # round by round: in round k, e_k = (m_k / m_k^SGD) / (predicted / predicted^SGD) - 1; two rounds give the
+    # median of two and, at 90%, their range; judged only when that range is within +-5%
+    sgd_rounds = report.result("sgd").round_medians
+    for res, row in zip(report.results, data["results"]):
+        if row is base:
+            assert row["judged"] is None
+            continue
+        ratio = row["predicted_iteration_seconds"] / base["predicted_iteration_seconds"]
+        mine = res.per_round()
+        if res.step_kinds is None:
+            assert mine == res.round_medians
+        e = sorted((m / b) / ratio - 1 for m, b in zip(mine, sgd_rounds))
+        assert row["error_vs_sgd_rounds"] == pytest.approx(statistics.median(e))
+        assert row["error_vs_sgd_interval"] == pytest.approx(e)
+        assert row["judged"] == ((e[1] - e[0]) / 2 <= 0.05)
+        assert row["meets_goal"] == (abs(statistics.median(e)) <= 0.05 if row["judged"] else None)
+    judged = [r for r in data["results"] if r["judged"]]
+    assert summary["judged_rows"] == len(judged) and summary["goal"] == 0.05
+    assert summary["unjudged_rows"] == sum(1 for r in data["results"] if r["judged"] is False)
     assert any("drifted since" in n for n in data["notes"]) == (abs(base["relative_error"]) > 0.05)
 
 

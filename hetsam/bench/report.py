@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hetsam.bench.arrangements import POOLS, SLICED
-from hetsam.bench.results import BenchReport
+from hetsam.bench.results import ERROR_CONFIDENCE, ERROR_GOAL, BenchReport
 
 __all__ = ["format_report"]
 
@@ -24,7 +24,7 @@ def format_report(report: BenchReport) -> str:
             f"{r['descent_wait_seconds'] * 1e3:.1f}", f"{r['descent_wait_fraction']:.1%}",
             "-" if pred is None else f"{pred * 1e3:.1f}",
             "-" if r["relative_error"] is None else f"{r['relative_error']:+.1%}",
-            "-" if r["error_vs_sgd"] is None else f"{r['error_vs_sgd']:+.1%}",
+            _error_cell(r),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -52,7 +52,23 @@ def format_report(report: BenchReport) -> str:
         if "vs_sgd_median_abs" in err:
             line += f"; relative to SGD {err['vs_sgd_median_abs']:.1%}, worst {err['vs_sgd_max_abs']:.1%}"
         out.append(f"{line} (profile: {report.profile_source})")
+        if err.get("judged_rows") or err.get("unjudged_rows"):
+            judged = (f"median {err['judged_vs_sgd_median_abs']:.1%}, worst {err['judged_vs_sgd_max_abs']:.1%} over "
+                      f"{err['judged_rows']} judged row(s)") if err["judged_rows"] else "no row could be judged"
+            out.append(f"error vs SGD round by round ({ERROR_CONFIDENCE:.0%} interval over the rounds): {judged}; "
+                       f"{err['unjudged_rows']} row(s) not judged (interval wider than ±{ERROR_GOAL:.0%}: too noisy "
+                       "to tell; more --rounds, or a quieter machine)")
     if report.other_load:
         out.append("other processes' CPU share per round: " + ", ".join(f"{x:.0%}" for x in report.other_load))
     out += [f"note: {n}" for n in report.notes]
     return "\n".join(out)
+
+
+def _error_cell(r: dict) -> str:
+    """The per-round error relative to SGD with its interval; '?' marks a row too noisy to judge."""
+    if r.get("error_vs_sgd_interval") is None:
+        return "-" if r["error_vs_sgd"] is None else f"{r['error_vs_sgd']:+.1%}"
+    low, high = r["error_vs_sgd_interval"]
+    mark = "" if r["judged"] else " ?"
+    return f"{r['error_vs_sgd_rounds']:+.1%} [{low:+.1%},{high:+.1%}]{mark}"
+

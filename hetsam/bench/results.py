@@ -1,15 +1,26 @@
 """What ``hetsam bench`` measured: per arrangement the raw step times, their median and spread,
-the executor's counters, and the simulator's prediction (kept apart from what was measured)."""
+the executor's counters, and the simulator's prediction (kept apart from what was measured).
+
+The prediction's error relative to SGD is judged round by round: in round k the arrangement and
+SGD ran side by side, so ``e_k = (m_k / m_k^SGD) / (predicted / predicted^SGD) − 1`` cancels the
+machine's drift between rounds. The reported error is the median of the ``e_k`` with a
+distribution-free 90% interval (``median_ci``; with 5 rounds, the range of the five). A row is
+judged against the goal (``ERROR_GOAL``, ±5%) only when that interval is narrower than the goal
+(half-width at most 5%): a wider one says the machine was too noisy to tell.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from hetsam.bench.arrangements import Arrangement
-from hetsam.profiling.stats import Measurement, median
+from hetsam.profiling.stats import Measurement, median, median_ci
 from hetsam.strategies import SAM, SGD
 
-__all__ = ["BenchResult", "BenchReport"]
+__all__ = ["BenchResult", "BenchReport", "ERROR_GOAL", "ERROR_CONFIDENCE"]
+
+ERROR_GOAL = 0.05  # |error relative to SGD| a row must meet; judged only with an interval this narrow
+ERROR_CONFIDENCE = 0.90  # of the interval of the per-round errors
 
 
 @dataclass
@@ -26,17 +37,28 @@ class BenchResult:
     mode: str | None  # the executor's mode (worker, time-sliced), None without an executor
     predicted: dict | None = None  # the simulator's prediction (iteration_seconds, descent_wait_per_iteration)
 
-    def _by_kind(self, fn) -> float:
-        """``fn`` of the steps; for a strategy of two kinds of steps (RST) with a share p of
-        ascent steps: (1 − p)·fn(plain steps) + p·fn(ascent steps)."""
+    def _by_kind(self, fn, steps: list[float] | None = None, kinds: list[str] | None = None) -> float:
+        """``fn`` of the steps (all, or the given ones); for a strategy of two kinds of steps (RST)
+        with a share p of ascent steps: (1 − p)·fn(plain steps) + p·fn(ascent steps)."""
+        steps = self.step_seconds if steps is None else steps
+        kinds = self.step_kinds if kinds is None else kinds
         if self.step_kinds is None:
-            return fn(self.step_seconds)
+            return fn(steps)
         plan = self.arrangement.plan
         p = plan.spec.sam_fraction(plan)
-        parts = {k: [t for t, kind in zip(self.step_seconds, self.step_kinds) if kind == k] for k in ("plain", "ascent")}
+        parts = {k: [t for t, kind in zip(steps, kinds) if kind == k] for k in ("plain", "ascent")}
         if not parts["plain"] or not parts["ascent"]:  # too few steps to see both kinds
-            return fn(self.step_seconds)
+            return fn(steps)
         return (1.0 - p) * fn(parts["plain"]) + p * fn(parts["ascent"])
+
+    def per_round(self) -> list[float]:
+        """The median step of each round (by kind for two kinds of steps, as :attr:`median`)."""
+        n = len(self.round_medians)
+        if n == 0 or len(self.step_seconds) % n:
+            return list(self.round_medians)
+        k = len(self.step_seconds) // n
+        cut = lambda xs, r: None if xs is None else xs[r * k:(r + 1) * k]  # noqa: E731
+        return [self._by_kind(median, cut(self.step_seconds, r), cut(self.step_kinds, r)) for r in range(n)]
 
     @property
     def median(self) -> float:
@@ -67,6 +89,17 @@ class BenchResult:
             return None
         return (1.0 + self.relative_error) / (1.0 + base.relative_error) - 1.0
 
+    def error_vs_rounds(self, base: "BenchResult | None") -> tuple[float, float, float] | None:
+        """``(median, low, high)`` of the per-round errors relative to ``base`` (module docstring)."""
+        if base is None or self.predicted_seconds is None or base.predicted_seconds is None:
+            return None
+        mine, theirs = self.per_round(), base.per_round()
+        if not mine or len(mine) != len(theirs):
+            return None
+        predicted = self.predicted_seconds / base.predicted_seconds
+        errors = [(m / b) / predicted - 1.0 for m, b in zip(mine, theirs)]
+        return (median(errors), *median_ci(errors, ERROR_CONFIDENCE))
+
     def to_dict(self, sgd: float | None = None, sam: float | None = None, base: "BenchResult | None" = None) -> dict:
         p = self.arrangement.plan
         return {
@@ -90,6 +123,7 @@ class BenchResult:
             "predicted_descent_wait_seconds": None if self.predicted is None else self.predicted["descent_wait_per_iteration"],
             "relative_error": self.relative_error,
             "error_vs_sgd": self.error_vs(base),
+            **_judged(self.error_vs_rounds(base) if base is not self else None),
         }
 
 
@@ -129,6 +163,25 @@ class BenchReport:
             "results": [r.to_dict(sgd, sam, base) for r in self.results],
             "simulator_error": None if not errors else {
                 "median_abs": median(errors), "max_abs": max(errors),
-                **({"vs_sgd_median_abs": median(ratio), "vs_sgd_max_abs": max(ratio)} if ratio else {})},
+                **({"vs_sgd_median_abs": median(ratio), "vs_sgd_max_abs": max(ratio)} if ratio else {}),
+                **_judged_summary([r.to_dict(sgd, sam, base) for r in self.results if r is not base])},
             "notes": list(self.notes),
         }
+
+
+def _judged(rounds: tuple[float, float, float] | None) -> dict:
+    """The per-round error relative to SGD, its interval, and whether it can be judged (module docstring)."""
+    if rounds is None:
+        return {"error_vs_sgd_rounds": None, "error_vs_sgd_interval": None, "judged": None, "meets_goal": None}
+    mid, low, high = rounds
+    judged = (high - low) / 2.0 <= ERROR_GOAL
+    return {"error_vs_sgd_rounds": mid, "error_vs_sgd_interval": [low, high], "judged": judged,
+            "meets_goal": (abs(mid) <= ERROR_GOAL) if judged else None}
+
+
+def _judged_summary(rows: list[dict]) -> dict:
+    judged = [abs(r["error_vs_sgd_rounds"]) for r in rows if r["judged"]]
+    return {"judged_rows": len(judged), "unjudged_rows": sum(1 for r in rows if r["judged"] is False),
+            "judged_vs_sgd_median_abs": median(judged) if judged else None,
+            "judged_vs_sgd_max_abs": max(judged) if judged else None, "goal": ERROR_GOAL}
+
