@@ -14,7 +14,7 @@ from hetsam import _checks, defaults
 from hetsam.cost.cluster import Cluster
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
-from hetsam.planning.plan import Plan
+from hetsam.strategies.plan import Plan
 from hetsam.profiling.stats import quantile
 
 from .engine import Engine

@@ -1,17 +1,20 @@
-"""The layout's rules (docs/architecture.md): no import cycle, small modules and classes, the
-torch-free layers stay torch-free, and strategy names are compared only where strategies live."""
+"""The layout's rules (docs/architecture.md): no import cycle, packages in the documented layer
+order, small modules and classes, the torch-free layers stay torch-free, and strategy names are
+compared only where strategies live."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hetsam import strategies
+
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN_NAMES = {"sgd", "sam", "rst", "async_sam", "sampa"}
 
 
 def _modules() -> dict[str, Path]:
@@ -81,6 +84,82 @@ def test_no_import_cycle():
     assert not cycles, f"import cycles: {cycles}"
 
 
+def _package(name: str, path: Path) -> str:
+    """The package a module belongs to: ``hetsam.<folder>`` (sub-folders included), or ``hetsam`` for
+    the top-level modules. ``python -m hetsam`` (``__main__``) is the command line's."""
+    if name == "hetsam.__main__":
+        return "hetsam.cli"
+    parts = name.split(".")
+    if len(parts) == 2 and path.name != "__init__.py":
+        return "hetsam"
+    return ".".join(parts[:2])
+
+
+def _documented_layers() -> list[set[str]]:
+    """The packages of each row of the table under "The layers, lowest first" in the architecture doc."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## The layers, lowest first", 1)[1].split("\n## ", 1)[0]
+    layers = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            folders = re.findall(r"`([a-z_]+)/`", line.split("|")[1])
+            layers.append({"hetsam" if f == "hetsam" else f"hetsam.{f}" for f in folders})
+    return layers
+
+
+def test_packages_import_only_packages_below_them():
+    """Every import statement anywhere in a module (in functions too) goes to its own package or to
+    a package of a lower row of the doc's table; a package the table does not list is a top layer
+    that nothing listed imports. The package graph has no cycle either."""
+    layers = _documented_layers()
+    assert len(layers) >= 10 and all(layers), layers
+    level = {pkg: i for i, row in enumerate(layers) for pkg in row}
+    mods = _modules()
+    packages = {m: _package(m, p) for m, p in mods.items()}
+    missing = sorted(pkg for pkg in level if pkg not in packages.values())
+    assert not missing, f"docs/architecture.md lists folders that do not exist: {missing}"
+    edges: dict[tuple[str, str], list[str]] = {}
+    for m, p in mods.items():
+        for target in _imports(m, p, set(mods)):
+            a, b = packages[m], packages[target]
+            if a != b:
+                edges.setdefault((a, b), []).append(f"{m} -> {target}")
+    top = len(layers)
+    upward = [f"{a} (row {level.get(a, top)}) imports {b} (row {level.get(b, top)}): {why[0]}"
+              for (a, b), why in sorted(edges.items()) if level.get(b, top) > level.get(a, top)]
+    assert not upward, "imports against the layer order of docs/architecture.md:\n" + "\n".join(upward)
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+    done: set[str] = set()
+
+    def cycle_from(v: str, path: list[str]) -> list[str] | None:  # depth-first search
+        if v in path:
+            return path[path.index(v):] + [v]
+        if v in done:
+            return None
+        for w in sorted(graph.get(v, ())):
+            found = cycle_from(w, path + [v])
+            if found:
+                return found
+        done.add(v)
+        return None
+
+    cycles = [c for c in (cycle_from(v, []) for v in sorted(graph)) if c]
+    assert not cycles, f"package cycle: {' -> '.join(cycles[0])}: {edges[(cycles[0][0], cycles[0][1])][0]}"
+
+
+def test_the_layer_rule_can_fail():
+    """The checks above see what they claim to: a function-level import, a cycle, an unlisted package."""
+    mods = _modules()
+    planner, known = mods["hetsam.planning.search"], set(mods)
+    assert "hetsam.simulator" in _imports("hetsam.planning.search", planner, known)  # inside simulated_seconds
+    assert _package("hetsam.strategies.sam.rule", mods["hetsam.strategies.sam.rule"]) == "hetsam.strategies"
+    assert _package("hetsam.errors", mods["hetsam.errors"]) == "hetsam"
+    level = {pkg: i for i, row in enumerate(_documented_layers()) for pkg in row}
+    assert level["hetsam"] == 0 and level["hetsam.simulator"] < level["hetsam.planning"] < level["hetsam.autosam"]
+
+
 def test_modules_and_classes_stay_small():
     too_big = []
     for name, path in _modules().items():
@@ -93,17 +172,20 @@ def test_modules_and_classes_stay_small():
     assert not too_big, too_big
 
 
-# "sgd" there names a base optimizer family (MSAM's radius depends on it), not the strategy
-FAMILY_NAMES = {"hetsam.evidence.model", "hetsam.defaults"}
+# words that mean something else there: "sgd", a base optimizer family (MSAM's radius depends on
+# it); "interval", a confidence interval of the step periods
+OTHER_MEANINGS = {"hetsam.evidence.model": {"sgd"}, "hetsam.defaults": {"sgd"}, "hetsam.autosam.controller": {"interval"}}
 
 
 def test_strategy_names_are_literals_only_where_strategies_live():
+    names = set(strategies.names())
+    assert {"sgd", "sam", "msam"} <= names  # the registry's names, built-in and registered
     found = []
     for name, path in _modules().items():
-        if name.startswith("hetsam.strategies") or name in FAMILY_NAMES:
+        if name.startswith("hetsam.strategies"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value in BUILTIN_NAMES:
+            if isinstance(node, ast.Constant) and node.value in names - OTHER_MEANINGS.get(name, set()):
                 found.append(f"{name}:{node.lineno} {node.value!r}")
     assert not found, found
 

@@ -2,8 +2,9 @@
 
 Adding a strategy means adding one folder under ``hetsam/strategies/`` (a torch-free spec and a
 torch rule) and one line in :data:`BUILTIN`; a user can also :func:`register` a spec of their own
-at run time (``docs/architecture.md``, "Adding a strategy"). The built-in specs are imported on
-first use, so ``import hetsam`` stays cheap.
+at run time (``docs/architecture.md``, "Adding a strategy"), which checks it and imports its rule
+at once. The built-in specs are imported on first use and checked without their rules, so
+``import hetsam`` stays cheap and the planner never imports torch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import importlib
 
 from hetsam.errors import HetsamInputError
-from hetsam.strategies.spec import FIELDS, StrategySpec
+from hetsam.strategies.checks import check_spec
+from hetsam.strategies.spec import StrategySpec
 
 __all__ = ["BUILTIN", "SGD", "SAM", "RST", "ASYNC_SAM", "SAMPA", "INTERVAL", "LATE_PHASE", "MSAM", "register",
            "unregister", "get", "names", "specs"]
@@ -43,22 +45,24 @@ def _load_builtins() -> None:
             spec = importlib.import_module(module).SPEC
             if spec.name != name:
                 raise RuntimeError(f"{module}.SPEC is named {spec.name!r}, registered as {name!r}")
+            check_spec(spec, lazy=True)  # torch-free: hetsam.testing.StrategyContract resolves the rules
             _SPECS[name] = spec
 
 
-def register(spec: StrategySpec, *, replace: bool = False) -> StrategySpec:
-    """Add ``spec`` under ``spec.name``; a name already taken needs ``replace=True``."""
-    if not isinstance(spec, StrategySpec):
-        raise HetsamInputError(f"register() takes a StrategySpec instance, got {type(spec).__name__}")
+def register(spec: StrategySpec, *, replace: bool = False, lazy: bool = False) -> StrategySpec:
+    """Add ``spec`` under ``spec.name``; a name already taken needs ``replace=True``.
+
+    The spec is checked first (:func:`hetsam.strategies.checks.check_spec`: its name, fields,
+    options, closed form and rule), and its rule imported now, so that a typo fails here and not
+    when a plan first runs. ``lazy=True`` only finds the rule's module and resolves the class when
+    a rule is first built (for a spec registered where torch must not be imported yet)."""
+    check_spec(spec, lazy=True)  # everything but importing the rule: before the name is taken
     name = spec.name
-    if not isinstance(name, str) or not name.isidentifier() or not name.islower():
-        raise HetsamInputError(f"strategy name {name!r} must be a lower-case identifier such as 'my_sam'")
-    unknown = [f for f in spec.fields if f not in FIELDS]
-    if unknown:
-        raise HetsamInputError(f"strategy {name!r} reads unknown Plan field(s) {unknown}; Plan fields: {', '.join(FIELDS)}")
     _load_builtins()
     if name in _SPECS and not replace:
         raise HetsamInputError(f"strategy {name!r} is registered already; pass replace=True to replace it")
+    if not lazy:
+        spec.rule_class()
     _SPECS[name] = spec
     return spec
 

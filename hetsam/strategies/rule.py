@@ -15,6 +15,7 @@ statistics alone.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -60,8 +61,10 @@ class RuleContext:
         return self.dist.agree_seed(self.seed) if self.dist is not None else self.seed
 
 
-class StrategyRule:
-    """One strategy's step rule (the contract every rule passes).
+class StrategyRule(abc.ABC):
+    """One strategy's step rule (the contract every rule passes): a subclass must define ``step``;
+    the other methods are hooks with defaults (a rule that keeps state between steps overrides
+    ``state_dict``/``load_state_dict``, one with jobs in flight ``pending``).
 
     Attributes:
         lookahead: how many upcoming batches ``step`` wants in ``upcoming`` (0: none).
@@ -77,9 +80,9 @@ class StrategyRule:
         self.executor = None
         self.t = 0
 
+    @abc.abstractmethod
     def step(self, batch: Any, upcoming: Sequence[Any] | None, accumulate: int) -> Tensor:
         """One update; returns the step's loss as a detached 0-dim tensor."""
-        raise NotImplementedError
 
     def base_step(self, batch: Any, accumulate: int) -> Tensor:
         """θ_{t+1} = base(θ_t, g(θ_t; B_t)); returns L(θ_t; B_t)."""

@@ -19,11 +19,13 @@ This module imports neither torch nor the planner.
 
 from __future__ import annotations
 
+import abc
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from hetsam import _checks
+from hetsam.errors import HetsamInputError
 
 __all__ = ["Option", "Proposal", "PlanningContext", "StrategySpec", "FIELDS", "setting"]
 
@@ -107,8 +109,12 @@ class PlanningContext:
         return self.plan_type(strategy, **fields)
 
 
-class StrategySpec:
+class StrategySpec(abc.ABC):
     """The torch-free description of one strategy; subclass it and register an instance.
+
+    A subclass must define ``simulation`` (abstract), ``name``, ``title``, ``summary`` and ``rule``,
+    and ``closed_form_seconds`` unless ``mixed_steps``; :func:`hetsam.strategies.register` checks
+    them (:mod:`hetsam.strategies.checks`). The other methods are optional hooks with defaults.
 
     Class attributes:
         name: the ``Plan.strategy`` value.
@@ -246,6 +252,7 @@ class StrategySpec:
             yield Proposal(plan, self.closed_form_seconds(ctx, plan))
 
     # ---- the simulator ----------------------------------------------------------------------------
+    @abc.abstractmethod
     def simulation(self, w) -> Callable[[int], None]:
         """A function ``build(t)`` that adds iteration t's tasks to the workload ``w``
         (``hetsam.simulator.model.Workload``); it may keep state across iterations."""
@@ -253,9 +260,20 @@ class StrategySpec:
 
     # ---- the rule ----------------------------------------------------------------------------------
     def rule_class(self):
-        """The torch rule class, imported now (never at registration)."""
-        module, _, cls = self.rule.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        """The torch rule class (a ``StrategyRule`` subclass), imported now: by ``register()``
+        (unless ``lazy=True``) and when a rule is built. A one-line error when ``rule`` names none."""
+        module, _, name = self.rule.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError as exc:
+            raise HetsamInputError(f"strategy {self.name!r}: its rule {self.rule!r} cannot be imported ({exc}); "
+                                   "set rule = 'module:Class' to an importable StrategyRule subclass") from None
+        base = importlib.import_module("hetsam.strategies.rule").StrategyRule
+        if not (isinstance(found, type) and issubclass(found, base)):
+            what = "nothing" if found is None else type(found).__name__ if not isinstance(found, type) else found.__name__
+            raise HetsamInputError(f"strategy {self.name!r}: rule {self.rule!r} is {what}, not a StrategyRule subclass; "
+                                   "point rule = 'module:Class' at a hetsam.strategies.rule.StrategyRule subclass")
+        return found
 
     def build_rule(self, ctx):
         """The rule that runs ``ctx.plan`` (``ctx``: a ``hetsam.strategies.rule.RuleContext``)."""

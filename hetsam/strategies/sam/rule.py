@@ -6,6 +6,8 @@ the descent pass does. Returns L(θ_t; B_t) (the ascent pass's loss).
 
 from __future__ import annotations
 
+import abc
+
 from torch import Tensor
 
 from hetsam.optim.kernels import mix_
@@ -55,8 +57,9 @@ class ScheduledSAMRule(SAMRule):
         super().__init__(ctx)
         self.sam_steps = 0
 
+    @abc.abstractmethod
     def is_sam_step(self, t: int) -> bool:
-        raise NotImplementedError
+        """Whether step t is a SAM step."""
 
     def step(self, batch, upcoming, accumulate):
         if self.is_sam_step(self.t):
