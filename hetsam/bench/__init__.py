@@ -4,7 +4,7 @@ It sits beside the front end (it drives ``AutoSAM``); nothing in the library imp
 """
 
 from hetsam.bench.arrangements import Arrangement, default_arrangements, fitted_pool_arrangement
-from hetsam.bench.load import wait_quiet
+from hetsam.profiling.load import wait_quiet
 from hetsam.bench.report import format_report
 from hetsam.bench.results import BenchReport, BenchResult
 from hetsam.bench.runner import predict, probe_profile, run_bench

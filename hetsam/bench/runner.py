@@ -52,7 +52,7 @@ from typing import Callable, Sequence
 
 from hetsam import _checks
 from hetsam.bench.arrangements import Arrangement, socket0_halves
-from hetsam.bench.load import LoadMeter
+from hetsam.profiling.load import LoadMeter
 from hetsam.bench.results import BenchReport, BenchResult
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.merge import median_profile

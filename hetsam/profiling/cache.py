@@ -14,10 +14,13 @@ The cache lives in ``$HETSAM_CACHE_DIR`` or ``$XDG_CACHE_HOME/hetsam`` (default
 ``~/.cache/hetsam``). Entries are plain profile JSON, validated again when read; an entry that
 fails to load is measured again and replaced. Writes are atomic.
 
-A profile measured while the machine was busy (or with batch sizes skipped, a device or a copy
-link left out: ``Profile.warnings``) is cached and reused like any other, so every read or
-measurement of one tells ``log``, once, in two lines: its warnings (repeated ones collapsed,
-``hetsam._notes``), where it is cached, and how to measure again (:func:`warning_lines`).
+A profile with warnings (measured while the machine was busy, batch sizes skipped, a device or a
+copy link left out: ``Profile.warnings``) tells ``log``, at every read or measurement, once, in
+two lines: its warnings (repeated ones collapsed, ``hetsam._notes``), where it is cached, and how
+to measure again (:func:`warning_lines`). A cached profile marked busy (``Profile.busy``) is
+never reused silently while a quiet one could be taken: at each read the cache looks at the
+machine for half a second, measures again when other processes now use at most
+``BUSY_SHARE`` of the CPUs, and otherwise reuses the entry and says that the machine is still busy.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
     with _entry_lock(path, say):
         if not refresh:
             cached = _read_cached(path, say)
+            if cached is not None and cached.busy and _quiet_now(say):
+                cached = None  # measured while busy, and a quiet measurement can be taken now
             if cached is not None:
                 for line in warning_lines(cached, cached_at=path, refresh_hint=refresh_hint):
                     say(line)
@@ -102,6 +107,21 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
         for line in warning_lines(prof, cached_at=saved, refresh_hint=refresh_hint):
             say(line)
     return prof
+
+
+def _quiet_now(say) -> bool:
+    """Whether the machine is quiet enough now to replace a profile measured while it was busy."""
+    from hetsam.profiling.load import BUSY_SHARE, other_load
+
+    share = other_load()
+    if share is not None and share <= BUSY_SHARE:
+        say(f"hetsam: the cached profile was measured while the machine was busy; it is quiet now (other processes "
+            f"{share:.0%} of the CPUs), so measuring again")
+        return True
+    now = "unknown" if share is None else f"{share:.0%} of the CPUs"
+    say(f"hetsam: the cached profile was measured while the machine was busy, and it still is (other processes: {now}); "
+        "reusing it")
+    return False
 
 
 def warning_lines(profile: Profile, *, cached_at=None, refresh_hint: str | None = None) -> list[str]:

@@ -17,6 +17,12 @@
   each alone and then both at once, in rounds; the slowdown is the median over the rounds of
   ``median(together) / median(alone)``.
 
+Each stage (the devices' ladders, the contention pairs, the copy links) is timed beside a meter of
+other processes' share of the CPUs (:mod:`hetsam.profiling.load`). A stage during which they used
+more than ``BUSY_SHARE`` (25%) is measured again once, if the time budget has room for it; a stage
+still measured under load marks the profile busy (``provenance.busy``, ``provenance.other_load``,
+and a warning that every display repeats with the command that measures again).
+
 The allocator policy in force (:mod:`hetsam.execution.allocator`, the same for AutoSAM and the
 bench) and the repeatability of the ratios across rounds go into the provenance.
 
@@ -50,9 +56,6 @@ write per sample and per step, and the number of kernels per step.
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +76,8 @@ from hetsam.profiling.budget import (
 from hetsam.profiling.contention import contention_pair
 from hetsam.profiling.rounds import measure_in_rounds
 from hetsam.profiling.links import measure_links
+from hetsam.profiling.load import BUSY_SHARE, LoadMeter
+from hetsam.profiling.provenance import load_average, provenance
 from hetsam.profiling.schema import Contention, DeviceProfile, GradTable, ModelInfo, Profile
 from hetsam.profiling.stats import WIDE_SPREAD, ratio_repeatability
 from hetsam.profiling.targets import Target, auto_pairs, default_devices, resolve_targets
@@ -117,6 +122,9 @@ class _Run:
     contention: list[Contention] = field(default_factory=list)
     link_list: list = field(default_factory=list)
     remaining: float = 0.0  # budget weight of the phases still to run
+    load: dict = field(default_factory=dict)  # stage -> other processes' CPU share while it ran (last try)
+    busy: list = field(default_factory=list)  # stages still measured under load
+    remeasured: list = field(default_factory=list)  # stages measured again because of load
     repeatability: dict | None = None  # spread of the per-round ratios (hetsam.profiling.rounds)
 
     def share(self, weight: float) -> float:
@@ -166,7 +174,7 @@ def profile(
     allocator = apply_allocator_policy()  # what AutoSAM and the bench run under
     detection = detect(probe_torch=True)
     targets, pairs = _targets(devices, contention, detection.devices)
-    load_before = _load_average()
+    load_before = load_average()
     main_threads = torch.get_num_threads()
     bar = Progress(progress, len(targets) * len(ladder))
     run = None
@@ -178,13 +186,13 @@ def profile(
         run = _Run(model, loss_fn, sample_batch, ladder, settings, targets, pairs, links, Clock(budget_seconds), bar,
                    list(detection.notes))
         run.remaining = len(targets) * W_DEVICE + len(pairs) * W_PAIR + (W_LINKS if links else 0.0)
-        _measure_devices(run)
-        _measure_contention(run)
-        _measure_copy_links(run)
+        _stage(run, "devices", _measure_devices)
+        _stage(run, "contention", _measure_contention)
+        _stage(run, "links", _measure_copy_links)
     finally:
         bar.close()
         torch.set_num_threads(main_threads)
-    prov = _provenance(run, detection.devices, work, t_work, load_before, budget_seconds)
+    prov = provenance(run, detection.devices, work, t_work, load_before, budget_seconds)
     prov["allocator"] = allocator
     if run.repeatability:
         prov["ratio_repeatability"] = run.repeatability
@@ -201,6 +209,33 @@ def profile(
 
 
 # ---- the stages ---------------------------------------------------------------------------------
+REMEASURE = 1  # how many times a stage measured under load is measured again
+
+
+def _stage(run: _Run, name: str, measure) -> None:
+    """Run one stage beside the load meter; measure it again (at most ``REMEASURE`` times, and only
+    when the budget has room for another try) while other processes used over ``BUSY_SHARE``."""
+    meter = LoadMeter()
+    for attempt in range(REMEASURE + 1):
+        before = (len(run.devices), len(run.contention), len(run.link_list), len(run.notes), run.remaining)
+        start = time.perf_counter()
+        meter.start()
+        measure(run)
+        share, took = meter.stop(), time.perf_counter() - start
+        run.load[name] = share
+        if share is None or share <= BUSY_SHARE:
+            return
+        if attempt == REMEASURE or run.clock.left() < took:
+            break
+        del run.devices[before[0]:], run.contention[before[1]:], run.link_list[before[2]:], run.notes[before[3]:]
+        run.remaining = before[4]
+        run.remeasured.append(name)
+    run.busy.append(name)
+    again = " (measured twice)" if name in run.remeasured else ""
+    run.notes.append(f"other processes used {share:.0%} of the CPUs while the {name} stage was measured{again}: the "
+                     "machine may be busy; re-profile when it is quiet")
+
+
 def _check_arguments(model, loss_fn, sample_batch, batch_sizes, budget_seconds, warmup, repeats, min_repeats,
                      max_repeats, target_seconds) -> tuple[Settings, list[int]]:
     B = batch_size(sample_batch)
@@ -287,50 +322,6 @@ def _measure_copy_links(run: _Run) -> None:
     run.notes += notes
 
 
-def _provenance(run: _Run, detected, work, t_work, load_before, budget_seconds) -> dict[str, Any]:
-    s, clock = run.settings, run.clock
-    prov: dict[str, Any] = {
-        "kind": "measured",
-        "machine": _machine(detected),
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "torch": torch.__version__,
-        "hetsam": _hetsam_version(),
-        "python": platform.python_version(),
-        "parallel_backend": _parallel_backend(),
-        "method": (f"the executors' gradient pass (Replica.run) at each batch size; {s.warmup} warm-up run(s), "
-                   + (f"{s.repeats} repeats" if s.repeats else
-                      f"adaptive repeats ({s.min_repeats}-{s.max_repeats}, ~{s.target:g} s per point)")
-                   + "; median and interquartile spread; CPU pools in their own thread with their own "
-                   "torch.set_num_threads and affinity; update = SGD(momentum=0.9).step()"),
-        "budget": (f"{budget_seconds:g} s; used {time.perf_counter() - clock.start:.1f} s" if budget_seconds is not None
-                   else "none") + (": " + "; ".join(clock.notes) if clock.notes else ""),
-        "elapsed_seconds": round(time.perf_counter() - clock.start, 2),
-        "flop_count_seconds": round(t_work, 2),
-    }
-    notes = run.notes
-    usable = sum(d.cores for d in detected if d.kind == "cpu" and isinstance(d.cores, int)) or 1
-    load_after = _load_average()
-    if load_before is not None and load_after is not None:
-        prov["load_average"] = f"{load_before:.2f} at start, {load_after:.2f} at end (1-minute; {usable} usable cores)"
-        if max(load_before, load_after - 1.0) > max(1.0, 0.5 * usable):
-            notes.append("other processes were running (see load_average): timings may be inflated")
-    if notes:
-        prov["notes"] = " | ".join(notes)
-    if work is not None:
-        prov["workload"] = work
-    return prov
-
-
-def _machine(detected: list[Device]) -> str:
-    parts = []
-    for d in detected:
-        if d.kind == "cpu":
-            parts.append(f"{d.id} {d.name}, {d.cores} usable cores")
-        else:
-            parts.append(f"{d.id} {d.name}")
-    return "; ".join(parts) or "unknown"
-
-
 def _check_ladder(batch_sizes, B: int) -> list[int]:
     if batch_sizes is None:
         return default_ladder(B)
@@ -351,26 +342,3 @@ def _sample_shape(batch) -> tuple[int, ...] | None:
     if isinstance(first, torch.Tensor) and first.dim() >= 1:
         return tuple(int(s) for s in first.shape[1:]) or None
     return None
-
-
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
-def _parallel_backend() -> str:
-    try:
-        for line in torch.__config__.parallel_info().splitlines():
-            if "parallel backend" in line:
-                return line.split(":", 1)[1].strip()
-    except Exception:  # noqa: BLE001
-        pass
-    return "could not collect"
-
-
-def _hetsam_version() -> str:
-    from hetsam import __version__
-
-    return __version__

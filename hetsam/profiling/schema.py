@@ -267,6 +267,12 @@ class Profile:
         return tuple(d.id for d in self.devices)
 
     @property
+    def busy(self) -> bool:
+        """Measured while other processes used much of the CPUs (``provenance.busy``, written by
+        the profiler, :mod:`hetsam.profiling.measure`); measuring again when quiet can fix it."""
+        return self.provenance.get("busy") is True
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """The notes in ``provenance.notes`` that say its times may be off or incomplete, which
         measuring again on a quiet machine can fix (:data:`WARNING_MARKERS`)."""

@@ -1,11 +1,16 @@
-"""The machine around a benchmark: other processes' load, and the allocator's page faults."""
+"""Other processes' share of this machine's CPUs: the profiler marks a stage measured under load
+(and measures it again), the bench discards a noisy round, and the cache re-measures a busy
+profile once the machine is quiet. psutil reads the machine's CPU times (``/proc/stat``) and this
+process's own; a missing probe only loses the load figure (None), never the measurement."""
 
 from __future__ import annotations
 
 import os
 import time
 
-__all__ = ["LoadMeter", "wait_quiet"]
+__all__ = ["LoadMeter", "wait_quiet", "other_load", "BUSY_SHARE"]
+
+BUSY_SHARE = 0.25  # other processes' share of the usable CPUs above which a measurement is taken as busy
 
 
 class LoadMeter:
@@ -58,3 +63,12 @@ class LoadMeter:
 def wait_quiet(limit: float) -> bool:
     """Wait up to ``limit`` seconds for a second in which other processes use < 5% of the CPUs."""
     return LoadMeter().wait_quiet(limit)
+
+
+def other_load(window: float = 0.5) -> float | None:
+    """Other processes' share of the usable CPUs over the next ``window`` seconds (None: no probe)."""
+    meter = LoadMeter()
+    meter.start()
+    time.sleep(window)
+    return meter.stop()
+
