@@ -10,14 +10,19 @@
   (:func:`hetsam.profiling.stats.median_ci`).
 - :class:`PlanController` compares each window with the running plan's prediction. When the
   prediction lies inside the interval the difference is noise, and nothing happens. Otherwise it
-  *calibrates*: it fits ℓ, the loop's own work per step on the descent device (data loading,
-  logging, Python around ``step``), so that the calibrated cost model
-  (``CostModel.calibrated(ℓ)``, docs/architecture.md "Step costs") predicts the measured median,
-  and plans again on that model, without measuring anything. The calibrated planner's choice
-  replaces the running plan, at most ``max_replans`` times, when
+  *calibrates* ℓ, the loop's own work per step on the descent device (data loading, logging,
+  Python around ``step``). ℓ is timed, not inferred: AutoSAM hands over each step's *gap*, from
+  the end of one ``step()`` to the start of the next, and ℓ is the median gap pooled over every
+  window since the plan started. A uniformly slower machine lengthens the passes, not the gaps,
+  so drift never enters ℓ; the window's remaining difference is reported as the passes' drift.
+  (A caller that gives only periods gets ℓ fitted so that the prediction meets the median.)
+  Only when ℓ moved beyond the pooled gaps' interval does the controller plan again on the
+  calibrated cost model (``CostModel.calibrated(ℓ)``, docs/architecture.md "Step costs"),
+  without measuring anything; drift alone moves every plan alike and keeps the running one. The
+  calibrated planner's choice replaces the running plan, at most ``max_replans`` times, when
 
   - the running plan no longer fits the calibrated budget beyond the noise: its predicted
-    (mean) step exceeds ``budget × SGD``, both calibrated, by more than the interval's
+    typical step exceeds ``budget × SGD``, both calibrated, by more than the interval's
     half-width; or
   - the choice's objective value (``Candidate.objective_value``: the share of SAM's gain the
     evidence supports, or its point estimate with ``objective="expected"``) beats the running
@@ -170,25 +175,29 @@ def describe_choice(report, head: str | None = None) -> str:
 
 @dataclass
 class StepWindow:
-    """Windows of measured step periods: ``observe`` returns ``(median, low, high)`` once every
-    ``window`` steps after the first ``warmup`` (the interval at ``confidence``)."""
+    """Windows of measured step periods: ``observe`` returns ``(median, low, high, gaps)`` once
+    every ``window`` steps after the first ``warmup`` (the interval at ``confidence``; ``gaps``:
+    the window's timed gaps between steps, the loop's own work)."""
 
     window: int = 30
     warmup: int = 5
     confidence: float = 0.95
     _seen: int = 0
     _times: list = field(default_factory=list)
+    _gaps: list = field(default_factory=list)
 
-    def observe(self, seconds: float) -> tuple[float, float, float] | None:
+    def observe(self, seconds: float, gap: float | None = None) -> tuple[float, float, float, list] | None:
         self._seen += 1
         if self._seen <= self.warmup:
             return None
         self._times.append(seconds)
+        if gap is not None:
+            self._gaps.append(gap)
         if len(self._times) < self.window:
             return None
-        times, self._times = self._times, []
+        (times, self._times), (gaps, self._gaps) = (self._times, []), (self._gaps, [])
         low, high = median_ci(times, self.confidence)
-        return median(times), low, high
+        return median(times), low, high, gaps
 
 
 class PlanController:
@@ -218,6 +227,7 @@ class PlanController:
         self.calibration: list[dict] = []
         self._window: StepWindow | None = None
         self._context: tuple | None = None
+        self._gaps: list[float] = []  # the timed gaps of every window since the running plan started
 
     # ---- choosing ----------------------------------------------------------------------------
     def choose(self, model, loss_fn, batch, base_groups=None):
@@ -271,24 +281,40 @@ class PlanController:
                              "why": why})
 
     # ---- calibrating -------------------------------------------------------------------------
-    def observe(self, seconds: float):
-        """Record one step period; returns the Plan to run from the next step on, or None."""
+    def observe(self, seconds: float, gap: float | None = None):
+        """Record one step period (and the timed gap before it, the loop's own work); returns the
+        Plan to run from the next step on, or None."""
         if self._window is None:
             return None
-        window = self._window.observe(seconds)
+        window = self._window.observe(seconds, gap)
         if window is None:
             return None
-        m, low, high = window
+        m, low, high, gaps = window
+        self._gaps += gaps
         predicted = self._predict(self.plan, self.loop_seconds)  # the median the window should see
         if low <= predicted <= high:
             return None  # the prediction is inside the noise: nothing to learn
-        self.loop_seconds = loop = self._fit(m)
-        entry = {"median_seconds": m, "interval": [low, high], "predicted_seconds": predicted, "loop_seconds": loop}
+        before = self.loop_seconds
+        entry = {"median_seconds": m, "interval": [low, high], "predicted_seconds": predicted}
+        if self._gaps:  # timed: the median gap, pooled over the windows since the plan started
+            loop = median(self._gaps)
+            g_low, g_high = median_ci(self._gaps, self.options.confidence)
+            with_loop = self._predict(self.plan, loop)
+            entry.update(loop_seconds=loop, loop_interval=[g_low, g_high], loop_timed=True,
+                         pass_drift=(m - loop) / max(with_loop - loop, 1e-12) - 1.0)
+            moved = not g_low <= before <= g_high
+        else:
+            loop, moved = self._fit(m), True
+            entry.update(loop_seconds=loop, loop_timed=False)
+        self.loop_seconds = loop
         self.calibration.append(entry)
         if len(self.calibration) == 1:  # later ones go to stats() only, unless they switch plans
             self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}), predicted "
-                     f"{predicted * 1e3:.2f}: calibrated the loop's own work to {loop * 1e3:.2f} ms/step "
-                     "(later calibrations: opt.stats()['auto'])")
+                     f"{predicted * 1e3:.2f}: {_calibrated(entry)} (later calibrations: opt.stats()['auto'])")
+        if not moved:
+            entry["decision"] = (f"kept: the loop's own work is unchanged ({before * 1e3:.2f} ms/step within the timed "
+                                 "interval); the difference is the machine's speed, which moves every plan alike")
+            return None
         if self.replans >= self.options.max_replans:
             entry["decision"] = f"kept: {self.options.max_replans} re-plan(s) already done"
             return None
@@ -314,6 +340,7 @@ class PlanController:
         self._pick(report, entry["decision"])
         self._window = StepWindow(self.options.calibration_window, self.options.calibration_warmup,
                                   self.options.confidence)
+        self._gaps = []
         return self.plan
 
     def _reason_to_switch(self, report, loop: float, half: float) -> str | None:
@@ -362,6 +389,7 @@ class PlanController:
 
     def stats(self) -> dict[str, Any]:
         return {"replans": self.replans, "plans": list(self.history), "loop_seconds": self.loop_seconds,
+                "timed_loop_seconds": median(self._gaps) if self._gaps else None,  # since the running plan started
                 "calibration": list(self.calibration), "objective": self.options.objective,
                 "base_optimizer": self.options.base_optimizer}
 
@@ -369,3 +397,14 @@ class PlanController:
 def _base_model(report):
     """The uncalibrated cost model the report was planned on."""
     return report.cost_model
+
+
+def _calibrated(entry: dict) -> str:
+    """What a calibration learned, in words (the first one is logged)."""
+    loop = entry["loop_seconds"]
+    if not entry["loop_timed"]:
+        return f"fitted the loop's own work to {loop * 1e3:.2f} ms/step"
+    low, high = entry["loop_interval"]
+    return (f"the loop's own work between steps is {loop * 1e3:.2f} ms/step (timed; {low * 1e3:.2f}-{high * 1e3:.2f}), "
+            f"and the passes ran {entry['pass_drift']:+.0%} against the profile")
+

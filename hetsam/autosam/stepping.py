@@ -47,14 +47,14 @@ def begin(opt, batch, closure, upcoming, accumulate: int, descent_closure: bool)
     return upcoming
 
 
-def end(opt, loss: float, descent_closure: bool, period: float | None) -> None:
+def end(opt, loss: float, descent_closure: bool, period: float | None, gap: float | None = None) -> None:
     """After the rule's step: skipped updates and the guard, then the controller's window."""
     rt = opt._parts.runtime
     no_loss = descent_closure and not _is_tensor(rt.closure_result)  # a framework closure without a loss
     if guard_step(opt, loss, rt.take_skipped(), no_loss):
         return
     if opt._controller is not None and period is not None:
-        switch = opt._controller.observe(period)
+        switch = opt._controller.observe(period, gap)
         if switch is not None:
             opt._use(switch)
             if not switch.spec.guarded:
