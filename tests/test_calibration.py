@@ -18,7 +18,8 @@ import torch
 from _alg_refs import batches, loss_fn, mlp
 from _profiles import synthetic_profile_dict
 from hetsam import AutoSAM, Plan
-from hetsam.autosam.controller import PlanController, StepWindow
+from hetsam.autosam.controller import PlanController
+from hetsam.autosam.windows import StepWindow
 from hetsam.cost.model import CostModel
 from hetsam.planning.options import PlannerOptions
 from hetsam.planning.search import plan as plan_for

@@ -41,10 +41,10 @@ fitted and what was decided.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hetsam.planning.options import PlannerOptions
+from hetsam.autosam.windows import StepWindow, calibrated_text
 from hetsam.profiling.stats import median, median_ci
 
 __all__ = ["PlannerOptions", "plan_for_model", "StepWindow", "describe_choice", "PlanController", "controller_for"]
@@ -173,33 +173,6 @@ def describe_choice(report, head: str | None = None) -> str:
     return line
 
 
-@dataclass
-class StepWindow:
-    """Windows of measured step periods: ``observe`` returns ``(median, low, high, gaps)`` once
-    every ``window`` steps after the first ``warmup`` (the interval at ``confidence``; ``gaps``:
-    the window's timed gaps between steps, the loop's own work)."""
-
-    window: int = 30
-    warmup: int = 5
-    confidence: float = 0.95
-    _seen: int = 0
-    _times: list = field(default_factory=list)
-    _gaps: list = field(default_factory=list)
-
-    def observe(self, seconds: float, gap: float | None = None) -> tuple[float, float, float, list] | None:
-        self._seen += 1
-        if self._seen <= self.warmup:
-            return None
-        self._times.append(seconds)
-        if gap is not None:
-            self._gaps.append(gap)
-        if len(self._times) < self.window:
-            return None
-        (times, self._times), (gaps, self._gaps) = (self._times, []), (self._gaps, [])
-        low, high = median_ci(times, self.confidence)
-        return median(times), low, high, gaps
-
-
 class PlanController:
     """``plan="auto"`` (and a strategy name with a profile) for one AutoSAM (module docstring).
 
@@ -310,7 +283,7 @@ class PlanController:
         self.calibration.append(entry)
         if len(self.calibration) == 1:  # later ones go to stats() only, unless they switch plans
             self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}), predicted "
-                     f"{predicted * 1e3:.2f}: {_calibrated(entry)} (later calibrations: opt.stats()['auto'])")
+                     f"{predicted * 1e3:.2f}: {calibrated_text(entry)} (later calibrations: opt.stats()['auto'])")
         if not moved:
             entry["decision"] = (f"kept: the loop's own work is unchanged ({before * 1e3:.2f} ms/step within the timed "
                                  "interval); the difference is the machine's speed, which moves every plan alike")
@@ -397,14 +370,3 @@ class PlanController:
 def _base_model(report):
     """The uncalibrated cost model the report was planned on."""
     return report.cost_model
-
-
-def _calibrated(entry: dict) -> str:
-    """What a calibration learned, in words (the first one is logged)."""
-    loop = entry["loop_seconds"]
-    if not entry["loop_timed"]:
-        return f"fitted the loop's own work to {loop * 1e3:.2f} ms/step"
-    low, high = entry["loop_interval"]
-    return (f"the loop's own work between steps is {loop * 1e3:.2f} ms/step (timed; {low * 1e3:.2f}-{high * 1e3:.2f}), "
-            f"and the passes ran {entry['pass_drift']:+.0%} against the profile")
-
