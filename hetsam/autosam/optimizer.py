@@ -195,8 +195,7 @@ class AutoSAM(torch.optim.Optimizer):
         self.scaler = torch.amp.GradScaler(device.type) if self._owns_scaler else (scaler or None)
         self.model, self.loss_fn = model, loss_fn
         self._ddp_trainable = {id(p) for p in model.parameters() if p.requires_grad}  # what DDP reduces (add_param_group)
-        self._last_start: float | None = None
-        self._last_end: float | None = None  # when the previous step() returned: the loop's own work follows
+        self._last_start = self._last_end = None  # when the previous step() began and returned (periods, gaps)
         self._parts: Assembly | None = None
         # steps under earlier plans (re-plans), updates skipped for a non-finite loss, the first batch's size
         self._steps_before, self._skipped_updates, self._batch_size = 0, 0, None
@@ -236,13 +235,12 @@ class AutoSAM(torch.optim.Optimizer):
         ``accumulate``: micro-batches per pass.
         """
         upcoming = stepping.begin(self, batch, closure, upcoming, accumulate, descent_closure)
-        parts = self._parts
-        rt = parts.runtime
+        parts, rt = self._parts, self._parts.runtime
         rt.release_grads()  # before any job runs, so no stale gradients stay alive
         rt.pre_update, rt.descent = (None, closure) if descent_closure else (closure, None)
         start = time.perf_counter()
-        period = None if self._last_start is None else start - self._last_start  # the loop's work included
-        gap = None if self._last_end is None else start - self._last_end  # the loop's work alone, timed
+        # the period includes the loop's own work; the gap since the last step() returned is that work alone
+        period, gap = (None, None) if self._last_end is None else (start - self._last_start, start - self._last_end)
         self._last_start = start
         self._guard.arm(self, self._steps_before + parts.rule.t)  # the first snapshot of a guarded plan
         try:
@@ -255,8 +253,7 @@ class AutoSAM(torch.optim.Optimizer):
             raise
         finally:
             rt.pre_update = rt.descent = None
-        self.last_outputs, rt.outputs = rt.outputs, None
-        loss = float(loss)
+        self.last_outputs, rt.outputs, loss = rt.outputs, None, float(loss)
         stepping.end(self, loss, descent_closure, period, gap)  # skipped updates, the guard, re-planning
         self._last_end = time.perf_counter()
         return loss
