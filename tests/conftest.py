@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 import pytest
 
 # Keep the 2-core CI machine predictable: each test process uses at most 2 intra-op threads.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests write only to temporary folders: Hypothesis's caches and example database too (not .hypothesis/)
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hetsam-hypothesis-"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -71,6 +71,7 @@ def test_rst_and_grst_follow_the_rule_with_the_same_trials():
         assert_rel_close(flat(ours), flat(ref), 1e-6)
 
 
+@pytest.mark.slow  # among the slowest of the suite: `-m 'not slow'` skips it (pyproject.toml)
 def test_sam_step_frequency_within_binomial_bounds():
     model = mlp()
     opt = RST(model.parameters(), torch.optim.SGD, rho=0.05, p=0.3, seed=123, lr=0.01)

@@ -3,6 +3,7 @@
 import threading
 
 import psutil
+import pytest
 import torch
 from torch import nn
 
@@ -13,6 +14,7 @@ STEPS = 5000
 WARM = 500  # RSS is taken after the allocator and the pipeline have settled
 
 
+@pytest.mark.slow  # among the slowest of the suite: `-m 'not slow'` skips it (pyproject.toml)
 def test_5000_async_steps_keep_threads_and_rss_flat():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2))

@@ -171,20 +171,24 @@ def failing_on_worker(at_call: int, exc_type=ValueError):
     return loss
 
 
+# an ascent_timeout that turns a hang into a WorkerFailure naming it, which the tests below reject:
+# a guard against hangs, never a claim about speed
+HANG = 120.0
+
+
 def test_worker_exception_reraises_at_the_next_step_with_its_cause():
     before = len(hetsam_threads())
     opt = AutoSAM(mlp(), failing_on_worker(3), plan=PLANS["async_lookahead_tau1"],
-                  executor=ThreadedExecutor(share="concurrent"), **SGD_KW)
+                  executor=ThreadedExecutor(share="concurrent"), ascent_timeout=HANG, **SGD_KW)
     data = batches(10)
-    start = time.perf_counter()
     with pytest.raises(WorkerFailure) as info:
         for i, batch in enumerate(data):
             opt.step(batch, upcoming=data[i + 1:i + 2])
     assert isinstance(info.value.__cause__, ValueError) and "ascent boom" in str(info.value.__cause__)
     assert i == 3  # job 3 (submitted at step 2) failed; step 3 is the one that needs it
-    with pytest.raises(WorkerFailure):  # and again: the worker is gone, never a hang
+    with pytest.raises(WorkerFailure) as again:  # and again: the worker is gone, never a hang
         opt.step(data[4], upcoming=data[5:6])
-    assert time.perf_counter() - start < 5
+    assert "ascent_timeout" not in str(again.value)
     opt.close()
     assert len(hetsam_threads()) == before
 
@@ -208,27 +212,24 @@ def test_dead_worker_never_hangs_the_caller():
     from hetsam.execution.threads.worker import _STOP
 
     with AutoSAM(mlp(), loss_fn, plan=PLANS["async_independent_tau1"], executor=ThreadedExecutor(share="concurrent"),
-                 **SGD_KW) as opt:
+                 ascent_timeout=HANG, **SGD_KW) as opt:
         data = batches(4)
         opt.step(data[0])
         opt.executor._worker.jobs.put(_STOP)  # the worker thread ends with the next job still queued
-        opt.executor.worker_thread.join(1)
-        start = time.perf_counter()
-        with pytest.raises(WorkerFailure, match="ended"):
+        opt.executor.worker_thread.join(HANG)
+        with pytest.raises(WorkerFailure, match="ended"):  # a hang would name ascent_timeout instead
             opt.step(data[1])
             opt.step(data[2])
-        assert time.perf_counter() - start < 2
 
 
 @pytest.mark.parametrize("how", ["close", "context", "gc"])
-def test_worker_is_joined_within_a_second(how):
+def test_worker_is_joined_before_close_returns(how):
     before = len(hetsam_threads())
     opt = AutoSAM(mlp(), loss_fn, plan=PLANS["sampa_0.2"], executor=ThreadedExecutor(share="concurrent"), **SGD_KW)
     thread = opt.executor.worker_thread
     assert thread.is_alive() and len(hetsam_threads()) == before + 1
     for batch in batches(3):
         opt.step(batch)
-    start = time.perf_counter()
     if how == "close":
         opt.close()
     elif how == "context":
@@ -237,8 +238,7 @@ def test_worker_is_joined_within_a_second(how):
     else:
         del opt
         gc.collect()
-    thread.join(1.0)
-    assert not thread.is_alive() and time.perf_counter() - start < 1.0
+    assert not thread.is_alive()  # joined by close(), the with block's end or the collector: no join here
     assert len(hetsam_threads()) == before
 
 

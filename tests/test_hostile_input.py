@@ -1,6 +1,7 @@
 """The hostile-input cases: each one failed once (a traceback, a hang, a damaged file, gigabytes of
-memory) and must now end in one line (exit code 2 on the command line), fast, with every file
-as it was."""
+memory) and must now end in one line (exit code 2 on the command line), without doing the work
+asked for, with every file as it was. A subprocess's timeout only turns a hang into a failure: no
+test here claims a speed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -28,18 +28,15 @@ from hetsam.profiling.schema import Profile
 PROFILE = "cpu-2core-resnet20"
 
 
-def cli(*args, limit_bytes=None, timeout=60):
-    """Run ``hetsam`` in a subprocess (optionally under a file-size limit)."""
+def cli(*args, limit_bytes=None, timeout=120):
+    """Run ``hetsam`` in a subprocess (optionally under a file-size limit); ``timeout`` is a hang guard."""
     def pre():
         if limit_bytes is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises, not kills
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "hetsam", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "hetsam", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, preexec_fn=pre)
-    proc.seconds = time.perf_counter() - start
-    return proc
 
 
 def assert_one_line(proc, code=2):
@@ -134,9 +131,7 @@ def test_malformed_files_are_one_line(tmp_path, content, command):
     bad.write_bytes(content)
     args = {"plan": ["plan", "--profile", bad], "simulate": ["simulate", "--profile", bad, "--strategy", "sgd"],
             "bench": ["bench", "--plan", bad, "--no-predict"]}[command]
-    proc = cli(*args)
-    assert_one_line(proc)
-    assert proc.seconds < 20
+    assert_one_line(cli(*args))
 
 
 @pytest.mark.parametrize("value", [1e-300, 1e300])
@@ -171,7 +166,7 @@ def test_a_huge_batch_size_is_refused_before_allocating(command, tmp_path):
     args = ["profile", "--out", tmp_path / "p.json"] if command == "profile" else ["bench", "--no-predict"]
     proc = cli(*args, "--batch-size", "1000000000000")
     assert_one_line(proc)
-    assert "batch" in proc.stderr and proc.seconds < 20
+    assert "batch" in proc.stderr
 
 
 @pytest.mark.parametrize("name", ["x.json", "x.xyz", "noextension"])
@@ -197,9 +192,7 @@ def test_plot_to_a_device_file_is_refused_and_writes_nothing_beside_it():
 def test_staleness_is_bounded_everywhere(tmp_path):
     for args in (["simulate", "--profile", PROFILE, "--strategy", "async_sam", "--staleness", "1000000000"],
                  ["plan", "--profile", PROFILE, "--max-staleness", "100000"]):
-        proc = cli(*args)
-        assert_one_line(proc)
-        assert proc.seconds < 20
+        assert_one_line(cli(*args))
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"strategy": "async_sam", "staleness": 10**9}))
     proc = cli("bench", "--plan", plan, "--no-predict")
@@ -209,9 +202,8 @@ def test_staleness_is_bounded_everywhere(tmp_path):
 
 
 # ---- 5: pool names are checked arithmetically -------------------------------------------------------------
-def test_huge_pool_ranges_are_refused_fast_and_small(tmp_path):
+def test_huge_pool_ranges_are_refused_without_expanding_them(tmp_path):
     tracemalloc.start()
-    start = time.perf_counter()
     with pytest.raises(HetsamInputError):
         Plan("sam", descent_device="cpu:0[0-9999999]")
     data = synthetic_profile_dict()
@@ -224,7 +216,7 @@ def test_huge_pool_ranges_are_refused_fast_and_small(tmp_path):
         Profile.from_dict(data)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert time.perf_counter() - start < 1 and peak < 20 * 2**20
+    assert peak < 20 * 2**20  # a list of 10^7 core numbers alone would take hundreds of MB
     proc = cli("profile", "--out", tmp_path / "p.json", "--devices", "cpu:0[0-99999999]")
     assert_one_line(proc)
 
@@ -261,10 +253,8 @@ def test_a_cuda_ascent_device_on_cpu_only_torch_is_one_line():
     ["simulate", "--profile", "h100-xeon", "--strategy", "sgd", "--nodes", "4", "--bucket-cap-mb", "1e-5"],
     ["simulate", "--profile", PROFILE, "--strategy", "sgd", "--iterations", str(10**15), "--no-steady-state"],
 ])
-def test_extreme_network_and_iteration_numbers_are_refused_fast(args):
-    proc = cli(*args)
-    assert_one_line(proc)
-    assert proc.seconds < 20
+def test_extreme_network_and_iteration_numbers_are_refused(args):
+    assert_one_line(cli(*args))  # 10^15 simulated iterations would never end: refused, not run
 
 
 def test_long_simulations_stream_in_constant_memory():
@@ -285,13 +275,12 @@ def test_no_reserve_mentioned_when_none_was_given():
 
 
 # ---- 12: a stuck ascent job -----------------------------------------------------------------------------------
-def blocking_on_worker(release: threading.Event):
-    """A loss whose ascent jobs block until ``release`` is set (bounded at 60 s), so that a test
-    can end the stuck job itself: no thread of it outlives the test."""
-
+def stuck_on_worker(release: threading.Event, finished: threading.Event):
+    """A loss that blocks on the ascent worker until ``release``, then sets ``finished``."""
     def loss(model, batch):
         if threading.current_thread().name.startswith("hetsam-ascent"):
-            release.wait(60)
+            release.wait(120)
+            finished.set()
         return loss_fn(model, batch)
 
     return loss
@@ -304,9 +293,9 @@ def test_a_stuck_ascent_job_is_a_failure_after_ascent_timeout(policy):
 
     from hetsam.execution.threads import ThreadedExecutor
 
-    release = threading.Event()
+    release, finished = threading.Event(), threading.Event()
     before = set(threading.enumerate())
-    opt = AutoSAM(mlp(), blocking_on_worker(release), plan=Plan("async_sam", ascent_batch_size=8),
+    opt = AutoSAM(mlp(), stuck_on_worker(release, finished), plan=Plan("async_sam", ascent_batch_size=8),
                   executor=ThreadedExecutor(share="concurrent"), on_worker_failure=policy, ascent_timeout=0.5, lr=0.1)
     workers = [t for t in threading.enumerate() if t not in before and t.name.startswith("hetsam-ascent")]
     data = batches(4)
@@ -320,11 +309,12 @@ def test_a_stuck_ascent_job_is_a_failure_after_ascent_timeout(policy):
                 opt.step(batch)
             assert opt.stats()["executor"]["mode"] == "degraded"
         opt.close()  # returns although the job is still blocked on its daemon thread
-        assert len(workers) == 1 and workers[0].is_alive() and not release.is_set()
+        # neither the steps nor close() waited for the stuck job: it has not finished (an order, not a time)
+        assert not finished.is_set() and len(workers) == 1 and workers[0].is_alive()
     finally:
-        release.set()  # the stuck job ends; its thread, stopped by close(), ends with it
-    workers[0].join(30)
-    assert not workers[0].is_alive()
+        release.set()  # the stuck job ends; its thread, stopped by close(), ends with it (none outlives the test)
+    workers[0].join(60)
+    assert finished.is_set() and not workers[0].is_alive()
 
 
 # ---- 13: smaller defects ----------------------------------------------------------------------------------------
@@ -368,6 +358,7 @@ print("|".join(lines))
 """
 
 
+@pytest.mark.slow  # among the slowest of the suite: `-m 'not slow'` skips it (pyproject.toml)
 def test_two_processes_measure_a_cold_cache_entry_once(tmp_path):
     script = tmp_path / "w.py"
     script.write_text(WORKER.format(tests=str(Path(__file__).parent)))

@@ -93,6 +93,7 @@ def test_checkpoint_save_and_resume_is_exact(tmp_path, deterministic):
         t.autosam.close()
 
 
+@pytest.mark.slow  # among the slowest of the suite: `-m 'not slow'` skips it (pyproject.toml)
 def test_plan_auto_and_a_state_dict_before_the_first_step(tmp_path, monkeypatch):
     monkeypatch.setenv("HETSAM_CACHE_DIR", str(tmp_path / "cache"))
     trainer = make_trainer("auto", str(tmp_path), 3)
