@@ -58,7 +58,8 @@ def test_a_quiet_stage_is_measured_once_and_the_profile_is_not_marked(monkeypatc
     prof = profile(MLP(), cross_entropy_loss, tiny_batch(8), ["cpu:0"], batch_sizes=[8], contention=False,
                    links=False, **QUICK)
     assert not prof.busy and prof.provenance["other_load"] == {"devices": 0.0, "contention": 0.0, "links": 0.0}
-    assert "remeasured" not in prof.provenance and not prof.warnings
+    assert "remeasured" not in prof.provenance
+    assert not any("stage was measured" in w for w in prof.warnings)  # (a wide spread may still be noted)
 
 
 def _cached_busy_entry(monkeypatch, tmp_path):
