@@ -263,3 +263,54 @@ def test_cuda_descent_with_cpu_ascent_matches_all_cuda():
                 opt.step(b)
         runs.append(flat(model).cpu())
     assert_rel_close(runs[1], runs[0], 1e-4)
+
+
+# ---- torch's global step hooks fire once per step -------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["sgd", "sam", "rst", "async_sam"])
+def test_global_step_hooks_fire_once_per_step(strategy):
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    seen = []
+    handles = [register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(("pre", type(opt).__name__))),
+               register_optimizer_step_post_hook(lambda opt, args, kwargs: seen.append(("post", type(opt).__name__)))]
+    own, base = [], []
+    try:
+        with AutoSAM(mlp(), loss_fn, plan=strategy, executor="inline", lr=0.1, log=lambda line: None) as opt:
+            opt.register_step_pre_hook(lambda o, a, k: own.append(o))
+            opt.base_optimizer.register_step_post_hook(lambda o, a, k: base.append(o))
+            for batch in opt.prefetch(batches(3)):
+                opt.step(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == [("pre", "AutoSAM"), ("post", "AutoSAM")] * 3
+    assert len(own) == len(base) == 3 and all(o is opt for o in own)
+
+
+def test_global_step_hooks_fire_once_per_sam_and_rst_step():
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from hetsam import RST, SAM
+
+    for make in (lambda ps: SAM(ps, torch.optim.SGD, lr=0.1), lambda ps: RST(ps, torch.optim.SGD, p=0.5, seed=0, lr=0.1)):
+        model = mlp()
+        opt, seen = make(model.parameters()), []
+        handle = register_optimizer_step_pre_hook(lambda o, a, k: seen.append(type(o).__name__))
+        try:
+            for batch in batches(4):
+                opt.step(lambda batch=batch: loss_fn(model, batch).backward() or loss_fn(model, batch))
+        finally:
+            handle.remove()
+        assert seen == [type(opt).__name__] * 4
+    # davda54's two-step form steps only the base optimizer: its hooks fire there, once
+    model, seen = mlp(), []
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    handle = register_optimizer_step_pre_hook(lambda o, a, k: seen.append(type(o).__name__))
+    try:
+        loss_fn(model, batches(1)[0]).backward()
+        opt.first_step(zero_grad=True)
+        loss_fn(model, batches(1)[0]).backward()
+        opt.second_step(zero_grad=True)
+    finally:
+        handle.remove()
+    assert seen == ["SGD"]

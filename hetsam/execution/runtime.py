@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from hetsam.execution.jobs import GradJob
 from hetsam.execution.passes import AmpSpec, compute_gradient, norm_layers
+from hetsam.optim.hooks import no_global_step_hooks
 from hetsam.optim.kernels import AscentGroup, Perturbation
 
 __all__ = ["Runtime"]
@@ -164,12 +165,14 @@ class Runtime:
                 self.scaler.unscale_(self.base)
             grads = [p for p in self.params if p.grad is not None]
             self.grad_norm = float(torch.nn.utils.clip_grad_norm_(grads, self.max_grad_norm)) if grads else 0.0
+        with no_global_step_hooks():  # they fire for AutoSAM.step, once (hetsam/optim/hooks.py)
+            if scaled:
+                self.scaler.step(self.base)
+            else:
+                self.base.step()
         if scaled:
-            self.scaler.step(self.base)
             self.scaler.update()
             self._scale = None
-        else:
-            self.base.step()
 
     # ---- jobs for an executor -----------------------------------------------------------------
     def _job_positions(self, params: list[Tensor]) -> tuple[int, ...]:

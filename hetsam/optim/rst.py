@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from hetsam import _checks
+from hetsam.optim.hooks import no_global_step_hooks
 from hetsam.optim.kernels import mix_
 from hetsam.optim.sam import SAM
 from hetsam.optim.schedules import make_schedule
@@ -126,7 +127,8 @@ class RST(SAM):
         self.zero_grad()
         loss = closure()  # g(θ_t; B_t)
         if not self.trials.draw():
-            self.base_optimizer.step()  # base step on g(θ_t; B_t)
+            with no_global_step_hooks():  # they fired for this step() already
+                self.base_optimizer.step()  # base step on g(θ_t; B_t)
             return loss
         if self.alpha == 1.0:
             self.first_step(zero_grad=True)
@@ -138,7 +140,8 @@ class RST(SAM):
             self.zero_grad()
             closure()  # g(θ_t + e; B_t)
             mix_([p.grad for p in params], g0, self.alpha, 1.0 - self.alpha)  # α g_e + (1−α) g_0
-        self.second_step()
+        with no_global_step_hooks():
+            self.second_step()
         return loss
 
     def state_dict(self) -> dict:

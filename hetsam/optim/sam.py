@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from hetsam import _checks
+from hetsam.optim.hooks import no_global_step_hooks
 from hetsam.optim.kernels import AscentGroup, Perturbation
 from hetsam.optim.options import check_options, show
 from hetsam.errors import HetsamInputError
@@ -168,7 +169,8 @@ class SAM(torch.optim.Optimizer):
         loss = closure()  # g(θ_t; B_t)
         self.first_step(zero_grad=True)
         closure()  # g(θ_t + e; B_t)
-        self.second_step()
+        with no_global_step_hooks():  # they fired for this step() already
+            self.second_step()
         return loss
 
     # ---- groups and checkpoints -----------------------------------------------------------
