@@ -174,7 +174,8 @@ def test_modules_and_classes_stay_small():
 
 # words that mean something else there: "sgd", a base optimizer family (MSAM's radius depends on
 # it); "interval", a confidence interval of the step periods
-OTHER_MEANINGS = {"hetsam.evidence.model": {"sgd"}, "hetsam.defaults": {"sgd"}, "hetsam.autosam.controller": {"interval"}}
+OTHER_MEANINGS = {"hetsam.evidence.model": {"sgd"}, "hetsam.defaults": {"sgd"},
+                  "hetsam.autosam.controller": {"interval"}}
 
 
 def test_strategy_names_are_literals_only_where_strategies_live():
