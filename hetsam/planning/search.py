@@ -49,6 +49,7 @@ from hetsam.cost.cluster import Cluster
 from hetsam.cost.closed_form import SlowestRank, descent_step
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
+from hetsam.hardware.kinds import record_kinds
 from hetsam.planning import objective as _objective
 from hetsam.planning.layout import Layout
 from hetsam.planning.plan import Plan
@@ -99,8 +100,8 @@ def plan(
         strategies: which registered strategies to consider (default: every one whose spec says
             ``planned``); SGD is always a candidate.
         simulate: confirm and rank the leading candidates with the simulator.
-        descent_kind: ``"cpu"`` or ``"gpu"`` to keep the descent on that kind of device (where
-            the model already lives); None: any.
+        descent_kind: a record kind (``"cpu"``, ``"gpu"``: ``hetsam.hardware.kinds.record_kinds()``)
+            to keep the descent on that kind of device (where the model already lives); None: any.
         shares: evidence to add to the shipped store (a path to a ``hetsam.study`` file, records,
             or a ``hetsam.evidence.ShareModel`` to use as it is; :func:`hetsam.evidence.share_model`).
         objective: ``"robust"`` (the share the evidence supports at 80%) or ``"expected"``.
@@ -220,7 +221,7 @@ def check_arguments(*, batch_size=1, descent_kind=None, **options):
     _checks.integer(batch_size, "batch size", low=1, high=2**31 - 1)
     values = check(options)
     wanted = values["strategies"] or tuple(s.name for s in registry.specs() if s.planned)
-    _checks.choice(descent_kind, "descent_kind", (None, "cpu", "gpu"))
+    _checks.choice(descent_kind, "descent_kind", (None, *record_kinds()))
     return wanted, share_model(values["shares"]), optimizer_family(values["base_optimizer"])
 
 

@@ -65,6 +65,7 @@ from hetsam.errors import HetsamInputError
 from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.batches import batch_size
 from hetsam.hardware.detect import Device, detect
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
 from hetsam.profiling.budget import (
     DEFAULT_MAX_REPEATS, DEFAULT_MIN_REPEATS, DEFAULT_TARGET_SECONDS, DEFAULT_WARMUP, W_DEVICE, W_LINKS, W_PAIR, Clock,
@@ -230,7 +231,7 @@ def _targets(devices, contention, detected: list[Device]) -> tuple[list[Target],
         pair_names = [tuple(p) for p in contention]
     pairs = [tuple(resolve_targets(list(p), detected)) for p in pair_names]
     for a, b in pairs:
-        if a.unit != b.unit or a.kind != "cpu" or parse_device(a.id).overlaps(parse_device(b.id)):
+        if a.unit != b.unit or not kind_of(a.id).pools or parse_device(a.id).overlaps(parse_device(b.id)):
             raise HetsamInputError(f"contention pair {a.id}, {b.id}: name two disjoint pools of one socket")
     return targets, pairs
 
@@ -308,7 +309,7 @@ def _provenance(run: _Run, detected, work, t_work, load_before, budget_seconds) 
         "flop_count_seconds": round(t_work, 2),
     }
     notes = run.notes
-    usable = sum(d.cores for d in detected if d.kind == "cpu" and isinstance(d.cores, int)) or 1
+    usable = sum(d.cores for d in detected if kind_of(d.id).pools and isinstance(d.cores, int)) or 1
     load_after = _load_average()
     if load_before is not None and load_after is not None:
         prov["load_average"] = f"{load_before:.2f} at start, {load_after:.2f} at end (1-minute; {usable} usable cores)"
@@ -324,7 +325,7 @@ def _provenance(run: _Run, detected, work, t_work, load_before, budget_seconds) 
 def _machine(detected: list[Device]) -> str:
     parts = []
     for d in detected:
-        if d.kind == "cpu":
+        if kind_of(d.id).pools:
             parts.append(f"{d.id} {d.name}, {d.cores} usable cores")
         else:
             parts.append(f"{d.id} {d.name}")
