@@ -177,7 +177,7 @@ class Workload:
             if self.uses_ascent:
                 roles["ascent"] = self.ascent
             self.notes += c.ownership_notes(roles)
-            if self.pairs and cm.kind(self.ascent) != "gpu":
+            if self.pairs and not cm.accelerator(self.ascent):
                 self.notes.append(f"{self.spec.title} pair: {self.ascent} is a rank of the all-reduce; NCCL needs GPUs, "
                                   "so a CPU rank means a gloo or mixed backend, priced here at the same ring link")
 

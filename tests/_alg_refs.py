@@ -1,6 +1,7 @@
 """Independent, plain-loop reference implementations of the README ("The update rules") for the tests.
 
-Written from the equations only (per-parameter Python loops, no hetsam code): the library's
+Written from the equations only (per-parameter Python loops, no hetsam code but the toy model and
+data of ``hetsam.testing.toys``): the library's
 foreach/executor machinery is checked against these. Every ascent-type gradient is computed on
 a separate scratch copy of the model (``Scratch``), so the training model's BatchNorm running
 statistics are touched only by the pass whose gradient the update applies.
@@ -9,56 +10,17 @@ statistics are touched only by the pass whose gradient the update applies.
 from __future__ import annotations
 
 import copy
-import io
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-# ---- small models and data ---------------------------------------------------------------
-def mlp(seed: int = 0, bn: bool = False, dtype=torch.float32) -> nn.Module:
-    torch.manual_seed(seed)
-    layers = [nn.Linear(10, 16)]
-    if bn:
-        layers.append(nn.BatchNorm1d(16))
-    layers += [nn.Tanh(), nn.Linear(16, 3)]
-    return nn.Sequential(*layers).to(dtype)
-
-
-def loss_fn(model: nn.Module, batch) -> torch.Tensor:
-    x, y = batch
-    return F.cross_entropy(model(x), y)
-
-
-def batches(n: int, b: int = 16, seed: int = 1, dtype=torch.float32) -> list:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        x = torch.randn(b, 10, generator=g, dtype=dtype)
-        y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-        out.append((x, y))
-    return out
-
-
-def flat(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+# the small model and data, shipped in hetsam.testing (its contract cases run on them)
+from hetsam.testing.toys import SGD_KW, batches, flat, loss_fn, mlp, save_load  # noqa: F401
 
 
 def assert_rel_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-6) -> None:
     err = (a - b).norm() / b.norm()
     assert err <= tol, f"relative difference {err.item():.3e} > {tol:g}"
-
-
-SGD_KW = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
-
-
-def save_load(obj):
-    """Through ``torch.save`` and ``torch.load(weights_only=True)``, as a checkpoint goes."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 # ---- building blocks ----------------------------------------------------------------------

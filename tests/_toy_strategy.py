@@ -1,7 +1,11 @@
 """A strategy written outside the package: SAM on every k-th step, SGD otherwise.
 
-It is the proof that adding a strategy is one spec and one rule: nothing in hetsam knows its name.
-Register it with ``registered()`` (a context manager that unregisters it afterwards).
+It is the proof that adding a strategy is one spec and one rule: nothing in hetsam knows its name,
+and no file of hetsam changes. Register it with ``registered()`` (a context manager that
+unregisters it afterwards; a package would call ``strategies.register(SPEC)`` on import).
+``register`` checks the spec and imports the rule at once; ``test_strategy_registry.py`` runs
+``hetsam.testing.StrategyContract`` on it, as a third party's own tests would, then plans,
+simulates and trains with it.
 """
 
 from __future__ import annotations

@@ -107,27 +107,17 @@ def _documented_layers() -> list[set[str]]:
     return layers
 
 
-def test_packages_import_only_packages_below_them():
-    """Every import statement anywhere in a module (in functions too) goes to its own package or to
-    a package of a lower row of the doc's table; a package the table does not list is a top layer
-    that nothing listed imports. The package graph has no cycle either."""
-    layers = _documented_layers()
-    assert len(layers) >= 10 and all(layers), layers
+def _upward(edges: dict, layers: list[set[str]]) -> list[str]:
+    """The package edges ``(a, b)`` against the layer order: b on a higher row than a (a package no
+    row lists is on the top row)."""
     level = {pkg: i for i, row in enumerate(layers) for pkg in row}
-    mods = _modules()
-    packages = {m: _package(m, p) for m, p in mods.items()}
-    missing = sorted(pkg for pkg in level if pkg not in packages.values())
-    assert not missing, f"docs/architecture.md lists folders that do not exist: {missing}"
-    edges: dict[tuple[str, str], list[str]] = {}
-    for m, p in mods.items():
-        for target in _imports(m, p, set(mods)):
-            a, b = packages[m], packages[target]
-            if a != b:
-                edges.setdefault((a, b), []).append(f"{m} -> {target}")
     top = len(layers)
-    upward = [f"{a} (row {level.get(a, top)}) imports {b} (row {level.get(b, top)}): {why[0]}"
-              for (a, b), why in sorted(edges.items()) if level.get(b, top) > level.get(a, top)]
-    assert not upward, "imports against the layer order of docs/architecture.md:\n" + "\n".join(upward)
+    return [f"{a} (row {level.get(a, top)}) imports {b} (row {level.get(b, top)}): {why[0]}"
+            for (a, b), why in sorted(edges.items()) if level.get(b, top) > level.get(a, top)]
+
+
+def _cycle(edges: dict) -> list[str] | None:
+    """A cycle of the package graph, as a path that ends where it starts; None if there is none."""
     graph: dict[str, set[str]] = {}
     for a, b in edges:
         graph.setdefault(a, set()).add(b)
@@ -145,19 +135,50 @@ def test_packages_import_only_packages_below_them():
         done.add(v)
         return None
 
-    cycles = [c for c in (cycle_from(v, []) for v in sorted(graph)) if c]
-    assert not cycles, f"package cycle: {' -> '.join(cycles[0])}: {edges[(cycles[0][0], cycles[0][1])][0]}"
+    return next((c for c in (cycle_from(v, []) for v in sorted(graph)) if c), None)
 
 
-def test_the_layer_rule_can_fail():
-    """The checks above see what they claim to: a function-level import, a cycle, an unlisted package."""
+def test_packages_import_only_packages_below_them():
+    """Every import statement anywhere in a module (in functions too) goes to its own package or to
+    a package of a lower row of the doc's table; a package the table does not list is a top layer
+    that nothing listed imports. The package graph has no cycle either."""
+    layers = _documented_layers()
+    assert len(layers) >= 10 and all(layers), layers
     mods = _modules()
-    planner, known = mods["hetsam.planning.search"], set(mods)
-    assert "hetsam.simulator" in _imports("hetsam.planning.search", planner, known)  # inside simulated_seconds
+    packages = {m: _package(m, p) for m, p in mods.items()}
+    missing = sorted(pkg for row in layers for pkg in row if pkg not in packages.values())
+    assert not missing, f"docs/architecture.md lists folders that do not exist: {missing}"
+    edges: dict[tuple[str, str], list[str]] = {}
+    for m, p in mods.items():
+        for target in _imports(m, p, set(mods)):
+            a, b = packages[m], packages[target]
+            if a != b:
+                edges.setdefault((a, b), []).append(f"{m} -> {target}")
+    upward = _upward(edges, layers)
+    assert not upward, "imports against the layer order of docs/architecture.md:\n" + "\n".join(upward)
+    cycle = _cycle(edges)
+    assert cycle is None, f"package cycle: {' -> '.join(cycle)}: {edges[(cycle[0], cycle[1])][0]}"
+
+
+def test_the_layer_rule_can_fail(tmp_path):
+    """The checks above see what they claim to: an import inside a function, an import up the
+    table, an import of an unlisted package, and a cycle."""
+    mods = _modules()
+    module = tmp_path / "search.py"
+    module.write_text("def f():\n    if True:\n        from hetsam.simulator import simulate\n")
+    assert _imports("hetsam.planning.search", module, set(mods)) == {"hetsam.simulator"}
     assert _package("hetsam.strategies.sam.rule", mods["hetsam.strategies.sam.rule"]) == "hetsam.strategies"
     assert _package("hetsam.errors", mods["hetsam.errors"]) == "hetsam"
-    level = {pkg: i for i, row in enumerate(_documented_layers()) for pkg in row}
+    layers = _documented_layers()
+    level = {pkg: i for i, row in enumerate(layers) for pkg in row}
     assert level["hetsam"] == 0 and level["hetsam.simulator"] < level["hetsam.planning"] < level["hetsam.autosam"]
+    why = ["m -> n"]
+    assert _upward({("hetsam.simulator", "hetsam.planning"): why}, layers)
+    assert not _upward({("hetsam.planning", "hetsam.simulator"): why}, layers)
+    assert _upward({("hetsam.cost", "hetsam.unlisted"): why}, layers)
+    assert not _upward({("hetsam.unlisted", "hetsam.cli"): why}, layers)
+    assert _cycle({("a", "b"): why, ("b", "c"): why, ("c", "a"): why}) == ["a", "b", "c", "a"]
+    assert _cycle({("a", "b"): why, ("b", "c"): why}) is None
 
 
 def test_modules_and_classes_stay_small():
@@ -174,7 +195,8 @@ def test_modules_and_classes_stay_small():
 
 # words that mean something else there: "sgd", a base optimizer family (MSAM's radius depends on
 # it); "interval", a confidence interval of the step periods
-OTHER_MEANINGS = {"hetsam.evidence.model": {"sgd"}, "hetsam.defaults": {"sgd"}, "hetsam.autosam.controller": {"interval"}}
+OTHER_MEANINGS = {"hetsam.evidence.model": {"sgd"}, "hetsam.defaults": {"sgd"},
+                  "hetsam.autosam.controller": {"interval"}}
 
 
 def test_strategy_names_are_literals_only_where_strategies_live():

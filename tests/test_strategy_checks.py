@@ -108,3 +108,17 @@ def test_loading_the_builtins_checks_them_without_torch():
             "import hetsam.strategies.checks\nprint('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_hetsam_testing_is_opt_in_and_says_what_it_needs():
+    """``import hetsam`` (and the registry) never import the contracts or pytest; the synthetic
+    machine is torch-free; without pytest, a contract names the extra to install."""
+    code = ("import sys\nimport hetsam\nfrom hetsam import strategies\nstrategies.names()\n"
+            "print(sorted(m for m in ('pytest', 'hetsam.testing') if m in sys.modules))\n"
+            "sys.modules['pytest'] = None\n"
+            "import hetsam.testing.profiles\nprint('torch' in sys.modules)\n"
+            "try:\n    from hetsam.testing import StrategyContract\nexcept ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "False",
+                                       'hetsam.testing needs pytest; install it with: pip install "hetsam[testing]"']

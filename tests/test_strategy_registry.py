@@ -13,6 +13,7 @@ from hetsam import AutoSAM, HetsamInputError, Plan, strategies
 from hetsam.cli import main
 from hetsam.planning.search import plan
 from hetsam.simulator import simulate
+from hetsam.testing import StrategyContract
 
 PROFILE = "cpu-2core-resnet20"
 
@@ -86,3 +87,13 @@ def test_autosam_runs_it_as_a_hand_written_loop_does(toy, executor):
         e = perturbation(scratch.grad(snapshot(ref), batch), 0.05) if t % 3 == 0 else None
         descend(ref, sgd, batch, e)
     assert_rel_close(flat(ours), flat(ref), 1e-6)
+
+
+class TestContract(StrategyContract):
+    """The toy passes the shipped contract, as a third party's own tests would run it."""
+
+    strategy = NAME
+
+    @pytest.fixture(autouse=True)
+    def _registered(self, toy):  # a package would register on import; the toy only for its tests
+        yield

@@ -29,6 +29,7 @@ from hetsam.execution.executor import Placement
 from hetsam.execution.factory import make_executor
 from hetsam.execution.passes import AmpSpec
 from hetsam.execution.runtime import Runtime
+from hetsam.hardware.kinds import torch_device_name, torch_kind
 from hetsam.planning.plan import Plan
 from hetsam.strategies.rule import RuleContext
 
@@ -53,7 +54,10 @@ class Settings:
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters; one of a kind hetsam does not know (``mps``,
+    ``meta``, ...) is refused in one line naming the kinds it knows."""
     for p in model.parameters():
+        torch_device_name(p.device)
         return p.device
     return torch.device("cpu")
 
@@ -62,6 +66,7 @@ def resolve_plan(plan: Any, model: nn.Module, sam_probability: Any = None) -> Pl
     """A :class:`Plan` from a strategy name (its defaults, descent on the model's device), a
     Plan (checked against the model's device), or None for ``"auto"`` (chosen at the first step)."""
     device = model_device(model)
+    name = torch_device_name(device)
     if isinstance(plan, Plan):
         plan.validate()
         wanted = _device(plan.descent_device, "descent_device")
@@ -74,7 +79,6 @@ def resolve_plan(plan: Any, model: nn.Module, sam_probability: Any = None) -> Pl
     if isinstance(plan, str) and plan == "auto":
         return None
     if isinstance(plan, str) and plan in strategies.names():
-        name = "cpu" if device.type == "cpu" else f"cuda:{device.index if device.index is not None else 0}"
         fields = {}
         if "sam_probability" in strategies.get(plan).fields and isinstance(sam_probability, (int, float)) \
                 and not isinstance(sam_probability, bool):
@@ -94,7 +98,7 @@ def amp_spec(amp: Any, device_type: str) -> AmpSpec | None:
     if amp is None or amp is False:
         return None
     if amp is True:
-        return AmpSpec(device_type, torch.bfloat16 if device_type == "cpu" else torch.float16)
+        return AmpSpec(device_type, getattr(torch, torch_kind(torch.device(device_type)).amp_dtype))
     names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
     dtype = names.get(amp) if isinstance(amp, str) else amp
     if dtype not in (torch.bfloat16, torch.float16):
@@ -198,7 +202,7 @@ class Assembly:
         spec = plan.spec
         self.plan, self.model, self.loss_fn, self.settings = plan, model, loss_fn, settings
         self.descent_threads = role_threads(plan.descent_device, settings.descent_threads)
-        self.descent_cpus = pool_cpus(plan.descent_device) if model_device(model).type == "cpu" else None
+        self.descent_cpus = pool_cpus(plan.descent_device) if torch_kind(model_device(model)).pools else None
         self.dist = rank_context(model, plan, sampa_pairs=settings.sampa_pairs, replica_passes=spec.uses_executor,
                                  rank_pairs=spec.rank_pairs)
         self.runtime = CheckedRuntime(model, loss_fn, base, amp=settings.amp, scaler=scaler, max_grad_norm=settings.max_grad_norm,

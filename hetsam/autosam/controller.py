@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from hetsam.hardware.kinds import kind_of, torch_device_name
 from hetsam.planning.options import PlannerOptions
 from hetsam.autosam.windows import StepWindow, calibrated_text
 from hetsam.profiling.stats import median, median_ci
@@ -145,9 +146,11 @@ def _cost_model(model, loss_fn, sample_batch, options: PlannerOptions, log):
                                     progress=options.progress, log=log))
 
 
-def _device_kind(model) -> str:
+def _device_kind(model) -> str | None:
     device = next((p.device for p in model.parameters()), None)
-    return "gpu" if device is not None and device.type == "cuda" else "cpu"
+    if device is None:
+        return None  # nothing to place: any device may descend
+    return kind_of(torch_device_name(device)).record_kind  # mps, meta, ...: a one-line refusal
 
 
 def _batch_size(batch) -> int:

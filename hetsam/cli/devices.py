@@ -21,15 +21,18 @@ def _gib(value) -> str:
 
 def render(data: dict) -> str:
     """Human-readable text for a detection dict (``Detection.to_dict()``)."""
-    lines = []
+    from hetsam.hardware.kinds import kind_of
+
+    lines, pooled = [], False
     for d in data["devices"]:
-        if d["kind"] == "cpu":
+        if kind_of(d["id"]).pools:
+            pooled = pooled or d["cores"] != "could not collect" and d["cores"] > 1
             extra = f", cgroup limit {d['cgroup_cpu_limit']} cores" if "cgroup_cpu_limit" in d else ""
-            lines.append(f"{d['id']:<8} cpu  {d['name']}: {d['cores']} usable core(s) (OS CPUs {d['cpulist']}{extra}), memory {_gib(d.get('memory_bytes'))}")
+            lines.append(f"{d['id']:<8} {d['kind']:<4} {d['name']}: {d['cores']} usable core(s) (OS CPUs {d['cpulist']}{extra}), memory {_gib(d.get('memory_bytes'))}")
         else:
             clock = d.get("sm_clock_max_mhz", "could not collect")
-            lines.append(f"{d['id']:<8} gpu  {d['name']}: memory {_gib(d.get('memory_bytes'))}, max SM clock {clock} MHz")
-    if any(d["kind"] == "cpu" and d["cores"] != "could not collect" and d["cores"] > 1 for d in data["devices"]):
+            lines.append(f"{d['id']:<8} {d['kind']:<4} {d['name']}: memory {_gib(d.get('memory_bytes'))}, max SM clock {clock} MHz")
+    if pooled:
         lines.append("pools: 'cpu:S[LIST]' names cores by position in the socket's list, e.g. cpu:0[0] and cpu:0[1] are disjoint")
     lines += [f"note: {n}" for n in data.get("notes", [])]
     return "\n".join(lines)

@@ -6,9 +6,9 @@ from hetsam.cli.commands import COMMANDS
 
 import sys
 
-from hetsam import defaults as D
 from hetsam.cli._output import emit
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
+from hetsam.planning.options import add_flags
 
 HELP = COMMANDS["plan"]
 
@@ -18,37 +18,14 @@ def add_arguments(p) -> None:
     src.add_argument("--profile", help="profile JSON path or bundled reference name (default: profile this machine)")
     src.add_argument("--model", default=None, help="built-in model to profile this machine with (default: resnet20)")
     p.add_argument("--batch-size", type=int, default=None, help="descent batch size b (default: the profile's)")
-    p.add_argument("--budget", type=float, default=D.BUDGET,
-                   help=f"allowed step time, as a multiple of SGD on the fastest device (default {D.BUDGET:g})")
-    p.add_argument("--max-staleness", type=int, default=D.MAX_STALENESS,
-                   help=f"largest AsyncSAM staleness tau (default {D.MAX_STALENESS}, at most {D.STALENESS_LIMIT})")
-    p.add_argument("--min-ascent-fraction", type=float, default=D.MIN_ASCENT_FRACTION,
-                   help=f"the floor: the smallest AsyncSAM b'/b proposed, and the smallest expected share of SAM's "
-                        f"gain a plan may keep (default {D.MIN_ASCENT_FRACTION:g})")
-    p.add_argument("--reserve-cores", type=int, default=D.RESERVE_CORES, help="cores of socket 0 kept for the data loader (default 0)")
-    p.add_argument("--ascent-batches", choices=("lookahead", "independent"), default=D.ASCENT_BATCHES, help="AsyncSAM batch policy")
+    # the planner's options: declared (bounds, defaults, help) in hetsam.planning.options.OPTIONS
+    add_flags(p, "budget", "max_staleness", "min_ascent_fraction", "reserve_cores", "ascent_batches")
     p.add_argument("--no-simulate", action="store_true", help="rank by the closed form only (skip the simulator)")
-    p.add_argument("--profile-budget-seconds", type=float, default=D.PROFILE_BUDGET_SECONDS,
-                   help=f"time budget when profiling this machine (default {D.PROFILE_BUDGET_SECONDS:g})")
+    add_flags(p, "profile_budget_seconds")
     p.add_argument("--refresh-profile", action="store_true", help="measure this machine again even if a cached profile exists")
     p.add_argument("--out", default=None, help="write the chosen plan as JSON here")
     p.add_argument("--json", action="store_true", help="print the chosen plan as JSON, with alternatives")
-    from hetsam.strategies import registry
-
-    planned = ", ".join(s.name for s in registry.specs() if s.planned)
-    p.add_argument("--strategies", default=None, metavar="A,B",
-                   help=f"consider only these strategies (comma-separated; default: every planned one: {planned})")
-    p.add_argument("--shares", default=None, metavar="FILE",
-                   help="your own evidence (a file hetsam.study wrote) to add to the shipped evidence; with enough "
-                        "seeds your task's shares dominate (README, \"Accuracy per second\")")
-    p.add_argument("--objective", choices=("robust", "expected"), default=D.OBJECTIVE,
-                   help="robust (default): the share of SAM's gain the evidence supports at 80%% (its interval's "
-                        "lower end); expected: the point estimate")
-    from hetsam.evidence.model import FAMILIES
-
-    p.add_argument("--base-optimizer", choices=FAMILIES, default=D.BASE_OPTIMIZER,
-                   help="your base optimizer's family (SGD with momentum, or Adam/AdamW): MSAM only uses radii its "
-                        f"evidence tested for it (default {D.BASE_OPTIMIZER})")
+    add_flags(p, "strategies", "shares", "objective", "base_optimizer")
     p.add_argument("--all", action="store_true", help="list every candidate (default: hide dominated plans and a "
                                                        "strategy's slower plans beyond the budget)")
     add_cluster_arguments(p)
@@ -56,6 +33,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from hetsam.errors import HetsamInputError
+    from hetsam.planning.options import option
     from hetsam.planning.search import check_arguments, plan
 
     if args.batch_size is not None and args.batch_size < 1:
@@ -67,6 +45,7 @@ def run(args) -> int:
         min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
         strategies=_strategies(args.strategies), ascent_batches=args.ascent_batches, objective=args.objective,
         base_optimizer=args.base_optimizer, shares=args.shares)
+    option("profile_budget_seconds").check(args.profile_budget_seconds, "--profile-budget-seconds")
     if args.out:
         from hetsam.io import check_writable
 

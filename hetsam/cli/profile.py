@@ -59,6 +59,7 @@ def _ladder(text: str | None) -> list[int] | None:
 def _check_devices(text: str) -> None:
     """Reject unknown names and missing CPU sockets/cores before importing torch."""
     from hetsam.hardware.detect import cpus_of, detect_cpus, split_device_list
+    from hetsam.hardware.kinds import kind_of
     from hetsam.hardware.names import parse_device
 
     names = split_device_list(text)
@@ -66,7 +67,7 @@ def _check_devices(text: str) -> None:
         raise HetsamInputError(f"--devices {text!r} names no device; e.g. --devices cpu:0,cpu:0[0]")
     sockets = None
     for name in names:
-        if parse_device(name).kind == "cpu":
+        if kind_of(parse_device(name)).pools:
             sockets = sockets if sockets is not None else detect_cpus()
             cpus_of(name, sockets)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from hetsam.cli.commands import COMMANDS
 
-from hetsam import defaults as D
 from hetsam import strategies
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 from hetsam.cli._compare import comparisons_for, format_comparison, make_planner
@@ -64,16 +63,12 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", metavar="OUT.png", help="draw a Gantt chart and a strategy comparison (needs matplotlib)")
     p.add_argument("--compare", action="store_true", help="print the strategy comparison of --plot without drawing it")
     g = p.add_argument_group("the planner (its numbers fill in what --strategy leaves out, and set the comparison's)")
-    g.add_argument("--budget", type=float, default=D.BUDGET,
-                   help=f"allowed step time, as a multiple of SGD on the fastest device (default {D.BUDGET:g})")
-    from hetsam.evidence.model import FAMILIES
-    from hetsam.planning.objective import OBJECTIVES
+    from hetsam.planning.options import add_flags  # declared in hetsam.planning.options.OPTIONS
 
-    g.add_argument("--objective", choices=OBJECTIVES, default=D.OBJECTIVE,
-                   help="what the planner maximises, as in 'hetsam plan' (default %(default)s)")
-    g.add_argument("--base-optimizer", choices=FAMILIES, default=D.BASE_OPTIMIZER,
-                   help="your base optimizer's family, as in 'hetsam plan' (default %(default)s)")
-    g.add_argument("--shares", default=None, metavar="FILE", help="your own evidence, as in 'hetsam plan --shares'")
+    add_flags(g, "budget", "objective", "base_optimizer", "shares", help={
+        "objective": "what the planner maximises, as in 'hetsam plan' (default %(default)s)",
+        "base_optimizer": "your base optimizer's family, as in 'hetsam plan' (default %(default)s)",
+        "shares": "your own evidence, as in 'hetsam plan --shares'"})
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_cluster_arguments(p)
 

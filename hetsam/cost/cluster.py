@@ -12,6 +12,7 @@ from hetsam.cost.network import (
     ring_allreduce_seconds,
 )
 from hetsam.errors import HetsamInputError
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import format_cpulist, parse_device
 
 __all__ = ["Cluster", "MAX_RANKS", "MAX_BUCKETS"]
@@ -67,7 +68,7 @@ class Cluster:
         return self.nodes * self.devices_per_node
 
     def _sockets(self) -> list[str]:
-        return [d.id for d in self.cm.profile.devices if d.kind == "cpu" and parse_device(d.id).positions is None]
+        return [d.id for d in self.cm.profile.devices if kind_of(d.id).pools and parse_device(d.id).positions is None]
 
     def rank_cores(self) -> tuple[str, int] | None:
         """(socket, k): the socket the representative rank's CPU pool is on and its k cores."""
@@ -88,7 +89,7 @@ class Cluster:
 
     def spare_gpus(self) -> bool:
         """Whether each rank can have a GPU of its own for the ascent (the profile lists >= 2G GPUs)."""
-        gpus = [d for d in self.cm.profile.devices if d.kind == "gpu"]
+        gpus = [d for d in self.cm.profile.devices if kind_of(d.id).accelerator]
         return len(gpus) >= 2 * self.devices_per_node
 
     def ascent_devices(self, descent) -> list[str]:
@@ -98,7 +99,7 @@ class Cluster:
         ids = list(cm.device_ids)
         if self.ranks > 1 and self.devices_per_node > 1:
             pool = self.rank_pool()
-            ids = [d for d in ids if cm.kind(d) == "gpu" and self.spare_gpus()] + ([cm.resolve(pool)] if pool else [])
+            ids = [d for d in ids if cm.accelerator(d) and self.spare_gpus()] + ([cm.resolve(pool)] if pool else [])
         return [d for d in ids if not cm.shares_cores(descent, d) and cm.has_link(descent, d)]
 
     def ownership_notes(self, roles: dict[str, str]) -> list[str]:
@@ -109,13 +110,13 @@ class Cluster:
         share = self.rank_cores()
         descent = roles.get("descent")
         for role, dev in roles.items():
-            name = parse_device(dev)
-            if name.kind == "cpu" and share is not None:
+            kind = kind_of(dev)
+            if kind.pools and share is not None:
                 cores = self.cm.cores(dev) or 1
                 if cores > share[1]:
                     notes.append(f"{role} device {dev} has {cores} cores but each of the {self.devices_per_node} ranks "
                                  f"of a node owns {share[1]}; the prediction assumes it is this rank's alone")
-            elif name.kind == "gpu" and role != "descent" and dev != descent and not self.spare_gpus():
+            elif kind.accelerator and role != "descent" and dev != descent and not self.spare_gpus():
                 notes.append(f"{role} device {dev} is another rank's descent GPU ({self.devices_per_node} ranks per node, "
                              f"the profile lists fewer than {2 * self.devices_per_node} GPUs); the prediction assumes it is free")
         return notes

@@ -10,6 +10,7 @@ Pure Python.
 from __future__ import annotations
 
 from hetsam.errors import HetsamInputError
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
 from hetsam.cost.network import NetworkLink, network_table
 
@@ -29,13 +30,13 @@ def _spec(cm, dev: str):
 
 def _node(cm, dev: str) -> dict:
     table = network_table()
-    spec = _spec(cm, dev) if cm.kind(dev) == "gpu" else None
+    spec = _spec(cm, dev) if cm.accelerator(dev) else None
     return table["nodes"].get(spec.key, table["default_node"]) if spec is not None else table["default_node"]
 
 def default_intra(cm, dev: str, devices_per_node: int) -> NetworkLink | None:
     """The link between two ranks of one node whose descent devices are like ``dev``, or None."""
     G = devices_per_node
-    if cm.kind(dev) == "gpu":
+    if cm.accelerator(dev):
         spec = _spec(cm, dev)
         if spec is not None:
             node = _node(cm, dev)
@@ -48,12 +49,11 @@ def default_intra(cm, dev: str, devices_per_node: int) -> NetworkLink | None:
                 return NetworkLink(f"{hl['name']} through the host", float(hl["bytes_per_second"]),
                                    2 * float(hl["latency_seconds"]), f"spec table: host link of {spec.key}, latency paid twice")
         for link in cm.profile.links:  # measured GPU-GPU, then GPU-host links
-            kinds = {parse_device(link.src).kind, parse_device(link.dst).kind}
-            if kinds == {"gpu"} and link.src != link.dst:
+            if kind_of(link.src).accelerator and kind_of(link.dst).accelerator and link.src != link.dst:
                 return NetworkLink(f"{link.src}->{link.dst}", link.bytes_per_second, link.latency_seconds,
                                    "profile: GPU-GPU link")
         for link in cm.profile.links:
-            if {parse_device(link.src).kind, parse_device(link.dst).kind} == {"gpu", "cpu"}:
+            if kind_of(link.src).accelerator != kind_of(link.dst).accelerator:
                 return NetworkLink(f"{link.src}->{link.dst} through the host", link.bytes_per_second,
                                    2 * link.latency_seconds, "profile: GPU-host link, latency paid twice")
         return None
@@ -73,7 +73,7 @@ def default_inter(cm, dev: str, devices_per_node: int) -> NetworkLink:
         adapters = int(node["adapters_per_gpu"]) * devices_per_node
     else:
         adapters = int(node.get("adapters_per_node", 1))
-    spec = _spec(cm, dev) if cm.kind(dev) == "gpu" else None
+    spec = _spec(cm, dev) if cm.accelerator(dev) else None
     where = f"{spec.key} node" if spec is not None and spec.key in table["nodes"] else "default node"
     return NetworkLink(f"{adapters}x {net['name']}", adapters * float(net["bytes_per_second"]),
                        float(net["latency_seconds"]), f"network table: {where} ({node['source']})")

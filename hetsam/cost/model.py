@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 
 from hetsam import _checks
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.schema import DeviceProfile, GradTable, Profile, load_profile
@@ -122,7 +123,7 @@ class CostModel:
         canon = str(dev.canonical())
         if canon in ids:
             return canon
-        if dev.kind == "cpu" and dev.positions is not None and dev.socket_id in {str(parse_device(i).canonical().socket_id) for i in ids if parse_device(i).kind == "cpu"}:
+        if dev.positions is not None and dev.socket_id in {parse_device(i).socket_id for i in ids}:  # a pool of a profiled unit
             self._derive_pool(canon)
             return canon
         raise HetsamInputError(
@@ -134,7 +135,12 @@ class CostModel:
         return self._derived.get(dev_id) or self.profile.device(dev_id)
 
     def kind(self, name) -> str:
+        """The record kind of ``name`` (``cpu``, ``gpu``)."""
         return self.device(name).kind
+
+    def accelerator(self, name) -> bool:
+        """Whether ``name`` has memory of its own (its kind's ``accelerator``: a GPU)."""
+        return kind_of(self.resolve(name)).accelerator
 
     def cores(self, name) -> int | None:
         return self.device(name).cores
@@ -239,7 +245,7 @@ class CostModel:
             return
         pool = parse_device(pool_id)
         k = len(pool.positions or ())
-        socket = [d for d in self.profile.devices if d.kind == "cpu" and parse_device(d.id).socket_id == pool.socket_id]
+        socket = [d for d in self.profile.devices if parse_device(d.id).socket_id == pool.socket_id]
         same = [d for d in socket if d.cores == k]
         if same:
             base = same[0]
@@ -253,7 +259,7 @@ class CostModel:
             table, how = _amdahl_table(by_cores, k)
             base = by_cores[-1]
         self._derived[pool_id] = DeviceProfile(
-            id=pool_id, kind="cpu", name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
+            id=pool_id, kind=pool.kind, name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
             threads=k, memory_bytes=base.memory_bytes, spec=base.spec, update_seconds=base.update_seconds,
             climb_seconds=base.climb_seconds,
             max_batch_size=base.max_batch_size,

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hetsam.errors import HetsamInputError
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
 from hetsam.hardware.specs import DeviceSpec, assumptions, by_reported_name, get_spec, spec_table
 from hetsam.profiling.schema import DeviceProfile, GradTable, Link, Profile, load_profile
@@ -197,13 +198,14 @@ def _links(devices: list[DeviceProfile], specs: dict[str, DeviceSpec], c: dict[s
     out: list[Link] = []
     reps = list(units.values())
     for d in reps:
-        if d.kind == "cpu" and d.id in specs:
+        if kind_of(d.id).pools and d.id in specs:  # a socket's own memory
             spec = specs[d.id]
             out.append(Link(d.id, d.id, spec.memory_bandwidth * c["memcpy_efficiency"], 1e-6))
     for i, a in enumerate(reps):
         for b in reps[i + 1:]:
             sa, sb = specs.get(a.id), specs.get(b.id)
-            if a.kind == "gpu" and b.kind == "gpu" and sa and sb:
+            ka, kb = kind_of(a.id), kind_of(b.id)
+            if ka.accelerator and kb.accelerator and sa and sb:
                 if sa.peer_link and sb.peer_link and sa.peer_link["name"] == sb.peer_link["name"]:
                     bw = min(sa.peer_link["bytes_per_second"], sb.peer_link["bytes_per_second"])
                     lat = max(sa.peer_link["latency_seconds"], sb.peer_link["latency_seconds"])
@@ -211,14 +213,14 @@ def _links(devices: list[DeviceProfile], specs: dict[str, DeviceSpec], c: dict[s
                     bw = min(sa.host_link["bytes_per_second"], sb.host_link["bytes_per_second"])
                     lat = sa.host_link["latency_seconds"] + sb.host_link["latency_seconds"]
                 out += [Link(a.id, b.id, bw, lat), Link(b.id, a.id, bw, lat)]
-            elif a.kind != b.kind:
-                gpu = a if a.kind == "gpu" else b
+            elif ka.accelerator != kb.accelerator:
+                gpu = a if ka.accelerator else b
                 cpu = b if gpu is a else a
                 gspec = specs.get(gpu.id)
                 if gspec and gspec.host_link:
                     bw, lat = gspec.host_link["bytes_per_second"], gspec.host_link["latency_seconds"]
                     out += [Link(cpu.id, gpu.id, bw, lat), Link(gpu.id, cpu.id, bw, lat)]
-            elif a.kind == "cpu" and b.kind == "cpu" and sa and sb:  # two sockets: the slower memory
+            elif ka.pools and kb.pools and sa and sb:  # two sockets: the slower memory
                 bw = min(sa.memory_bandwidth, sb.memory_bandwidth) * c["memcpy_efficiency"] / 2
                 out.append(Link(a.id, b.id, bw, 2e-6))
     return out
@@ -313,7 +315,7 @@ def what_if(profile, swaps: dict[str, str], *, source_specs: dict[str, str] | No
         if dev.kind != spec.kind:
             raise HetsamInputError(f"{dev_id} is a {dev.kind} device but spec {spec.key} is a {spec.kind}; name a {spec.kind} id")
         ids = [str(dev)]
-        if dev.kind == "cpu" and dev.positions is None:  # the socket's pools follow it
+        if kind_of(dev).pools and dev.positions is None:  # the socket's pools follow it
             ids += [i for i in devices if i != str(dev) and parse_device(i).socket_id == dev.socket_id]
         for new_id in ids:
             old = devices.get(new_id)

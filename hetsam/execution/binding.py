@@ -16,31 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from typing import Iterator, Sequence
 
 import torch
 
 from hetsam import _checks
-from hetsam.errors import HetsamInputError
+from hetsam.hardware.kinds import kind_of, torch_kind
 from hetsam.hardware.names import parse_device
 
 __all__ = ["torch_device", "role_threads", "pool_cpus", "role_binding", "intra_op_threads", "enter_device"]
 
 
 def torch_device(name: str) -> torch.device:
-    """The torch device of a hetsam device name (a CPU pool is the ``cpu`` device); a GPU this
-    torch cannot use is a one-line error, not an assertion deep inside torch."""
+    """The torch device of a hetsam device name (a CPU pool is the ``cpu`` device), from its
+    kind; a GPU this torch cannot use is a one-line error, not an assertion deep inside torch."""
     dev = parse_device(name)
-    if dev.kind == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise HetsamInputError(f"device {name!r} is a GPU, but this torch has no usable CUDA device "
-                               "(torch.cuda.is_available() is False); plan for the CPU, or install a CUDA build of torch")
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise HetsamInputError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                               "see 'hetsam devices'")
-    return torch.device("cuda") if dev.index is None else torch.device("cuda", dev.index)
+    return kind_of(dev).torch_device(dev)
 
 
 def role_threads(device: str, override: int | None = None) -> int:
@@ -49,7 +40,7 @@ def role_threads(device: str, override: int | None = None) -> int:
     if override is not None:
         return _checks.integer(override, "thread count", low=1, high=4096)
     dev = parse_device(device)
-    if dev.kind == "cpu" and dev.positions is not None:
+    if dev.positions is not None:  # a pool of cores
         return len(dev.positions)
     return torch.get_num_threads()
 
@@ -62,7 +53,7 @@ def pool_cpus(device: str) -> tuple[int, ...] | None:
     process affinity, and GPUs give None.
     """
     dev = parse_device(device)
-    if dev.kind != "cpu" or dev.index is None:
+    if not kind_of(dev).pools or dev.index is None:
         return None
     from hetsam.hardware.detect import cpus_of  # sysfs reads; only for pools
 
@@ -118,16 +109,8 @@ def enter_device(device: torch.device, threads: int | None, cpus: Sequence[int] 
                  stream: bool = False) -> None:
     """Bind the calling, freshly started thread to ``device`` for the rest of its life.
 
-    On a CPU: affinity to ``cpus`` before the first parallel region (the OpenMP team inherits
-    the mask), then ``threads``; on a GPU: select it, and with ``stream`` run on a new stream.
+    The device's kind does it (``DeviceKind.enter``). On a CPU: affinity to ``cpus`` before the
+    first parallel region (the OpenMP team inherits the mask), then ``threads``; on a GPU: select
+    it, and with ``stream`` run on a new stream.
     """
-    if device.type == "cpu":
-        if cpus is not None:
-            os.sched_setaffinity(threading.get_native_id(), cpus)
-        torch.get_num_threads()  # the per-thread lazy init first, so it cannot undo the next line
-        if threads is not None:
-            torch.set_num_threads(threads)
-    else:
-        torch.cuda.set_device(device)
-        if stream:
-            torch.cuda.set_stream(torch.cuda.Stream(device))
+    torch_kind(device).enter(device, threads, cpus, stream=stream)

@@ -3,8 +3,8 @@
 The update rules (AsyncSAM, SAMPa) say *what* to compute and emit
 :class:`~hetsam.execution.jobs.GradJob` s; an executor runs them on a
 :class:`~hetsam.execution.replica.Replica` of the training model and hands back
-:class:`~hetsam.execution.jobs.GradResult` s. Every executor passes the contract tests in
-``tests/test_contract_executors.py``, so they compute the same numbers:
+:class:`~hetsam.execution.jobs.GradResult` s. Every executor passes the contract test cases of
+:class:`hetsam.testing.ExecutorContract` (a new one subclasses it), so they compute the same numbers:
 
 * :class:`InlineExecutor` (``executor="inline"``): the reference. Everything runs sequentially
   on the calling thread.

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hetsam.hardware.names import parse_cpulist
+from hetsam.hardware.kinds.base import parse_cpulist
 from hetsam.hardware.records import COULD_NOT_COLLECT, Device
 
 __all__ = ["detect_cpus", "cgroup_cpu_limit"]

@@ -20,7 +20,9 @@ already imported, or when NVML finds an NVIDIA GPU, or when NVML is unusable but
 shows signs of a GPU driver (``/dev/nvidia*``, ``/dev/kfd``). On a machine with no GPU
 ``hetsam devices`` therefore never imports torch.
 
-Every probe that fails leaves the value :data:`COULD_NOT_COLLECT` and a line in ``notes``.
+Each registered device kind (:mod:`hetsam.hardware.kinds`) detects its own devices; every
+probe that fails leaves the value :data:`COULD_NOT_COLLECT` and a line in ``notes``, and a kind
+whose detection raises adds a note instead of taking the others down.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.cpus import cgroup_cpu_limit, detect_cpus
 from hetsam.hardware.gpus import detect_gpus
+from hetsam.hardware.kinds import kind_of, kinds
 from hetsam.hardware.names import format_cpulist, parse_device
 from hetsam.hardware.records import COULD_NOT_COLLECT, Detection, Device, short_error
 
@@ -50,14 +53,19 @@ def detect(
     *, sysfs_root="/sys", proc_root="/proc", cgroup_root="/sys/fs/cgroup", affinity=None,
     gpus: bool = True, probe_torch: bool | None = None,
 ) -> Detection:
-    """Every usable CPU socket and GPU, plus the notes of probes that fell back."""
+    """Every usable CPU socket and GPU (and device of a registered kind), plus the notes of
+    probes that fell back. ``gpus=False`` skips the accelerators."""
     notes: list[str] = []
-    devices = detect_cpus(sysfs_root, proc_root, cgroup_root, affinity, notes)
-    if gpus:
+    probes = {"sysfs_root": sysfs_root, "proc_root": proc_root, "cgroup_root": cgroup_root, "affinity": affinity,
+              "gpus": gpus, "probe_torch": probe_torch}
+    devices: list[Device] = []
+    for kind in kinds():
+        if kind.accelerator and not gpus:
+            continue
         try:
-            devices += detect_gpus(notes, probe_torch=probe_torch)
-        except Exception as exc:  # noqa: BLE001 - a GPU probe never takes the CPU list down
-            notes.append(f"gpu: could not collect ({short_error(exc)})")
+            devices += kind.detect(notes, probes)
+        except Exception as exc:  # noqa: BLE001 - one kind's probe never takes the others down
+            notes.append(f"{kind.record_kind}: could not collect ({short_error(exc)})")
     return Detection(devices, notes)
 
 
@@ -73,9 +81,10 @@ def cpus_of(name, devices: list[Device] | None = None) -> tuple[int, ...]:
     ``LIST`` of the socket's sorted usable CPUs. ``devices`` defaults to :func:`detect_cpus`.
     """
     dev = parse_device(name)
-    if dev.kind != "cpu":
-        raise HetsamInputError(f"device {name!r} is a GPU; only CPU devices have cores to pin to")
-    sockets = {d.id: d for d in (devices if devices is not None else detect_cpus()) if d.kind == "cpu"}
+    kind = kind_of(dev)
+    if not kind.pools:
+        raise HetsamInputError(f"device {name!r} is a {kind.record_kind.upper()}; only CPU devices have cores to pin to")
+    sockets = {d.id: d for d in (devices if devices is not None else detect_cpus()) if d.kind == kind.record_kind}
     if dev.index is None:
         return tuple(sorted(c for d in sockets.values() for c in d.cpus or ()))
     socket = sockets.get(dev.socket_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hetsam.hardware.names import format_cpulist
+from hetsam.hardware.kinds.base import format_cpulist
 
 __all__ = ["COULD_NOT_COLLECT", "Device", "Detection", "short_error", "collect"]
 

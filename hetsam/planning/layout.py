@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hetsam.errors import HetsamInputError
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import format_cpulist, parse_device
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class Layout:
         self.splits: list[tuple[str, str]] = []  # disjoint pools of one socket
         for dev in cm.profile.devices:
             name = parse_device(dev.id)
-            if name.kind == "gpu":
+            if not kind_of(name).pools:  # a device whole; a socket splits into pools
                 whole.append(dev.id)
                 continue
             if name.is_pool:
@@ -66,7 +67,7 @@ class Layout:
         for d in filter(self._may_descend, self.whole):
             yield d, d
             for a in self.whole:
-                if a != d and not self.cm.shares_cores(d, a) and (self.gpu_ascent or self.cm.kind(a) != "gpu"):
+                if a != d and not self.cm.shares_cores(d, a) and (self.gpu_ascent or not self.cm.accelerator(a)):
                     yield d, a
         for p1, p2 in self.splits:
             for d, a in ((p1, p2), (p2, p1)):

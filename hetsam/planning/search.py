@@ -52,6 +52,7 @@ from hetsam.cost.cluster import Cluster
 from hetsam.cost.closed_form import SlowestRank, descent_step
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
+from hetsam.hardware.kinds import record_kinds
 from hetsam.planning import objective as _objective
 from hetsam.planning.layout import Layout
 from hetsam.planning.plan import Plan
@@ -102,8 +103,8 @@ def plan(
         strategies: which registered strategies to consider (default: every one whose spec says
             ``planned``); SGD is always a candidate.
         simulate: confirm and rank the leading candidates with the simulator.
-        descent_kind: ``"cpu"`` or ``"gpu"`` to keep the descent on that kind of device (where
-            the model already lives); None: any.
+        descent_kind: a record kind (``"cpu"``, ``"gpu"``: ``hetsam.hardware.kinds.record_kinds()``)
+            to keep the descent on that kind of device (where the model already lives); None: any.
         shares: evidence to add to the shipped store (a path to a ``hetsam.study`` file, records,
             or a ``hetsam.evidence.ShareModel`` to use as it is; :func:`hetsam.evidence.share_model`).
         objective: ``"robust"`` (the share the evidence supports at 80%) or ``"expected"``.
@@ -219,44 +220,19 @@ def _cluster_report(scale: Cluster | None, chosen: Plan, cm) -> dict | None:
     return d
 
 
-def check_arguments(*, batch_size=1, budget=defaults.BUDGET, max_staleness=defaults.MAX_STALENESS,
-                    min_ascent_fraction=defaults.MIN_ASCENT_FRACTION, reserve_cores=defaults.RESERVE_CORES,
-                    strategies=None, ascent_batches=defaults.ASCENT_BATCHES, simulate_top=defaults.SIMULATE_TOP,
-                    descent_kind=None, objective=defaults.OBJECTIVE, base_optimizer=defaults.BASE_OPTIMIZER,
-                    shares=None):
+def check_arguments(*, batch_size=1, descent_kind=None, **options):
     """Every argument of :func:`plan` that needs no profile, checked (one-line ``HetsamInputError``):
-    the command line calls it before it measures anything. Returns ``(strategies, evidence,
-    base optimizer family)``."""
+    the command line calls it before it measures anything. ``options``: the planner's options that
+    :func:`plan` takes, declared in :data:`hetsam.planning.options.OPTIONS` (one not given takes its
+    default). Returns ``(strategies, evidence, base optimizer family)``."""
     from hetsam.evidence import optimizer_family, share_model
+    from hetsam.planning.options import check
 
-    wanted = _validate(batch_size, budget, max_staleness, min_ascent_fraction, reserve_cores, strategies,
-                       ascent_batches, simulate_top)
-    _checks.choice(descent_kind, "descent_kind", (None, "cpu", "gpu"))
-    _checks.choice(objective, "objective", _objective.OBJECTIVES)
-    family = optimizer_family(base_optimizer)
-    if base_optimizer is not None and family is None:
-        raise HetsamInputError(f"base_optimizer={base_optimizer!r} is not a family hetsam knows; give 'sgd' "
-                               "(SGD with momentum) or 'adam' (Adam, AdamW, ...), or None for unknown")
-    return wanted, share_model(shares), family
-
-
-def _validate(b, budget, max_staleness, min_fraction, reserve, wanted, policy, top) -> tuple[str, ...]:
-    _checks.integer(b, "batch size", low=1, high=2**31 - 1)
-    _checks.number(budget, "budget", low=1.0, high=100.0, hint="a multiple of the SGD step time")
-    _checks.integer(max_staleness, "max_staleness", low=1, high=defaults.STALENESS_LIMIT)
-    _checks.number(min_fraction, "min_ascent_fraction", low=0.0, high=1.0, low_open=True)
-    _checks.integer(reserve, "reserve_cores", low=0, high=8192)
-    _checks.integer(top, "simulate_top", low=0, high=1000)
-    _checks.choice(policy, "ascent_batches", ("lookahead", "independent"))
-    if wanted is None:
-        return tuple(s.name for s in registry.specs() if s.planned)
-    if isinstance(wanted, str) or not all(isinstance(w, str) for w in wanted):
-        raise HetsamInputError(f"strategies={wanted!r} must be a list of strategy names")
-    if not wanted:
-        raise HetsamInputError("strategies is empty: name at least one strategy, or None for every planned one")
-    for name in wanted:
-        registry.get(name)  # a clear error for an unknown name
-    return tuple(wanted)
+    _checks.integer(batch_size, "batch size", low=1, high=2**31 - 1)
+    values = check(options)
+    wanted = values["strategies"] or tuple(s.name for s in registry.specs() if s.planned)
+    _checks.choice(descent_kind, "descent_kind", (None, *record_kinds()))
+    return wanted, share_model(values["shares"]), optimizer_family(values["base_optimizer"])
 
 
 def _no_device_message(cm, reserve: int, descent_kind, devices_per_node: int) -> str:

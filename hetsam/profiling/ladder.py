@@ -24,6 +24,7 @@ from hetsam.execution.batches import detach_to, slice_batch
 from hetsam.execution.jobs import GradJob
 from hetsam.execution.replica import Replica
 from hetsam.execution.runtime import Runtime
+from hetsam.hardware.kinds import torch_kind
 from hetsam.profiling.stats import Measurement
 from hetsam.profiling.targets import Target
 
@@ -39,7 +40,7 @@ class TimedReplica:
 
     def __init__(self, model, loss_fn, batch, target: Target):
         self.device = torch.device(target.torch_device)
-        self.cuda = target.kind == "gpu"
+        self.kind = torch_kind(self.device)  # how its time is measured and its memory returned
         params = [p for p in model.parameters() if p.requires_grad]
         self.replica = Replica(model, loss_fn, params, device=self.device, threads=target.threads, amp_dtype=None,
                                out_device=self.device)
@@ -55,24 +56,15 @@ class TimedReplica:
         return self.replica.run(GradJob(0, "profile", slice_batch(self.batch, 0, n), params=()))
 
     def timed(self, fn: Callable[[], None]) -> float:
-        if not self.cuda:
-            t0 = time.perf_counter()
-            fn()
-            return time.perf_counter() - t0
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
+        """Seconds of ``fn`` on the device: the wall clock on a CPU, CUDA events on a GPU."""
+        return self.kind.timed(self.device, fn)
 
     def time_step(self, n: int) -> float:
         return self.timed(lambda: self.step(n))
 
     def release(self) -> None:
         del self.replica, self.batch
-        if self.cuda:
-            torch.cuda.empty_cache()
+        self.kind.release()
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -8,6 +8,7 @@ import time
 import torch
 
 from hetsam._progress import Progress
+from hetsam.hardware.kinds import kind_of, torch_kind
 from hetsam.profiling.ladder import is_oom
 from hetsam.profiling.schema import Link
 from hetsam.profiling.stats import Measurement
@@ -29,11 +30,12 @@ def measure_links(reps_by_unit: dict[str, Target], nbytes: int, allot: float, pr
     links, notes = [], []
     units = list(reps_by_unit.items())
     numel = max(1, nbytes // 4)
-    pairs = [(u, u) for u, _ in units if u.startswith("cpu")]
+    host = {u: not kind_of(u).accelerator for u, _ in units}  # in the host's memory (a socket)
+    pairs = [(u, u) for u, _ in units if host[u]]
     for i, (u, _) in enumerate(units):
         for v, _ in units[i + 1:]:
             pairs.append((u, v))
-            if not (u.startswith("cpu") and v.startswith("cpu")):
+            if not (host[u] and host[v]):
                 pairs.append((v, u))
     per_pair = allot / max(1, len(pairs)) if math.isfinite(allot) else 0.3
     for src_u, dst_u in pairs:
@@ -42,24 +44,25 @@ def measure_links(reps_by_unit: dict[str, Target], nbytes: int, allot: float, pr
 
         def job(src=src, dst=dst):
             sdev, ddev = torch.device(src.torch_device), torch.device(dst.torch_device)
-            pin = sdev.type == "cpu" and ddev.type == "cuda" or sdev.type == "cuda" and ddev.type == "cpu"
+            skind, dkind = torch_kind(sdev), torch_kind(ddev)
+            pin = skind.accelerator != dkind.accelerator  # host <-> GPU: page-locked host memory
 
             def alloc(n, dev):
-                if dev.type == "cpu" and pin:
+                if not torch_kind(dev).accelerator and pin:
                     return torch.empty(n, pin_memory=True)
                 return torch.empty(n, device=dev)
 
             def timed_copy(n):
                 s, d = alloc(n, sdev).fill_(1.0), alloc(n, ddev)
-                cuda = [x for x in (sdev, ddev) if x.type == "cuda"]
+                queued = [(k, x) for k, x in ((skind, sdev), (dkind, ddev)) if k.streams]
 
                 def once():
-                    for x in cuda:
-                        torch.cuda.synchronize(x)
+                    for k, x in queued:
+                        k.synchronize(x)
                     t0 = time.perf_counter()
                     d.copy_(s)
-                    for x in cuda:
-                        torch.cuda.synchronize(x)
+                    for k, x in queued:
+                        k.synchronize(x)
                     return time.perf_counter() - t0
 
                 once()

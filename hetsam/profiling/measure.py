@@ -68,6 +68,7 @@ from hetsam.errors import HetsamInputError
 from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.batches import batch_size
 from hetsam.hardware.detect import Device, detect
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
 from hetsam.profiling.budget import (
     DEFAULT_MAX_REPEATS, DEFAULT_MIN_REPEATS, DEFAULT_TARGET_SECONDS, DEFAULT_WARMUP, W_DEVICE, W_LINKS, W_PAIR, Clock,
@@ -265,7 +266,7 @@ def _targets(devices, contention, detected: list[Device]) -> tuple[list[Target],
         pair_names = [tuple(p) for p in contention]
     pairs = [tuple(resolve_targets(list(p), detected)) for p in pair_names]
     for a, b in pairs:
-        if a.unit != b.unit or a.kind != "cpu" or parse_device(a.id).overlaps(parse_device(b.id)):
+        if a.unit != b.unit or not kind_of(a.id).pools or parse_device(a.id).overlaps(parse_device(b.id)):
             raise HetsamInputError(f"contention pair {a.id}, {b.id}: name two disjoint pools of one socket")
     return targets, pairs
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from hetsam import __version__
+from hetsam.hardware.kinds import kind_of
 
 __all__ = ["provenance", "load_average"]
 
@@ -40,7 +41,7 @@ def provenance(run, detected, work, t_work, load_before, budget_seconds) -> dict
         "flop_count_seconds": round(t_work, 2),
     }
     notes = run.notes
-    usable = sum(d.cores for d in detected if d.kind == "cpu" and isinstance(d.cores, int)) or 1
+    usable = sum(d.cores for d in detected if kind_of(d.id).pools and isinstance(d.cores, int)) or 1
     load_after = load_average()
     if load_before is not None and load_after is not None:
         # information only: the load meter of each stage (other_load) decides whether the profile is busy
@@ -60,7 +61,7 @@ def provenance(run, detected, work, t_work, load_before, budget_seconds) -> dict
 def _machine(detected) -> str:
     parts = []
     for d in detected:
-        if d.kind == "cpu":
+        if kind_of(d.id).pools:
             parts.append(f"{d.id} {d.name}, {d.cores} usable cores")
         else:
             parts.append(f"{d.id} {d.name}")

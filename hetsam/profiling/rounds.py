@@ -20,8 +20,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import torch
-
 from hetsam._progress import Progress
 from hetsam.profiling.budget import Clock, DeviceResult, Settings
 from hetsam.profiling.ladder import TimedReplica, is_oom, measure_step_costs
@@ -66,8 +64,7 @@ class _Session:
             except Exception as exc:  # noqa: BLE001
                 if not is_oom(exc):
                     raise
-                if self.replica.cuda:
-                    torch.cuda.empty_cache()
+                self.replica.kind.release()
                 self.result.max_batch_size = points[-1] if points else None
                 self.result.notes.append(f"{self.target.id}: batch {b} did not fit in memory; ladder stops at {points[-1] if points else 'nothing'}")
                 break

@@ -10,7 +10,7 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
       "batch_size": int,                               # the largest batch of the ladder (B)
       "devices": [{
           "id": "cpu:0" | "cpu:0[1]" | "cuda:0",       # see hetsam.hardware.names
-          "kind": "cpu" | "gpu",
+          "kind": "cpu" | "gpu",                       # the id's kind's record_kind (hetsam.hardware.kinds)
           "name": str,
           "cores": int,                                # CPU: cores in the pool; GPU: optional
           "threads": int,                              # optional: intra-op threads used
@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hetsam.hardware.kinds import kind_of, record_kinds
 from hetsam.hardware.names import parse_device
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.checker import BATCH, BYTES, COUNT, SECONDS
@@ -138,14 +139,14 @@ class DeviceProfile:
         chk.obj(value, path, {"id", "kind", "name", "grad_seconds"}, set(cls._OPTIONAL))
         dev_id = chk.device_id(value["id"], f"{path}.id")
         kind = value["kind"]
-        if kind not in ("cpu", "gpu"):
-            chk.fail(f"{path}.kind", f"must be 'cpu' or 'gpu', got {kind!r}")
+        if kind not in record_kinds():
+            chk.fail(f"{path}.kind", f"must be one of {', '.join(map(repr, record_kinds()))}, got {kind!r}")
         if parse_device(dev_id).kind != kind:
             chk.fail(f"{path}.kind", f"is {kind!r} but the id {dev_id!r} names a {parse_device(dev_id).kind} device")
         chk.string(value["name"], f"{path}.name")
         cores = value.get("cores")
-        if kind == "cpu" and cores is None:
-            chk.fail(f"{path}.cores", "is required for a CPU device")
+        if kind_of(dev_id).pools and cores is None:
+            chk.fail(f"{path}.cores", f"is required for a {kind.upper()} device (its pools are counted in cores)")
         pool = parse_device(dev_id).positions
         if cores is not None:
             chk.num(cores, f"{path}.cores", positive=True, integer=True, high=COUNT)

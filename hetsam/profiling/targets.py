@@ -19,6 +19,7 @@ import torch
 from hetsam.errors import HetsamInputError
 from hetsam.execution.binding import enter_device
 from hetsam.hardware.detect import Device, cpus_of
+from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
 
 __all__ = ["Target", "default_devices", "resolve_targets", "auto_pairs", "run_threads"]
@@ -38,7 +39,8 @@ class Target:
 
     @property
     def torch_device(self) -> str:
-        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+        dev = parse_device(self.id)
+        return str(kind_of(dev).torch_device(dev))
 
 
 def default_devices(detected: list[Device]) -> list[str]:
@@ -46,14 +48,12 @@ def default_devices(detected: list[Device]) -> list[str]:
     out = []
     for d in detected:
         out.append(d.id)
-        if d.kind == "cpu" and isinstance(d.cores, int) and d.cores >= 2:
+        if kind_of(d.id).pools and isinstance(d.cores, int) and d.cores >= 2:
             out.append(f"{d.id}[0]")
     return out
 
 
 def resolve_targets(names, detected: list[Device]) -> list[Target]:
-    sockets = {d.id: d for d in detected if d.kind == "cpu"}
-    gpus = {d.id: d for d in detected if d.kind == "gpu"}
     try:
         process = set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -61,7 +61,10 @@ def resolve_targets(names, detected: list[Device]) -> list[Target]:
     targets: list[Target] = []
     for raw in names:
         dev = parse_device(raw)
-        if dev.kind == "cpu":
+        kind = kind_of(dev)
+        units = {d.id: d for d in detected if d.kind == kind.record_kind}
+        if kind.pools:
+            sockets = units
             if dev.index is None and dev.positions is None:
                 if len(sockets) != 1:
                     raise HetsamInputError(f"'cpu' is ambiguous on a machine with sockets {', '.join(sockets)}; name one, e.g. cpu:0")
@@ -77,15 +80,16 @@ def resolve_targets(names, detected: list[Device]) -> list[Target]:
                 cores = len(cpus)
                 name = f"{socket.name} ({cores} of {socket.cores} cores)"
             pin = None if process is not None and set(cpus) == process else cpus
-            targets.append(Target(str(dev), "cpu", name, cores, cores, pin, mem, unit=dev.socket_id))
+            targets.append(Target(str(dev), kind.record_kind, name, cores, cores, pin, mem, unit=dev.socket_id))
         else:
-            index = dev.index if dev.index is not None else (torch.cuda.current_device() if torch.cuda.is_available() else 0)
-            gid = f"cuda:{index}"
-            if gid not in gpus:
-                raise HetsamInputError(f"device {raw!r} is not here (GPUs: {', '.join(gpus) or 'none'}); see 'hetsam devices'")
-            g = gpus[gid]
+            index = dev.index if dev.index is not None else kind.current_index()
+            gid = f"{kind.name}:{index}"
+            if gid not in units:
+                raise HetsamInputError(f"device {raw!r} is not here ({kind.record_kind.upper()}s: {', '.join(units) or 'none'}); "
+                                       "see 'hetsam devices'")
+            g = units[gid]
             mem = g.memory_bytes if isinstance(g.memory_bytes, int) else None
-            targets.append(Target(gid, "gpu", g.name, None, None, None, mem, index, gid))
+            targets.append(Target(gid, kind.record_kind, g.name, None, None, None, mem, index, gid))
     ids = [t.id for t in targets]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -98,8 +102,8 @@ def resolve_targets(names, detected: list[Device]) -> list[Target]:
 def auto_pairs(targets: list[Target], detected: list[Device], explicit_devices: bool) -> list[tuple[str, str]]:
     """One pair of disjoint pools per socket: two profiled ones, else ``cpu:S[0]`` + ``cpu:S[1]``."""
     pairs = []
-    sockets = {d.id: d for d in detected if d.kind == "cpu"}
-    for sid in dict.fromkeys(t.unit for t in targets if t.kind == "cpu"):
+    sockets = {d.id: d for d in detected if kind_of(d.id).pools}
+    for sid in dict.fromkeys(t.unit for t in targets if kind_of(t.id).pools):
         pools = [t for t in targets if t.unit == sid and parse_device(t.id).positions is not None]
         found = next(((p.id, q.id) for i, p in enumerate(pools) for q in pools[i + 1:]
                       if not parse_device(p.id).overlaps(parse_device(q.id))), None)
@@ -118,7 +122,7 @@ def run_threads(jobs: list[tuple[Target, Callable[[], Any]]]) -> list[Any]:
     threads exist than CPUs, so a second multi-threaded team (a worker thread's, beside the
     caller's) runs small kernels several times slower than the caller's own team does.
     """
-    if len(jobs) == 1 and jobs[0][0].kind == "cpu" and jobs[0][0].cpus is None:
+    if len(jobs) == 1 and kind_of(jobs[0][0].id).pools and jobs[0][0].cpus is None:
         target, fn = jobs[0]
         torch.set_num_threads(target.threads or 1)  # the caller restores its own count
         return [fn()]

@@ -3,7 +3,7 @@
 A rule is built by its spec's ``build_rule(ctx)`` from a :class:`RuleContext`; its ``step(batch,
 upcoming, accumulate)`` does one whole update of the training model through the
 :class:`~hetsam.execution.runtime.Runtime`, and hands the gradients that may run elsewhere to an
-executor as jobs. Every rule passes the contract tests in ``tests/test_contract_strategies.py``.
+executor as jobs. Every rule passes the contract test cases of :class:`hetsam.testing.StrategyContract`.
 
 Notation (README, "The update rules"): θ_t the parameters before step t, B_t its batch, g(θ; B)
 the mean-loss gradient, e the SAM perturbation ρ T² ĝ / ‖T ĝ‖, ``base`` the base optimizer.

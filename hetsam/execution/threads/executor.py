@@ -43,6 +43,7 @@ from hetsam.execution.replica import Replica
 from hetsam.execution.threads.share import CONCURRENT, SHARE_MODES, SLICED, ShareChooser
 from hetsam.execution.threads.staging import Slot, Staging
 from hetsam.execution.threads.worker import POLL_SECONDS, Worker
+from hetsam.hardware.kinds import torch_device_name, torch_kind
 
 __all__ = ["ThreadedExecutor"]
 
@@ -79,8 +80,7 @@ class ThreadedExecutor(Executor):
              threads: int | None, amp_dtype: torch.dtype | None, placement: Placement | None = None) -> None:
         out = params[0].device if params else device
         if placement is None:  # no names: torch devices only, no pinning
-            name = lambda d: "cpu" if d.type == "cpu" else f"cuda:{d.index or 0}"  # noqa: E731
-            placement = Placement(name(out), name(device), None)
+            placement = Placement(torch_device_name(out), torch_device_name(device), None)
         self.placement = placement
         shared = placement.shared
         if shared and self.share != "concurrent":
@@ -90,7 +90,7 @@ class ThreadedExecutor(Executor):
         if not shared or self.share != "time-slice":
             replica = Replica(model, loss_fn, params, device=device, threads=threads, amp_dtype=amp_dtype)
             self._staging = Staging(device, out)
-            self._launch(replica, pool_cpus(placement.ascent_device) if device.type == "cpu" else None)
+            self._launch(replica, pool_cpus(placement.ascent_device) if torch_kind(device).pools else None)
         if shared and self.share == "auto":
             self.mode = "measuring"
             self._chooser = ShareChooser()
@@ -159,7 +159,7 @@ class ThreadedExecutor(Executor):
         result = future.result()
         if isinstance(result, tuple):  # (result, CUDA event on the result's device)
             result, done = result
-            stream = torch.cuda.current_stream(_result_device(result))
+            stream = torch_kind(_result_device(result)).current_stream(_result_device(result))
             stream.wait_event(done)
             for g in result.grads:
                 if g is not None:

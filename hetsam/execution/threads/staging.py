@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from hetsam.execution.jobs import GradJob
+from hetsam.hardware.kinds import torch_kind
 
 __all__ = ["Slot", "Staging"]
 
@@ -37,12 +38,14 @@ class Slot:
 
 
 class Staging:
-    """The slots of one worker's device; ``copy_stream`` is set when a GPU is on either side."""
+    """The slots of one worker's device; ``copy_stream`` is set when a device with streams (a
+    GPU) is on either side, on the result side's if it has them."""
 
     def __init__(self, device: torch.device, out_device: torch.device):
         self.device = device
-        cuda = device.type == "cuda" or out_device.type == "cuda"
-        self.copy_stream = torch.cuda.Stream(out_device if out_device.type == "cuda" else device) if cuda else None
+        on = out_device if torch_kind(out_device).streams else device if torch_kind(device).streams else None
+        self.kind = torch_kind(on) if on is not None else None  # the kind whose streams order the copies
+        self.copy_stream = self.kind.new_stream(on) if on is not None else None
         self.slots: list[Slot] = []
 
     def stage(self, job: GradJob, free: Slot | None) -> Slot:
@@ -60,24 +63,24 @@ class Staging:
                     torch._foreach_copy_(slot.buffers, list(job.buffers))
             slot.ready = None
             return slot
-        self._copy_cuda(job, slot)
+        self._copy_streamed(job, slot)
         return slot
 
     def _new_slot(self, job: GradJob) -> Slot:
         dev = self.device
-        pin = dev.type == "cpu" and self.copy_stream is not None  # GPU -> CPU: page-locked for async copies
+        pin = not torch_kind(dev).accelerator and self.copy_stream is not None  # GPU -> host: page-locked, async
 
         def like(t: Tensor) -> Tensor:
             return torch.empty(t.shape, dtype=t.dtype, device=dev, pin_memory=pin)
 
         return Slot([like(p) for p in job.params], [like(b) for b in job.buffers])
 
-    def _copy_cuda(self, job: GradJob, slot: Slot) -> None:
+    def _copy_streamed(self, job: GradJob, slot: Slot) -> None:
         """θ → slot on the copy stream, between the training stream and the worker."""
         src = job.params[0].device if job.params else self.device
-        caller = torch.cuda.current_stream(src) if src.type == "cuda" else None
+        caller = torch_kind(src).current_stream(src) if torch_kind(src).streams else None
         stream = self.copy_stream
-        with torch.cuda.stream(stream), torch.no_grad():
+        with self.kind.stream_context(stream), torch.no_grad():
             if caller is not None:
                 stream.wait_stream(caller)  # θ as the training stream left it
             if slot.free is not None:
@@ -85,7 +88,7 @@ class Staging:
             torch._foreach_copy_(slot.params, list(job.params), non_blocking=True)
             if slot.buffers:
                 torch._foreach_copy_(slot.buffers, list(job.buffers), non_blocking=True)
-            slot.ready = torch.cuda.Event()
+            slot.ready = self.kind.new_event()
             slot.ready.record(stream)
         if caller is not None:
             caller.wait_event(slot.ready)  # the training stream may change θ only after the copy read it

@@ -15,11 +15,10 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Sequence
 
-import torch
-
 from hetsam.errors import WorkerFailure
 from hetsam.execution.binding import enter_device
 from hetsam.execution.replica import Replica
+from hetsam.hardware.kinds import torch_kind
 
 __all__ = ["Worker", "POLL_SECONDS"]
 
@@ -94,7 +93,7 @@ def _main(w: Worker) -> None:
         w.started.set()
         return
     w.started.set()
-    cuda = rep.device.type == "cuda"
+    kind, out_kind = torch_kind(rep.device), torch_kind(rep.out_device)
     while True:
         item = w.jobs.get()
         if item is _STOP or w.stopping.is_set():
@@ -105,18 +104,18 @@ def _main(w: Worker) -> None:
             continue
         try:
             if slot.ready is not None:  # the snapshot copy, issued on the copy stream
-                if cuda:
-                    torch.cuda.current_stream(rep.device).wait_event(slot.ready)
+                if kind.streams:
+                    kind.current_stream(rep.device).wait_event(slot.ready)
                 else:
                     slot.ready.synchronize()
             rep.load(job)
-            if cuda:
-                slot.free = torch.cuda.Event()
-                slot.free.record(torch.cuda.current_stream(rep.device))
+            if kind.streams:
+                slot.free = kind.new_event()
+                slot.free.record(kind.current_stream(rep.device))
             result = rep.run(job)
-            if rep.out_device.type == "cuda":  # results on a GPU: the caller's stream waits for them
-                done = torch.cuda.Event()
-                done.record(torch.cuda.current_stream(rep.out_device))
+            if out_kind.streams:  # results on a GPU: the caller's stream waits for them
+                done = out_kind.new_event()
+                done.record(out_kind.current_stream(rep.out_device))
                 result = (result, done)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
             w.failure = exc
