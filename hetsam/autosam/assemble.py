@@ -186,7 +186,6 @@ def _not_finite(losses: list, grads: list, groups: list) -> str | None:
 
 def assembly_for(opt, plan: Plan) -> "Assembly":
     """The runtime, rule and executor of ``plan`` for AutoSAM ``opt`` (built, not yet running)."""
-    # the warm-up steps left at the new rule's step 0 (earlier plans took the others)
     return Assembly(plan, opt.model, opt.loss_fn, opt.base_optimizer, opt.scaler, opt._settings, opt.run)
 
 
