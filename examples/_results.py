@@ -140,7 +140,7 @@ def _task(task: dict, at: str, seeds: int, epochs: int, fail) -> None:
             fail(f"{at}.plans.{_short(label)}", f"is not a plan ({why})")
         if plan.batch_size not in (None, BATCH):
             fail(f"{at}.plans.{_short(label)}.batch_size", f"must be {BATCH} (the benchmark's batch) or null")
-        if plan.ascent_batch_size is not None and plan.ascent_batch_size > BATCH:
+        if (plan.option("ascent_batch_size", None) or 0) > BATCH:
             fail(f"{at}.plans.{_short(label)}.ascent_batch_size", f"must be at most {BATCH} (the benchmark's batch)")
     ratios = _obj(task.get("time_ratio"), f"{at}.time_ratio", fail)
     for label in labels:

@@ -47,15 +47,15 @@ def strategies(planner_ascent: int | None) -> dict[str, Plan | str]:
     out = {
         "sgd": Plan("sgd"),
         "sam": Plan("sam"),
-        "async lookahead b'=b": Plan("async_sam", batch_size=BATCH, ascent_batch_size=BATCH, ascent_batches="lookahead"),
-        "async lookahead b'=b/4": Plan("async_sam", batch_size=BATCH, ascent_batch_size=BATCH // 4, ascent_batches="lookahead"),
-        "async independent b'=b/4 (paper)": Plan("async_sam", batch_size=BATCH, ascent_batch_size=BATCH // 4, ascent_batches="independent"),
-        "sampa-0.2": Plan("sampa", batch_size=BATCH, sampa_lambda=0.2),
-        "rst p=0.5": Plan("rst", sam_probability=0.5),
+        "async lookahead b'=b": Plan("async_sam", batch_size=BATCH, options={"ascent_batch_size": BATCH, "ascent_batches": "lookahead"}),
+        "async lookahead b'=b/4": Plan("async_sam", batch_size=BATCH, options={"ascent_batch_size": BATCH // 4, "ascent_batches": "lookahead"}),
+        "async independent b'=b/4 (paper)": Plan("async_sam", batch_size=BATCH, options={"ascent_batch_size": BATCH // 4, "ascent_batches": "independent"}),
+        "sampa-0.2": Plan("sampa", batch_size=BATCH, options={"sampa_lambda": 0.2}),
+        "rst p=0.5": Plan("rst", options={"sam_probability": 0.5}),
     }
     if planner_ascent is not None and planner_ascent not in (BATCH, BATCH // 4):
         out[f"async lookahead b'={planner_ascent} (planner)"] = Plan(
-            "async_sam", batch_size=BATCH, ascent_batch_size=planner_ascent, ascent_batches="lookahead")
+            "async_sam", batch_size=BATCH, options={"ascent_batch_size": planner_ascent, "ascent_batches": "lookahead"})
     return out
 
 
@@ -128,7 +128,7 @@ def planner_ascent_batch(profile_name: str | None) -> int | None:
     from hetsam.planning.search import plan
 
     report = plan(profile_name, batch_size=BATCH, simulate=False, strategies=("async_sam",))
-    return report.plan.ascent_batch_size
+    return report.plan.option("ascent_batch_size")
 
 
 def main(argv=None) -> int:

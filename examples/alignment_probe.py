@@ -112,11 +112,13 @@ def measured_shares(path: str) -> dict[str, float]:
 
 
 def _key(plan: dict) -> str | None:
-    name, opts = plan["strategy"], plan.get("options") or {}
+    from hetsam import Plan
+
+    name, opts = plan["strategy"], Plan.from_dict(plan).options  # a results file's plan, of any schema
     if name == "async_sam":
-        return f"async b'={plan['ascent_batch_size']} tau={plan.get('staleness', 1)}"
+        return f"async b'={opts['ascent_batch_size']} tau={opts['staleness']}"
     if name == "rst":
-        return f"rst p={plan['sam_probability']}"
+        return f"rst p={opts['sam_probability']}"
     if name == "interval":
         return f"interval k={opts.get('k')}"
     if name == "late_phase":

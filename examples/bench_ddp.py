@@ -50,13 +50,16 @@ def configs(b_prime: int) -> list[tuple[str, list[str], dict]]:
         ("sam", ["--strategy", "sam", "--descent-device", own], dict(strategy="sam", descent_device="cpu:0[0]")),
         (f"async_sam b'={b_prime} time-sliced",
          ["--strategy", "async_sam", "--descent-device", own, "--ascent-batch-size", str(b_prime)],
-         dict(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[0]", ascent_batch_size=b_prime)),
+         dict(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[0]",
+              options={"ascent_batch_size": b_prime})),
         (f"async_sam b'={b_prime} time-sliced, no agreement",
          ["--strategy", "async_sam", "--descent-device", own, "--ascent-batch-size", str(b_prime), "--no-fault-agreement"],
-         dict(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[0]", ascent_batch_size=b_prime)),
+         dict(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[0]",
+              options={"ascent_batch_size": b_prime})),
         (f"async_sam b'={b_prime} worker on the other core",
          ["--strategy", "async_sam", "--descent-device", own, "--ascent-device", other, "--ascent-batch-size", str(b_prime)],
-         dict(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", ascent_batch_size=b_prime)),
+         dict(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]",
+              options={"ascent_batch_size": b_prime})),
     ]
 
 

@@ -179,11 +179,11 @@ def bench_memory(batch_size: int, steps: int) -> None:
     cases = {
         "sgd": dict(plan="sgd"),
         "sam": dict(plan="sam"),
-        "rst p=1": dict(plan="rst", sam_probability=1.0),
-        "g-rst p=1 a=0.5": dict(plan="rst", sam_probability=1.0, grst_alpha=0.5),
-        "async_sam t=1 b/4": dict(plan=Plan(strategy="async_sam", staleness=1, ascent_batch_size=quarter)),
-        "async_sam t=2 b/4": dict(plan=Plan(strategy="async_sam", staleness=2, ascent_batch_size=quarter)),
-        "async_sam t=1 b": dict(plan=Plan(strategy="async_sam", staleness=1)),
+        "rst p=1": dict(plan="rst", options={"sam_probability": 1.0}),
+        "g-rst p=1 a=0.5": dict(plan="rst", options={"sam_probability": 1.0, "grst_alpha": 0.5}),
+        "async_sam t=1 b/4": dict(plan=Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": quarter})),
+        "async_sam t=2 b/4": dict(plan=Plan(strategy="async_sam", options={"staleness": 2, "ascent_batch_size": quarter})),
+        "async_sam t=1 b": dict(plan=Plan(strategy="async_sam", options={"staleness": 1})),
         "sampa l=0.2": dict(plan=Plan(strategy="sampa")),
     }
     torch.manual_seed(0)

@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ascent-batch-size", type=int, default=16)
     args = ap.parse_args(argv)
     cm = CostModel(Profile.from_dict(PROFILE))
-    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=64, ascent_batch_size=args.ascent_batch_size, staleness=1)
-    n, tau = args.iterations, plan.staleness
+    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=64,
+                options={"ascent_batch_size": args.ascent_batch_size, "staleness": 1})
+    n, tau = args.iterations, plan.spec.staleness(plan)
     nbytes = cm.parameter_bytes
     numbers = (cm.grad_seconds("cuda:0", 64), cm.update_seconds("cuda:0"), cm.grad_seconds("cpu:0", args.ascent_batch_size),
                cm.copy_seconds("cuda:0", "cpu:0", nbytes), cm.copy_seconds("cpu:0", "cuda:0", nbytes))

@@ -84,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32, help="per rank (per pair with SAMPa pairs)")
     ap.add_argument("--ascent-batch-size", type=int, default=None, help="AsyncSAM's b' (default b)")
-    ap.add_argument("--policy", default="lookahead", choices=["lookahead", "independent"])
+    ap.add_argument("--policy", default=None, choices=["lookahead", "independent"],
+                    help="AsyncSAM's batch policy (default lookahead)")
     ap.add_argument("--descent-device", default="cpu")
     ap.add_argument("--ascent-device", default=None)
     ap.add_argument("--no-sampa-pairs", action="store_true", help="SAMPa: both gradients on every rank")
@@ -107,9 +108,11 @@ def main(argv=None) -> int:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     torch.set_num_threads(args.threads)
     names = {"local_rank": local, "next_local_rank": (local + 1) % local_world}
+    # the flags given become the strategy's options (a strategy refuses an option it does not have)
+    options = {k: v for k, v in (("ascent_batch_size", args.ascent_batch_size), ("ascent_batches", args.policy))
+               if v is not None}
     plan = hetsam.Plan(strategy=args.strategy, descent_device=args.descent_device.format(**names),
-                       ascent_device=args.ascent_device.format(**names) if args.ascent_device else None,
-                       ascent_batch_size=args.ascent_batch_size, ascent_batches=args.policy)
+                       ascent_device=args.ascent_device.format(**names) if args.ascent_device else None, options=options)
 
     train, test = digits(args.model)
     model = DistributedDataParallel(build_model(args.model))

@@ -53,7 +53,7 @@ def make_model(seed: int = 0) -> BertForSequenceClassification:
 def make_plan(strategy: str):
     if strategy == "auto":
         return "auto"
-    return Plan(strategy, ascent_batch_size=8) if strategy == "async_sam" else strategy
+    return Plan(strategy, options={"ascent_batch_size": 8}) if strategy == "async_sam" else strategy
 
 
 def training_args(out: str, max_steps: int, **kw) -> TrainingArguments:

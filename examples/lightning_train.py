@@ -46,7 +46,7 @@ def loss_fn(model, batch):
 def make_plan(strategy: str):
     if strategy == "auto":
         return "auto"
-    return Plan(strategy, ascent_batch_size=16) if strategy == "async_sam" else strategy
+    return Plan(strategy, options={"ascent_batch_size": 16}) if strategy == "async_sam" else strategy
 
 
 class DigitsModule(AutoSAMModule):

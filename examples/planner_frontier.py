@@ -119,23 +119,18 @@ def on_machine(bench: dict, report) -> Plan | None:
     fits = [c for c in same if c.fits_budget]
     base = (max(fits, key=lambda c: (c.fidelity, -c.predicted_seconds)) if fits
             else min(same, key=lambda c: c.predicted_seconds)).plan
-    d = base.to_dict()
-    for key in ("sam_probability", "sampa_lambda", "staleness", "ascent_batches"):
-        if bench.get(key) is not None:
-            d[key] = bench[key]
-    d["options"] = bench.get("options") or {}
-    if bench.get("ascent_batch_size"):
-        d["ascent_batch_size"] = max(1, round(bench["ascent_batch_size"] / BATCH * report.batch_size))
-    return Plan.from_dict(d)
+    options = dict(Plan.from_dict(bench).options)  # a results file's plan, of any schema
+    if options.get("ascent_batch_size"):  # b' scaled to this batch
+        options["ascent_batch_size"] = max(1, round(options["ascent_batch_size"] / BATCH * report.batch_size))
+    return Plan(name, base.descent_device, base.ascent_device, batch_size=base.batch_size, options=options)
 
 
 def locally(plan: Plan, batch_size: int) -> Plan:
     """A reference machine's plan as the same algorithm here (b' scaled to BATCH)."""
-    d = plan.to_dict()
-    d.update(descent_device="cpu", ascent_device="cpu" if plan.spec.uses_executor else None, batch_size=BATCH)
-    if plan.ascent_batch_size:
-        d["ascent_batch_size"] = max(1, round(plan.ascent_batch_size / batch_size * BATCH))
-    return Plan.from_dict(d)
+    options = dict(plan.options)
+    if options.get("ascent_batch_size"):  # b' scaled to BATCH
+        options["ascent_batch_size"] = max(1, round(options["ascent_batch_size"] / batch_size * BATCH))
+    return Plan(plan.strategy, "cpu", "cpu" if plan.spec.uses_executor else None, batch_size=BATCH, options=options)
 
 
 def references(results: dict, args, E: int, seeds: int, tasks_of, log) -> dict:

@@ -72,7 +72,7 @@ def strategies(pools: bool) -> dict[str, Plan]:
     need two usable cores."""
     out: dict[str, Plan] = {"sgd": Plan("sgd"), "sam": Plan("sam")}
     for p in (0.1, 0.25, 0.5):
-        out[f"rst p={p}"] = Plan("rst", sam_probability=p)
+        out[f"rst p={p}"] = Plan("rst", options={"sam_probability": p})
     for k in (2, 5, 10):
         out[f"interval k={k}"] = Plan("interval", options={"k": k})
     for start in (0.5, 0.75, 0.9):
@@ -80,14 +80,13 @@ def strategies(pools: bool) -> dict[str, Plan]:
     for rho in (0.3, 1.0, 3.0):
         out[f"msam rho={rho}"] = Plan("msam", options={"rho": rho})
     for bp in (8, 16, 32):
-        out[f"async sliced b'={bp}"] = Plan("async_sam", "cpu", "cpu", batch_size=BATCH, ascent_batch_size=bp)
+        out[f"async sliced b'={bp}"] = Plan("async_sam", "cpu", "cpu", batch_size=BATCH, options={"ascent_batch_size": bp})
     for bp in (16, 64):  # the AsyncSAM paper's policy: g(θ_s; B'_s) used at step s + τ
-        out[f"async independent b'={bp}"] = Plan("async_sam", "cpu", "cpu", batch_size=BATCH, ascent_batch_size=bp,
-                                                  ascent_batches="independent")
+        out[f"async independent b'={bp}"] = Plan("async_sam", "cpu", "cpu", batch_size=BATCH,
+                                                  options={"ascent_batch_size": bp, "ascent_batches": "independent"})
     if pools:
         for bp in (16, 64):
-            out[f"async pools b'={bp}"] = Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=BATCH,
-                                                ascent_batch_size=bp)
+            out[f"async pools b'={bp}"] = Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=BATCH, options={"ascent_batch_size": bp})
         out["sampa pools"] = Plan("sampa", "cpu:0[0]", "cpu:0[1]", batch_size=BATCH)
     return out
 

@@ -31,7 +31,7 @@ def study(batch_size: int | None = None, strategies: tuple | None = None, object
         p, runner = report.plan, report.runner_up()
         rows.append({
             "machine": name, "provenance": profile.provenance.get("kind"), "plan": p.describe(),
-            "strategy": p.strategy, "ascent_batch_size": p.ascent_batch_size, "batch_size": report.batch_size,
+            "strategy": p.strategy, "ascent_batch_size": p.option("ascent_batch_size", None), "batch_size": report.batch_size,
             "sgd_ms": report.sgd_seconds * 1e3, "sam_ms": report.sam_seconds * 1e3,
             "plan_ms": report.prediction.iteration_seconds * 1e3, "overhead_vs_sgd": report.prediction.overhead_vs_sgd,
             "budget_met": report.budget_met, "objective": objective,

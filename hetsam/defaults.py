@@ -9,7 +9,7 @@ any arithmetic or allocation (``docs/architecture.md``, "Bounds").
 from __future__ import annotations
 
 __all__ = [
-    "BUDGET", "MIN_ASCENT_FRACTION", "MAX_STALENESS", "STALENESS_LIMIT", "RESERVE_CORES", "SIMULATE_TOP",
+    "BUDGET", "MIN_ASCENT_FRACTION", "MAX_STALENESS", "STALENESS_LIMIT", "BATCH_LIMIT", "RESERVE_CORES", "SIMULATE_TOP",
     "PLANNER_ITERATIONS", "SIM_ITERATIONS", "SIM_TIMELINE_ITERATIONS", "SIM_REL_TOL", "PROFILE_BUDGET_SECONDS",
     "RHO", "SAM_PROBABILITY", "SAMPA_LAMBDA", "ASCENT_BATCHES", "OBJECTIVE", "NEAR_TIE", "BASE_OPTIMIZER",
 ]
@@ -19,6 +19,7 @@ BUDGET = 1.05  # allowed step time, a multiple of the SGD step on the fastest de
 MIN_ASCENT_FRACTION = 0.125  # the floor: AsyncSAM's b' >= b/8, and a plan's expected share of SAM's gain
 MAX_STALENESS = 1  # the largest AsyncSAM staleness τ the planner considers by default
 STALENESS_LIMIT = 16  # the largest τ anything accepts: τ pending jobs and τ batches read ahead
+BATCH_LIMIT = 2**31 - 1  # no batch (b or b') of more samples than this is ever planned or run
 RESERVE_CORES = 0  # cores of socket 0 kept free for the data loader
 SIMULATE_TOP = 8  # candidates the planner confirms with the simulator, besides the fastest at the floor
 PLANNER_ITERATIONS = 2000  # simulated iterations per candidate

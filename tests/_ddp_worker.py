@@ -38,23 +38,23 @@ def shard(batch, rank, world, pairs=False):
 
 
 PLANS = {
-    "async_lookahead": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4, ascent_batches="lookahead"),
-    "async_independent": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4, ascent_batches="independent"),
-    "sampa_local": Plan(strategy="sampa", sampa_lambda=0.2),
-    "sampa_pairs": Plan(strategy="sampa", sampa_lambda=0.2),
-    "sampa_pairs_mismatch": Plan(strategy="sampa", sampa_lambda=0.2),
+    "async_lookahead": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4, "ascent_batches": "lookahead"}),
+    "async_independent": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4, "ascent_batches": "independent"}),
+    "sampa_local": Plan(strategy="sampa", options={"sampa_lambda": 0.2}),
+    "sampa_pairs": Plan(strategy="sampa", options={"sampa_lambda": 0.2}),
+    "sampa_pairs_mismatch": Plan(strategy="sampa", options={"sampa_lambda": 0.2}),
     "sam": Plan(strategy="sam"),
-    "rst": Plan(strategy="rst", sam_probability=0.5),
-    "fault_raise": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
-    "fault_degrade": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
-    "unfreeze": Plan(strategy="async_sam", staleness=1, ascent_batch_size=4),
+    "rst": Plan(strategy="rst", options={"sam_probability": 0.5}),
+    "fault_raise": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4}),
+    "fault_degrade": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4}),
+    "unfreeze": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4}),
 }
 
 
 def run(scenario: str, rank: int, world: int) -> dict:
     name, _, executor = scenario.partition(":")  # e.g. "async_lookahead:inline"
     if name == "agree_plan":  # each rank proposes its own plan; all must run rank 0's
-        mine = Plan(strategy="async_sam", ascent_batch_size=4 + rank, staleness=1 + rank)
+        mine = Plan(strategy="async_sam", options={"ascent_batch_size": 4 + rank, "staleness": 1 + rank})
         return {"plan": agree_plan(DistributedDataParallel(mlp()), mine).to_json()}
     plan = PLANS[name]
     pairs = name.startswith("sampa_pairs")

@@ -27,12 +27,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def deterministic():
     """torch's deterministic algorithms for the test (bit-for-bit comparisons on CPU)."""
-    import torch
+    from hetsam.testing.toys import deterministic_algorithms
 
-    old = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(old)
+    with deterministic_algorithms():
+        yield
 
 
 def pytest_sessionfinish(session, exitstatus):

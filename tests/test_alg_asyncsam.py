@@ -14,11 +14,11 @@ def autosam(model, plan, **kw):
 
 
 def async_plan(tau, b_prime=None, policy="lookahead"):
-    return Plan(strategy="async_sam", staleness=tau, ascent_batch_size=b_prime, ascent_batches=policy)
+    return Plan(strategy="async_sam", options={"staleness": tau, "ascent_batch_size": b_prime, "ascent_batches": policy})
 
 
 def run_lookahead(opt, data):
-    tau = opt.plan.staleness
+    tau = opt.plan.option("staleness")
     for t, batch in enumerate(data):
         opt.step(batch, upcoming=data[t + 1:t + 1 + tau])
 
@@ -95,7 +95,7 @@ def test_lookahead_without_upcoming_falls_back_to_independent_once_and_records_i
         assert sum("falls back" in str(w.message) for w in caught) == 1
         stats = opt.stats()
         assert stats["policy"] == "independent" and stats["fell_back"]  # what ran
-        assert opt.plan.ascent_batches == "lookahead"  # the plan stays the decision
+        assert opt.plan.option("ascent_batches") == "lookahead"  # the plan stays the decision
     ref_async_sam(ref, data, tau=1, b_prime=8, policy="independent")
     assert_rel_close(flat(ours), flat(ref), 1e-6)
 

@@ -11,7 +11,7 @@ from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_f
 
 def autosam(model, lam, base=torch.optim.SGD, **kw):
     kw = kw or SGD_KW
-    return AutoSAM(model, loss_fn, base, rho=0.05, plan=Plan(strategy="sampa", sampa_lambda=lam), executor="inline", **kw)
+    return AutoSAM(model, loss_fn, base, rho=0.05, plan=Plan(strategy="sampa", options={"sampa_lambda": lam}), executor="inline", **kw)
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.2])

@@ -245,9 +245,28 @@ def test_the_benchmark_harness_is_not_imported_by_the_library(module):
     assert not users, users
 
 
-def test_every_package_folder_is_shipped():
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+@pytest.mark.slow  # builds a wheel: `-m 'not slow'` skips it (pyproject.toml)
+def test_the_wheel_ships_every_package_folder_and_nothing_else(tmp_path):
+    """The packages are found, not listed (``setup.py``): a wheel built from a copy of the source
+    holds every file of hetsam/, simulator/ as hetsam.simulator and profiles/ as
+    hetsam.reference_profiles, and nothing else at its top level."""
+    import shutil
+    import zipfile
 
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "hetsam").rglob("*.py")}
-    assert folders <= listed, sorted(folders - listed)
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for name in ("hetsam", "simulator", "profiles"):
+        shutil.copytree(ROOT / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("hetsam-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    assert {n.split("/")[0] for n in shipped if ".dist-info/" not in n} == {"hetsam"}
+    expected = {f"hetsam/{p.relative_to(src / 'hetsam').as_posix()}" for p in (src / "hetsam").rglob("*")
+                if p.is_file() and p.suffix in (".py", ".json")}
+    expected |= {f"hetsam/simulator/{p.name}" for p in (src / "simulator").glob("*.py")}
+    expected |= {f"hetsam/reference_profiles/{p.name}" for p in (src / "profiles").glob("*.json")}
+    assert len(expected) > 150 and not expected - shipped, sorted(expected - shipped)

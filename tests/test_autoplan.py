@@ -41,7 +41,7 @@ def test_first_step_profiles_plans_and_logs_one_line(tmp_path):
 
 
 def test_resume_into_auto_uses_the_saved_plan_without_profiling():
-    with AutoSAM(mlp(), loss_fn, plan=Plan("async_sam", ascent_batch_size=4), executor="inline", lr=0.05) as opt:
+    with AutoSAM(mlp(), loss_fn, plan=Plan("async_sam", options={"ascent_batch_size": 4}), executor="inline", lr=0.05) as opt:
         data = batches(3)
         for batch in opt.prefetch(data):
             opt.step(batch)
@@ -49,5 +49,5 @@ def test_resume_into_auto_uses_the_saved_plan_without_profiling():
     lines = []
     with AutoSAM(mlp(), loss_fn, planner_options=OPTIONS, executor="inline", log=lines.append, lr=0.05) as fresh:
         fresh.load_state_dict(state)
-        assert fresh.plan.strategy == "async_sam" and fresh.plan.ascent_batch_size == 4
+        assert fresh.plan.strategy == "async_sam" and fresh.plan.option("ascent_batch_size") == 4
     assert lines == []

@@ -15,8 +15,8 @@ PLANS = {
     "sgd": "sgd",
     "sam": "sam",
     "rst": "rst",
-    "async_sam_lookahead": Plan(strategy="async_sam", staleness=1, ascent_batch_size=16),
-    "async_sam_independent": Plan(strategy="async_sam", staleness=1, ascent_batch_size=16, ascent_batches="independent"),
+    "async_sam_lookahead": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 16}),
+    "async_sam_independent": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 16, "ascent_batches": "independent"}),
     "sampa": Plan(strategy="sampa"),
 }
 
@@ -73,9 +73,9 @@ def test_bf16_autocast_on_cpu_trains(name):
 
 @pytest.mark.parametrize("plan, extra", [
     ("sam", {}),
-    ("rst", {"grst_alpha": 0.5, "sam_probability": 1.0}),
-    (Plan(strategy="async_sam", staleness=1, ascent_batch_size=8), {}),
-    (Plan(strategy="sampa", sampa_lambda=0.5), {}),
+    ("rst", {"options": {"grst_alpha": 0.5, "sam_probability": 1.0}}),
+    (Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 8}), {}),
+    (Plan(strategy="sampa", options={"sampa_lambda": 0.5}), {}),
 ])
 def test_grad_scaler_path_matches_unscaled_fp16(plan, extra):
     """fp16 autocast with a GradScaler (S = 2^k) gives the same steps as without one: ascent
@@ -155,7 +155,7 @@ def test_unknown_executor_is_a_clear_error():
 
 
 def test_ascent_pools_set_thread_counts():
-    plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", ascent_batch_size=8)
+    plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", options={"ascent_batch_size": 8})
     with AutoSAM(mlp(), loss_fn, plan=plan, executor="inline", lr=0.1) as opt:
         assert opt.executor.replica.threads == 1 and opt._parts.descent_threads == 1
         for b in opt.prefetch(batches(3)):
@@ -173,7 +173,7 @@ def test_nonfinite_ascent_gradient_skips_the_perturbation_once_warned():
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with AutoSAM(model, poisoned, plan=Plan(strategy="async_sam", staleness=0), executor="inline", lr=0.1) as opt:
+        with AutoSAM(model, poisoned, plan=Plan(strategy="async_sam", options={"staleness": 0}), executor="inline", lr=0.1) as opt:
             for b in batches(5):
                 opt.step(b)
             assert opt.stats()["skipped_perturbations"] == 5
@@ -208,8 +208,8 @@ def test_close_and_context_manager():
     (dict(plan="adam"), "plan="),
     (dict(executor="gpu"), "executor="),
     (dict(amp="int8"), "amp="),
-    (dict(grst_alpha=1.5), "alpha="),
-    (dict(plan="rst", sam_probability=1.2), "sam_probability=1.2"),
+    (dict(plan="rst", options={"grst_alpha": 1.5}), "grst_alpha'.=1.5"),
+    (dict(plan="rst", options={"sam_probability": 1.2}), "sam_probability'.=1.2"),
     (dict(plan="async_sam", ascent_threads=0), "thread count"),
     (dict(plan=Plan(strategy="sam", descent_device="cuda:0")), "descent_device"),
 ])
@@ -256,7 +256,7 @@ def test_cuda_descent_with_cpu_ascent_matches_all_cuda():
     runs = []
     for ascent in ("cuda:0", "cpu"):
         model = mlp().cuda()
-        plan = Plan(strategy="async_sam", descent_device="cuda:0", ascent_device=ascent, staleness=1, ascent_batch_size=8)
+        plan = Plan(strategy="async_sam", descent_device="cuda:0", ascent_device=ascent, options={"staleness": 1, "ascent_batch_size": 8})
         with AutoSAM(model, loss_fn, plan=plan, executor="inline", **SGD_KW) as opt:
             assert opt.executor.replica.device.type == ascent[:4]
             for b in opt.prefetch(data):

@@ -24,9 +24,9 @@ from hetsam import AutoSAM, HetsamInputError, Plan
 CASES = {
     "sgd": dict(plan="sgd"),
     "sam": dict(plan="sam"),
-    "async_sam": dict(plan=Plan("async_sam", staleness=2, ascent_batch_size=8)),  # two pending ĝ
-    "sampa": dict(plan=Plan("sampa", sampa_lambda=0.5)),
-    "rst": dict(plan=Plan("rst", sam_probability=0.5), seed=0),
+    "async_sam": dict(plan=Plan("async_sam", options={"staleness": 2, "ascent_batch_size": 8})),  # two pending ĝ
+    "sampa": dict(plan=Plan("sampa", options={"sampa_lambda": 0.5})),
+    "rst": dict(plan=Plan("rst", options={"sam_probability": 0.5}), seed=0),
     "msam": dict(plan=Plan("msam", options={"rho": 0.3})),
     "interval": dict(plan=Plan("interval", options={"k": 2})),
     "late_phase": dict(plan="late_phase", total_steps=6, warmup_steps=1),

@@ -20,13 +20,13 @@ from hetsam import AutoSAM, HetsamInputError, NonFiniteUpdate, Plan
 PLANS = {
     "sgd": "sgd",
     "sam": "sam",
-    "rst": Plan("rst", sam_probability=0.5),
+    "rst": Plan("rst", options={"sam_probability": 0.5}),
     "msam": Plan("msam", options={"rho": 0.3}),
     "interval": Plan("interval", options={"k": 2}),
     "late_phase": "late_phase",
-    "async_sam": Plan("async_sam", staleness=1, ascent_batch_size=8),
-    "sampa": Plan("sampa", sampa_lambda=0.5),
-    "sampa-0": Plan("sampa", sampa_lambda=0.0),
+    "async_sam": Plan("async_sam", options={"staleness": 1, "ascent_batch_size": 8}),
+    "sampa": Plan("sampa", options={"sampa_lambda": 0.5}),
+    "sampa-0": Plan("sampa", options={"sampa_lambda": 0.0}),
 }
 BAD = 3  # the batch whose loss is NaN: step 4 (1-based, as the guard counts) trains on it
 
@@ -143,7 +143,7 @@ def test_a_nonfinite_g_y_never_reaches_the_parameters(lam, how):
     not finite, that step applies nothing, is counted, and the next step is not perturbed."""
     model, fn = replica_poisoned(3, how)
     data = batches(6)
-    with AutoSAM(model, fn, torch.optim.SGD, plan=Plan("sampa", sampa_lambda=lam), executor="inline", lr=0.1,
+    with AutoSAM(model, fn, torch.optim.SGD, plan=Plan("sampa", options={"sampa_lambda": lam}), executor="inline", lr=0.1,
                  momentum=0.9, log=lambda line: None) as opt:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -109,7 +109,7 @@ def plan_lines(lines):
     return [x for x in lines if x.startswith("hetsam: plan ")]
 
 
-@pytest.mark.parametrize("plan", ["async_sam", Plan("async_sam", ascent_batch_size=8), "sam", "msam"],
+@pytest.mark.parametrize("plan", ["async_sam", Plan("async_sam", options={"ascent_batch_size": 8}), "sam", "msam"],
                          ids=["name", "Plan", "sam", "msam"])
 def test_a_named_or_given_plan_is_logged_once_with_its_share(plan):
     lines = []
@@ -160,7 +160,7 @@ def controller(budget=1.3, **kw):
 
 def run_windows(c, slower, seed=1, windows=1):
     """Step periods of the running RST plan, ``slower`` times the profile's, with 2% noise."""
-    rng, p = random.Random(seed), c.report.plan.sam_probability
+    rng, p = random.Random(seed), c.report.plan.option("sam_probability")
     out = []
     for _ in range(30 * windows):
         base = c.report.sam_seconds if rng.random() < p else c.report.sgd_seconds

@@ -77,7 +77,7 @@ def ref_loop(model, groups, data, *, strategy="sam", b_prime=8, clip=None, unfre
 
 
 def plan_for(strategy):
-    return Plan(strategy, ascent_batch_size=8) if strategy == "async_sam" else Plan(strategy)
+    return Plan(strategy, options={"ascent_batch_size": 8}) if strategy == "async_sam" else Plan(strategy)
 
 
 def run(model, params, data, strategy, executor, *, clip=None, unfreeze=None, **kw):
@@ -240,7 +240,7 @@ def test_hooks_registered_on_autosam_run_around_the_base_update():
 
 # ---- lookahead in real loops ------------------------------------------------------------------------
 def _async(model, executor="inline"):
-    return AutoSAM(model, loss_fn, plan=Plan("async_sam", ascent_batch_size=8), executor=executor, lr=0.1)
+    return AutoSAM(model, loss_fn, plan=Plan("async_sam", options={"ascent_batch_size": 8}), executor=executor, lr=0.1)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)

@@ -88,7 +88,7 @@ def test_step_costs_enter_closed_forms_and_the_simulator_alike():
 def test_async_sam_steps_after_the_first_tau_pay_the_climb():
     u, c, b = 0.002, 0.01, 64
     cm = CostModel(cpu_profile(climb=c, update=u))
-    p = Plan("async_sam", "cpu:0", "cpu:0", batch_size=b, ascent_batch_size=8)  # time-sliced: serial
+    p = Plan("async_sam", "cpu:0", "cpu:0", batch_size=b, options={"ascent_batch_size": 8})  # time-sliced: serial
     r = simulate(p, cm, iterations=200, jitter=False)
     expected = cm.grad_seconds("cpu:0", b) + cm.grad_seconds("cpu:0", 8) + u + c
     assert r.iteration_seconds["p50"] == pytest.approx(expected, rel=1e-9)
@@ -125,7 +125,7 @@ def controller(budget=1.3, window=30, **kw):
 def rst_periods(report, rng, slower=1.0, noise=0.05):
     """Step periods of the RST plan on the profile's machine: an SGD or a SAM step (with
     probability p), each with lognormal noise, all ``slower`` times as long."""
-    p = report.plan.sam_probability
+    p = report.plan.option("sam_probability")
     while True:
         base = report.sam_seconds if rng.random() < p else report.sgd_seconds
         yield slower * base * rng.lognormvariate(0.0, noise)
@@ -155,7 +155,7 @@ def test_a_2x_slowdown_calibrates_and_replans_once():
     # the switch was to the plan the calibrated planner predicts best; it predicts the new speed
     calibrated = CostModel(cpu_profile()).calibrated(c.loop_seconds)
     expected = plan_for(calibrated, batch_size=64, budget=1.3, descent_kind="cpu", strategies=SWITCHING).plan
-    assert switched[0] == expected and switched[0].sam_probability > first.sam_probability
+    assert switched[0] == expected and switched[0].option("sam_probability") > first.option("sam_probability")
     assert any(line.startswith("hetsam: measured") for line in lines)
     # max_replans = 1: a second disagreement is recorded but never switches again
     for _ in range(60):
@@ -171,7 +171,7 @@ def test_a_strategy_name_with_a_profile_gets_the_planners_numbers():
     best = plan_for("cpu-2core-resnet20", batch_size=16, descent_kind="cpu", strategies=("async_sam",)).best_of("async_sam")
     with opt:
         opt.step(batches(1)[0])
-    assert opt.plan == best.plan and opt.plan.ascent_batch_size is not None
+    assert opt.plan == best.plan and opt.plan.option("ascent_batch_size") is not None
     assert any("the planner chose" in line and "b'=" in line for line in lines)
 
 

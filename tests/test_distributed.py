@@ -197,7 +197,7 @@ def test_sampa_pairs_bit_for_bit_against_single_process_autosam(ranks):
         full, _ = data(pairs=True)
         from _alg_refs import loss_fn
 
-        with AutoSAM(model, loss_fn, torch.optim.SGD, rho=RHO, plan=Plan(strategy="sampa", sampa_lambda=0.2),
+        with AutoSAM(model, loss_fn, torch.optim.SGD, rho=RHO, plan=Plan(strategy="sampa", options={"sampa_lambda": 0.2}),
                      executor="inline", **SGD_KW) as opt:
             losses = [opt.step(b) for b in full[:STEPS]]
     finally:
@@ -284,7 +284,7 @@ def test_every_rank_runs_rank_0s_plan(ranks):
     from hetsam import Plan
 
     got = [Plan.from_json(ranks[r]["agree_plan"]["plan"]) for r in range(WORLD)]
-    assert got[0] == got[1] == Plan(strategy="async_sam", ascent_batch_size=4, staleness=1)
+    assert got[0] == got[1] == Plan(strategy="async_sam", options={"ascent_batch_size": 4, "staleness": 1})
 
 
 def test_add_param_group_under_ddp_keeps_the_ranks_identical(ranks):

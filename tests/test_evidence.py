@@ -112,7 +112,7 @@ def test_anchored_axes_hold_their_known_ends_and_stay_monotone():
     records = [rec(1, "rst", {"p": 0.25}, 0.6, 0.1), rec(2, "rst", {"p": 0.25}, 0.5, 0.1),
                rec(3, "rst", {"p": 0.5}, 0.4, 0.1), rec(4, "rst", {"p": 0.5}, 0.45, 0.1)]
     m = ShareModel(records)
-    at = {p: m.share(Plan("rst", sam_probability=p), 64, "sgd") for p in (0.001, 0.25, 0.4, 0.5, 0.75, 1.0)}
+    at = {p: m.share(Plan("rst", options={"sam_probability": p}), 64, "sgd") for p in (0.001, 0.25, 0.4, 0.5, 0.75, 1.0)}
     assert at[1.0].value == pytest.approx(1.0) and at[1.0].high - at[1.0].low == pytest.approx(0.0, abs=1e-9)
     values = [at[p].value for p in sorted(at)]
     assert values == sorted(values)  # the pooled 0.55 and 0.43 are pooled to one monotone level
@@ -155,7 +155,7 @@ def test_relatives_inform_the_spread_not_the_mean():
 def test_user_evidence_changes_the_share_and_is_counted():
     prior = [rec(i, "rst", {"p": 0.25}, y, 0.08) for i, y in enumerate((0.5, 0.6, 0.4, 0.55))]
     mine = [rec(9, "rst", {"p": 0.25}, 0.95, 0.02, kind="user")]
-    plan = Plan("rst", sam_probability=0.25)
+    plan = Plan("rst", options={"sam_probability": 0.25})
     before, after = ShareModel(prior).share(plan, 64, "sgd"), ShareModel(prior + mine).share(plan, 64, "sgd")
     assert after.value > before.value + 0.2 and after.counts["user"] == 1
     assert "your study" in after.basis and "1 of yours" in after.text()
@@ -186,7 +186,7 @@ def test_a_share_that_clearly_fails_counts_at_the_bound():
     prior = [rec(i, "rst", {"p": 0.25}, y, 0.05) for i, y in enumerate((0.5, 0.6, 0.4, 0.55))]
     # a ratio of two gains: SAM's small gain gives a huge se, but the method lost far more than SAM won
     fails = [rec(9, "rst", {"p": 0.25}, -9.4, 3.8, kind="user")]
-    plan = Plan("rst", sam_probability=0.25)
+    plan = Plan("rst", options={"sam_probability": 0.25})
     before, after = ShareModel(prior).share(plan, 64, "sgd"), ShareModel(prior + fails).share(plan, 64, "sgd")
     assert after.value < before.value - 0.3 and after.counts["user"] == 1
 

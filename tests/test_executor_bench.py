@@ -29,8 +29,8 @@ def test_default_arrangements_are_the_issue_list():
     labels = [a.label for a in default_arrangements(64, pools=("cpu:0[0]", "cpu:0[1]"))]
     assert labels == ["sgd", "sam", "async_sam pools", "async_sam time-sliced", "sampa pools", "rst"]
     by = {a.label: a.plan for a in default_arrangements(64, pools=("cpu:0[0]", "cpu:0[1]"))}
-    assert by["async_sam pools"].ascent_batch_size == 16 and by["async_sam pools"].ascent_device == "cpu:0[1]"
-    assert by["async_sam time-sliced"].effective_ascent_device == "cpu" and by["rst"].sam_probability == 0.5
+    assert by["async_sam pools"].option("ascent_batch_size") == 16 and by["async_sam pools"].ascent_device == "cpu:0[1]"
+    assert by["async_sam time-sliced"].effective_ascent_device == "cpu" and by["rst"].option("sam_probability") == 0.5
     assert [a.label for a in default_arrangements(64, pools=None)] == ["sgd", "sam", "async_sam time-sliced", "rst"]
 
 
@@ -113,7 +113,7 @@ def test_cli_text_with_a_profile_and_a_plan(tmp_path, capsys):
     prof = tmp_path / "p.json"
     prof.write_text(json.dumps(synthetic_profile_dict()))
     plan = tmp_path / "plan.json"
-    Plan("async_sam", descent_device="cpu", batch_size=8, ascent_batch_size=2).save(plan)
+    Plan("async_sam", descent_device="cpu", batch_size=8, options={"ascent_batch_size": 2}).save(plan)
     code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0",
                  "--profile", str(prof), "--plan", str(plan), "--only", "sgd,sam,plan", "--system-malloc"])
     assert code == 0

@@ -25,7 +25,7 @@ def test_5000_async_steps_keep_threads_and_rss_flat():
         return nn.functional.cross_entropy(m(batch[0]), batch[1])
 
     proc = psutil.Process()
-    plan = Plan(strategy="async_sam", staleness=2, ascent_batch_size=2)
+    plan = Plan(strategy="async_sam", options={"staleness": 2, "ascent_batch_size": 2})
     threads_before = threading.active_count()
     with AutoSAM(model, loss_fn, plan=plan, executor=ThreadedExecutor(share="concurrent"), lr=0.01, momentum=0.9) as opt:
         for t in range(STEPS):
@@ -36,8 +36,8 @@ def test_5000_async_steps_keep_threads_and_rss_flat():
         rss_end = proc.memory_info().rss
         assert threading.active_count() == threads_warm == threads_before + 1  # the one worker
         stats = opt.stats()
-        assert stats["executor"]["jobs"] == STEPS - plan.staleness
-        assert stats["executor"]["staging_slots"] <= plan.staleness
+        assert stats["executor"]["jobs"] == STEPS - plan.option("staleness")
+        assert stats["executor"]["staging_slots"] <= plan.option("staleness")
     assert rss_end <= 1.05 * rss_warm, (rss_warm, rss_end)
     assert threading.active_count() == threads_before
     assert torch.isfinite(torch.cat([p.detach().flatten() for p in model.parameters()])).all()

@@ -17,12 +17,12 @@ from _alg_refs import SGD_KW, batches, flat, loss_fn, mlp
 
 STEPS = 32
 PLANS = {
-    "async_lookahead_tau1": Plan(strategy="async_sam", staleness=1, ascent_batch_size=8),
-    "async_lookahead_tau2": Plan(strategy="async_sam", staleness=2, ascent_batch_size=8),
-    "async_independent_tau1": Plan(strategy="async_sam", staleness=1, ascent_batch_size=8, ascent_batches="independent"),
-    "async_independent_tau2": Plan(strategy="async_sam", staleness=2, ascent_batch_size=8, ascent_batches="independent"),
-    "sampa_0": Plan(strategy="sampa", sampa_lambda=0.0),
-    "sampa_0.2": Plan(strategy="sampa", sampa_lambda=0.2),
+    "async_lookahead_tau1": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 8}),
+    "async_lookahead_tau2": Plan(strategy="async_sam", options={"staleness": 2, "ascent_batch_size": 8}),
+    "async_independent_tau1": Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 8, "ascent_batches": "independent"}),
+    "async_independent_tau2": Plan(strategy="async_sam", options={"staleness": 2, "ascent_batch_size": 8, "ascent_batches": "independent"}),
+    "sampa_0": Plan(strategy="sampa", options={"sampa_lambda": 0.0}),
+    "sampa_0.2": Plan(strategy="sampa", options={"sampa_lambda": 0.2}),
 }
 CPUS = sorted(os.sched_getaffinity(0))
 two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="needs two usable CPUs for two disjoint one-core pools")
@@ -50,7 +50,7 @@ def test_worker_is_bit_for_bit_equal_to_inline(deterministic, name, bn):
     ref, ref_losses, _ = train(PLANS[name], "inline", bn=bn)
     got, losses, stats = train(PLANS[name], ThreadedExecutor(share="concurrent"), bn=bn)
     assert stats["executor"]["mode"] == "worker"  # a worker thread beside the descent
-    assert stats["executor"]["jobs"] == STEPS - (PLANS[name].staleness if name.startswith("async") else 0)
+    assert stats["executor"]["jobs"] == STEPS - (PLANS[name].option("staleness") if name.startswith("async") else 0)
     assert losses == ref_losses
     assert torch.equal(got, ref)
 
@@ -120,7 +120,7 @@ def test_shared_device_measures_both_arrangements_then_keeps_one(deterministic, 
             assert ex.worker_thread is None and len(hetsam_threads()) == started
         else:
             assert ex.worker_thread.is_alive() and ex.held_tensors()  # the time-sliced replica is gone
-        lag = PLANS[name].staleness if name.startswith("async") else 0  # jobs never waited for
+        lag = PLANS[name].option("staleness") if name.startswith("async") else 0  # jobs never waited for
         assert info["inline_seconds"] > 0 and steps - lag <= info["jobs"] <= steps
     assert losses == ref_losses and torch.equal(flat(model), ref)
     assert len(hetsam_threads()) == started
@@ -143,7 +143,7 @@ def test_descent_waits_are_counted_when_the_ascent_is_slower():
 
 
 def test_staging_slots_stay_within_tau_and_are_accounted():
-    plan = Plan(strategy="async_sam", staleness=2, ascent_batch_size=8)
+    plan = Plan(strategy="async_sam", options={"staleness": 2, "ascent_batch_size": 8})
     model = mlp()
     with AutoSAM(model, loss_fn, plan=plan, executor=ThreadedExecutor(share="concurrent"), **SGD_KW) as opt:
         for batch in opt.prefetch(batches(12)):
@@ -151,7 +151,7 @@ def test_staging_slots_stay_within_tau_and_are_accounted():
         slots = opt.executor.describe()["staging_slots"]
         held = opt.extra_tensors()
     n = sum(1 for _ in model.parameters())
-    assert 1 <= slots <= plan.staleness
+    assert 1 <= slots <= plan.option("staleness")
     assert len(held) >= (1 + slots) * n  # the replica and every staging slot
 
 
@@ -201,7 +201,7 @@ def test_degrade_carries_on_on_the_descent_device_and_loses_no_step(deterministi
         got, losses, stats = train(plan, ThreadedExecutor(share="concurrent"), bn=True, loss=failing_on_worker(4),
                                    on_worker_failure="degrade")
     assert stats["executor"]["mode"] == "degraded"
-    assert stats["steps"] == STEPS and stats["unperturbed_steps"] == plan.staleness
+    assert stats["steps"] == STEPS and stats["unperturbed_steps"] == plan.option("staleness")
     # the descent device's replica uses the same thread count as the worker's here, so even
     # the recomputed ascent gradients are bit-identical to the reference
     assert losses == ref_losses and torch.equal(got, ref)
@@ -275,7 +275,7 @@ def test_options_are_validated():
 
 
 def test_a_pool_that_does_not_exist_is_a_clear_error():
-    plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device=f"cpu:0[{len(CPUS)}]", ascent_batch_size=8)
+    plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device=f"cpu:0[{len(CPUS)}]", options={"ascent_batch_size": 8})
     with pytest.raises(ValueError, match="do not exist"):
         AutoSAM(mlp(), loss_fn, plan=plan, lr=0.1)
 
@@ -284,7 +284,7 @@ def test_a_pool_that_does_not_exist_is_a_clear_error():
 @pytest.mark.cuda
 @pytest.mark.parametrize("descent, ascent", [("cuda:0", "cpu"), ("cpu", "cuda:0")])
 def test_cuda_worker_matches_inline(descent, ascent):
-    plan = Plan(strategy="async_sam", descent_device=descent, ascent_device=ascent, staleness=1, ascent_batch_size=8)
+    plan = Plan(strategy="async_sam", descent_device=descent, ascent_device=ascent, options={"staleness": 1, "ascent_batch_size": 8})
     device = torch.device("cuda" if descent.startswith("cuda") else "cpu")
     runs = []
     for ex in ("inline", "threads"):
@@ -320,7 +320,7 @@ def test_park_ends_the_thread_and_the_next_job_restarts_it(deterministic):
                 first = opt.executor.worker_thread
                 opt.executor.park()  # with a job outstanding (tau = 2): it finishes first
                 assert not first.is_alive() and len(hetsam_threads()) == before
-        assert opt.executor.describe()["staging_slots"] <= plan.staleness
+        assert opt.executor.describe()["staging_slots"] <= plan.option("staleness")
     assert losses == ref_losses and torch.equal(flat(model), ref)
 
 

@@ -223,8 +223,8 @@ def test_a_profile_is_refused_or_can_be_planned_and_simulated(doc, batch_size):
         assert math.isfinite(seconds) and seconds > 0, seconds  # what is planned simulates to a time
 
 
-PLANS = [Plan("sgd").to_dict(), Plan("sam", "cpu:0").to_dict(), Plan("rst", "cpu:0", sam_probability=0.3).to_dict(),
-         Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=64, ascent_batch_size=16, staleness=2).to_dict(),
+PLANS = [Plan("sgd").to_dict(), Plan("sam", "cpu:0").to_dict(), Plan("rst", "cpu:0", options={"sam_probability": 0.3}).to_dict(),
+         Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=64, options={"ascent_batch_size": 16, "staleness": 2}).to_dict(),
          Plan("sampa", "cuda:0", "cpu:0", batch_size=32).to_dict()]
 
 
@@ -484,8 +484,8 @@ def _autosam_parts():
 # steps), and one whose guard switched plans
 CHECKPOINT_CASES = {
     "sam": ({"plan": "sam"}, None), "adam": ({"plan": "sgd"}, "adam"),
-    "async_sam": ({"plan": Plan("async_sam", staleness=2, ascent_batch_size=4)}, None),
-    "sampa": ({"plan": Plan("sampa", sampa_lambda=0.5)}, None), "rst": ({"plan": Plan("rst", sam_probability=0.5)}, None),
+    "async_sam": ({"plan": Plan("async_sam", options={"staleness": 2, "ascent_batch_size": 4})}, None),
+    "sampa": ({"plan": Plan("sampa", options={"sampa_lambda": 0.5})}, None), "rst": ({"plan": Plan("rst", options={"sam_probability": 0.5})}, None),
     "msam": ({"plan": Plan("msam", options={"rho": 0.3})}, None),
     "guard": ({"plan": Plan("msam", options={"rho": 0.3})}, "poison"),
 }
@@ -630,9 +630,9 @@ PLAUSIBLE_GROUP = st.dictionaries(st.sampled_from(["lr", "weight_decay", "rho"])
 HOSTILE_PLANS = st.sampled_from(["", "bogus", None, 3, "auto ", Plan("sam", descent_device="cuda:0"),
                                  Plan("async_sam", ascent_device="cuda:0")])
 AUTOSAM_ARGUMENTS = {  # argument: (plausible values, hostile ones)
-    "plan": (st.sampled_from([*strategies.names(), Plan("async_sam", staleness=1, ascent_batch_size=4),
-                              Plan("sampa", sampa_lambda=0.5), Plan("interval", options={"k": 2}),
-                              Plan("msam", options={"rho": 0.2}), Plan("rst", sam_probability=0.3)]), HOSTILE_PLANS),
+    "plan": (st.sampled_from([*strategies.names(), Plan("async_sam", options={"staleness": 1, "ascent_batch_size": 4}),
+                              Plan("sampa", options={"sampa_lambda": 0.5}), Plan("interval", options={"k": 2}),
+                              Plan("msam", options={"rho": 0.2}), Plan("rst", options={"sam_probability": 0.3})]), HOSTILE_PLANS),
     "executor": (st.sampled_from(["inline", "inline", "threads"]), st.one_of(LEAVES, st.just("gpu"))),
     "base_optimizer": (st.sampled_from(["SGD", "Adam", "AdamW"]), st.one_of(LEAVES, st.just("instance"))),
     "params": (st.sampled_from(["none", "tensors", "groups"]), st.sampled_from(["empty-group", "foreign", "junk", "set"])),
@@ -716,8 +716,8 @@ def test_add_param_group_accepts_or_refuses_in_one_line(data):
     net = model()
     base = data.draw(st.sampled_from([torch.optim.SGD, torch.optim.Adam]))
     opts = {"lr": 0.1, "momentum": 0.9} if base is torch.optim.SGD else {"lr": 0.01}
-    plan = data.draw(st.sampled_from(["sgd", "sam", Plan("async_sam", staleness=1, ascent_batch_size=4),
-                                      Plan("sampa", sampa_lambda=0.5), Plan("msam", options={"rho": 0.2})]))
+    plan = data.draw(st.sampled_from(["sgd", "sam", Plan("async_sam", options={"staleness": 1, "ascent_batch_size": 4}),
+                                      Plan("sampa", options={"sampa_lambda": 0.5}), Plan("msam", options={"rho": 0.2})]))
     first = [net[0].weight, net[0].bias]
     with AutoSAM(net, loss, base, plan=plan, executor="inline", params=first, log=lambda line: None, **opts) as opt:
         with warnings.catch_warnings():

@@ -87,9 +87,9 @@ def test_a_diverging_msam_radius_is_caught_and_the_run_ends_near_sam():
 
 @pytest.mark.parametrize("plan", [
     Plan("msam", options={"rho": 1.0}),
-    Plan("rst", sam_probability=0.25),
+    Plan("rst", options={"sam_probability": 0.25}),
     Plan("interval", options={"k": 5}),
-    Plan("async_sam", staleness=0, ascent_batch_size=16),
+    Plan("async_sam", options={"staleness": 0, "ascent_batch_size": 16}),
 ], ids=lambda p: p.strategy)
 def test_healthy_runs_never_trigger_the_guard(plan):
     acc, stats, lines = train_digits(plan)
@@ -159,7 +159,7 @@ def poisoned(at: set, how: str = "loss"):
 
 
 @pytest.mark.parametrize("how", ["loss", "grad"])
-@pytest.mark.parametrize("plan", ["sgd", "sam", Plan("async_sam", staleness=0)], ids=["sgd", "sam", "async_sam"])
+@pytest.mark.parametrize("plan", ["sgd", "sam", Plan("async_sam", options={"staleness": 0})], ids=["sgd", "sam", "async_sam"])
 def test_a_nonfinite_loss_or_gradient_never_reaches_the_base_optimizer(plan, how):
     """The update of that step is skipped (the parameters and momentum stay as they were), warned
     once and counted; training continues (the guard is off here; async_sam is guarded). Step k's

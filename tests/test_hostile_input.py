@@ -198,7 +198,7 @@ def test_staleness_is_bounded_everywhere(tmp_path):
     proc = cli("bench", "--plan", plan, "--no-predict")
     assert_one_line(proc)
     with pytest.raises(HetsamInputError, match="staleness"):
-        AutoSAM(mlp(), loss_fn, plan=Plan("async_sam", staleness=1000), lr=0.1)
+        AutoSAM(mlp(), loss_fn, plan=Plan("async_sam", options={"staleness": 1000}), lr=0.1)
 
 
 # ---- 5: pool names are checked arithmetically -------------------------------------------------------------
@@ -229,10 +229,10 @@ def test_pool_names_are_canonical_and_ascii():
 
 # ---- 8, 9: plans cannot be bypassed; a GPU this torch cannot use ------------------------------------------
 def test_a_tampered_plan_is_refused_by_autosam_and_the_simulator():
-    plan = Plan("sam")
+    plan = Plan("async_sam")
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.strategy = "bogus"
-    object.__setattr__(plan, "staleness", -5)
+    object.__setattr__(plan, "options", {**plan.options, "staleness": -5})
     with pytest.raises(HetsamInputError, match="staleness"):
         AutoSAM(mlp(), loss_fn, plan=plan, lr=0.1)
     from hetsam.simulator import simulate
@@ -295,7 +295,7 @@ def test_a_stuck_ascent_job_is_a_failure_after_ascent_timeout(policy):
 
     release, finished = threading.Event(), threading.Event()
     before = set(threading.enumerate())
-    opt = AutoSAM(mlp(), stuck_on_worker(release, finished), plan=Plan("async_sam", ascent_batch_size=8),
+    opt = AutoSAM(mlp(), stuck_on_worker(release, finished), plan=Plan("async_sam", options={"ascent_batch_size": 8}),
                   executor=ThreadedExecutor(share="concurrent"), on_worker_failure=policy, ascent_timeout=0.5, lr=0.1)
     workers = [t for t in threading.enumerate() if t not in before and t.name.startswith("hetsam-ascent")]
     data = batches(4)
@@ -328,7 +328,7 @@ def test_json_errors_read_well_and_plans_write_strict_json(tmp_path):
     with pytest.raises(HetsamInputError) as err:
         Plan.from_json('{"strategy": ')
     assert "at at" not in str(err.value)
-    assert "NaN" not in Plan("sampa", sampa_lambda=0.5).to_json()
+    assert "NaN" not in Plan("sampa", options={"sampa_lambda": 0.5}).to_json()
     with pytest.raises(HetsamInputError):  # refused at construction, not later at to_json
         Plan("async_sam", options={"x": object()})
 

@@ -55,8 +55,8 @@ def test_gpu_with_spare_cpu_picks_async_sam_and_the_largest_hidden_ascent_batch(
     window = cm.grad_seconds("cuda:0", 128)
     copies = 2 * (1e-5 + 1_000_000 / 10e9)
     best = max(bp for bp in range(1, 129) if cm.grad_seconds("cpu:0", bp) + copies <= window)
-    assert p.ascent_batch_size == best < 128
-    assert p.staleness == 1 and p.ascent_batches == "lookahead"
+    assert p.option("ascent_batch_size") == best < 128
+    assert p.option("staleness") == 1 and p.option("ascent_batches") == "lookahead"
 
 
 def test_two_equal_gpus_pair_up_at_full_ascent_batch():
@@ -68,9 +68,9 @@ def test_two_equal_gpus_pair_up_at_full_ascent_batch():
     assert p.strategy in ("sampa", "async_sam")
     assert {p.descent_device, p.ascent_device} == {"cuda:0", "cuda:1"}
     # AsyncSAM keeps more of SAM's gain than SAMPa in the table, so the largest b' that fits wins
-    fitting = [c.plan.ascent_batch_size for c in report.candidates if c.fits_budget and c.plan.strategy == "async_sam"
+    fitting = [c.plan.option("ascent_batch_size") for c in report.candidates if c.fits_budget and c.plan.strategy == "async_sam"
                and {c.plan.descent_device, c.plan.ascent_device} == {"cuda:0", "cuda:1"}]
-    assert p.strategy == "sampa" or p.ascent_batch_size == max(fitting) >= 120
+    assert p.strategy == "sampa" or p.option("ascent_batch_size") == max(fitting) >= 120
     assert report.budget_met and report.prediction.overhead_vs_sgd <= 0.05
 
 
@@ -83,7 +83,7 @@ def test_single_cpu_meets_the_budget_with_rst_and_reports_the_floor_when_it_cann
     assert report.rst_probability_for_budget == pytest.approx(0.05 * t / t)
     # RST at that p keeps an expected share above the floor (0.125), so the budget is met with it
     assert report.budget_met and report.plan.strategy == "rst"
-    assert report.plan.sam_probability == pytest.approx(report.rst_probability_for_budget)
+    assert report.plan.option("sam_probability") == pytest.approx(report.rst_probability_for_budget)
     assert report.chosen.share.value >= 0.125
     # a floor no fitting plan reaches: not met, said so, and the fastest plan at the floor
     high = plan(prof, batch_size=64, simulate=False, strategies=PARALLEL, min_ascent_fraction=0.7)
@@ -99,8 +99,8 @@ def test_constraints_are_respected(max_staleness, min_fraction):
                   simulate=False, strategies=PARALLEL)
     for c in report.candidates:
         if c.plan.strategy == "async_sam":
-            assert 1 <= c.plan.staleness <= max_staleness
-            assert c.plan.ascent_batch_size >= math.ceil(min_fraction * 128)
+            assert 1 <= c.plan.option("staleness") <= max_staleness
+            assert c.plan.option("ascent_batch_size") >= math.ceil(min_fraction * 128)
     assert report.plan.strategy == "sgd" or fidelity_key(report.plan, 128)[0] >= min_fraction - 1e-12
 
 
@@ -110,8 +110,8 @@ def test_staleness_two_hides_copies():
                     [_link("cpu:0", "cuda:0", bw=0.25e9, lat=1e-5)])
     r1 = plan(prof, batch_size=128, max_staleness=1, simulate=False)
     r2 = plan(prof, batch_size=128, max_staleness=2, simulate=False)
-    b1 = max(c.plan.ascent_batch_size for c in r1.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0")
-    b2 = max(c.plan.ascent_batch_size for c in r2.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0" and c.plan.staleness == 2)
+    b1 = max(c.plan.option("ascent_batch_size") for c in r1.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0")
+    b2 = max(c.plan.option("ascent_batch_size") for c in r2.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0" and c.plan.option("staleness") == 2)
     assert b2 > b1
 
 
@@ -197,7 +197,7 @@ def test_simulate_uses_the_planners_numbers_for_the_readme_machine():
     data = json.loads(out)
     assert report.plan.strategy == "async_sam" and data["plan"] == report.plan.to_dict()
     assert data["iteration_seconds"]["mean"] == pytest.approx(report.prediction.iteration_seconds, rel=0.05)
-    assert data["planner_chose"]["ascent_batch_size"] == report.plan.ascent_batch_size
+    assert data["planner_chose"]["options"]["ascent_batch_size"] == report.plan.option("ascent_batch_size")
 
 
 # ---- issue 22: a noisy profile cannot inflate the baseline ----------------------------------------------

@@ -144,7 +144,7 @@ def test_async_sam_period_at_scale(bp):
     """tau = 1: period = max(S, t_A, c_DA, c_AD, (c_DA + t_A + c_AD + S) / 2) with S the DDP step."""
     cm = profile()
     pool = "cpu:0[0-6]"  # 56 cores, 8 ranks on one socket: 7 cores each
-    r = exact(Plan("async_sam", "cuda:0", pool, batch_size=B, ascent_batch_size=bp), cm, n=200, nodes=4,
+    r = exact(Plan("async_sam", "cuda:0", pool, batch_size=B, options={"ascent_batch_size": bp}), cm, n=200, nodes=4,
               devices_per_node=8, **NET)
     S = ddp_step(T_GPU, U_GPU, [1 * MIB, 9 * MIB], 32, 20e9, 7e-6)
     t_a = cm.grad_seconds(pool, bp)
@@ -171,8 +171,8 @@ def test_sampa_pairs_combine_with_one_allreduce_over_2n_ranks():
 # ---- one rank reduces to the single-node simulation ------------------------------------------------
 @pytest.mark.parametrize("p", [
     Plan("sgd", "cuda:0", batch_size=B), Plan("sam", "cuda:0", batch_size=B),
-    Plan("rst", "cuda:0", batch_size=B, sam_probability=0.3),
-    Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=48),
+    Plan("rst", "cuda:0", batch_size=B, options={"sam_probability": 0.3}),
+    Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 48}),
     Plan("sampa", "cuda:0", "cuda:1", batch_size=B),
 ])
 def test_one_rank_is_the_single_node_simulation(p):
@@ -189,8 +189,8 @@ def test_one_rank_is_the_single_node_simulation(p):
 @pytest.mark.parametrize("jitter", [False, True])
 @pytest.mark.parametrize("p", [
     Plan("sgd", "cuda:0", batch_size=B), Plan("sam", "cuda:0", batch_size=B),
-    Plan("rst", "cuda:0", batch_size=B, sam_probability=0.5),
-    Plan("async_sam", "cuda:0", "cpu:0[0-27]", batch_size=B, ascent_batch_size=32),
+    Plan("rst", "cuda:0", batch_size=B, options={"sam_probability": 0.5}),
+    Plan("async_sam", "cuda:0", "cpu:0[0-27]", batch_size=B, options={"ascent_batch_size": 32}),
     Plan("sampa", "cuda:0", "cuda:1", batch_size=B),
 ])
 def test_more_nodes_never_speed_up_a_step(p, jitter):
@@ -203,7 +203,7 @@ def test_more_nodes_never_speed_up_a_step(p, jitter):
 
 def test_deterministic_for_a_seed():
     cm = profile(spread=0.1)
-    p = Plan("async_sam", "cuda:0", "cpu:0[0-6]", batch_size=B, ascent_batch_size=16)
+    p = Plan("async_sam", "cuda:0", "cpu:0[0-6]", batch_size=B, options={"ascent_batch_size": 16})
     a = simulate(p, cm, iterations=500, seed=3, nodes=16, devices_per_node=8, **NET).to_dict()
     b = simulate(p, cm, iterations=500, seed=3, nodes=16, devices_per_node=8, **NET).to_dict()
     c = simulate(p, cm, iterations=500, seed=4, nodes=16, devices_per_node=8, **NET).to_dict()
@@ -278,7 +278,7 @@ def test_rank_ownership():
     assert Cluster(cm, 1, 8, sockets_per_node=2).rank_pool() == "cpu:0[0-13]"
     assert Cluster(cm, 1, 1).rank_pool() == "cpu:0"
     assert Cluster(cm, 2, 1).spare_gpus() and not Cluster(cm, 2, 2).spare_gpus()
-    r = simulate(Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=16), cm, iterations=50,
+    r = simulate(Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 16}), cm, iterations=50,
                  nodes=2, devices_per_node=8, **NET)
     assert any("owns 7" in n for n in r.notes)
 
@@ -322,7 +322,7 @@ def test_planner_at_scale_respects_constraints_and_rank_ownership(max_staleness,
     for c in r.candidates:
         p = c.plan
         if p.strategy == "async_sam":
-            assert p.staleness <= max_staleness
+            assert p.option("staleness") <= max_staleness
             assert p.spec.ascent_batch_size(p, B) >= math.ceil(min_fraction * B)
         if p.strategy in ("async_sam", "sampa") and p.effective_ascent_device != p.descent_device:
             assert cm.kind(p.effective_ascent_device) == "cpu"  # the node's one GPU trains

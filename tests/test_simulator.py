@@ -82,7 +82,7 @@ def test_sam_on_a_gpu_without_update_time(cm):
 
 
 def test_async_sam_with_no_staleness_and_full_batch_is_sam(cm):
-    r = exact(Plan("async_sam", "cpu:0", "cpu:0", batch_size=B, ascent_batch_size=B, staleness=0), cm, n=30)
+    r = exact(Plan("async_sam", "cpu:0", "cpu:0", batch_size=B, options={"ascent_batch_size": B, "staleness": 0}), cm, n=30)
     assert r.iteration_seconds["mean"] == pytest.approx(2 * 0.17 + 0.001, rel=1e-12)
 
 
@@ -93,7 +93,7 @@ def test_async_sam_tau1_ascent_fits_costs_one_descent_step(cm):
     copies = 2 * (1e-5 + NBYTES / 1e9)
     t_step = 0.17 + 0.001
     assert t_a + copies < t_step
-    r = exact(Plan("async_sam", "cpu:0", "cuda:0", batch_size=B, ascent_batch_size=32), cm)
+    r = exact(Plan("async_sam", "cpu:0", "cuda:0", batch_size=B, options={"ascent_batch_size": 32}), cm)
     assert r.steady_state["mean"] == pytest.approx(max(t_step, t_a + copies), rel=1e-12)
     assert r.descent_wait_seconds == 0.0
     assert r.utilisation["cuda:0"] == pytest.approx(t_a / t_step, rel=1e-2)
@@ -103,7 +103,7 @@ def test_async_sam_tau1_ascent_bound_with_cheap_copies(cm):
     # descent on the GPU (0.01), ascent on the socket at b'=16 (0.05): the descent waits
     t_d, t_a = 0.01, 0.05
     copies = 2 * (1e-5 + NBYTES / 1e9)
-    r = exact(Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=16), cm)
+    r = exact(Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 16}), cm)
     period = r.steady_state["mean"]
     # the ascent device is the bottleneck: period = t_A; the issue's max(t_D, t_A + copies) is
     # within the copy time of it
@@ -124,13 +124,13 @@ def test_async_sam_cycle_bound_with_slow_copies(tau):
     period = max(t_d, t_a, c, c, (c + t_a + c + t_d) / (tau + 1))
     # the schedule repeats every τ+1 steps: average over a whole number of repeats
     n = warmup_iterations(tau) + 600
-    r = exact(Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=8, staleness=tau), cm, n=n)
+    r = exact(Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 8, "staleness": tau}), cm, n=n)
     assert r.steady_state["mean"] == pytest.approx(period, rel=1e-9)
 
 
 def test_async_sam_time_sliced_runs_both_gradients_back_to_back(cm):
     t_step, t_a = 0.17 + 0.001, 0.05  # cpu at b=64 with its update; cpu at b'=16
-    r = exact(Plan("async_sam", "cpu", "cpu", batch_size=B, ascent_batch_size=16), cm, n=60)
+    r = exact(Plan("async_sam", "cpu", "cpu", batch_size=B, options={"ascent_batch_size": 16}), cm, n=60)
     # after the first step (no perturbation yet), every iteration is t_D + u + t_A exactly
     assert r.steady_state["mean"] == pytest.approx(t_step + t_a, rel=1e-12)
     assert r.iteration_seconds["p50"] == pytest.approx(t_step + t_a, rel=1e-12)
@@ -147,7 +147,7 @@ def test_async_sam_schedule_equals_independent_simpy_model(tau, bp, shared, copy
     cm = profile_with(links={0: {"bytes_per_second": copy_bps}})
     d, a = ("cpu:0", "cpu:0") if shared else ("cuda:0", "cpu:0")
     n = 150
-    r = exact(Plan("async_sam", d, a, batch_size=B, ascent_batch_size=bp, staleness=tau), cm, n=n)
+    r = exact(Plan("async_sam", d, a, batch_size=B, options={"ascent_batch_size": bp, "staleness": tau}), cm, n=n)
     # the simulator treats its n steps as part of a longer run (the ascents for steps n..n+τ
     # run too), so the reference simulates n+τ+1 steps and is read at step n−1
     ends, _ = async_sam_update_ends(cm.grad_seconds(d, B), cm.update_seconds(d), cm.grad_seconds(a, bp),
@@ -171,7 +171,7 @@ def test_sampa_is_the_slower_gradient_plus_combine(cm):
 def test_rst_mean_within_binomial_tolerance(cm):
     p, n = 0.3, 3000
     t_d, u = 0.17, 0.001
-    r = exact(Plan("rst", "cpu:0", batch_size=B, sam_probability=p), cm, n=n)
+    r = exact(Plan("rst", "cpu:0", batch_size=B, options={"sam_probability": p}), cm, n=n)
     expected = t_d + u + p * t_d
     sd_of_mean = t_d * math.sqrt(p * (1 - p) / n)  # each step adds t_D with probability p
     assert abs(r.iteration_seconds["mean"] - expected) < 4 * sd_of_mean
@@ -180,8 +180,8 @@ def test_rst_mean_within_binomial_tolerance(cm):
 
 
 def test_rst_extremes_are_sgd_and_sam(cm):
-    assert exact(Plan("rst", "cpu:0", batch_size=B, sam_probability=0.0), cm, n=30).iteration_seconds["mean"] == pytest.approx(0.171)
-    assert exact(Plan("rst", "cpu:0", batch_size=B, sam_probability=1.0), cm, n=30).iteration_seconds["mean"] == pytest.approx(0.341)
+    assert exact(Plan("rst", "cpu:0", batch_size=B, options={"sam_probability": 0.0}), cm, n=30).iteration_seconds["mean"] == pytest.approx(0.171)
+    assert exact(Plan("rst", "cpu:0", batch_size=B, options={"sam_probability": 1.0}), cm, n=30).iteration_seconds["mean"] == pytest.approx(0.341)
 
 
 # ---- contention --------------------------------------------------------------------------
@@ -196,11 +196,11 @@ def test_contention_slows_only_the_overlapped_interval(cm):
     overlap = s_a * t_a
     d_done_before = c + overlap / s_d
     period = c + overlap + (t_d - d_done_before)
-    r = exact(Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=B, ascent_batch_size=16), cm, n=100)
+    r = exact(Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=B, options={"ascent_batch_size": 16}), cm, n=100)
     assert r.steady_state["mean"] == pytest.approx(period, rel=1e-9)
     # without the contention entry the ascent is free
     free = profile_with(contention=[])
-    r0 = exact(Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=B, ascent_batch_size=16), free, n=100)
+    r0 = exact(Plan("async_sam", "cpu:0[0]", "cpu:0[1]", batch_size=B, options={"ascent_batch_size": 16}), free, n=100)
     assert r0.steady_state["mean"] == pytest.approx(t_d, rel=1e-12)
 
 
@@ -240,7 +240,7 @@ def _stable(result: SimResult) -> dict:
 
 
 def test_deterministic_for_a_seed(cm):
-    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=8)
+    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 8})
     a = _stable(simulate(plan, cm, iterations=500, seed=7))
     b = _stable(simulate(plan, cm, iterations=500, seed=7))
     c = _stable(simulate(plan, cm, iterations=500, seed=8))
@@ -249,7 +249,7 @@ def test_deterministic_for_a_seed(cm):
 
 
 def test_steady_state_stops_early_and_extrapolates(cm):
-    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=8)
+    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 8})
     n = 78_200
     r = simulate(plan, cm, iterations=n, seed=1)
     assert r.extrapolated and r.simulated_iterations < n // 10
@@ -276,7 +276,7 @@ def test_batch_means_on_iid_values_and_t_quantiles():
 
 # ---- outputs -------------------------------------------------------------------------------
 def test_timeline_and_chrome_trace_are_valid(cm):
-    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=16)
+    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 16})
     r = simulate(plan, cm, iterations=100, seed=0, timeline_iterations=4)
     assert {e.iteration for e in r.timeline} == {0, 1, 2, 3}
     cats = {e.category for e in r.timeline}
@@ -311,7 +311,7 @@ def test_to_dict_is_json_and_profile_forms_agree(cm, tmp_path):
 def test_compare_strategies_has_baselines_and_the_plan(cm):
     from hetsam.planning.compare import compare_strategies
 
-    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, ascent_batch_size=8)
+    plan = Plan("async_sam", "cuda:0", "cpu:0", batch_size=B, options={"ascent_batch_size": 8})
     rows = compare_strategies(plan, cm, iterations=300, jitter=False)
     assert [r.label for r in rows[:2]] == ["SGD", "SAM"]
     assert sum(r.is_given for r in rows) == 1

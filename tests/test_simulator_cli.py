@@ -52,13 +52,14 @@ def test_defaults_come_from_the_planner_and_flags_override(profile_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert (data["plan"]["descent_device"], data["plan"]["ascent_device"]) == (best.descent_device, best.ascent_device)
-    assert data["plan"]["ascent_batch_size"] == 8  # the flag wins
-    assert set(data["planner_chose"]) == {"descent_device", "ascent_device", "staleness", "ascent_batches"}
+    assert data["plan"]["options"]["ascent_batch_size"] == 8  # the flag wins
+    assert set(data["planner_chose"]) == {"descent_device", "ascent_device", "options"}
+    assert set(data["planner_chose"]["options"]) == {"staleness", "ascent_batches"}
     assert data["extrapolated"] is True and data["simulated_iterations"] < 78200
     assert data["what_if"] == {}
     # nothing given: the planner's plan itself, and the table says which numbers it chose
     proc = hetsam("--profile", profile_path, "--strategy", "async_sam", "--iterations", "50")
-    assert f"b'={best.ascent_batch_size}" in proc.stdout and "the planner chose" in proc.stdout
+    assert f"b'={best.option('ascent_batch_size')}" in proc.stdout and "the planner chose" in proc.stdout
 
 
 def test_plan_file_trace_and_table(profile_path, tmp_path):

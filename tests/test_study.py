@@ -286,8 +286,8 @@ def test_given_plans_keep_their_labels_step_the_schedule_and_score_every_epoch(d
         return x[:200], y[:200].roll(seed)
 
     schedule, runs = CountingSchedule(), tmp_path / "runs.json"
-    plans = {"sgd": Plan("sgd"), "the SAM row": Plan("sam"), "rst p=0.5": Plan("rst", sam_probability=0.5),
-             "rst again": Plan("rst", sam_probability=0.5), "interval k=2": Plan("interval", options={"k": 2})}
+    plans = {"sgd": Plan("sgd"), "the SAM row": Plan("sam"), "rst p=0.5": Plan("rst", options={"sam_probability": 0.5}),
+             "rst again": Plan("rst", options={"sam_probability": 0.5}), "interval k=2": Plan("interval", options={"k": 2})}
     result = hetsam.study(Counting(), loss_fn, per_seed, accuracy(x_te, y_te), plans=plans, epochs=2, seeds=2,
                           out=None, runs=runs, schedule=schedule, curve=True, progress=False, lr=0.05, momentum=0.9)
     assert list(result.scores) == ["sgd", "the SAM row", "rst p=0.5", "rst again", "interval k=2"]

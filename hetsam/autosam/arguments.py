@@ -3,7 +3,9 @@ is built, and the base optimizer, built with what it refuses said in one line to
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import warnings
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -15,7 +17,7 @@ from hetsam.execution.factory import EXECUTORS
 from hetsam.optim.options import check_like, show
 from hetsam.optim.sam import check_base_optimizer, check_group
 
-__all__ = ["NONFINITE", "check_arguments", "build_base", "short"]
+__all__ = ["NONFINITE", "check_arguments", "build_base", "short", "strategy_options", "StrategyOptions"]
 
 NONFINITE = ("skip", "raise")  # AutoSAM(nonfinite=...): a non-finite step's update is skipped, or raises too
 
@@ -65,3 +67,68 @@ def build_base(base_optimizer, groups: list, kwargs: dict) -> torch.optim.Optimi
 
 def short(value: Any) -> str:
     return show(value)
+
+
+def _plain(value: Any) -> bool:
+    """A value a plan can hold (a number, a string, None), not a schedule."""
+    return value is None or isinstance(value, (int, float, str))
+
+
+class StrategyOptions:
+    """AutoSAM's ``options=`` and its deprecated keywords of one strategy (``sam_probability``,
+    ``grst_alpha``), sorted into the plan's values and run-time schedules (``RuleContext.overrides``)."""
+
+    def __init__(self, given: dict, deprecated: dict):
+        self.given, self.deprecated = given, deprecated
+
+    def apply(self, plan):
+        """``plan`` with the options given (a name its strategy lacks is refused in one line) and the
+        deprecated keywords' numbers where its strategy has them (as before they were deprecated)."""
+        declared = {o.name for o in plan.spec.options}
+        old = {k: v for k, v in self.deprecated.items() if k in declared and _plain(v)}
+        merged = {**plan.options, **old, **{k: v for k, v in self.given.items() if _plain(v)}}
+        if self.given.keys() - declared:  # a schedule under a name the strategy lacks
+            plan.spec.check_options(self.given, "AutoSAM options")
+        return plan if merged == dict(plan.options) else dataclasses.replace(plan, options=merged)
+
+    def overrides(self, plan) -> dict:
+        """The run-time values: schedules where the plan's strategy takes one (``Option.schedule``);
+        with ``plan="auto"`` (``plan`` None) every deprecated keyword's value, read by the strategy
+        chosen if it has that option, as before they were deprecated."""
+        if plan is None:
+            if self.given:
+                raise HetsamInputError("options= sets the numbers of a strategy you choose: give plan='rst' (a strategy "
+                                       "name) or a hetsam.Plan; plan='auto' lets the planner choose them")
+            return {k: _checked_somewhere(k, v) for k, v in self.deprecated.items()}
+        takes = {o.name for o in plan.spec.options if o.schedule}
+        for name, value in self.given.items():
+            if not _plain(value) and name not in takes:
+                raise HetsamInputError(f"options[{name!r}] is a {type(value).__name__}, but strategy {plan.strategy!r} "
+                                       f"takes a schedule only for {', '.join(sorted(takes)) or 'none of its options'}; "
+                                       "give a number")
+        old = {k: v for k, v in self.deprecated.items() if k in takes and not _plain(v)}
+        return {**old, **{k: v for k, v in self.given.items() if not _plain(v)}}
+
+
+def strategy_options(options: Any, deprecated: dict) -> StrategyOptions:
+    """AutoSAM's ``options=`` checked as a mapping, and its deprecated keywords (None: not given),
+    each given one warned about once (FutureWarning)."""
+    if options is not None and not isinstance(options, Mapping):
+        raise HetsamInputError(f"options={short(options)} must be a mapping of the strategy's option names to values, "
+                               "e.g. options={'sam_probability': 0.3}")
+    old = {k: v for k, v in deprecated.items() if v is not None}
+    for name in old:
+        warnings.warn(f"AutoSAM({name}=...) is deprecated: pass options={{{name!r}: ...}} (or a hetsam.Plan with "
+                      "those options)", FutureWarning, stacklevel=3)
+    return StrategyOptions(dict(options or {}), old)
+
+
+def _checked_somewhere(name: str, value: Any) -> Any:
+    """A deprecated keyword's value checked by the option of that name (plan="auto": any strategy's)."""
+    from hetsam import strategies
+
+    for spec in strategies.specs():
+        for opt in spec.options:
+            if opt.name == name:
+                return opt.check(value, "AutoSAM") if _plain(value) else value
+    return value

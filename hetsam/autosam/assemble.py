@@ -14,7 +14,8 @@ it is the scaler's call).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -32,6 +33,7 @@ from hetsam.execution.runtime import Runtime
 from hetsam.hardware.kinds import torch_device_name, torch_kind
 from hetsam.planning.plan import Plan
 from hetsam.strategies.rule import RuleContext
+from hetsam.strategies.run import RunContext
 
 __all__ = ["Settings", "Assembly", "CheckedRuntime", "assembly_for", "resolve_plan", "amp_spec", "model_device"]
 
@@ -44,8 +46,7 @@ class Settings:
     amp: AmpSpec | None = None
     descent_threads: int | None = None
     ascent_threads: int | None = None
-    sam_probability: Any = None
-    grst_alpha: float = 1.0
+    overrides: Any = field(default_factory=dict)  # run-time values of the plan's options (RuleContext.overrides)
     seed: int | None = None
     on_worker_failure: str | None = None
     sampa_pairs: bool | None = None
@@ -62,9 +63,10 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_plan(plan: Any, model: nn.Module, sam_probability: Any = None) -> Plan | None:
+def resolve_plan(plan: Any, model: nn.Module, given: Any = None) -> Plan | None:
     """A :class:`Plan` from a strategy name (its defaults, descent on the model's device), a
-    Plan (checked against the model's device), or None for ``"auto"`` (chosen at the first step)."""
+    Plan (checked against the model's device), or None for ``"auto"`` (chosen at the first step);
+    ``given``: AutoSAM's strategy options (``hetsam.autosam.arguments.StrategyOptions``), applied."""
     device = model_device(model)
     name = torch_device_name(device)
     if isinstance(plan, Plan):
@@ -75,15 +77,12 @@ def resolve_plan(plan: Any, model: nn.Module, sam_probability: Any = None) -> Pl
                 f"the plan's descent_device={plan.descent_device!r} but the model is on {device}; "
                 "move the model there (model.to(...)) or use a plan for that device"
             )
-        return plan
+        return given.apply(plan) if given is not None else plan
     if isinstance(plan, str) and plan == "auto":
         return None
     if isinstance(plan, str) and plan in strategies.names():
-        fields = {}
-        if "sam_probability" in strategies.get(plan).fields and isinstance(sam_probability, (int, float)) \
-                and not isinstance(sam_probability, bool):
-            fields["sam_probability"] = sam_probability  # the user's number is the plan's p
-        return Plan(strategy=plan, descent_device=name, **fields)
+        made = Plan(strategy=plan, descent_device=name)
+        return given.apply(made) if given is not None else made
     raise HetsamInputError(f"plan={plan!r} must be 'auto', a strategy name ({', '.join(strategies.names())}) or a hetsam.Plan")
 
 
@@ -187,18 +186,15 @@ def _not_finite(losses: list, grads: list, groups: list) -> str | None:
 
 def assembly_for(opt, plan: Plan) -> "Assembly":
     """The runtime, rule and executor of ``plan`` for AutoSAM ``opt`` (built, not yet running)."""
-    # the warm-up steps left at the new rule's step 0 (earlier plans took the others)
-    return Assembly(plan, opt.model, opt.loss_fn, opt.base_optimizer, opt.scaler, opt._settings,
-                    lambda: opt.total_steps,
-                    lambda: None if opt.warmup_steps is None else opt.warmup_steps - opt._steps_before)
+    return Assembly(plan, opt.model, opt.loss_fn, opt.base_optimizer, opt.scaler, opt._settings, opt.run)
 
 
 class Assembly:
     """Runtime + rule + executor (+ rank context under DDP) for one plan (module docstring)."""
 
     def __init__(self, plan: Plan, model: nn.Module, loss_fn: Callable, base: torch.optim.Optimizer, scaler: Any,
-                 settings: Settings, total_steps: Callable[[], int | None] = lambda: None,
-                 warmup_steps: Callable[[], int | None] = lambda: None):
+                 settings: Settings, run: RunContext | None = None):
+        run = run if run is not None else RunContext()
         spec = plan.spec
         self.plan, self.model, self.loss_fn, self.settings = plan, model, loss_fn, settings
         self.descent_threads = role_threads(plan.descent_device, settings.descent_threads)
@@ -207,9 +203,10 @@ class Assembly:
                                  rank_pairs=spec.rank_pairs)
         self.runtime = CheckedRuntime(model, loss_fn, base, amp=settings.amp, scaler=scaler, max_grad_norm=settings.max_grad_norm,
                                local_model=self.dist.module if self.dist is not None else None)
-        self._ctx = RuleContext(plan, self.runtime, make_executor=self._make_executor, dist=self.dist,
-                                sam_probability=settings.sam_probability, grst_alpha=settings.grst_alpha,
-                                seed=settings.seed, total_steps=total_steps, warmup_steps=warmup_steps)
+        if self.dist is not None:
+            run.world_size = self.dist.world
+        self._ctx = RuleContext(plan, self.runtime, make_executor=self._make_executor, dist=self.dist, run=run,
+                                overrides=settings.overrides, seed=settings.seed)
         self.rule = spec.build_rule(self._ctx)
 
     @property

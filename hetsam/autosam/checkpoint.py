@@ -26,8 +26,7 @@ def state_dict(opt) -> dict:
         "strategy": parts.rule.state_dict() if parts is not None else None,
         "skipped_perturbations": parts.runtime.perturbation.skipped if parts is not None else 0,
         "steps_before": opt._steps_before,
-        "total_steps": opt.total_steps,
-        "warmup_steps": opt.warmup_steps,
+        **opt.run.state_dict(),  # the run's facts (hetsam.strategies.run): total_steps, warmup_steps
         "skipped_updates": opt._skipped_updates,
         "guard": opt._guard.state_dict(),
     }
@@ -56,10 +55,7 @@ def load_state_dict(opt, state_dict: dict) -> None:
     opt._steps_before = saved.get("steps_before", 0)
     opt._skipped_updates = saved.get("skipped_updates", 0)
     opt._guard.load_state_dict(guard)
-    if opt.warmup_steps is None and saved.get("warmup_steps") is not None:
-        opt.warmup_steps = saved["warmup_steps"]
-    if opt.total_steps is None and saved.get("total_steps") is not None:  # the run's plan of steps resumes too
-        opt.total_steps = saved["total_steps"]
+    opt.run.learn(**{k: saved.get(k) for k in opt.run.FACTS})  # the run's facts resume too (the user's win)
     if "scaler" in saved and opt._owns_scaler:
         opt.scaler.load_state_dict(saved["scaler"])
 

@@ -56,8 +56,10 @@ Cross-cutting behaviour:
   GradScaler it created; ``load_state_dict`` resumes exactly, and checks the whole checkpoint
   first: one it refuses (:mod:`hetsam.autosam.checkpoint_checks`) changes nothing.
 * ``close()`` (or ``with AutoSAM(...) as opt:``) releases the executor.
-* SAMPa computes both of its gradients on whole batches; the plan's ``ascent_batch_size`` is
-  used by AsyncSAM only.
+* A strategy's settings are its plan's ``options`` (b', τ, p, λ, ...): give a ``hetsam.Plan``, or
+  a strategy's name with ``options=``; SAMPa computes both of its gradients on whole batches.
+* The facts of the run (planned steps, warm-up, steps under earlier plans) are one object,
+  ``opt.run`` (:class:`hetsam.strategies.run.RunContext`), which every rule reads.
 * ``step`` sets ``p.grad = None`` before its passes; after a step ``p.grad`` holds the last
   update gradient, as with a plain optimizer.
 
@@ -75,9 +77,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from hetsam import _checks, defaults
+from hetsam import defaults
 from hetsam.autosam import checkpoint, stepping
-from hetsam.autosam.arguments import build_base, check_arguments
+from hetsam.autosam.arguments import build_base, check_arguments, strategy_options
 from hetsam.autosam.assemble import Assembly, Settings, amp_spec, assembly_for, model_device, resolve_plan
 from hetsam.autosam.controller import controller_for
 from hetsam.autosam.guard import DivergenceGuard
@@ -87,9 +89,9 @@ from hetsam.autosam.report import base_family, plan_report
 from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.binding import role_binding
 from hetsam.execution.executor import Executor
-from hetsam.optim.rst import check_alpha
 from hetsam.optim.sam import check_group, share_groups
 from hetsam.planning.plan import Plan
+from hetsam.strategies.run import RunContext, run_fact
 
 __all__ = ["AutoSAM"]
 
@@ -119,8 +121,14 @@ class AutoSAM(torch.optim.Optimizer):
         max_grad_norm: clip the applied gradient to this global L2 norm (None: no clipping).
         adaptive, eta: ASAM's T = |θ| + η (default η = 0, ``davda54/sam``'s element-wise ASAM;
             ``hetsam.optim.asam_groups`` gives the official ASAM's groups).
-        sam_probability, grst_alpha, seed: RST's p (a number, a callable ``t -> p`` or a
-            schedule; None: the plan's), G-RST's α, and the seed of its generator.
+        options: the strategy's settings (``hetsam.strategies.get(name).options``: b', τ, p, λ,
+            ...) for a plan given by name or as a Plan (they replace the Plan's); one the strategy
+            lacks is refused. A value may be a schedule (a callable ``t -> value``) where the option
+            takes one (RST's p). Not with ``plan="auto"``, whose planner chooses them.
+        seed: the seed of a rule's random draws (RST's generator).
+        sam_probability, grst_alpha: deprecated (a FutureWarning): ``options={"sam_probability":
+            p, "grst_alpha": α}``. They still apply where the strategy has them (with
+            ``plan="auto"``: if the planner chooses RST).
         amp, scaler: autocast (True, ``"bf16"``/``"fp16"`` or a dtype) and a GradScaler (None
             creates one for float16; False: none).
         descent_threads, ascent_threads: intra-op threads of the two roles (default: a pool's
@@ -132,8 +140,8 @@ class AutoSAM(torch.optim.Optimizer):
             treats the worker as failed (``on_worker_failure`` decides what follows). None: 20 ×
             the longer of the last descent pass and the mean ascent job, at least 30 s (300 s
             before either was measured); ``float("inf")``: never.
-        total_steps: the run's planned number of steps (late-phase SAM starts SAM at a share of
-            it); settable later as ``opt.total_steps`` (the framework integrations set it).
+        total_steps: the run's planned number of steps (``opt.run``; late-phase SAM starts SAM at
+            a share of it); settable later as ``opt.total_steps`` (the framework integrations set it).
         sampa_pairs: under DDP, whether ``"sampa"`` runs across rank pairs (None: yes).
         planner_options: for ``plan="auto"``, :class:`hetsam.planning.options.PlannerOptions` keys.
             With ``"profile"`` among them, ``plan`` may also be a strategy name: the planner then
@@ -160,8 +168,8 @@ class AutoSAM(torch.optim.Optimizer):
 
     def __init__(self, model: nn.Module, loss_fn: Callable, base_optimizer: Any = torch.optim.SGD, rho: float = defaults.RHO,
                  plan: Any = "auto", executor: Any = "threads", *, params: Any = None, max_grad_norm: float | None = None,
-                 adaptive: bool = False, eta: float = 0.0, sam_probability: Any = None, grst_alpha: float = 1.0,
-                 seed: int | None = None, amp: Any = None, scaler: Any = None, descent_threads: int | None = None,
+                 adaptive: bool = False, eta: float = 0.0, options: Any = None, sam_probability: Any = None,
+                 grst_alpha: float | None = None, seed: int | None = None, amp: Any = None, scaler: Any = None, descent_threads: int | None = None,
                  ascent_threads: int | None = None, on_worker_failure: str | None = None,
                  ascent_timeout: float | None = None, total_steps: int | None = None,
                  sampa_pairs: bool | None = None, planner_options: Any = None, strategies: Any = None,
@@ -170,17 +178,13 @@ class AutoSAM(torch.optim.Optimizer):
         check_arguments(model, loss_fn, base_optimizer, executor, on_worker_failure, max_grad_norm, ascent_timeout,
                         {**base_kwargs, "rho": rho, "adaptive": adaptive, "eta": eta}, nonfinite=nonfinite, seed=seed,
                         log=log, scaler=scaler, sampa_pairs=sampa_pairs)
-        self.total_steps = _checks.optional(_checks.integer, total_steps, "total_steps", low=1, high=1 << 48)
-        self.warmup_steps = warmup_steps
+        given = strategy_options(options, {"sam_probability": sam_probability, "grst_alpha": grst_alpha})
+        self.run = RunContext(total_steps, warmup_steps)  # the run's facts, read by every rule
         self._log = log or (lambda line: print(line, file=sys.stderr))
         self._guard = DivergenceGuard.for_model(guard, model, self._log)
         apply_allocator_policy()  # as the profiler did (hetsam.execution.allocator)
         device = model_device(model)
         amp = amp_spec(amp, device.type)
-        self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
-                                  sam_probability=sam_probability, grst_alpha=check_alpha(grst_alpha), seed=seed,
-                                  on_worker_failure=on_worker_failure, sampa_pairs=sampa_pairs, max_grad_norm=max_grad_norm,
-                                  ascent_timeout=ascent_timeout)
         super().__init__(resolve_params(model, params), dict(rho=float(rho), adaptive=adaptive, eta=float(eta), **base_kwargs))
         for i, group in enumerate(self.param_groups):
             check_group(group, f"param group {i}")
@@ -189,7 +193,10 @@ class AutoSAM(torch.optim.Optimizer):
         # plan="auto", or a strategy name with a profile: the planner chooses at the first step
         self._controller = controller_for(plan, planner_options, model, self._log, strategies=strategies,
                                           base_family=base_family(self.base_optimizer))
-        self.plan = None if self._controller is not None else resolve_plan(plan, model, sam_probability)
+        self.plan = None if self._controller is not None else resolve_plan(plan, model, given)
+        self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
+                                  overrides=given.overrides(self.plan), seed=seed, on_worker_failure=on_worker_failure,
+                                  sampa_pairs=sampa_pairs, max_grad_norm=max_grad_norm, ascent_timeout=ascent_timeout)
         self._given_plan_object, self._plan_logged, self._plan_source = isinstance(plan, Plan), False, "as given"
         self._owns_scaler = scaler is None and amp is not None and amp.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(device.type) if self._owns_scaler else (scaler or None)
@@ -204,14 +211,9 @@ class AutoSAM(torch.optim.Optimizer):
         if self.plan is not None:
             self._use(self.plan)
 
-    @property
-    def warmup_steps(self) -> int | None:
-        """The learning rate's warm-up steps (MSAM climbs in none of them), or None."""
-        return self._warmup_steps
-
-    @warmup_steps.setter
-    def warmup_steps(self, value: int | None) -> None:
-        self._warmup_steps = _checks.optional(_checks.integer, value, "warmup_steps", low=0, high=1 << 48)
+    total_steps = run_fact("total_steps", "The run's planned number of steps (``opt.run``), or None.")
+    warmup_steps = run_fact("warmup_steps", "The learning rate's warm-up steps (MSAM climbs in none of them), or None.")
+    _steps_before = run_fact("steps_before", "Steps taken under earlier plans (re-plans).")
 
     def plan_report(self) -> dict:
         """The plan that runs and why: ``{"plan", "share" (``Share.to_dict()``), "prediction" (the

@@ -37,7 +37,7 @@ def share_of(plan, batch_size: int | None, family: str | None, shares: Any = Non
     """The plan's :class:`~hetsam.evidence.Share` for a new task (``batch_size``: b, for b'/b)."""
     from hetsam.evidence import share_model
 
-    b = plan.batch_size or batch_size or plan.ascent_batch_size or 1
+    b = plan.batch_size or batch_size or 1  # b unknown: b' = b (the share of b'/b is the same at b = 1)
     return share_model(shares).share(plan, b, family)
 
 

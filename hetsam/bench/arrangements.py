@@ -52,13 +52,14 @@ def default_arrangements(batch_size: int, *, pools: tuple[str, str] | None | boo
     if pools:
         d, a = pools
         out.append(Arrangement(POOLS, Plan(ASYNC_SAM, descent_device=d, ascent_device=a, batch_size=b,
-                                           ascent_batch_size=ascent_batch_size, staleness=1)))
+                                           options={"ascent_batch_size": ascent_batch_size, "staleness": 1})))
     out.append(Arrangement(SLICED, Plan(ASYNC_SAM, descent_device="cpu", ascent_device="cpu", batch_size=b,
-                                        ascent_batch_size=ascent_batch_size, staleness=1), {"share": "time-slice"}))
+                                        options={"ascent_batch_size": ascent_batch_size, "staleness": 1}),
+                           {"share": "time-slice"}))
     if pools:
         d, a = pools
         out.append(Arrangement(f"{SAMPA} pools", Plan(SAMPA, descent_device=d, ascent_device=a, batch_size=b)))
-    out.append(Arrangement(RST, Plan(RST, descent_device="cpu", batch_size=b, sam_probability=0.5)))
+    out.append(Arrangement(RST, Plan(RST, descent_device="cpu", batch_size=b, options={"sam_probability": 0.5})))
     return out
 
 
@@ -74,6 +75,6 @@ def fitted_pool_arrangement(profile, batch_size: int) -> Arrangement | None:
     for c in report.candidates:
         p = c.plan
         if p.strategy == ASYNC_SAM and (p.descent_device, p.ascent_device) == pools:
-            p = dataclasses.replace(p, ascent_batches="lookahead")
+            p = dataclasses.replace(p, options={**p.options, "ascent_batches": "lookahead"})
             return Arrangement(f"{POOLS} b'={p.spec.ascent_batch_size(p, batch_size)}", p)
     return None

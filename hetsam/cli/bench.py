@@ -123,7 +123,7 @@ def _run(args, allocator: str) -> int:
         from hetsam.bench import fitted_pool_arrangement
 
         fitted = fitted_pool_arrangement(profile, args.batch_size)
-        if fitted is not None and fitted.plan.ascent_batch_size != args.batch_size // 4:
+        if fitted is not None and fitted.plan.spec.ascent_batch_size(fitted.plan, args.batch_size) != args.batch_size // 4:
             at = next(i for i, a in enumerate(arrangements) if a.label == "async_sam pools") + 1
             arrangements.insert(at, fitted)
     if args.concurrent:

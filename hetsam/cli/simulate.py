@@ -27,11 +27,11 @@ HELP = COMMANDS["simulate"]
 
 _PLAN_OPTIONS = ("strategy", "descent_device", "ascent_device", "batch_size", "ascent_batch_size", "staleness",
                  "ascent_batches", "probability", "sampa_lambda", "option")
-# flag (argparse dest) -> the Plan field it sets
-_FIELD_OF = {"ascent_device": "ascent_device", "ascent_batch_size": "ascent_batch_size", "staleness": "staleness",
-             "ascent_batches": "ascent_batches", "probability": "sam_probability", "sampa_lambda": "sampa_lambda"}
-_FLAG_OF = {"descent_device": "--descent-device", **{f: f"--{flag.replace('_', '-')}" for flag, f in _FIELD_OF.items()},
-            "options": "--option"}
+# flag (argparse dest) -> the strategy option it sets (the spec says whether the strategy has it)
+_OPTION_OF = {"ascent_batch_size": "ascent_batch_size", "staleness": "staleness", "ascent_batches": "ascent_batches",
+              "probability": "sam_probability", "sampa_lambda": "sampa_lambda"}
+_FLAG_OF = {"descent_device": "--descent-device", "ascent_device": "--ascent-device",
+            **{name: f"--{flag.replace('_', '-')}" for flag, name in _OPTION_OF.items()}}
 
 
 def add_arguments(p) -> None:
@@ -192,29 +192,30 @@ def plan_from_args(args, cm, cluster=None, scale=None, planner=None):
     from hetsam.planning.plan import Plan
 
     spec = strategies.get(args.strategy)
-    unread = [f"--{flag.replace('_', '-')}" for flag, f in _FIELD_OF.items()
-              if getattr(args, flag, None) is not None and f not in spec.fields]
+    declared = [o.name for o in spec.options]
+    flagged = {name: getattr(args, flag) for flag, name in _OPTION_OF.items() if getattr(args, flag, None) is not None}
+    unread = ["--ascent-device"] if args.ascent_device is not None and "ascent_device" not in spec.fields else []
+    unread += [_FLAG_OF[name] for name in flagged if name not in declared]
     if unread:
+        reads = [_FLAG_OF.get(f, f) for f in spec.fields] + [_FLAG_OF.get(n, f"--option {n}=") for n in declared]
         raise HetsamInputError(f"{', '.join(unread)} does not apply to strategy {spec.name!r} (it reads: "
-                               f"{', '.join(spec.fields) or 'no plan field beyond the devices'})")
+                               f"{', '.join(reads) or 'no setting beyond the devices'})")
     b = args.batch_size if args.batch_size is not None else cm.profile.batch_size
     if b < 1:
         raise HetsamInputError(f"--batch-size {b} must be a positive integer")
-    given = {f: getattr(args, flag) for flag, f in _FIELD_OF.items() if getattr(args, flag, None) is not None}
-    if args.descent_device:
-        given["descent_device"] = args.descent_device
-    if args.option:
-        given["options"] = parse_options(args.option)
+    given = {k: getattr(args, k) for k in ("descent_device", "ascent_device") if getattr(args, k, None)}
+    options = {**parse_options(args.option), **flagged}
     if planner is None:
         planner = make_planner(args, cm, scale or {})
     chosen = _planners_plan(spec, cm, b, given, planner)
     if chosen is not None:
-        fields = {**chosen.to_dict(), **given, "batch_size": b}
-        fields.pop("strategy", None)
-        picked = {f: fields[f] for f in ("descent_device", *spec.fields) if f not in given and fields.get(f) is not None}
-        if spec.options and "options" not in given and fields.get("options"):
-            picked["options"] = fields["options"]  # MSAM's ρ, interval's k, ...
-        return Plan(args.strategy, **{k: v for k, v in fields.items() if k in _PLAN_FIELDS}), picked
+        picked = {f: getattr(chosen, f) for f in ("descent_device", *spec.fields)
+                  if f not in given and getattr(chosen, f) is not None}
+        mine = {k: v for k, v in chosen.options.items() if k not in options and v is not None}
+        if mine:
+            picked["options"] = mine  # b', τ, p, λ, MSAM's ρ, interval's k, ...
+        devices = {k: given.get(k, getattr(chosen, k)) for k in ("descent_device", "ascent_device")}
+        return Plan(args.strategy, **devices, batch_size=b, options={**chosen.options, **options}), picked
     descent = args.descent_device or min(cm.device_ids, key=lambda d: cm.grad_seconds(d, b))
     ascent = args.ascent_device
     if ascent is None and spec.uses_executor:
@@ -222,15 +223,7 @@ def plan_from_args(args, cm, cluster=None, scale=None, planner=None):
 
         others = (cluster or Cluster(cm)).ascent_devices(descent)
         ascent = min(others, key=lambda d: cm.grad_seconds(d, b)) if others else None
-    kwargs = {"descent_device": descent, "ascent_device": ascent, "batch_size": b, "options": parse_options(args.option)}
-    for flag, field in _FIELD_OF.items():
-        if flag != "ascent_device" and getattr(args, flag, None) is not None:
-            kwargs[field] = getattr(args, flag)
-    return Plan(args.strategy, **kwargs), {}
-
-
-_PLAN_FIELDS = ("descent_device", "ascent_device", "batch_size", "ascent_batch_size", "staleness", "ascent_batches",
-                "sam_probability", "sampa_lambda", "options")
+    return Plan(args.strategy, descent_device=descent, ascent_device=ascent, batch_size=b, options=options), {}
 
 
 def _planners_plan(spec, cm, b: int, given: dict, planner):
@@ -309,5 +302,6 @@ def format_result(result, profile, swaps, comparisons=None, picked=None, notes=N
 
 def _picked_text(field: str, value) -> str:
     if field == "options":
-        return ", ".join(f"--option {k}={v:g}" for k, v in value.items())
+        return ", ".join(f"{_FLAG_OF[k]} {v:g}" if k in _FLAG_OF and not isinstance(v, str) else
+                         f"{_FLAG_OF[k]} {v}" if k in _FLAG_OF else f"--option {k}={v:g}" for k, v in value.items())
     return f"{_FLAG_OF.get(field, field)} {value}"

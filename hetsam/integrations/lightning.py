@@ -81,9 +81,9 @@ class AutoSAMModule(pl.LightningModule):
             raise HetsamInputError("accumulate_grad_batches > 1 is not supported with AutoSAM in automatic optimization; "
                                    "use AutoSAM's accumulate= in manual optimization, or a larger batch")
         opt = self.autosam  # one AutoSAM, checked before the first step
-        steps = trainer.estimated_stepping_batches  # late-phase SAM needs the planned steps
-        if opt.total_steps is None and isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
-            opt.total_steps = int(steps)
+        steps = trainer.estimated_stepping_batches  # the run's planned steps (hetsam.strategies.run)
+        if isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
+            opt.run.learn(total_steps=int(steps))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._hetsam_batch = batch  # automatic optimization: the ascent needs the step's batch

@@ -106,15 +106,14 @@ class AutoSAMTrainer(transformers.Trainer):
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        """The Trainer's schedule; AutoSAM learns its planned steps (late-phase SAM) and its warm-up
-        steps (MSAM). The Trainer calls this, directly or through ``create_optimizer_and_scheduler``."""
+        """The Trainer's schedule; AutoSAM's run learns its planned steps and its warm-up steps
+        (``hetsam.strategies.run``). The Trainer calls this, directly or through
+        ``create_optimizer_and_scheduler``."""
         scheduler = super().create_scheduler(num_training_steps, optimizer)
         opt = self.autosam
         if opt is not None and num_training_steps and num_training_steps > 0:
-            if opt.total_steps is None:
-                opt.total_steps = int(num_training_steps)
-            if opt.warmup_steps is None:
-                opt.warmup_steps = int(self.args.get_warmup_steps(num_training_steps))
+            opt.run.learn(total_steps=int(num_training_steps),
+                          warmup_steps=int(self.args.get_warmup_steps(num_training_steps)))
         return scheduler
 
     def _loss(self, model, inputs):

@@ -146,6 +146,6 @@ def _judge(p: Plan, b: int, report, ratio_to_sgd: float, shares) -> tuple:
 def _key(p: Plan, cm, b: int) -> tuple:
     spec = p.spec
     ascent = cm.resolve(p.effective_ascent_device) if spec.uses_ascent else None
-    fields = tuple(getattr(p, f) for f in spec.fields if f not in ("ascent_device", "ascent_batch_size"))
+    # the strategy's own numbers as its spec reads them at b (b' = None and b' = b are one plan)
     return (p.strategy, cm.resolve(p.descent_device), ascent, spec.ascent_batch_size(p, b), spec.staleness(p),
-            spec.sam_fraction(p), fields, tuple(sorted(p.options.items())))
+            spec.sam_fraction(p), tuple(sorted(spec.evidence_settings(p, b).items())))

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import Tensor
 
 from hetsam.execution.runtime import Runtime
+from hetsam.strategies.run import RunContext
 
 __all__ = ["RuleContext", "StrategyRule"]
 
@@ -32,23 +33,25 @@ class RuleContext:
 
     ``make_executor()`` builds the executor bound to the plan's ascent device (wrapped for the
     ranks under DDP), once, when a rule asks for it; ``dist`` is the
-    :class:`~hetsam.execution.distributed.RankContext` of a DDP model (else None); the rest are
-    ``AutoSAM``'s settings for the rules that read them (RST's probability override, G-RST's α, a seed,
-    ``total_steps()``, the run's planned number of steps as AutoSAM knows it now, and
-    ``warmup_steps()``, how many of this rule's first steps are the learning rate's warm-up:
-    AutoSAM's ``warmup_steps`` less the steps of earlier plans, None when not given).
+    :class:`~hetsam.execution.distributed.RankContext` of a DDP model (else None); ``run`` the
+    facts of the run (:class:`~hetsam.strategies.run.RunContext`: planned steps, warm-up, steps of
+    earlier plans, world size), kept current by AutoSAM; ``overrides`` run-time values of the plan's
+    options that a plan cannot hold (a schedule of RST's p; :meth:`option` reads them first);
+    ``seed`` AutoSAM's seed.
     """
 
     plan: Any
     runtime: Runtime
     make_executor: Callable[[], Any] = None
     dist: Any = None
-    sam_probability: Any = None
-    grst_alpha: float = 1.0
+    run: RunContext = field(default_factory=RunContext)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
     seed: int | None = None
-    total_steps: Callable[[], int | None] = lambda: None  # the planned steps of the run (late-phase SAM)
-    warmup_steps: Callable[[], int | None] = lambda: None  # LR warm-up steps from this rule's step 0 (MSAM)
     _executor: Any = field(default=None, repr=False)
+
+    def option(self, name: str) -> Any:
+        """The plan's option ``name`` as this run uses it: AutoSAM's run-time value, else the plan's."""
+        return self.overrides[name] if name in self.overrides else self.plan.option(name)
 
     def executor(self):
         """The executor for the plan's ascent jobs (built on first use)."""

@@ -29,8 +29,8 @@ from hetsam.errors import HetsamInputError
 
 __all__ = ["Option", "Proposal", "PlanningContext", "StrategySpec", "FIELDS", "setting"]
 
-# Plan fields a spec may read besides strategy, descent_device and batch_size
-FIELDS = ("ascent_device", "ascent_batch_size", "staleness", "ascent_batches", "sam_probability", "sampa_lambda")
+# Plan fields a spec may read besides strategy, descent_device, batch_size and its own options
+FIELDS = ("ascent_device",)
 
 
 def setting(settings: dict, name: str, low: float, high: float) -> float | None:
@@ -43,20 +43,32 @@ def setting(settings: dict, name: str, low: float, high: float) -> float | None:
 
 @dataclass(frozen=True)
 class Option:
-    """A strategy's own parameter, carried in ``Plan.options`` (bounded; never unbounded)."""
+    """A strategy's own parameter, carried in ``Plan.options``: a bounded int or float, or one of
+    ``choices`` (``kind=str``). ``optional``: None is a value too (its meaning is in ``help``)."""
 
     name: str
-    kind: type  # int or float
+    kind: type  # int, float or str
     default: Any
-    low: float
-    high: float
+    low: float = 0
+    high: float = 0
     help: str = ""
+    choices: tuple = ()
+    optional: bool = False
+    schedule: bool = False  # AutoSAM also takes a schedule of it (a callable t -> value), run-time only
 
     def check(self, value: Any, where: str = "Plan.options") -> Any:
         name = f"{where}[{self.name!r}]"
+        if value is None and self.optional:
+            return None
+        if self.kind is str:
+            return _checks.choice(value, name, self.choices)
         if self.kind is int:
             return _checks.integer(value, name, low=int(self.low), high=int(self.high))
         return _checks.number(value, name, low=self.low, high=self.high)
+
+    def show(self, value: Any) -> str:
+        """The value in a few characters (numbers as ``:g``)."""
+        return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 class Proposal:
@@ -122,7 +134,8 @@ class StrategySpec(abc.ABC):
         summary: one line for help texts.
         fields: the Plan fields it reads (of :data:`FIELDS`); ``hetsam simulate`` refuses the
             others' flags for it.
-        options: its own parameters (:class:`Option`), in ``Plan.options``.
+        options: its own parameters (:class:`Option`: type, bounds, default), in ``Plan.options``;
+            a plan of this strategy carries every one of them and no other.
         uses_ascent: it computes a second (ascent) gradient on some steps.
         uses_executor: its rule hands gradient jobs to an executor (a replica of the model on
             the ascent device); under DDP such passes must not run collectives.
@@ -177,7 +190,19 @@ class StrategySpec(abc.ABC):
         for opt in self.options:
             if opt.name == name:
                 return plan.options.get(name, opt.default)
-        raise KeyError(f"strategy {self.name!r} has no option {name!r}")
+        have = ", ".join(o.name for o in self.options) or "none"
+        raise KeyError(f"strategy {self.name!r} has no option {name!r} (its options: {have})")
+
+    def check_options(self, given, where: str = "Plan.options") -> dict:
+        """``given`` (a mapping) checked against the declared options, every absent one at its
+        default; an option of another strategy is refused in one line naming this one's."""
+        declared = {o.name: o for o in self.options}
+        unknown = sorted(_checks._show(k) for k in given if k not in declared)
+        if unknown:
+            have = ", ".join(declared) or "none"
+            raise HetsamInputError(f"{where}: strategy {self.name!r} has no option {', '.join(unknown)} "
+                                   f"(its options: {have})")
+        return {k: o.check(given[k], where) if k in given else o.default for k, o in sorted(declared.items())}
 
     def staleness(self, plan) -> int:
         """τ: how many steps old the ascent gradient is (0: fresh)."""
@@ -204,7 +229,7 @@ class StrategySpec(abc.ABC):
 
     def settings(self, plan, batch_size: int) -> str:
         """This strategy's numbers in a few characters (``b'=24 τ=1``), '' when none."""
-        return " ".join(f"{o.name}={self.option(plan, o.name):g}" for o in self.options)
+        return " ".join(f"{o.name}={o.show(self.option(plan, o.name))}" for o in self.options)
 
     def describe(self, plan) -> str:
         """The plan in one line, for logs."""

@@ -117,7 +117,7 @@ def given_candidates(plans, groups: list[dict]) -> list[Candidate]:
 
     if not isinstance(plans, dict) or not plans or len(plans) > MAX_PLANS:
         raise HetsamInputError(f"plans must be a dict of 1 to {MAX_PLANS} labels -> hetsam.Plan, e.g. "
-                               "{'rst p=0.5': Plan('rst', sam_probability=0.5)}")
+                               "{'rst p=0.5': Plan('rst', options={'sam_probability': 0.5})}")
     baselines: dict[str, Candidate] = {}
     others = []
     for label, plan in plans.items():
@@ -126,7 +126,7 @@ def given_candidates(plans, groups: list[dict]) -> list[Candidate]:
                                    "characters")
         if not isinstance(plan, Plan):
             raise HetsamInputError(f"plans[{label!r}] is {type(plan).__name__}; give a hetsam.Plan, e.g. Plan('rst', "
-                                   "sam_probability=0.5)")
+                                   "options={'sam_probability': 0.5})")
         why = plan.spec.refuses(groups)
         if why is not None:
             raise HetsamInputError(f"plans[{label!r}]: {why}")

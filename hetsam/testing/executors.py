@@ -84,13 +84,11 @@ class ExecutorContract:
     Override ``build(model, loss) -> ExecutorCase``. What the executor does with a bad job:
     ``degrades``: it computes a failed or stuck job again on the calling thread
     (``on_worker_failure="degrade"``) instead of raising; ``stuck_jobs_time_out``: its jobs run
-    on a worker, so ``wait(timeout=...)`` gives up on a stuck one (``WorkerFailure``);
-    ``failing_jobs``: run the failing-job case at all.
+    on a worker, so ``wait(timeout=...)`` gives up on a stuck one (``WorkerFailure``).
     """
 
     degrades = False
     stuck_jobs_time_out = False
-    failing_jobs = True
 
     def build(self, model: torch.nn.Module, loss: Callable) -> ExecutorCase:
         raise NotImplementedError(f"{type(self).__name__}: define build(model, loss) -> ExecutorCase")
@@ -144,9 +142,6 @@ class ExecutorContract:
 
     @pytest.mark.filterwarnings("ignore:hetsam. the ascent worker")
     def test_a_failing_job_surfaces_and_never_hangs(self):
-        if not self.failing_jobs:
-            pytest.skip(f"{type(self).__name__} runs no failing job (failing_jobs = False)")
-
         def exploding(model, batch):
             if batch[0].shape[0] == 3:
                 raise RuntimeError("boom on the worker")

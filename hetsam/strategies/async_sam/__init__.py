@@ -21,49 +21,67 @@ and with τ = 1 the period is ``max(L + t_D + u, t_A, c_DA, c_AD, (c_DA + t_A + 
 
 from __future__ import annotations
 
+from hetsam import defaults
 from hetsam.cost.closed_form import largest_fitting
+from hetsam.errors import HetsamInputError
 from hetsam.strategies.registry import ASYNC_SAM
-from hetsam.strategies.spec import Proposal, StrategySpec, setting
+from hetsam.strategies.spec import Option, Proposal, StrategySpec, setting
 
-__all__ = ["SPEC", "AsyncSAMSpec"]
+__all__ = ["SPEC", "AsyncSAMSpec", "POLICIES"]
+
+POLICIES = ("lookahead", "independent")  # the batch policies (module docstring)
 
 
 class AsyncSAMSpec(StrategySpec):
     name = ASYNC_SAM
     title = "AsyncSAM"
     summary = "the ascent gradient one step stale on b' samples, on a spare device"
-    fields = ("ascent_device", "ascent_batch_size", "staleness", "ascent_batches")
+    fields = ("ascent_device",)
+    options = (
+        Option("ascent_batch_size", int, None, 1, defaults.BATCH_LIMIT,
+               "b': the ascent uses the first b' samples of a batch (None: b' = b)", optional=True),
+        Option("staleness", int, 1, 0, defaults.STALENESS_LIMIT, "τ: the ascent gradient is τ steps old"),
+        Option("ascent_batches", str, defaults.ASCENT_BATCHES,
+               help="lookahead: g(θ_{t−τ}; B'_t); independent (the paper's): g(θ_{t−τ}; B'_{t−τ})", choices=POLICIES),
+    )
     uses_executor = True
     rule = "hetsam.strategies.async_sam.rule:AsyncSAMRule"
     evidence_axis = "ascent_fraction"
     guarded = True  # a stale perturbation on fewer samples
 
+    def check(self, plan) -> None:
+        size = plan.options["ascent_batch_size"]
+        if size is not None and plan.batch_size is not None and size > plan.batch_size:
+            raise HetsamInputError(f"Plan.options['ascent_batch_size']={size} exceeds batch_size={plan.batch_size}; "
+                                   "the ascent uses the first b' samples of a batch, so b' <= b")
+
     def evidence_settings(self, plan, batch_size: int) -> dict:
         return {"ascent_fraction": self.ascent_batch_size(plan, batch_size) / batch_size,
-                "staleness": plan.staleness, "ascent_batches": plan.ascent_batches}
+                "staleness": self.staleness(plan), "ascent_batches": plan.options["ascent_batches"]}
 
     def evidence_point(self, settings, base_optimizer=None):
         # one curve per batch policy; the records' staleness is reported, not a curve of its own
         fraction = setting(settings, "ascent_fraction", 0.0, 1.0)
         policy = settings.get("ascent_batches", "independent")
-        if fraction is None or policy not in ("lookahead", "independent"):
+        if fraction is None or policy not in POLICIES:
             return None
         return ((policy,), fraction)
 
     def staleness(self, plan) -> int:
-        return plan.staleness
+        return plan.options["staleness"]
 
     def ascent_batch_size(self, plan, batch_size: int) -> int:
-        return batch_size if plan.ascent_batch_size is None else min(plan.ascent_batch_size, batch_size)
+        size = plan.options["ascent_batch_size"]
+        return batch_size if size is None else min(size, batch_size)
 
     def settings(self, plan, batch_size: int) -> str:
-        shown = plan.ascent_batch_size if plan.ascent_batch_size is not None else "b"
-        return f"b'={shown} tau={plan.staleness} {plan.ascent_batches}"
+        size = plan.options["ascent_batch_size"]
+        return f"b'={'b' if size is None else size} tau={self.staleness(plan)} {plan.options['ascent_batches']}"
 
     def label(self, plan, batch_size: int) -> str:
         where = plan.effective_ascent_device
         sliced = " (sliced)" if where == plan.descent_device else ""
-        return (f"{self.title} b'={self.ascent_batch_size(plan, batch_size)} τ={plan.staleness}\n"
+        return (f"{self.title} b'={self.ascent_batch_size(plan, batch_size)} τ={self.staleness(plan)}\n"
                 f"{plan.descent_device} + {where}{sliced}")
 
     # ---- the planner ----------------------------------------------------------------------------
@@ -73,7 +91,7 @@ class AsyncSAMSpec(StrategySpec):
         if ctx.cm.shares_cores(descent, ascent):
             return ctx.descent_step(descent, ctx.cm.grad_seconds(descent, ctx.batch_size), perturbed=True) + \
                 ctx.cm.grad_seconds(ascent, size)
-        window, chain = self._window(ctx, descent, ascent, plan.staleness)
+        window, chain = self._window(ctx, descent, ascent, self.staleness(plan))
         return max(window, chain(size))
 
     def _window(self, ctx, descent, ascent, tau):
@@ -97,8 +115,9 @@ class AsyncSAMSpec(StrategySpec):
         cm, b, floor = ctx.cm, ctx.batch_size, ctx.floor
 
         def plan(ascent_batch_size):
-            return ctx.plan(self.name, descent_device=descent, ascent_device=ascent, ascent_batch_size=ascent_batch_size,
-                            staleness=tau, ascent_batches=ctx.ascent_batches)
+            return ctx.plan(self.name, descent_device=descent, ascent_device=ascent,
+                            options={"ascent_batch_size": ascent_batch_size, "staleness": tau,
+                                     "ascent_batches": ctx.ascent_batches})
 
         if cm.shares_cores(descent, ascent):
             # time-sliced: nothing is hidden; the largest b' that keeps the step within the budget

@@ -50,8 +50,8 @@ class AsyncSAMRule(StrategyRule):
         super().__init__(ctx)
         self.executor = ctx.executor()
         self.plan = ctx.plan
-        self.tau = ctx.plan.staleness
-        self.policy = ctx.plan.ascent_batches
+        self.tau = ctx.plan.options["staleness"]
+        self.policy = ctx.plan.options["ascent_batches"]
         self.fell_back = False
         self.pending_jobs: dict[int, Future] = {}  # step index -> the job whose ĝ perturbs that step
         self.counts = {"lookahead_jobs": 0, "independent_jobs": 0, "fresh_jobs": 0, "unperturbed_steps": 0}

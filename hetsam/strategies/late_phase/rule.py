@@ -1,7 +1,7 @@
 """Late-phase SAM's rule: ``base_step`` while ``t < ⌊start · T⌋``, ``sam_step`` from then on.
 
-T is read at every step from AutoSAM (``total_steps``), so a framework may set it after the
-optimizer was built; a run past T keeps taking SAM steps.
+T is read at every step from the run's facts (``ctx.run.total_steps``: AutoSAM's ``total_steps``),
+so a framework may set it after the optimizer was built; a run past T keeps taking SAM steps.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class LatePhaseRule(ScheduledSAMRule):
         self.start = ctx.plan.spec.option(ctx.plan, "start")
 
     def first_sam_step(self) -> int:
-        total = self.ctx.total_steps()
+        total = self.ctx.run.total_steps
         if total is None:
             raise HetsamInputError("late_phase needs the number of planned steps: AutoSAM(..., total_steps=T) or "
                                    "opt.total_steps = T before the first step")
@@ -31,6 +31,6 @@ class LatePhaseRule(ScheduledSAMRule):
         return t >= self.first_sam_step()
 
     def stats(self) -> dict:
-        total = self.ctx.total_steps()
+        total = self.ctx.run.total_steps
         return {**super().stats(), "total_steps": total,
                 "first_sam_step": None if total is None else math.floor(self.start * total)}

@@ -61,7 +61,7 @@ class MSAMRule(StrategyRule):
         """Whether step t is in the warm-up (module docstring); records this step's lrs."""
         lrs = [float(group["lr"]) for group in self.rt.base.param_groups]
         before, self._last_lrs = self._last_lrs, lrs
-        warmup = self.ctx.warmup_steps()
+        warmup = self.ctx.run.warmup_left()  # AutoSAM's warmup_steps less the steps of earlier plans
         if warmup is not None and self.t < warmup:
             return True
         return before is not None and any(now > last * (1 + _RISE) for now, last in zip(lrs, before))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from hetsam import defaults
 from hetsam.strategies.registry import RST
-from hetsam.strategies.spec import Proposal, StrategySpec, setting
+from hetsam.strategies.spec import Option, Proposal, StrategySpec, setting
 
 __all__ = ["SPEC", "RSTSpec"]
 
@@ -19,7 +19,10 @@ class RSTSpec(StrategySpec):
     name = RST
     title = "RST"
     summary = "randomized SAM: a SAM step with probability p, else an SGD step"
-    fields = ("ascent_device", "sam_probability")
+    fields = ("ascent_device",)
+    options = (Option("sam_probability", float, defaults.SAM_PROBABILITY, 0.0, 1.0,
+                      "p: a step is a SAM step with probability p (AutoSAM also takes a schedule of it)", schedule=True),
+               Option("grst_alpha", float, 1.0, 0.0, 1.0, "G-RST's α (1: plain RST)"))
     mixed_steps = True
     rule = "hetsam.strategies.rst.rule:RSTRule"
     evidence_axis = "sam_fraction"
@@ -33,14 +36,15 @@ class RSTSpec(StrategySpec):
         return None if p is None else ((), p)
 
     def sam_fraction(self, plan) -> float:
-        return defaults.SAM_PROBABILITY if plan.sam_probability is None else float(plan.sam_probability)
+        return float(plan.options["sam_probability"])
 
     def settings(self, plan, batch_size: int) -> str:
-        return f"p={self.sam_fraction(plan):g}"
+        alpha = plan.options["grst_alpha"]
+        return f"p={self.sam_fraction(plan):g}" + ("" if alpha == 1 else f" alpha={alpha:g}")
 
     def candidates(self, ctx):
         for p in sorted({ctx.p_budget, min(1.0, ctx.min_fraction), defaults.SAM_PROBABILITY}):
-            plan = ctx.plan(self.name, descent_device=ctx.fastest, sam_probability=p)
+            plan = ctx.plan(self.name, descent_device=ctx.fastest, options={"sam_probability": p})
             yield Proposal(plan, self.closed_form_seconds(ctx, plan), exact=True)
 
     def simulation(self, w):

@@ -1,13 +1,14 @@
 """RST / G-RST's rule (Zhao et al. 2022): a SAM step with probability p(t), an SGD step otherwise.
 
 The trial is drawn before any pass, from the rule's own seeded generator (under DDP rank 0's seed
-on every rank). p is AutoSAM's ``sam_probability`` (a number, a callable or a schedule) when
-given, else the plan's. Returns L(θ_t; B_t) either way.
+on every rank). p is the plan's option ``sam_probability``, or a schedule of it given to AutoSAM
+(``options={"sam_probability": callable or schedule}``); α the option ``grst_alpha``. Returns
+L(θ_t; B_t) either way.
 """
 
 from __future__ import annotations
 
-from hetsam.optim.rst import SamTrials
+from hetsam.optim.rst import SamTrials, check_alpha
 from hetsam.optim.state_checks import counter, keys
 from hetsam.strategies.sam.rule import SAMRule
 
@@ -17,9 +18,8 @@ __all__ = ["RSTRule"]
 class RSTRule(SAMRule):
     def __init__(self, ctx):
         super().__init__(ctx)
-        p = ctx.sam_probability if ctx.sam_probability is not None else ctx.plan.spec.sam_fraction(ctx.plan)
-        self.trials = SamTrials(p, ctx.agreed_seed(), name="sam_probability")
-        self.alpha = ctx.grst_alpha
+        self.trials = SamTrials(ctx.option("sam_probability"), ctx.agreed_seed(), name="sam_probability")
+        self.alpha = check_alpha(ctx.option("grst_alpha"))
 
     def step(self, batch, upcoming, accumulate):
         if self.trials.draw():

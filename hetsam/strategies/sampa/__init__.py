@@ -16,8 +16,9 @@ all-reduce per bucket over both, then both update.
 
 from __future__ import annotations
 
+from hetsam import defaults
 from hetsam.strategies.registry import SAMPA
-from hetsam.strategies.spec import Proposal, StrategySpec, setting
+from hetsam.strategies.spec import Option, Proposal, StrategySpec, setting
 
 __all__ = ["SPEC", "SAMPaSpec"]
 
@@ -26,7 +27,8 @@ class SAMPaSpec(StrategySpec):
     name = SAMPA
     title = "SAMPa"
     summary = "SAM's two gradients in parallel on two comparable devices"
-    fields = ("ascent_device", "sampa_lambda")
+    fields = ("ascent_device",)
+    options = (Option("sampa_lambda", float, defaults.SAMPA_LAMBDA, 0.0, 1.0, "λ: the update is (1−λ) g_x + λ g_y'"),)
     uses_executor = True
     rank_pairs = True
     jobs_enter_update = True
@@ -35,7 +37,7 @@ class SAMPaSpec(StrategySpec):
     evidence_axis = "levels"
 
     def evidence_settings(self, plan, batch_size: int) -> dict:
-        return {"lambda": plan.sampa_lambda}
+        return {"lambda": plan.options["sampa_lambda"]}
 
     def evidence_point(self, settings, base_optimizer=None):
         lam = setting(settings, "lambda", 0.0, 1.0)
@@ -45,10 +47,10 @@ class SAMPaSpec(StrategySpec):
         return (1.0, -1, 1.0)  # the perturbation is the previous step's auxiliary gradient
 
     def settings(self, plan, batch_size: int) -> str:
-        return f"lambda={plan.sampa_lambda:g}"
+        return f"lambda={plan.options['sampa_lambda']:g}"
 
     def label(self, plan, batch_size: int) -> str:
-        return f"{self.title}-{plan.sampa_lambda:g}\n{plan.descent_device} + {plan.effective_ascent_device}"
+        return f"{self.title}-{plan.options['sampa_lambda']:g}\n{plan.descent_device} + {plan.effective_ascent_device}"
 
     def build_rule(self, ctx):
         """Across a pair of ranks under DDP rank pairs (``pairs.py``), else both gradients in this

@@ -87,7 +87,7 @@ class SAMPaRule(StrategyRule):
     def __init__(self, ctx, *, executor: bool = True):
         super().__init__(ctx)
         self.executor = ctx.executor() if executor else None
-        self.lam = ctx.plan.sampa_lambda
+        self.lam = ctx.plan.options["sampa_lambda"]
         self.g_y: list[Tensor | None] | None = None
         self.g_y_norm: Tensor | None = None  # ‖g_y‖, found when g_y arrived (reused by a SAM climb)
         self.prev_batch: Any = None
