@@ -25,7 +25,7 @@ def summarize(result: dict) -> list[dict]:
         row = {"strategy": lab, "acc": statistics.mean(acc), "acc_std": _sd(acc),
                "gain_vs_sgd": statistics.mean(diffs), "gain_std": _sd(diffs), "share": share, "share_se": se,
                "time_x_sgd": result["time_ratio"][lab], "budgets": {}}
-        for b, runs in result["budgets"].items():
+        for b, runs in result.get("budgets", {}).items():
             accs = [r["test"] for r in runs[lab]]
             row["budgets"][b] = {"acc": statistics.mean(accs), "acc_std": _sd(accs), "epochs": runs[lab][0]["epochs"],
                                  "time_x_sgd": statistics.mean(r["seconds"] for r in runs[lab]) /

@@ -560,3 +560,17 @@ def test_fuzz_results_files_and_flags_of_the_study_scripts(tta_run, tmp_path, no
     clean_exit(tta.main, [*TINY, "--budgets", ""])
     results()
     arguments()
+
+
+def test_a_results_file_without_budgets_is_tabulated(tta_run, tmp_path, capsys):
+    """budgets are optional in a results file (the validator's default); the table still comes out
+    (the fuzz found summarize() reading them unconditionally)."""
+    tta = load_example("time_to_accuracy")
+    doc = json.loads(tta_run[0].read_text())
+    for task in doc["tasks"].values():
+        task.pop("budgets", None)
+    doc["meta"]["args"]["budgets"] = []
+    bare = tmp_path / "no_budgets.json"
+    bare.write_text(json.dumps(doc))
+    assert tta.main(["--from", str(bare)]) == 0
+    assert "sgd" in capsys.readouterr().out
