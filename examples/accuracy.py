@@ -36,8 +36,17 @@ from hetsam import Plan
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _results import OneLineParser, check_outputs  # noqa: E402
-from _tasks import (Task, accuracy, add_task_arguments, check_task_arguments, finite, load_task,  # noqa: E402
-                    loss_fn, model_for, noisy_labels, train_labels)
+from _tasks import (  # noqa: E402
+    Task,
+    accuracy,
+    add_task_arguments,
+    check_task_arguments,
+    finite,
+    load_task,
+    loss_fn,
+    model_for,
+    train_labels,
+)
 
 BATCH = 64
 
@@ -49,7 +58,8 @@ def strategies(planner_ascent: int | None) -> dict[str, Plan | str]:
         "sam": Plan("sam"),
         "async lookahead b'=b": Plan("async_sam", batch_size=BATCH, options={"ascent_batch_size": BATCH, "ascent_batches": "lookahead"}),
         "async lookahead b'=b/4": Plan("async_sam", batch_size=BATCH, options={"ascent_batch_size": BATCH // 4, "ascent_batches": "lookahead"}),
-        "async independent b'=b/4 (paper)": Plan("async_sam", batch_size=BATCH, options={"ascent_batch_size": BATCH // 4, "ascent_batches": "independent"}),
+        "async independent b'=b/4 (paper)": Plan(
+            "async_sam", batch_size=BATCH, options={"ascent_batch_size": BATCH // 4, "ascent_batches": "independent"}),
         "sampa-0.2": Plan("sampa", batch_size=BATCH, options={"sampa_lambda": 0.2}),
         "rst p=0.5": Plan("rst", options={"sam_probability": 0.5}),
     }

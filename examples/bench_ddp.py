@@ -191,7 +191,7 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for label, extra, _ in table:
                 out = os.path.join(tmp, "run.json")
-                for attempt in range(args.retries + 1):  # again while other processes used the CPUs
+                for _attempt in range(args.retries + 1):  # again while other processes used the CPUs
                     noisy += not wait_quiet(args.quiet_seconds)
                     other = torchrun([str(DDP), "--model", args.model, "--batch-size", str(args.batch_size),
                                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--json", out, *extra],

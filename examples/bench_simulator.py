@@ -17,11 +17,12 @@ import statistics
 import sys
 import time
 
+from _simpy_reference import async_sam_update_ends
+
 from hetsam.cost.model import CostModel
 from hetsam.planning.plan import Plan
 from hetsam.profiling.schema import Profile
 from hetsam.simulator import simulate
-from _simpy_reference import async_sam_update_ends
 
 PROFILE = {
     "schema_version": 1,

@@ -25,7 +25,7 @@ from hetsam.evidence.records import paired_records, records_document
 from hetsam.io import write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import OneLineParser, BATCH, check_outputs, load_results  # noqa: E402
+from _results import BATCH, OneLineParser, check_outputs, load_results  # noqa: E402
 
 TASKS = {  # what the records say each task of examples/_tasks.py is
     "digits": ("scikit-learn digits 8x8, symmetric label noise on the training split", "MLP 64-256-256-10"),

@@ -57,8 +57,17 @@ from hetsam import HetsamInputError, Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import OneLineParser, check_outputs, load_results  # noqa: E402
-from _tasks import (Task, accuracy, add_task_arguments, check_task_arguments, finite, load_task, loss_fn,  # noqa: E402
-                    model_for, train_labels)
+from _tasks import (  # noqa: E402
+    Task,
+    accuracy,
+    add_task_arguments,
+    check_task_arguments,
+    finite,
+    load_task,
+    loss_fn,
+    model_for,
+    train_labels,
+)
 from _tta_report import markdown, paired_share, pareto, plot, print_table, summarize  # noqa: E402,F401
 
 BATCH = 64

@@ -8,7 +8,8 @@ Failures raise :class:`hetsam.HetsamInputError` (a ``ValueError``).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from hetsam.errors import HetsamInputError
 

@@ -14,8 +14,8 @@ from hetsam import _checks, defaults
 from hetsam.cost.cluster import Cluster
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
-from hetsam.strategies.plan import Plan
 from hetsam.profiling.stats import quantile
+from hetsam.strategies.plan import Plan
 
 from .engine import Engine
 from .model import Workload, warmup_iterations

@@ -14,11 +14,10 @@ import traceback
 
 import torch
 import torch.distributed as dist
-from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-from torch.nn.parallel import DistributedDataParallel
-
 from _alg_refs import SGD_KW, batches, loss_fn, mlp
 from test_executor_threads import failing_on_worker
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel
 
 import hetsam
 from hetsam import AutoSAM, Plan, WorkerFailure

@@ -4,9 +4,19 @@ import warnings
 
 import pytest
 import torch
+from _alg_refs import (
+    SGD_KW,
+    assert_rel_close,
+    batches,
+    flat,
+    loss_fn,
+    mlp,
+    ref_async_sam,
+    ref_sam,
+    save_load,
+)
 
-from hetsam import AutoSAM, Plan, SAM
-from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp, ref_async_sam, ref_sam
+from hetsam import SAM, AutoSAM, Plan
 
 
 def autosam(model, plan, **kw):

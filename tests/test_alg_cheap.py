@@ -10,8 +10,18 @@ import math
 
 import pytest
 import torch
+from _alg_refs import (
+    Scratch,
+    assert_rel_close,
+    batches,
+    descend,
+    flat,
+    loss_fn,
+    mlp,
+    perturbation,
+    snapshot,
+)
 
-from _alg_refs import Scratch, assert_rel_close, batches, descend, flat, loss_fn, mlp, perturbation, snapshot
 from hetsam import AutoSAM, HetsamInputError, Plan
 
 KW = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)

@@ -4,13 +4,24 @@ import math
 
 import pytest
 import torch
+from _alg_refs import (
+    SGD_KW,
+    Scratch,
+    assert_rel_close,
+    batches,
+    descend,
+    flat,
+    loss_fn,
+    mlp,
+    perturbation,
+    save_load,
+    snapshot,
+)
 from scipy.stats import binom
 
 from hetsam import RST, SAM
 from hetsam.optim import schedules
 from hetsam.optim.rst import SamTrials
-from _alg_refs import (SGD_KW, Scratch, assert_rel_close, batches, descend, flat, loss_fn, mlp, perturbation,
-                       save_load, snapshot)
 
 
 def closure(model, batch):

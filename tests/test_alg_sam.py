@@ -5,9 +5,19 @@ import warnings
 
 import pytest
 import torch
+from _alg_refs import (
+    SGD_KW,
+    assert_rel_close,
+    batches,
+    descend,
+    flat,
+    loss_fn,
+    mlp,
+    ref_sam,
+    save_load,
+)
 
 from hetsam import SAM
-from _alg_refs import SGD_KW, assert_rel_close, batches, descend, flat, loss_fn, mlp, ref_sam, save_load
 
 
 def run_sam(model, data, rho=0.05, adaptive=False, **kw):

@@ -3,10 +3,19 @@
 
 import pytest
 import torch
+from _alg_refs import (
+    SGD_KW,
+    assert_rel_close,
+    batches,
+    flat,
+    loss_fn,
+    mlp,
+    ref_sampa,
+    save_load,
+)
 
 from hetsam import AutoSAM, Plan
 from hetsam.strategies.sampa.rule import optimistic_point_
-from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp, ref_sampa
 
 
 def autosam(model, lam, base=torch.optim.SGD, **kw):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from _alg_refs import batches, loss_fn, mlp
 
 from hetsam import AutoSAM, Plan
-from _alg_refs import batches, loss_fn, mlp
 
 OPTIONS = {"profile_budget_seconds": 2.0, "progress": False, "devices": ["cpu:0", "cpu:0[0]"]}
 

@@ -5,11 +5,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp, save_load
 from sklearn.datasets import load_digits
 from torch import nn
 
 from hetsam import AutoSAM, HetsamInputError, Plan
-from _alg_refs import SGD_KW, save_load, assert_rel_close, batches, flat, loss_fn, mlp
 
 PLANS = {
     "sgd": "sgd",
@@ -268,7 +268,10 @@ def test_cuda_descent_with_cpu_ascent_matches_all_cuda():
 # ---- torch's global step hooks fire once per step -------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["sgd", "sam", "rst", "async_sam"])
 def test_global_step_hooks_fire_once_per_step(strategy):
-    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
 
     seen = []
     handles = [register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(("pre", type(opt).__name__))),

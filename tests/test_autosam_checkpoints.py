@@ -16,9 +16,9 @@ import warnings
 
 import pytest
 import torch
+from _alg_refs import batches, flat, loss_fn, mlp, save_load
 from torch import nn
 
-from _alg_refs import batches, flat, loss_fn, mlp, save_load
 from hetsam import AutoSAM, HetsamInputError, Plan
 
 CASES = {

@@ -13,8 +13,8 @@ import warnings
 
 import pytest
 import torch
-
 from _alg_refs import batches, flat, loss_fn, mlp
+
 from hetsam import AutoSAM, HetsamInputError, NonFiniteUpdate, Plan
 
 PLANS = {

@@ -13,9 +13,9 @@ import random
 
 import pytest
 import torch
-
 from _alg_refs import batches, flat, loss_fn, mlp, save_load
 from _profiles import synthetic_profile_dict
+
 from hetsam import AutoSAM, HetsamInputError, Plan
 from hetsam.autosam.controller import PlanController
 from hetsam.planning.options import PlannerOptions

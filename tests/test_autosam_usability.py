@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 import torch
-
 from _alg_refs import batches, flat, loss_fn, mlp, save_load
-from hetsam import AutoSAM, HetsamInputError, Plan, SAM
+
+from hetsam import SAM, AutoSAM, HetsamInputError, Plan
 from hetsam.optim import asam_groups
 
 RHO = 0.05

@@ -16,9 +16,9 @@ from statistics import median
 
 import pytest
 import torch
-
 from _alg_refs import batches, loss_fn, mlp
 from _profiles import synthetic_profile_dict
+
 from hetsam import AutoSAM, Plan
 from hetsam.autosam.controller import PlanController
 from hetsam.autosam.windows import StepWindow

@@ -1,12 +1,11 @@
 import random
 
 import pytest
+from _profiles import synthetic_profile_dict
 
 from hetsam import HetsamInputError
 from hetsam.cost.model import CostModel, isotonic
 from hetsam.profiling.schema import Profile
-
-from _profiles import synthetic_profile_dict
 
 
 @pytest.fixture

@@ -8,15 +8,22 @@ import contextlib
 
 import pytest
 import torch
+from _profiles import synthetic_profile_dict
 from torch import nn
 
-from _profiles import synthetic_profile_dict
 from hetsam import AutoSAM, HetsamInputError, Plan
 from hetsam.autosam.controller import plan_for_model
 from hetsam.cost.model import CostModel
 from hetsam.hardware.detect import detect
-from hetsam.hardware.kinds import (DeviceKind, kind_of, kinds, record_kinds, register_kind, torch_device_name,
-                                   unregister_kind)
+from hetsam.hardware.kinds import (
+    DeviceKind,
+    kind_of,
+    kinds,
+    record_kinds,
+    register_kind,
+    torch_device_name,
+    unregister_kind,
+)
 from hetsam.hardware.names import canonical_name, parse_device
 from hetsam.planning.options import PlannerOptions
 from hetsam.planning.search import plan

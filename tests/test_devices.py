@@ -4,8 +4,15 @@ import os
 
 import pytest
 
-from hetsam.hardware.detect import COULD_NOT_COLLECT, cgroup_cpu_limit, cpus_of, detect, detect_cpus, detect_gpus
 from hetsam.errors import HetsamInputError
+from hetsam.hardware.detect import (
+    COULD_NOT_COLLECT,
+    cgroup_cpu_limit,
+    cpus_of,
+    detect,
+    detect_cpus,
+    detect_gpus,
+)
 
 
 def make_tree(tmp_path, packages, *, online=None, cpuinfo=True, cgroup_lines=None, meminfo_kb=16 * 2**20):

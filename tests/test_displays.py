@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from _profiles import synthetic_profile_dict
+
 from hetsam._notes import collapse, collapsed_texts, note_lines
 from hetsam.cost.model import CostModel
 from hetsam.planning.compare import compare_strategies, planner_report, ranked
@@ -150,8 +150,8 @@ def test_plan_says_the_cached_profiles_warnings_and_how_to_measure_again(private
 
 def test_autosam_logs_the_cached_profiles_warnings(private_cache):
     import torch
-
     from _alg_refs import batches, loss_fn, mlp
+
     from hetsam import AutoSAM
     from hetsam.profiling.cache import cache_key
 

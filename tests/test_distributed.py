@@ -16,8 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from _alg_refs import SGD_KW, Scratch, batches, flat, loss_fn, mlp, perturbation, ref_sampa, snapshot
+from _alg_refs import (
+    SGD_KW,
+    Scratch,
+    batches,
+    flat,
+    loss_fn,
+    mlp,
+    perturbation,
+    ref_sampa,
+    snapshot,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_ddp_worker.py"

@@ -10,10 +10,21 @@ import random
 import pytest
 
 from hetsam import HetsamInputError, Plan
-from hetsam.evidence import Record, ShareModel, load_records, share_model, shipped_records
+from hetsam.evidence import (
+    Record,
+    ShareModel,
+    load_records,
+    share_model,
+    shipped_records,
+)
 from hetsam.evidence.crossval import leave_one_out
 from hetsam.evidence.pooling import common_tau2, pool_group, t_quantile, target_task
-from hetsam.evidence.records import paired_share, parse_records, records_document, share_from_means
+from hetsam.evidence.records import (
+    paired_share,
+    parse_records,
+    records_document,
+    share_from_means,
+)
 
 SRC = {"kind": "hetsam", "command": "test"}
 

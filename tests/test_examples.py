@@ -253,7 +253,7 @@ def test_planner_frontier_on_this_machine_reduced(tmp_path, capsys):
     here = json.loads(report.read_text())["here"]["digits"]
     assert here["plan"].startswith("msam")  # MSAM's climb is free on that profile, and it keeps the most
     assert set(here["budgets"]) == {"1.0", "1.5"} and len(here["equal_epochs"]) == 2
-    for b, v in here["budgets"].items():
+    for v in here["budgets"].values():
         assert v["epochs"] >= 1
         assert_verdict_follows_from_its_points(v["frontier"])
         assert v["vs_best_cheap"]["best"].split()[0] in ("interval", "rst", "msam")
@@ -493,12 +493,11 @@ def test_fuzz_results_files_and_flags_of_the_study_scripts(tta_run, tmp_path, no
     """Mutated results files through ``--from`` and ``planner_frontier.py``, and hostile flags:
     exit 0 or 2 with one line, never a traceback, never training (hypothesis; HETSAM_FUZZ=long
     for more examples)."""
-    from hypothesis import given
-    from hypothesis import strategies as st
-
     import contextlib
     import signal
 
+    from hypothesis import given
+    from hypothesis import strategies as st
     from test_fuzz import EXTRA_MB, FUZZ, SECONDS, _peak_mb, mutated
 
     @contextlib.contextmanager

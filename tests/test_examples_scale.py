@@ -5,9 +5,9 @@ import json
 import math
 from pathlib import Path
 
+from hetsam.cost.specscale import reference_machines
 from hetsam.planning.search import plan
 from hetsam.profiling.schema import Profile
-from hetsam.cost.specscale import reference_machines
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LADDER = [8, 16, 32, 64, 128]

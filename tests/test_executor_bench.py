@@ -9,13 +9,13 @@ import os
 import statistics
 
 import pytest
+from _profiles import synthetic_profile_dict
 
 from hetsam.bench import Arrangement, default_arrangements, run_bench
 from hetsam.cli.main import main
 from hetsam.planning.plan import Plan
 from hetsam.profiling.schema import Profile
 from hetsam.simulator import typical_step
-from _profiles import synthetic_profile_dict
 
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
 

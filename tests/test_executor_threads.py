@@ -8,12 +8,12 @@ import warnings
 
 import pytest
 import torch
+from _alg_refs import SGD_KW, batches, flat, loss_fn, mlp
 
 from hetsam import AutoSAM, Plan, WorkerFailure
 from hetsam.execution.executor import InlineExecutor
 from hetsam.execution.factory import make_executor
 from hetsam.execution.threads import ThreadedExecutor
-from _alg_refs import SGD_KW, batches, flat, loss_fn, mlp
 
 STEPS = 32
 PLANS = {

@@ -29,18 +29,18 @@ import signal
 import time
 
 import pytest
+from _profiles import synthetic_profile_dict
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from _profiles import synthetic_profile_dict
 from hetsam import HetsamInputError, Plan, strategies
 from hetsam.cli import main
+from hetsam.evidence import EVIDENCE_DIR
 from hetsam.hardware.names import parse_device
 from hetsam.io import loads, read_json
-from hetsam.evidence import EVIDENCE_DIR
+from hetsam.profiling.schema import Profile, load_profile, reference_profile_names
 
 EVIDENCE_FILE = EVIDENCE_DIR / "hetsam.json"
-from hetsam.profiling.schema import Profile, load_profile, reference_profile_names
 
 LONG = os.environ.get("HETSAM_FUZZ") == "long"
 settings.register_profile("hetsam-ci", max_examples=100, deadline=None, derandomize=True, print_blob=True,

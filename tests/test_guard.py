@@ -16,10 +16,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from _alg_refs import batches, flat, loss_fn, mlp, save_load
 from sklearn.datasets import load_digits
 from torch import nn
 
-from _alg_refs import batches, flat, loss_fn, mlp, save_load
 from hetsam import AutoSAM, HetsamInputError, Plan
 from hetsam.autosam.guard import GuardSettings, LossWatch, Snapshot, fallback_plan
 

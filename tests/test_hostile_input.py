@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _alg_refs import loss_fn, mlp
 from _profiles import synthetic_profile_dict
+
 from hetsam import AutoSAM, HetsamInputError, Plan, WorkerFailure
 from hetsam.cli import main
 from hetsam.profiling.schema import Profile

@@ -11,7 +11,15 @@ import torch
 pytest.importorskip("lightning")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from lightning_train import DigitsModule, digits, loss_fn, make_net, make_plan, main, quiet_trainer  # noqa: E402
+from lightning_train import (  # noqa: E402
+    DigitsModule,
+    digits,
+    loss_fn,
+    main,
+    make_net,
+    make_plan,
+    quiet_trainer,
+)
 from torch.utils.data import DataLoader  # noqa: E402
 
 from hetsam import AutoSAM, HetsamInputError  # noqa: E402

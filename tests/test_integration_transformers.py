@@ -13,7 +13,14 @@ import torch
 pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from hf_trainer import CountingTask, main, make_model, make_plan, make_trainer, training_args  # noqa: E402
+from hf_trainer import (  # noqa: E402
+    CountingTask,
+    main,
+    make_model,
+    make_plan,
+    make_trainer,
+    training_args,
+)
 from transformers import get_linear_schedule_with_warmup  # noqa: E402
 
 from hetsam import AutoSAM, HetsamInputError  # noqa: E402
@@ -109,6 +116,7 @@ def test_unsupported_settings_are_refused(tmp_path):
         make_trainer("sam", str(tmp_path), 4, gradient_accumulation_steps=2)
     with pytest.raises(HetsamInputError, match="may not set"):
         from hf_trainer import training_args
+
         from hetsam.integrations.transformers import AutoSAMTrainer
 
         AutoSAMTrainer(model=make_model(), args=training_args(str(tmp_path), 2), train_dataset=CountingTask(64),

@@ -111,7 +111,8 @@ def test_staleness_two_hides_copies():
     r1 = plan(prof, batch_size=128, max_staleness=1, simulate=False)
     r2 = plan(prof, batch_size=128, max_staleness=2, simulate=False)
     b1 = max(c.plan.option("ascent_batch_size") for c in r1.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0")
-    b2 = max(c.plan.option("ascent_batch_size") for c in r2.candidates if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0" and c.plan.option("staleness") == 2)
+    b2 = max(c.plan.option("ascent_batch_size") for c in r2.candidates
+             if c.plan.strategy == "async_sam" and c.plan.ascent_device == "cpu:0" and c.plan.option("staleness") == 2)
     assert b2 > b1
 
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from _profiles import synthetic_profile_dict
+
 from hetsam import HetsamInputError
 from hetsam.evidence import Record, ShareModel
 from hetsam.evidence.records import records_document

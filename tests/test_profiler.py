@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from hetsam.errors import HetsamInputError
-from hetsam.profiling.models import MLP, REFERENCE_MODELS, ResNet20, cross_entropy_loss
 from hetsam.hardware.detect import split_device_list
 from hetsam.profiling.measure import default_ladder, profile, workload
+from hetsam.profiling.models import MLP, REFERENCE_MODELS, ResNet20, cross_entropy_loss
 from hetsam.profiling.schema import load_profile
 
 CORES = len(os.sched_getaffinity(0))

@@ -1,11 +1,10 @@
 import json
 
 import pytest
+from _profiles import synthetic_profile_dict
 
 from hetsam import HetsamInputError
 from hetsam.profiling.schema import Profile, load_profile
-
-from _profiles import synthetic_profile_dict
 
 
 def test_round_trip(tmp_path):

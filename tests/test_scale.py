@@ -14,13 +14,13 @@ import pytest
 
 from hetsam import HetsamInputError, Plan
 from hetsam.cli.main import main
-from hetsam.cost.model import CostModel
 from hetsam.cost.cluster import Cluster
+from hetsam.cost.jitter import MaxDraw, lognormal_sigma, slowest_median
+from hetsam.cost.model import CostModel
 from hetsam.cost.network import ring_allreduce_seconds
 from hetsam.planning.search import plan
 from hetsam.profiling.schema import Profile
 from hetsam.simulator import simulate
-from hetsam.cost.jitter import MaxDraw, lognormal_sigma, slowest_median
 
 MIB = 1024 * 1024
 LADDER = [8, 16, 32, 64, 128]

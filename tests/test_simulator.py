@@ -11,19 +11,18 @@ import subprocess
 import sys
 
 import pytest
+from _profiles import synthetic_profile_dict
+from _simpy_reference import async_sam_update_ends
 
 from hetsam import HetsamInputError, Plan
+from hetsam.cost.jitter import lognormal_sigma
 from hetsam.cost.model import CostModel
 from hetsam.profiling.schema import Profile
-from hetsam.simulator import SimResult, simulate
-from _simpy_reference import async_sam_update_ends
-from hetsam.cost.jitter import lognormal_sigma
-from hetsam.simulator.model import warmup_iterations
 from hetsam.profiling.stats import quantile
+from hetsam.simulator import SimResult, simulate
+from hetsam.simulator.model import warmup_iterations
 from hetsam.simulator.steady import BatchMeans, t_quantile_975
 from hetsam.simulator.trace import chrome_trace
-
-from _profiles import synthetic_profile_dict
 
 B = 64
 NBYTES = 4000  # the synthetic model's parameter_bytes

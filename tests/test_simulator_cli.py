@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _profiles import synthetic_profile_dict
 
 

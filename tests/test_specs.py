@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 
 from hetsam.cost.model import CostModel
+from hetsam.cost.specscale import (
+    REFERENCE_MACHINES,
+    assumptions,
+    get_spec,
+    spec_scale,
+    spec_table,
+    what_if,
+)
 from hetsam.errors import HetsamInputError
 from hetsam.profiling.schema import Profile, load_profile, reference_profile_names
-from hetsam.cost.specscale import REFERENCE_MACHINES, assumptions, get_spec, spec_scale, spec_table, what_if
 from tests._profiles import synthetic_profile_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +59,8 @@ def test_faster_target_is_faster():
     gpus = {k: CostModel(spec_scale(prof, {"cuda:0": k}, source_specs=SRC)) for k in ("RTX4060-Laptop", "A6000", "H100-SXM")}
     for b in (8, 16, 32, 64):
         assert xeon.grad_seconds("cpu:0", b) < epyc.grad_seconds("cpu:0", b)
-        assert gpus["H100-SXM"].grad_seconds("cuda:0", b) <= gpus["A6000"].grad_seconds("cuda:0", b) < gpus["RTX4060-Laptop"].grad_seconds("cuda:0", b)
+        h100, a6000, rtx = (gpus[k].grad_seconds("cuda:0", b) for k in ("H100-SXM", "A6000", "RTX4060-Laptop"))
+        assert h100 <= a6000 < rtx
         # a 32-core server socket beats the 2-core machine it was scaled from
         assert epyc.grad_seconds("cpu:0", b) < CostModel(prof).grad_seconds("cpu:0", b)
 
@@ -79,7 +87,8 @@ def test_gpu_explicit_roofline_equation_and_provenance():
     c = assumptions()
     gpu = scaled.device("cuda:0")
     for b, t in zip(gpu.grad_seconds.batch_sizes, gpu.grad_seconds.median):
-        device = 190 * c["gpu_seconds_per_kernel"] + 2.4e8 * b / (38.7e12 * c["gpu_compute_efficiency"]) + (3e6 + 1.4e7 * b) / (768e9 * c["gpu_memory_efficiency"])
+        device = (190 * c["gpu_seconds_per_kernel"] + 2.4e8 * b / (38.7e12 * c["gpu_compute_efficiency"])
+                  + (3e6 + 1.4e7 * b) / (768e9 * c["gpu_memory_efficiency"]))
         assert t == pytest.approx(max(190 * c["host_seconds_per_kernel"], device), rel=1e-9)
     prov = scaled.provenance
     assert prov["kind"] == "spec-scaled" and "A6000" in prov["specs"] and "EPYC-7452" in prov["specs"]

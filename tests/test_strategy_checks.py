@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from _toy_strategy import NAME, SPEC, EveryKSpec
+
 from hetsam import HetsamInputError, Plan, strategies
 from hetsam.strategies import Option, StrategySpec
 from hetsam.strategies.checks import PLAN_OWN, check_spec

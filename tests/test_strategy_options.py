@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 import torch
-
 from _alg_refs import batches, loss_fn, mlp
+
 from hetsam import AutoSAM, HetsamInputError, Plan
 from hetsam.strategies.run import RunContext
 

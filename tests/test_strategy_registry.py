@@ -6,9 +6,20 @@ import json
 
 import pytest
 import torch
-
-from _alg_refs import SGD_KW, Scratch, assert_rel_close, batches, descend, flat, loss_fn, mlp, perturbation, snapshot
+from _alg_refs import (
+    SGD_KW,
+    Scratch,
+    assert_rel_close,
+    batches,
+    descend,
+    flat,
+    loss_fn,
+    mlp,
+    perturbation,
+    snapshot,
+)
 from _toy_strategy import NAME, registered
+
 from hetsam import AutoSAM, HetsamInputError, Plan, strategies
 from hetsam.cli import main
 from hetsam.planning.search import plan

@@ -14,9 +14,9 @@ it is the scaler's call).
 from __future__ import annotations
 
 import math
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -184,7 +184,7 @@ def _not_finite(losses: list, grads: list, groups: list) -> str | None:
     return None if all(ok) else "the update gradient"
 
 
-def assembly_for(opt, plan: Plan) -> "Assembly":
+def assembly_for(opt, plan: Plan) -> Assembly:
     """The runtime, rule and executor of ``plan`` for AutoSAM ``opt`` (built, not yet running)."""
     return Assembly(plan, opt.model, opt.loss_fn, opt.base_optimizer, opt.scaler, opt._settings, opt.run)
 

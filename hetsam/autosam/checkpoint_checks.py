@@ -20,7 +20,13 @@ from hetsam.autosam.assemble import Assembly, assembly_for, resolve_plan
 from hetsam.autosam.guard import DivergenceGuard
 from hetsam.errors import HetsamInputError
 from hetsam.optim.options import show
-from hetsam.optim.state_checks import COUNT_LIMIT, check_optimizer_state, counter, keys, real
+from hetsam.optim.state_checks import (
+    COUNT_LIMIT,
+    check_optimizer_state,
+    counter,
+    keys,
+    real,
+)
 from hetsam.planning.plan import Plan
 
 __all__ = ["FORMAT", "Checked", "check"]

@@ -41,11 +41,12 @@ fitted and what was decided.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from hetsam.autosam.windows import StepWindow, calibrated_text
 from hetsam.hardware.kinds import kind_of, torch_device_name
 from hetsam.planning.options import PlannerOptions
-from hetsam.autosam.windows import StepWindow, calibrated_text
 from hetsam.profiling.stats import median, median_ci
 
 __all__ = ["PlannerOptions", "plan_for_model", "StepWindow", "describe_choice", "PlanController", "controller_for"]
@@ -72,7 +73,7 @@ def check_strategies(value) -> tuple[str, ...]:
 
 
 def controller_for(plan, planner_options, model, log: Callable[[str], None], *, strategies=None,
-                   base_family: str | None = None) -> "PlanController | None":
+                   base_family: str | None = None) -> PlanController | None:
     """The controller of an AutoSAM whose plan the planner chooses: ``plan="auto"``, or a
     strategy name with ``planner_options["profile"]`` (the planner chooses its numbers). None
     for a given plan, which takes no planner options. ``strategies`` (AutoSAM's ``strategies=``)

@@ -76,7 +76,7 @@ class GuardSettings:
                         hint="bytes of host memory; 0 keeps no snapshot")
 
     @classmethod
-    def from_value(cls, value: Any) -> "GuardSettings | None":
+    def from_value(cls, value: Any) -> GuardSettings | None:
         """True/None: the defaults; False: off (None); a dict of the fields."""
         if value is None or value is True:
             return cls()
@@ -245,7 +245,7 @@ class DivergenceGuard:
         self.events: list[dict] = []
 
     @classmethod
-    def for_model(cls, guard, model, log) -> "DivergenceGuard":
+    def for_model(cls, guard, model, log) -> DivergenceGuard:
         """AutoSAM's ``guard=`` for ``model`` (off under DDP)."""
         ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
         return cls(GuardSettings.from_value(guard), log,

@@ -72,7 +72,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,7 +81,14 @@ from torch import nn
 from hetsam import defaults
 from hetsam.autosam import checkpoint, stepping
 from hetsam.autosam.arguments import build_base, check_arguments, strategy_options
-from hetsam.autosam.assemble import Assembly, Settings, amp_spec, assembly_for, model_device, resolve_plan
+from hetsam.autosam.assemble import (
+    Assembly,
+    Settings,
+    amp_spec,
+    assembly_for,
+    model_device,
+    resolve_plan,
+)
 from hetsam.autosam.controller import controller_for
 from hetsam.autosam.guard import DivergenceGuard
 from hetsam.autosam.params import add_group, resolve_params
@@ -341,7 +349,7 @@ class AutoSAM(torch.optim.Optimizer):
         if self._parts is not None:
             self._parts.close()
 
-    def __enter__(self) -> "AutoSAM":
+    def __enter__(self) -> AutoSAM:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 from hetsam._warnings import warn_user
-
 from hetsam.errors import HetsamInputError
 from hetsam.execution.distributed import unwrap
 from hetsam.optim.options import check_like

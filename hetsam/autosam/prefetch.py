@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from hetsam.errors import HetsamInputError
 from hetsam.execution.batches import samples

@@ -3,11 +3,15 @@
 It sits beside the front end (it drives ``AutoSAM``); nothing in the library imports it.
 """
 
-from hetsam.bench.arrangements import Arrangement, default_arrangements, fitted_pool_arrangement
-from hetsam.profiling.load import wait_quiet
+from hetsam.bench.arrangements import (
+           Arrangement,
+           default_arrangements,
+           fitted_pool_arrangement,
+)
 from hetsam.bench.report import format_report
 from hetsam.bench.results import BenchReport, BenchResult
 from hetsam.bench.runner import predict, probe_profile, run_bench
+from hetsam.profiling.load import wait_quiet
 from hetsam.profiling.merge import median_profile
 
 __all__ = ["Arrangement", "BenchResult", "BenchReport", "default_arrangements", "run_bench", "predict",

@@ -81,7 +81,7 @@ class BenchResult:
         p = self.predicted_seconds
         return None if p is None else self.median / p - 1.0
 
-    def error_vs(self, base: "BenchResult | None") -> float | None:
+    def error_vs(self, base: BenchResult | None) -> float | None:
         """The prediction's error on the ratio to ``base`` measured in the same run:
         ``(measured / measured_base) / (predicted / predicted_base) − 1`` (the machine's drift
         since profiling cancels)."""
@@ -89,7 +89,7 @@ class BenchResult:
             return None
         return (1.0 + self.relative_error) / (1.0 + base.relative_error) - 1.0
 
-    def error_vs_rounds(self, base: "BenchResult | None") -> tuple[float, float, float] | None:
+    def error_vs_rounds(self, base: BenchResult | None) -> tuple[float, float, float] | None:
         """``(median, low, high)`` of the per-round errors relative to ``base`` (module docstring)."""
         if base is None or self.predicted_seconds is None or base.predicted_seconds is None:
             return None
@@ -100,7 +100,7 @@ class BenchResult:
         errors = [(m / b) / predicted - 1.0 for m, b in zip(mine, theirs)]
         return (median(errors), *median_ci(errors, ERROR_CONFIDENCE))
 
-    def to_dict(self, sgd: float | None = None, sam: float | None = None, base: "BenchResult | None" = None) -> dict:
+    def to_dict(self, sgd: float | None = None, sam: float | None = None, base: BenchResult | None = None) -> dict:
         p = self.arrangement.plan
         return {
             "strategy": p.strategy,

@@ -48,13 +48,13 @@ from __future__ import annotations
 import copy
 import itertools
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from hetsam import _checks
 from hetsam.bench.arrangements import Arrangement, socket0_halves
-from hetsam.profiling.load import LoadMeter
 from hetsam.bench.results import BenchReport, BenchResult
 from hetsam.errors import HetsamInputError
+from hetsam.profiling.load import LoadMeter
 from hetsam.profiling.merge import median_profile
 from hetsam.profiling.stats import median
 from hetsam.strategies import SGD
@@ -232,8 +232,8 @@ def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None 
     """A ``profile_probe`` for :func:`run_bench`: a short profile of ``model`` at b/4 and b
     (the batches the default arrangements use) on ``devices`` (default: every core and the
     first pool of socket 0's halves)."""
-    from hetsam.profiling.models import reference_model
     from hetsam.profiling.measure import profile
+    from hetsam.profiling.models import reference_model
 
     ref = reference_model(model)
     pools = socket0_halves()

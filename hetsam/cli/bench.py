@@ -7,12 +7,11 @@ it is cached and how to measure again; the report's notes print once per pattern
 
 from __future__ import annotations
 
-from hetsam.cli.commands import COMMANDS
-
 import sys
 
 from hetsam import defaults as D
 from hetsam.cli._output import emit
+from hetsam.cli.commands import COMMANDS
 
 HELP = COMMANDS["bench"]
 
@@ -46,7 +45,8 @@ def add_arguments(p) -> None:
                    help="measure a round again when other processes used more than this share of the CPUs during it "
                         "(default 0.10; at most R repeats; 1 disables)")
     p.add_argument("--system-malloc", action="store_true",
-                   help="leave glibc's allocator as it is, here and in the profile it measures (default: keep freed memory in the process, which removes "
+                   help="leave glibc's allocator as it is, here and in the profile it measures (default: keep freed memory "
+                        "in the process, which removes "
                         "the per-step page faults that make CPU timings depend on the process's history)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -76,10 +76,10 @@ def run(args) -> int:
 
 
 def _run(args, allocator: str) -> int:
-    from hetsam.bench import Arrangement, default_arrangements, format_report, run_bench
+    from hetsam.bench import Arrangement, default_arrangements, run_bench
     from hetsam.errors import HetsamInputError
-    from hetsam.profiling.models import reference_model
     from hetsam.planning.plan import Plan
+    from hetsam.profiling.models import reference_model
 
     reference_model(args.model).check_batch(args.batch_size)  # unknown names, huge batches: before anything runs
     given = Plan.load(args.plan) if args.plan else None

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from hetsam.cli.commands import COMMANDS
-
 from hetsam.cli._output import emit
+from hetsam.cli.commands import COMMANDS
 
 HELP = COMMANDS["devices"]
 
@@ -28,7 +27,8 @@ def render(data: dict) -> str:
         if kind_of(d["id"]).pools:
             pooled = pooled or d["cores"] != "could not collect" and d["cores"] > 1
             extra = f", cgroup limit {d['cgroup_cpu_limit']} cores" if "cgroup_cpu_limit" in d else ""
-            lines.append(f"{d['id']:<8} {d['kind']:<4} {d['name']}: {d['cores']} usable core(s) (OS CPUs {d['cpulist']}{extra}), memory {_gib(d.get('memory_bytes'))}")
+            lines.append(f"{d['id']:<8} {d['kind']:<4} {d['name']}: {d['cores']} usable core(s) "
+                         f"(OS CPUs {d['cpulist']}{extra}), memory {_gib(d.get('memory_bytes'))}")
         else:
             clock = d.get("sm_clock_max_mhz", "could not collect")
             lines.append(f"{d['id']:<8} {d['kind']:<4} {d['name']}: memory {_gib(d.get('memory_bytes'))}, max SM clock {clock} MHz")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from hetsam.cli.commands import COMMANDS
-
 import sys
 
-from hetsam.cli._output import emit
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
+from hetsam.cli._output import emit
+from hetsam.cli.commands import COMMANDS
 from hetsam.planning.options import add_flags
 
 HELP = COMMANDS["plan"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from hetsam.cli.commands import COMMANDS
-
 import contextlib
 import os
 from pathlib import Path
 
 from hetsam import _checks, defaults
 from hetsam.cli._output import emit
+from hetsam.cli.commands import COMMANDS
 from hetsam.errors import HetsamInputError
 
 DEFAULT_BUDGET = defaults.PROFILE_BUDGET_SECONDS
@@ -23,10 +22,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default="resnet20", help="reference model: resnet20 (default) or mlp (see hetsam.profiling.models)")
     parser.add_argument("--batch-size", type=int, default=128, metavar="B", help="the largest batch of the ladder (default 128)")
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the profile JSON")
-    parser.add_argument("--devices", metavar="LIST", help="comma-separated device names, e.g. cpu:0,cpu:0[0] (default: every socket, its one-core pool and every GPU)")
-    parser.add_argument("--ladder", metavar="LIST", help="batch sizes to measure, ascending, e.g. 8,16,32,64 (default: powers of two from B/8, and B)")
+    parser.add_argument("--devices", metavar="LIST", help="comma-separated device names, e.g. cpu:0,cpu:0[0] "
+                        "(default: every socket, its one-core pool and every GPU)")
+    parser.add_argument("--ladder", metavar="LIST", help="batch sizes to measure, ascending, e.g. 8,16,32,64 "
+                        "(default: powers of two from B/8, and B)")
     parser.add_argument("--budget-seconds", type=float, default=DEFAULT_BUDGET, metavar="S",
-                        help=f"bound the measuring time (default {DEFAULT_BUDGET:g}; 0: no bound); repeats, then ladder points are cut, with a note in the profile")
+                        help=f"bound the measuring time (default {DEFAULT_BUDGET:g}; 0: no bound); repeats, then ladder "
+                             "points are cut, with a note in the profile")
     parser.add_argument("--repeats", type=int, metavar="N", help="fixed repeats per point (default: adaptive, about 1 s per point)")
     parser.add_argument("--no-contention", action="store_true", help="skip the two-pool contention measurement")
     parser.add_argument("--json", action="store_true", help="also print the profile JSON on stdout")
@@ -74,7 +76,8 @@ def _check_devices(text: str) -> None:
 
 def summary(prof) -> str:
     """A short text table of a profile."""
-    lines = [f"model {prof.model.name}: {prof.model.parameters:,} parameters; batch sizes {', '.join(map(str, prof.devices[0].grad_seconds.batch_sizes))}"]
+    ladder = ", ".join(map(str, prof.devices[0].grad_seconds.batch_sizes))
+    lines = [f"model {prof.model.name}: {prof.model.parameters:,} parameters; batch sizes {ladder}"]
     for d in prof.devices:
         g = d.grad_seconds
         times = ", ".join(f"{m * 1e3:.1f}±{s * 1e3:.1f}" for m, s in zip(g.median, g.spread))

@@ -16,12 +16,11 @@ busy, ...) go to stderr first (``hetsam.profiling.cache.warning_lines``).
 
 from __future__ import annotations
 
-from hetsam.cli.commands import COMMANDS
-
 from hetsam import strategies
 from hetsam.cli._cluster import add_cluster_arguments, cluster_kwargs, format_cluster
 from hetsam.cli._compare import comparisons_for, format_comparison, make_planner
 from hetsam.cli._output import emit, fmt_seconds
+from hetsam.cli.commands import COMMANDS
 
 HELP = COMMANDS["simulate"]
 
@@ -63,7 +62,9 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", metavar="OUT.png", help="draw a Gantt chart and a strategy comparison (needs matplotlib)")
     p.add_argument("--compare", action="store_true", help="print the strategy comparison of --plot without drawing it")
     g = p.add_argument_group("the planner (its numbers fill in what --strategy leaves out, and set the comparison's)")
-    from hetsam.planning.options import add_flags  # declared in hetsam.planning.options.OPTIONS
+    from hetsam.planning.options import (
+        add_flags,  # declared in hetsam.planning.options.OPTIONS
+    )
 
     add_flags(g, "budget", "objective", "base_optimizer", "shares", help={
         "objective": "what the planner maximises, as in 'hetsam plan' (default %(default)s)",

@@ -5,7 +5,7 @@ Pure Python: the strategies' specs and the planner use these without torch.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["descent_step", "largest_fitting", "SlowestRank"]
 

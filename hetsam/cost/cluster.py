@@ -8,7 +8,13 @@ import math
 from hetsam import _checks
 from hetsam.cost.links import default_inter, default_intra
 from hetsam.cost.network import (
-    BACKWARD_FRACTION, DDP_BUCKET_CAP_MB, DDP_FIRST_BUCKET_MB, MIB, NetworkLink, ddp_buckets, overlapped_allreduce_end,
+    BACKWARD_FRACTION,
+    DDP_BUCKET_CAP_MB,
+    DDP_FIRST_BUCKET_MB,
+    MIB,
+    NetworkLink,
+    ddp_buckets,
+    overlapped_allreduce_end,
     ring_allreduce_seconds,
 )
 from hetsam.errors import HetsamInputError

@@ -9,10 +9,10 @@ Pure Python.
 
 from __future__ import annotations
 
+from hetsam.cost.network import NetworkLink, network_table
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
-from hetsam.cost.network import NetworkLink, network_table
 
 __all__ = ["default_intra", "default_inter"]
 

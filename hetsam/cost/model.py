@@ -27,9 +27,9 @@ from __future__ import annotations
 import bisect
 
 from hetsam import _checks
+from hetsam.errors import HetsamInputError
 from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
-from hetsam.errors import HetsamInputError
 from hetsam.profiling.schema import DeviceProfile, GradTable, Profile, load_profile
 
 __all__ = ["CostModel", "DEFAULT_PARALLEL_FRACTION", "isotonic"]
@@ -183,7 +183,7 @@ class CostModel:
         """The fixed per-step terms on ``device``, in seconds: update, climb, loop."""
         return {"update": self.update_seconds(device), "climb": self.climb_seconds(device), "loop": self.loop_seconds}
 
-    def calibrated(self, loop_seconds: float) -> "CostModel":
+    def calibrated(self, loop_seconds: float) -> CostModel:
         """The same profile with the training loop's per-step work set to ``loop_seconds``."""
         return CostModel(self.profile, loop_seconds=loop_seconds)
 

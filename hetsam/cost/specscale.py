@@ -47,8 +47,20 @@ from typing import Any
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
-from hetsam.hardware.specs import DeviceSpec, assumptions, by_reported_name, get_spec, spec_table
-from hetsam.profiling.schema import DeviceProfile, GradTable, Link, Profile, load_profile
+from hetsam.hardware.specs import (
+    DeviceSpec,
+    assumptions,
+    by_reported_name,
+    get_spec,
+    spec_table,
+)
+from hetsam.profiling.schema import (
+    DeviceProfile,
+    GradTable,
+    Link,
+    Profile,
+    load_profile,
+)
 
 __all__ = [
     "DeviceSpec",

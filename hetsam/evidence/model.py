@@ -36,8 +36,15 @@ from collections import Counter, defaultdict
 
 from hetsam import strategies as registry
 from hetsam.errors import HetsamInputError
-from hetsam.evidence.pooling import GroupEstimate, Spread, common_tau2, pool_group, t_quantile, target_task, \
-    weighted_isotonic
+from hetsam.evidence.pooling import (
+    GroupEstimate,
+    Spread,
+    common_tau2,
+    pool_group,
+    t_quantile,
+    target_task,
+    weighted_isotonic,
+)
 from hetsam.evidence.records import Record
 from hetsam.evidence.share import Share
 

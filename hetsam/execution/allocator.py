@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["ENV", "policy", "apply_policy", "mode", "override"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 

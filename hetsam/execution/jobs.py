@@ -9,8 +9,9 @@ fields: the gradient g(θ; B) of the mean loss at the parameter values ``params`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from torch import Tensor
 

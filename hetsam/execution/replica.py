@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn

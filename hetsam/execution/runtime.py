@@ -16,7 +16,8 @@ unscale, skip a step with inf/NaN, and update S.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -26,7 +26,13 @@ import re
 
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.kinds import accepted_forms, generation, kind_named
-from hetsam.hardware.kinds.base import MAX_CPUS, MAX_INDEX, DeviceName, format_cpulist, parse_cpulist
+from hetsam.hardware.kinds.base import (
+    MAX_CPUS,
+    MAX_INDEX,
+    DeviceName,
+    format_cpulist,
+    parse_cpulist,
+)
 
 __all__ = ["DeviceName", "parse_device", "parse_cpulist", "format_cpulist", "canonical_name", "MAX_CPUS", "MAX_INDEX"]
 

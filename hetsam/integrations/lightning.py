@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 try:
     import lightning.pytorch as pl
@@ -63,7 +64,7 @@ class AutoSAMModule(pl.LightningModule):
                                    f"(got {[type(o).__name__ for o in self.trainer.optimizers]})")
         return found[0]
 
-    def lookahead(self, loader: Iterable[Any]) -> "_Lookahead":
+    def lookahead(self, loader: Iterable[Any]) -> _Lookahead:
         """``loader`` read ahead for AsyncSAM's ``lookahead`` policy (``AutoSAM.lookahead``), bound
         to this module's AutoSAM when Lightning iterates it."""
         return _Lookahead(self, loader)

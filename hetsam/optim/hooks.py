@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch.optim.optimizer as _torch_optimizer
 

@@ -17,8 +17,8 @@ before the climb and copied back afterwards (a copy, not ``θ + e − e``, so th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

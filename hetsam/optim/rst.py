@@ -13,18 +13,19 @@ p is a number, a callable ``t -> p`` or a schedule (:mod:`hetsam.optim.schedules
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from hetsam import _checks
+from hetsam.errors import HetsamInputError
 from hetsam.optim.hooks import no_global_step_hooks
 from hetsam.optim.kernels import mix_
 from hetsam.optim.sam import SAM
 from hetsam.optim.schedules import make_schedule
 from hetsam.optim.state_checks import counter, generator_state, keys
-from hetsam.errors import HetsamInputError
 
 __all__ = ["RST", "SamTrials", "check_alpha"]
 

@@ -12,16 +12,16 @@ reference (same arithmetic order, so the same numbers):
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from hetsam import _checks
+from hetsam.errors import HetsamInputError
 from hetsam.optim.hooks import no_global_step_hooks
 from hetsam.optim.kernels import AscentGroup, Perturbation
 from hetsam.optim.options import check_options, show
-from hetsam.errors import HetsamInputError
 
 __all__ = ["SAM", "asam_groups", "check_rho", "check_group", "check_base_optimizer", "share_groups"]
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from hetsam import _checks
 from hetsam.errors import HetsamInputError

@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hetsam import defaults
-from hetsam import strategies
+from hetsam import defaults, strategies
 from hetsam.planning.plan import Plan
 from hetsam.strategies import SAM, SGD
 

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Any, Callable
+from typing import Any
 
 from hetsam import _checks, defaults
 from hetsam.errors import HetsamInputError
@@ -204,7 +205,7 @@ def _post_init(self) -> None:
         object.__setattr__(self, "profile", load_profile(self.profile))
 
 
-def _from_value(cls, value) -> "PlannerOptions":
+def _from_value(cls, value) -> PlannerOptions:
     if value is None:
         return cls()
     if isinstance(value, cls):

@@ -48,8 +48,8 @@ import math
 
 from hetsam import _checks, defaults
 from hetsam import strategies as registry
-from hetsam.cost.cluster import Cluster
 from hetsam.cost.closed_form import SlowestRank, descent_step
+from hetsam.cost.cluster import Cluster
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.kinds import record_kinds

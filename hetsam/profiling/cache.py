@@ -29,8 +29,8 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from hetsam import _checks, defaults
 from hetsam.errors import HetsamInputError

@@ -16,7 +16,7 @@ perturbed steps; docs/architecture.md, "Step costs").
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

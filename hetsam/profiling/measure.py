@@ -71,17 +71,35 @@ from hetsam.hardware.detect import Device, detect
 from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
 from hetsam.profiling.budget import (
-    DEFAULT_MAX_REPEATS, DEFAULT_MIN_REPEATS, DEFAULT_TARGET_SECONDS, DEFAULT_WARMUP, W_DEVICE, W_LINKS, W_PAIR, Clock,
+    DEFAULT_MAX_REPEATS,
+    DEFAULT_MIN_REPEATS,
+    DEFAULT_TARGET_SECONDS,
+    DEFAULT_WARMUP,
+    W_DEVICE,
+    W_LINKS,
+    W_PAIR,
+    Clock,
     Settings,
 )
 from hetsam.profiling.contention import contention_pair
-from hetsam.profiling.rounds import measure_in_rounds
 from hetsam.profiling.links import measure_links
 from hetsam.profiling.load import BUSY_SHARE, LoadMeter
 from hetsam.profiling.provenance import load_average, provenance
-from hetsam.profiling.schema import Contention, DeviceProfile, GradTable, ModelInfo, Profile
+from hetsam.profiling.rounds import measure_in_rounds
+from hetsam.profiling.schema import (
+    Contention,
+    DeviceProfile,
+    GradTable,
+    ModelInfo,
+    Profile,
+)
 from hetsam.profiling.stats import WIDE_SPREAD, ratio_repeatability
-from hetsam.profiling.targets import Target, auto_pairs, default_devices, resolve_targets
+from hetsam.profiling.targets import (
+    Target,
+    auto_pairs,
+    default_devices,
+    resolve_targets,
+)
 from hetsam.profiling.workload import workload
 
 __all__ = ["profile", "default_ladder", "default_devices", "workload", "MAX_SAMPLE_BATCH"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 from hetsam.profiling.schema import Profile
 from hetsam.profiling.stats import median
@@ -11,7 +11,7 @@ from hetsam.profiling.stats import median
 __all__ = ["median_profile"]
 
 
-def median_profile(profiles: Sequence) -> "Profile":
+def median_profile(profiles: Sequence) -> Profile:
     """One profile from several of the same machine and model: per device and batch size the
     median of the medians (and of the spreads), the median update and climb times, link bandwidth and
     latency, and contention slowdown. Points or entries missing from any profile are dropped."""

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hetsam.errors import HetsamInputError
 from hetsam.hardware.kinds import kind_of, record_kinds
 from hetsam.hardware.names import parse_device
-from hetsam.errors import HetsamInputError
 from hetsam.profiling.checker import BATCH, BYTES, COUNT, SECONDS
 from hetsam.profiling.checker import Checker as _Checker
 
@@ -90,7 +90,7 @@ class GradTable:
         return d
 
     @classmethod
-    def parse(cls, value, path: str, chk: _Checker) -> "GradTable":
+    def parse(cls, value, path: str, chk: _Checker) -> GradTable:
         chk.obj(value, path, {"batch_sizes", "median", "spread"}, {"repeats"})
         bs = [chk.num(b, f"{path}.batch_sizes[{i}]", positive=True, integer=True, high=BATCH)
               for i, b in enumerate(chk.array(value["batch_sizes"], f"{path}.batch_sizes", most=64))]
@@ -135,7 +135,7 @@ class DeviceProfile:
         return d
 
     @classmethod
-    def parse(cls, value, path: str, chk: _Checker) -> "DeviceProfile":
+    def parse(cls, value, path: str, chk: _Checker) -> DeviceProfile:
         chk.obj(value, path, {"id", "kind", "name", "grad_seconds"}, set(cls._OPTIONAL))
         dev_id = chk.device_id(value["id"], f"{path}.id")
         kind = value["kind"]
@@ -181,7 +181,7 @@ class Link:
         return {"src": self.src, "dst": self.dst, "bytes_per_second": self.bytes_per_second, "latency_seconds": self.latency_seconds}
 
     @classmethod
-    def parse(cls, value, path: str, chk: _Checker) -> "Link":
+    def parse(cls, value, path: str, chk: _Checker) -> Link:
         chk.obj(value, path, {"src", "dst", "bytes_per_second", "latency_seconds"}, set())
         return cls(
             chk.device_id(value["src"], f"{path}.src"), chk.device_id(value["dst"], f"{path}.dst"),
@@ -199,7 +199,7 @@ class Contention:
         return {"devices": list(self.devices), "slowdown": list(self.slowdown)}
 
     @classmethod
-    def parse(cls, value, path: str, chk: _Checker) -> "Contention":
+    def parse(cls, value, path: str, chk: _Checker) -> Contention:
         chk.obj(value, path, {"devices", "slowdown"}, set())
         devs = chk.array(value["devices"], f"{path}.devices")
         slow = chk.array(value["slowdown"], f"{path}.slowdown")
@@ -227,7 +227,7 @@ class ModelInfo:
         }
 
     @classmethod
-    def parse(cls, value, path: str, chk: _Checker) -> "ModelInfo":
+    def parse(cls, value, path: str, chk: _Checker) -> ModelInfo:
         chk.obj(value, path, {"name", "parameters", "parameter_bytes"}, {"flops_per_sample", "sample_shape"})
         shape = value.get("sample_shape")
         if shape is not None:
@@ -304,7 +304,7 @@ class Profile:
         write_text(path, self.to_json() + "\n", "profile")
 
     @classmethod
-    def from_dict(cls, data, where: str = "profile") -> "Profile":
+    def from_dict(cls, data, where: str = "profile") -> Profile:
         chk = _Checker(where)
         chk.obj(data, "the top level", {"schema_version", "model", "batch_size", "devices", "links", "provenance"}, {"contention"})
         if data["schema_version"] != SCHEMA_VERSION:
@@ -317,7 +317,8 @@ class Profile:
         if dupes:
             chk.fail("devices", f"lists {', '.join(dupes)} more than once")
         links = tuple(Link.parse(v, f"links[{i}]", chk) for i, v in enumerate(chk.array(data["links"], "links", nonempty=False)))
-        contention = tuple(Contention.parse(v, f"contention[{i}]", chk) for i, v in enumerate(chk.array(data.get("contention", []), "contention", nonempty=False)))
+        pairs = chk.array(data.get("contention", []), "contention", nonempty=False)
+        contention = tuple(Contention.parse(v, f"contention[{i}]", chk) for i, v in enumerate(pairs))
         for i, link in enumerate(links):
             for end in ("src", "dst"):
                 if getattr(link, end) not in ids:
@@ -333,7 +334,7 @@ class Profile:
         return cls(model, batch_size, devices, links, contention, dict(prov), source=where)
 
     @classmethod
-    def from_json(cls, text: str, where: str = "profile") -> "Profile":
+    def from_json(cls, text: str, where: str = "profile") -> Profile:
         from hetsam.io import loads
 
         return cls.from_dict(loads(text, where), where)

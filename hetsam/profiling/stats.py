@@ -10,7 +10,7 @@ the benchmark harness, the merge of profiles and the simulator's percentiles all
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["quantile", "median", "median_ci", "ratio_repeatability", "Measurement", "WIDE_SPREAD"]
 
@@ -76,7 +76,7 @@ class Measurement:
         """Whether the spread is wider than ``threshold`` of the median."""
         return self.relative_spread > threshold
 
-    def merge(self, *others: "Measurement") -> "Measurement":
+    def merge(self, *others: Measurement) -> Measurement:
         """All times of this and ``others`` together (same quantity, several runs)."""
         return Measurement(self.times + tuple(t for o in others for t in o.times))
 

@@ -5,7 +5,20 @@
 """
 
 from hetsam.strategies.registry import (
-    ASYNC_SAM, BUILTIN, INTERVAL, LATE_PHASE, MSAM, RST, SAM, SAMPA, SGD, get, names, register, specs, unregister,
+    ASYNC_SAM,
+    BUILTIN,
+    INTERVAL,
+    LATE_PHASE,
+    MSAM,
+    RST,
+    SAM,
+    SAMPA,
+    SGD,
+    get,
+    names,
+    register,
+    specs,
+    unregister,
 )
 from hetsam.strategies.spec import Option, PlanningContext, Proposal, StrategySpec
 

@@ -18,8 +18,9 @@ name, one the strategy does not have is dropped at schema 1's default and refuse
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from hetsam import defaults
 from hetsam.errors import HetsamInputError
@@ -89,7 +90,7 @@ class Plan:
                                  f"use plan.option({name!r})")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def validate(self) -> "Plan":
+    def validate(self) -> Plan:
         """Check the plan again (a plan changed behind the frozen dataclass's back is refused)."""
         Plan(**{f.name: getattr(self, f.name) for f in fields(self)})
         return self
@@ -134,7 +135,7 @@ class Plan:
         return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Plan":
+    def from_dict(cls, data: Any) -> Plan:
         """A plan of schema 2, or of schema 1 or before (no ``schema_version``, perhaps a
         ``predicted`` object, dropped): their strategy settings become options (module docstring)."""
         if not isinstance(data, dict):
@@ -167,13 +168,13 @@ class Plan:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         from hetsam.io import loads
 
         return cls.from_dict(loads(text, "plan"))
 
     @classmethod
-    def load(cls, path) -> "Plan":
+    def load(cls, path) -> Plan:
         from hetsam.io import read_json
 
         data = read_json(path, "plan")

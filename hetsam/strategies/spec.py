@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from hetsam import _checks
 from hetsam.errors import HetsamInputError
@@ -182,7 +183,7 @@ class StrategySpec(abc.ABC):
     guarded: bool = False
 
     # ---- the plan -----------------------------------------------------------------------------
-    def check(self, plan) -> None:
+    def check(self, plan) -> None:  # noqa: B027 - optional: most strategies need no extra check
         """Extra validation of a plan of this strategy (beyond the Plan's own field checks)."""
 
     def option(self, plan, name: str) -> Any:

@@ -14,7 +14,7 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 
-from hetsam.evidence.records import paired_share, paired_records, records_document
+from hetsam.evidence.records import paired_records, paired_share, records_document
 
 __all__ = ["StudyResult", "measured", "study_records", "write_evidence"]
 

@@ -51,7 +51,7 @@ class RunLog:
         self._index: dict[tuple, dict] = {}
 
     @classmethod
-    def open(cls, path, fingerprint: dict) -> "RunLog":
+    def open(cls, path, fingerprint: dict) -> RunLog:
         """The log at ``path`` (empty when there is none); ``HetsamInputError`` when it holds
         runs of other settings or is not a run log."""
         from hetsam.io import read_json

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

@@ -30,7 +30,15 @@ from hetsam.simulator import simulate
 from hetsam.strategies.checks import check_spec
 from hetsam.strategies.rule import StrategyRule
 from hetsam.testing.profiles import synthetic_profile_dict
-from hetsam.testing.toys import SGD_KW, batches, deterministic_algorithms, flat, loss_fn, mlp, save_load
+from hetsam.testing.toys import (
+    SGD_KW,
+    batches,
+    deterministic_algorithms,
+    flat,
+    loss_fn,
+    mlp,
+    save_load,
+)
 
 __all__ = ["StrategyContract"]
 

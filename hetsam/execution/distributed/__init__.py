@@ -94,7 +94,15 @@ NCCL one so it never synchronises a GPU stream), counted in ``stats()["distribut
 """
 
 from hetsam.execution.distributed.context import (  # noqa: E402
-    DEGRADED, FAILED, OK, DistributedStats, RankContext, agree_plan, exit_process, rank_context, unwrap,
+    DEGRADED,
+    FAILED,
+    OK,
+    DistributedStats,
+    RankContext,
+    agree_plan,
+    exit_process,
+    rank_context,
+    unwrap,
 )
 from hetsam.execution.distributed.flat import common_dtype, flatten, unflatten  # noqa: E402
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Sequence
+from typing import Any
 
 from hetsam.errors import WorkerFailure
 from hetsam.execution.binding import enter_device
@@ -43,7 +44,7 @@ class Worker:
         self.thread = threading.Thread(target=_main, args=(self,), name=name, daemon=True)
         self._finalizer: weakref.finalize | None = None
 
-    def launch(self, owner, join_seconds: float) -> "Worker":
+    def launch(self, owner, join_seconds: float) -> Worker:
         """Start the thread and wait until it is bound; stopped when ``owner`` is collected."""
         self.thread.start()
         self.started.wait()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from hetsam.errors import HetsamInputError
 
@@ -92,11 +93,11 @@ class DeviceName:
             s += f"[{format_cpulist(self.positions)}]"
         return s
 
-    def canonical(self) -> "DeviceName":
+    def canonical(self) -> DeviceName:
         """The explicit form: ``cpu`` -> ``cpu:0``, ``cuda`` -> ``cuda:0``."""
         return DeviceName(self.type, self.index if self.index is not None else 0, self.positions, self.kind)
 
-    def overlaps(self, other: "DeviceName") -> bool:
+    def overlaps(self, other: DeviceName) -> bool:
         """Whether two names share hardware (a core, or the same device)."""
         if self.type != other.type:
             return False
@@ -162,7 +163,7 @@ class DeviceKind(abc.ABC):
     def torch_device(self, dev: DeviceName):
         raise HetsamInputError(f"device {dev}: hetsam does not run work on {self.name} devices; plan for another device")
 
-    def enter(self, device, threads: int | None, cpus=None, *, stream: bool = False) -> None:
+    def enter(self, device, threads: int | None, cpus=None, *, stream: bool = False) -> None:  # noqa: B027 - optional: a no-op unless a kind needs it
         """Bind a freshly started thread to ``device`` for the rest of its life."""
 
     def timed(self, device, fn: Callable[[], None]) -> float:
@@ -171,10 +172,10 @@ class DeviceKind(abc.ABC):
         fn()
         return time.perf_counter() - t0
 
-    def synchronize(self, device) -> None:
+    def synchronize(self, device) -> None:  # noqa: B027 - optional: a no-op unless a kind needs it
         """Wait for the work queued on ``device``."""
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 - optional: a no-op unless a kind needs it
         """Return cached memory after a measurement."""
 
     def new_stream(self, device):

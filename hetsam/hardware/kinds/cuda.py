@@ -8,7 +8,8 @@ copies to the host over the profile's links, and a spare GPU may take the ascent
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.gpus import detect_gpus

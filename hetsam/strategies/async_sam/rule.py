@@ -23,13 +23,14 @@ training nothing is computed for a step that never comes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Sequence
+from typing import Any
 
 from hetsam._warnings import warn_user
+from hetsam.errors import HetsamInputError
 from hetsam.execution.batches import batch_size, slice_batch
 from hetsam.execution.jobs import ASCENT, GradResult
-from hetsam.errors import HetsamInputError
 from hetsam.optim.state_checks import aligned, counter, keys, real
 from hetsam.strategies.rule import StrategyRule
 

@@ -28,7 +28,8 @@ the device that computes g_x). ``step`` returns L(y_{t+1}; B_t), the loss of the
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
