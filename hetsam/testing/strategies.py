@@ -81,21 +81,16 @@ class StrategyContract:
             yield
 
     def make_plan(self, spec, **fields):
-        """The plan the cases run: the strategy's defaults, b' = 8 of 16 samples for a strategy
-        that reads b'. Override it to run other settings."""
-
-        if "ascent_batch_size" in spec.fields:
-            fields.setdefault("ascent_batch_size", 8)
+        """The plan the cases run (with ``fields``): the strategy's defaults. Override it to run
+        other settings (the model's batches have 16 samples)."""
         return Plan(spec.name, **fields)
 
     # ---- the spec -----------------------------------------------------------------------------
     def test_spec_passes_the_registration_checks(self, spec):
-
         check_spec(spec)  # name, fields, options, closed form, and the rule imported now
         assert issubclass(spec.rule_class(), StrategyRule)
 
     def test_spec_describes_itself(self, spec):
-
         p = self.make_plan(spec, batch_size=64)
         assert spec.name in p.describe() and isinstance(spec.settings(p, 64), str) and spec.title and spec.summary
         fid = spec.fidelity(p, 64)
@@ -104,7 +99,6 @@ class StrategyContract:
         assert Plan.from_json(p.to_json()) == p
 
     def test_closed_form_and_candidates_on_a_machine(self, spec):
-
         report = plan_machine(Profile.from_dict(synthetic_profile_dict()), strategies=(spec.name,), simulate=False)
         mine = [c for c in report.candidates if c.plan.strategy == spec.name]
         assert mine or spec.baseline or not spec.planned  # SGD is always there
@@ -115,7 +109,6 @@ class StrategyContract:
             assert c.share == share_model().share(c.plan, report.batch_size, report.base_optimizer)
 
     def test_simulator_iteration(self, spec):
-
         cm = CostModel(Profile.from_dict(synthetic_profile_dict()))
         p = self.make_plan(spec, descent_device="cpu:0", batch_size=64)
         r = simulate(p, cm, iterations=60, jitter=False, steady_state=False)
@@ -125,7 +118,6 @@ class StrategyContract:
 
     # ---- the rule -----------------------------------------------------------------------------
     def test_threads_equal_the_inline_reference_bit_for_bit(self, spec, deterministic):
-
         p = self.make_plan(spec)
         ref, ref_losses, _ = _train(p, "inline", self.steps)
         got, losses, stats = _train(p, ThreadedExecutor(share="concurrent"), self.steps)
@@ -133,7 +125,6 @@ class StrategyContract:
         assert stats["steps"] == self.steps
 
     def test_resume_continues_exactly(self, spec, deterministic):
-
         n, half = self.steps, self.steps // 2
         p, data = self.make_plan(spec), batches(n)
         whole = mlp(bn=True)
