@@ -45,6 +45,7 @@ from _tasks import (  # noqa: E402
     load_task,
     loss_fn,
     model_for,
+    noisy_labels,  # noqa: F401 - part of this script's interface (tests/test_examples.py)
     train_labels,
 )
 
