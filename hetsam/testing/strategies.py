@@ -45,7 +45,6 @@ __all__ = ["StrategyContract"]
 
 def _train(plan, executor, steps):
     """``steps`` steps of a fresh AutoSAM fed by ``prefetch``; returns model, losses, stats."""
-
     model = mlp(bn=True)
     losses = []
     with AutoSAM(model, loss_fn, plan=plan, executor=executor, seed=7, total_steps=steps, **SGD_KW) as opt:
