@@ -639,6 +639,10 @@ AUTOSAM_ARGUMENTS = {  # argument: (plausible values, hostile ones)
     "group": (PLAUSIBLE_GROUP, GROUP_OPTIONS),  # the second group's options, when params="groups"
     "rho": (st.sampled_from([0.0, 0.05, 0.5]), NUMBERS), "adaptive": (st.booleans(), LEAVES),
     "eta": (st.sampled_from([0.0, 0.01]), NUMBERS), "max_grad_norm": (st.sampled_from([None, 1.0]), NUMBERS),
+    "options": (st.sampled_from([None, {}, {"sam_probability": 0.3}, {"ascent_batch_size": 4}, {"k": 2}, {"rho": 0.2}]),
+                st.one_of(LEAVES, st.dictionaries(st.sampled_from(["sam_probability", "staleness", "k", "x"]), NUMBERS,
+                                                  max_size=2))),
+    # deprecated (a FutureWarning each), still accepted
     "sam_probability": (st.sampled_from([None, 0.5, 1.0]), NUMBERS), "grst_alpha": (st.sampled_from([1.0, 0.5]), NUMBERS),
     "seed": (st.sampled_from([None, 0, 7]), NUMBERS), "amp": (st.sampled_from([None, False, "bf16"]), LEAVES),
     "scaler": (st.sampled_from([None, False]), LEAVES),
@@ -687,7 +691,8 @@ def test_autosam_arguments_are_accepted_or_refused_in_one_line(data):
     drawn["params"] = _params(net, drawn["params"], group)
     if base is not torch.optim.SGD:
         drawn.pop("momentum", None)
-    with bounded(f"AutoSAM({base!r}, {drawn!r})"):
+    with bounded(f"AutoSAM({base!r}, {drawn!r})"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecated keywords say so; not a failure here
         try:
             opt = AutoSAM(net, loss, base, **drawn)
         except HetsamInputError as exc:
