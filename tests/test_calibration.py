@@ -10,6 +10,7 @@
   calibrates and re-plans, and AutoSAM's counters continue across the switch.
 """
 
+import math
 import random
 import time
 from statistics import median
@@ -210,7 +211,9 @@ def test_calibration_times_the_loops_own_work_in_a_real_loop():
     g_low, g_high = entry["loop_interval"]
     assert median(sleeps) - (g_high - g_low) - 1e-3 <= entry["loop_seconds"] < median(periods)
     assert entry["loop_seconds"] <= max(sleeps) + (median(periods) - median(sleeps))
-    assert entry["pass_drift"] > 0  # the steps ran slower than the 20x faster profile predicts
+    # the rest of the difference is the passes' drift against the profile (either sign: this machine's steps
+    # against a synthetic profile), reported apart from ℓ
+    assert math.isfinite(entry["pass_drift"]) and entry["pass_drift"] > -1
 
 
 def test_counters_and_schedules_continue_across_a_switch():
