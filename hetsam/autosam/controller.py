@@ -12,8 +12,8 @@
   prediction lies inside the interval the difference is noise, and nothing happens. Otherwise it
   *calibrates* ℓ, the loop's own work per step on the descent device (data loading, logging,
   Python around ``step``). ℓ is timed, not inferred: AutoSAM hands over each step's *gap*, from
-  the end of one ``step()`` to the start of the next, and ℓ is the median gap pooled over every
-  window since the plan started. A uniformly slower machine lengthens the passes, not the gaps,
+  the end of one ``step()`` to the start of the next, and ℓ is the median gap pooled over the
+  windows since the plan started (their latest ``GAP_POOL`` gaps). A uniformly slower machine lengthens the passes, not the gaps,
   so drift never enters ℓ; the window's remaining difference is reported as the passes' drift.
   (A caller that gives only periods gets ℓ fitted so that the prediction meets the median.)
   Only when ℓ moved beyond the pooled gaps' interval does the controller plan again on the
@@ -41,6 +41,7 @@ fitted and what was decided.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,8 @@ from hetsam.autosam.windows import StepWindow, calibrated_text
 from hetsam.hardware.kinds import kind_of, torch_device_name
 from hetsam.planning.options import PlannerOptions
 from hetsam.profiling.stats import median, median_ci
+
+GAP_POOL = 1024  # the most recent gaps ℓ is pooled over (34 windows of the default 30 steps)
 
 __all__ = ["PlannerOptions", "plan_for_model", "StepWindow", "describe_choice", "PlanController", "controller_for"]
 
@@ -204,7 +207,8 @@ class PlanController:
         self.calibration: list[dict] = []
         self._window: StepWindow | None = None
         self._context: tuple | None = None
-        self._gaps: list[float] = []  # the timed gaps of every window since the running plan started
+        # the timed gaps of the windows since the running plan started (the latest GAP_POOL: bounded memory and work)
+        self._gaps: deque[float] = deque(maxlen=GAP_POOL)
 
     # ---- choosing ----------------------------------------------------------------------------
     def choose(self, model, loss_fn, batch, base_groups=None):
@@ -267,7 +271,7 @@ class PlanController:
         if window is None:
             return None
         m, low, high, gaps = window
-        self._gaps += gaps
+        self._gaps.extend(gaps)
         predicted = self._predict(self.plan, self.loop_seconds)  # the median the window should see
         if low <= predicted <= high:
             return None  # the prediction is inside the noise: nothing to learn
@@ -317,7 +321,7 @@ class PlanController:
         self._pick(report, entry["decision"])
         self._window = StepWindow(self.options.calibration_window, self.options.calibration_warmup,
                                   self.options.confidence)
-        self._gaps = []
+        self._gaps.clear()
         return self.plan
 
     def _reason_to_switch(self, report, loop: float, half: float) -> str | None:

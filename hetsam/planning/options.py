@@ -158,7 +158,8 @@ def add_flags(parser, *names: str, help: dict | None = None) -> None:
     command runs, so that a bad one is a one-line error); ``help`` replaces an option's help text."""
     for name in names:
         o = _BY_NAME[name]
-        assert CLI in o.where, name
+        if CLI not in o.where:  # a programming error in a command, not user input
+            raise ValueError(f"planner option {name!r} has no command-line flag")
         text = (help or {}).get(name, o.help() if callable(o.help) else o.help)
         kw: dict[str, Any] = {"default": o.default, "help": text}
         if o.kind in ("int", "float"):
