@@ -45,6 +45,24 @@ def test_reference_models():
     assert sum(p.numel() for p in MLP().parameters()) == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
 
 
+def test_reference_transformer():
+    # counted independently: embeddings and positions, per layer two LayerNorms, the attention's
+    # in/out projections and the feed-forward, then the final LayerNorm and the head
+    w, ff, vocab, length, layers = 64, 256, 1000, 32, 2
+    per_layer = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * ff + ff) + (ff * w + w)
+    expected = vocab * w + length * w + layers * per_layer + 2 * w + w * 10 + 10
+    ref = REFERENCE_MODELS["transformer"]
+    model = ref.build()
+    assert sum(p.numel() for p in model.parameters()) == expected == 166_794
+    x, y = ref.sample_batch(4)
+    assert x.shape == (4, 32) and x.dtype == torch.long and int(x.max()) < vocab and y.shape == (4,)
+    loss = ref.loss_fn(model, (x, y))
+    loss.backward()
+    assert loss.dim() == 0 and all(p.grad is not None for p in model.parameters())
+    # no dropout: two passes on one batch give the same loss
+    assert torch.equal(ref.loss_fn(model, (x, y)), ref.loss_fn(model, (x, y)))
+
+
 def test_profile_tiny_mlp_roundtrip(tmp_path):
     model = MLP(20, (16,), 3)
     prof = profile(model, cross_entropy_loss, tiny_batch(16), batch_sizes=[4, 8, 16], name="tiny", **QUICK)

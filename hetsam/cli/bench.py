@@ -19,7 +19,7 @@ __all__ = ["HELP", "add_arguments", "run"]
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default="resnet20", help="reference model: resnet20 (default) or mlp")
+    p.add_argument("--model", default="resnet20", help="reference model: resnet20 (default), mlp or transformer (hetsam.profiling.models)")
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="descent batch b (default 64); b' = b/4")
     p.add_argument("--steps", type=int, default=10, metavar="N", help="timed steps per strategy per round (default 10)")
     p.add_argument("--rounds", type=int, default=5, metavar="R", help="interleaved rounds A B C ... A B C ... (default 5)")

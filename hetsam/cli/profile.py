@@ -19,7 +19,7 @@ __all__ = ["HELP", "DEFAULT_BUDGET", "add_arguments", "run", "summary"]
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="resnet20", help="reference model: resnet20 (default) or mlp (see hetsam.profiling.models)")
+    parser.add_argument("--model", default="resnet20", help="reference model: resnet20 (default), mlp or transformer (see hetsam.profiling.models)")
     parser.add_argument("--batch-size", type=int, default=128, metavar="B", help="the largest batch of the ladder (default 128)")
     parser.add_argument("--out", required=True, metavar="PATH", help="where to write the profile JSON")
     parser.add_argument("--devices", metavar="LIST", help="comma-separated device names, e.g. cpu:0,cpu:0[0] "

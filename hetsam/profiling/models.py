@@ -9,6 +9,9 @@
   0.27 M parameters (269,722), as in the paper's Table 6. This is the model of the AsyncSAM
   paper's CIFAR-10 experiments.
 - ``mlp``: a small multilayer perceptron on flattened 28x28 inputs (784-256-128-10, ReLU).
+- ``transformer``: a small pre-norm Transformer encoder classifier over token sequences
+  (vocabulary 1,000, 32 tokens, width 64, 4 heads, 2 layers, feed-forward 256, mean pooling,
+  10 classes; no dropout, so its passes are deterministic); 0.17 M parameters.
 
 Every entry of :data:`REFERENCE_MODELS` carries a builder, a sample-batch maker and a
 ``loss_fn(model, batch) -> scalar tensor`` (the signature ``hetsam.profile`` and ``AutoSAM``
@@ -31,6 +34,7 @@ from hetsam.errors import HetsamInputError
 __all__ = [
     "ResNet20",
     "MLP",
+    "TinyTransformer",
     "ReferenceModel",
     "REFERENCE_MODELS",
     "reference_model",
@@ -104,6 +108,26 @@ class MLP(nn.Module):
         return self.net(x.flatten(1))
 
 
+class TinyTransformer(nn.Module):
+    """Token ids ``(n, L)`` -> class logits: embeddings plus learned positions, pre-norm encoder
+    layers (``nn.TransformerEncoderLayer``), mean over positions, a linear head."""
+
+    def __init__(self, vocab: int = 1000, length: int = 32, width: int = 64, heads: int = 4, layers: int = 2,
+                 ff: int = 256, num_classes: int = 10):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.zeros(length, width))
+        layer = nn.TransformerEncoderLayer(width, heads, ff, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+        nn.init.normal_(self.position, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(self.embed(tokens) + self.position[: tokens.shape[1]])
+        return self.head(self.norm(h).mean(dim=1))
+
+
 def cross_entropy_loss(model: nn.Module, batch) -> torch.Tensor:
     """``loss_fn(model, (x, y)) = mean cross-entropy of model(x) against labels y``."""
     inputs, labels = batch
@@ -115,6 +139,17 @@ def _random_batch(shape: tuple[int, ...], num_classes: int) -> Callable[..., tup
         _checks.integer(batch_size, "batch size", low=1, high=1 << 20)
         gen = torch.Generator().manual_seed(seed)
         x = torch.randn((batch_size, *shape), generator=gen)
+        y = torch.randint(0, num_classes, (batch_size,), generator=gen)
+        return x.to(device), y.to(device)
+
+    return make
+
+
+def _random_tokens(length: int, vocab: int, num_classes: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    def make(batch_size: int, seed: int = 0, device="cpu"):
+        _checks.integer(batch_size, "batch size", low=1, high=1 << 20)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randint(0, vocab, (batch_size, length), generator=gen)
         y = torch.randint(0, num_classes, (batch_size,), generator=gen)
         return x.to(device), y.to(device)
 
@@ -158,6 +193,10 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
     "mlp": ReferenceModel(
         "mlp", "MLP 784-256-128-10 with ReLU on 28x28 inputs",
         MLP, _random_batch((1, 28, 28), 10), cross_entropy_loss, (1, 28, 28), 3e4,
+    ),
+    "transformer": ReferenceModel(
+        "transformer", "Transformer encoder classifier: 32 tokens, width 64, 4 heads, 2 layers, 0.17 M parameters",
+        TinyTransformer, _random_tokens(32, 1000, 10), cross_entropy_loss, (32,), 1e6,
     ),
 }
 
