@@ -28,6 +28,7 @@ from hetsam.execution.distributed import rank_context
 from hetsam.execution.distributed.executor import DistributedExecutor
 from hetsam.execution.executor import Placement
 from hetsam.execution.factory import make_executor
+from hetsam.execution.finite import not_finite
 from hetsam.execution.passes import AmpSpec
 from hetsam.execution.runtime import Runtime
 from hetsam.hardware.kinds import torch_device_name, torch_kind
@@ -146,7 +147,7 @@ class CheckedRuntime(Runtime):
         losses, self._losses = self._losses, []
         refused, self._refused = self._refused, None
         if self.loss_scale() is None:
-            reason = refused or _not_finite(losses, [p.grad for p in self.params if p.grad is not None],
+            reason = refused or not_finite(losses, [p.grad for p in self.params if p.grad is not None],
                                             self.base.param_groups)
             if reason is not None:
                 self.skipped = reason
@@ -158,30 +159,6 @@ class CheckedRuntime(Runtime):
         """What was not finite in the step whose base update was skipped since the last call, or None."""
         skipped, self.skipped = self.skipped, None
         return skipped
-
-
-def _not_finite(losses: list, grads: list, groups: list) -> str | None:
-    """What of a step's losses, update gradient and learning rates is not finite (one host sync), or None."""
-    for i, group in enumerate(groups):  # a scheduler may have set it
-        lr = group.get("lr")
-        if isinstance(lr, (int, float)) and not math.isfinite(lr):
-            return f"the learning rate of param group {i} ({lr})"
-    checks = [torch.isfinite(x.detach().float()).all() for x in losses]  # the step's passes, in order
-    by_kind: dict = {}
-    for g in grads:
-        g = g.coalesce().values() if g.is_sparse else g
-        by_kind.setdefault((g.device, g.dtype), []).append(g)
-    for (_, dtype), tensors in by_kind.items():
-        # ‖g‖₂ (5x faster than max |g| on CPU); a 16-bit ‖g‖₂ can overflow, so there max |g|. An fp32 ‖g‖₂
-        # overflows only past |g| ~ 1e19, which no update survives either
-        order = float("inf") if torch.finfo(dtype).bits <= 16 else 2.0
-        checks.append(torch.isfinite(torch.stack(torch._foreach_norm(tensors, order))).all())
-    if not checks:
-        return None
-    ok = torch.stack([c.to(checks[0].device) for c in checks]).tolist()  # the one host sync
-    if not all(ok[:len(losses)]):  # the first pass's loss is the one the step returns (SAM's ascent)
-        return "the loss" if ok[0] is False or len(losses) == 1 else "the update pass's loss"
-    return None if all(ok) else "the update gradient"
 
 
 def assembly_for(opt, plan: Plan) -> Assembly:

@@ -8,7 +8,7 @@ device's ladder (:mod:`hetsam.profiling.rounds`).
 
 :func:`measure_step_costs` times the two fixed costs of a step through the descent-side
 :class:`~hetsam.execution.runtime.Runtime`, the code the rules call: the base update
-(``Runtime.apply``, SGD with momentum 0.9) and the climb of a perturbed step (``save`` θ,
+(AutoSAM's non-finite check, then ``Runtime.apply``, SGD with momentum 0.9) and the climb of a perturbed step (``save`` θ,
 ``climb`` to θ + e, ``restore``). The cost model adds them to every step (the climb only to
 perturbed steps; docs/architecture.md, "Step costs").
 """
@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from hetsam.execution.batches import detach_to, slice_batch
+from hetsam.execution.finite import not_finite
 from hetsam.execution.jobs import GradJob
 from hetsam.execution.replica import Replica
 from hetsam.execution.runtime import Runtime
@@ -85,10 +86,13 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
     rt = Runtime(module, lambda m, b: None, base)
     grads = [g.detach().clone() for g in replica.step(n).grads]
 
-    def update():
+    loss = torch.zeros(())
+
+    def update():  # as AutoSAM's: the non-finite check (one host sync), then the base update
         for p, g in zip(params, grads):
             p.grad = g
-        rt.apply()
+        if not_finite([loss], grads, base.param_groups) is None:
+            rt.apply()
 
     def climb():  # what a SAM step does around its second pass (hetsam.strategies.sam.rule)
         rt.save()
