@@ -234,8 +234,9 @@ class AutoSAM(torch.optim.Optimizer):
 
     # ---- training ---------------------------------------------------------------------------
     def step(self, batch: Any = None, *, closure: Callable[[], Any] | None = None, upcoming: Sequence[Any] | None = None,
-             accumulate: int = 1, descent_closure: bool = False) -> float:
-        """One training step on ``batch``; returns its loss (module docstring).
+             accumulate: int = 1, descent_closure: bool = False) -> torch.Tensor:
+        """One training step on ``batch``; returns its loss (module docstring) as a detached tensor on
+        the descent device, as torch optimizers return the closure's: ``float(loss)`` (a host sync) is the caller's.
 
         ``closure``, if given, is called once right before the base update, with the update
         gradient in ``p.grad`` (Lightning runs ``on_before_optimizer_step`` there). With
@@ -263,7 +264,7 @@ class AutoSAM(torch.optim.Optimizer):
             raise
         finally:
             rt.pre_update = rt.descent = None
-        self.last_outputs, rt.outputs, loss = rt.outputs, None, float(loss)
+        self.last_outputs, rt.outputs, loss = rt.outputs, None, stepping.result(self, loss)
         stepping.end(self, loss, descent_closure, period, gap)  # skipped updates, the guard, re-planning
         self._last_end = time.perf_counter()
         return loss
@@ -332,8 +333,7 @@ class AutoSAM(torch.optim.Optimizer):
         return [] if self._parts is None else self._parts.held_tensors()
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """The base optimizer's state and hetsam's (:mod:`hetsam.autosam.checkpoint`)."""
+    def state_dict(self) -> dict:  # torch's shape plus "hetsam"; torch's hooks run (hetsam.autosam.checkpoint)
         return checkpoint.state_dict(self)
 
     def load_state_dict(self, state_dict: dict) -> None:
