@@ -12,7 +12,9 @@
 around it). After a step, ``opt.last_outputs`` holds the outputs of the pass whose gradient
 was applied (the descent pass; SAMPa: the g_x pass, on the previous batch), so metrics need no
 second forward pass. The rules are
-those of the README ("The update rules"), one folder each in :mod:`hetsam.strategies`; what each step returns:
+those of the README ("The update rules"), one folder each in :mod:`hetsam.strategies`. Each step
+returns its loss as a detached tensor on the descent device (as torch optimizers return the
+closure's loss; ``float(loss)``, a host sync, is the caller's choice), namely:
 
 ===============  ==================================================
 ``sgd``          L(θ_t; B_t)
@@ -31,7 +33,8 @@ Cross-cutting behaviour:
   AMP unscaling and DDP's all-reduce; never the ascent gradient); ``step(batch, closure=fn)``
   calls ``fn`` once right before the base update, with the update gradient in ``p.grad``; hooks
   registered with ``register_step_pre_hook``/``register_step_post_hook`` run around the base
-  update too.
+  update too. Step hooks fire once per step: AutoSAM's, the base optimizer's and torch's global
+  ones (:mod:`hetsam.optim.hooks`).
 * **Gradient accumulation**: ``step(batch, accumulate=k)`` splits every pass of the step into
   k micro-batches (n_i/n-weighted, so the gradient is the whole-batch gradient). One
   perturbation serves all micro-batches; an ascent job on b' samples splits into min(k, b').
@@ -50,7 +53,8 @@ Cross-cutting behaviour:
   under a guarded strategy it is a divergence (:mod:`hetsam.autosam.guard`).
 * **Every plan is logged once** at its first step, with its share of SAM's gain and the evidence
   behind it (``hetsam.autosam.report``); ``plan_report()`` returns the same as a dict.
-* **Checkpoints**: ``state_dict()`` holds the base optimizer's state, the strategy's step
+* **Checkpoints**: ``state_dict()`` has torch's shape (``state`` and ``param_groups``, the base
+  optimizer's state over AutoSAM's groups; torch's state-dict hooks run) and ``hetsam``: the strategy's step
   counter and pending ascent gradients (AsyncSAM), g_y and the previous batch (SAMPa), RST's
   generator, MSAM's warm-up counters, the divergence guard's loss window and events, and the
   GradScaler it created; ``load_state_dict`` resumes exactly, and checks the whole checkpoint
