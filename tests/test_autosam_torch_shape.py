@@ -7,6 +7,7 @@ same arithmetic in the same order)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -140,3 +141,27 @@ def test_torch_distributed_checkpoint_helpers_work_in_one_process():
                     log=lambda line: None)
     with fresh, pytest.raises(HetsamInputError, match="needs the step's batch"):
         set_optimizer_state_dict(fresh.model, fresh, saved["optim"])
+
+
+def test_accelerates_save_state_and_load_state_resume_exactly(tmp_path):
+    """Accelerate's checkpoint code saves and loads the prepared optimizer's ``state_dict()``."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    accelerator = Accelerator(cpu=True)
+    with trained("async_sam", steps=3) as opt, contextlib.ExitStack() as stack:
+        stack.callback(AcceleratorState._reset_state, True)  # Accelerate's state is process-wide: leave none behind
+        _, prepared = accelerator.prepare(opt.model, opt)
+        assert prepared.optimizer is opt
+        accelerator.save_state(str(tmp_path))
+        snapshot = copy.deepcopy(opt.model.state_dict())
+        rest = batches(5, seed=4)
+        for i, b in enumerate(rest):
+            opt.step(b, upcoming=rest[i + 1:])
+        whole = flat(opt.model).clone()
+        opt.model.load_state_dict(snapshot)
+        accelerator.load_state(str(tmp_path))
+        assert opt.stats()["steps"] == 3
+        for i, b in enumerate(rest):
+            opt.step(b, upcoming=rest[i + 1:])
+        assert torch.equal(flat(opt.model), whole)
