@@ -128,19 +128,35 @@ def test_the_four_state_dict_hooks_fire_once_and_can_modify_as_torch_documents()
 
 def test_torch_distributed_checkpoint_helpers_work_in_one_process():
     """``get_optimizer_state_dict`` keeps torch's two keys (parameter names for ids), so hetsam's entry
-    travels beside it; together they resume exactly. Into a fresh AutoSAM DCP first calls
-    ``step(closure=None)`` to create the base optimizer's state, which AutoSAM refuses: it needs a batch."""
+    travels beside it; together they resume exactly, also in a fresh AutoSAM through its own
+    ``load_state_dict``. ``set_optimizer_state_dict`` loads the base optimizer's state (with a warning:
+    hetsam's is not in it); into a fresh AutoSAM it first calls ``step(closure=None)`` to create that
+    state, which AutoSAM refuses in one line (a step needs its batch)."""
     with trained("async_sam", steps=3) as opt:
+        model_state = copy.deepcopy(opt.model.state_dict())
         saved = save_load({"optim": get_optimizer_state_dict(opt.model, opt), "hetsam": opt.state_dict()["hetsam"]})
         assert set(saved["optim"]) == {"state", "param_groups"} and "0.weight" in saved["optim"]["state"]
-        assert resumes_exactly(opt, {**saved["optim"], "hetsam": saved["hetsam"]})
+        # copies: a loaded optimizer's state aliases the dict's tensors (as torch's does) and the steps change them
+        assert resumes_exactly(opt, copy.deepcopy({**saved["optim"], "hetsam": saved["hetsam"]}))
+        whole = flat(opt.model).clone()
         with pytest.warns(RuntimeWarning, match="no 'hetsam' entry"):  # torch's two keys alone: the base state only
-            set_optimizer_state_dict(opt.model, opt, saved["optim"])
-        assert torch.equal(opt.state[opt.model[0].weight]["momentum_buffer"], saved["optim"]["state"]["0.weight"]["momentum_buffer"])
-    fresh = AutoSAM(mlp(), loss_fn, torch.optim.SGD, plan="sam", executor="inline", lr=0.1, momentum=0.9,
-                    log=lambda line: None)
-    with fresh, pytest.raises(HetsamInputError, match="needs the step's batch"):
-        set_optimizer_state_dict(fresh.model, fresh, saved["optim"])
+            set_optimizer_state_dict(opt.model, opt, copy.deepcopy(saved["optim"]))
+        buffer = saved["optim"]["state"]["0.weight"]["momentum_buffer"]
+        assert torch.equal(opt.state[opt.model[0].weight]["momentum_buffer"], buffer)
+    model = mlp(seed=5)
+    model.load_state_dict(model_state)
+    fresh = AutoSAM(model, loss_fn, torch.optim.SGD, plan="auto", executor="inline", guard={"window": 5}, lr=0.1,
+                    momentum=0.9, log=lambda line: None)
+    with fresh:
+        with pytest.raises(HetsamInputError, match="needs the step's batch"):
+            set_optimizer_state_dict(model, fresh, saved["optim"])
+        fresh.load_state_dict({**saved["optim"], "hetsam": saved["hetsam"]})
+        rest = batches(5, seed=4)  # as resumes_exactly ran them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i, b in enumerate(rest):
+                fresh.step(b, upcoming=rest[i + 1:])
+    assert torch.equal(flat(model), whole)
 
 
 def test_accelerates_save_state_and_load_state_resume_exactly(tmp_path):
