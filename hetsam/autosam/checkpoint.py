@@ -130,7 +130,7 @@ def stats(opt) -> dict[str, Any]:
     out["skipped_updates"], out["warmup_steps"], out["guard"] = opt._skipped_updates, opt.warmup_steps, opt._guard.stats()
     if parts is not None:
         if parts.runtime.grad_norm is not None:
-            out["grad_norm"] = parts.runtime.grad_norm
+            out["grad_norm"] = float(parts.runtime.grad_norm)
         if parts.executor is not None:
             out["executor"] = parts.executor.describe()
         if parts.dist is not None:
