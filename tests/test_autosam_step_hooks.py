@@ -83,3 +83,14 @@ def test_every_strategy_returns_a_finite_tensor_loss(name):
         losses = [opt.step(b, upcoming=data[i + 1:]) for i, b in enumerate(data)]
     assert all(isinstance(x, torch.Tensor) and x.shape == () and not x.requires_grad for x in losses)
     assert bool(torch.isfinite(torch.stack(losses)).all())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name, ascent", [("async_sam", "cpu"), ("sampa", "cuda:0")])
+def test_the_loss_is_on_the_descent_device_on_cuda(name, ascent):
+    """SAMPa's g_y' loss comes back from the executor as a number; AsyncSAM's ascent runs on the CPU."""
+    data = [(x.cuda(), y.cuda()) for x, y in batches(4)]
+    plan = Plan(strategy=name, descent_device="cuda:0", ascent_device=ascent, options=PLANS[name].options)
+    with AutoSAM(mlp().cuda(), loss_fn, plan=plan, executor="inline", log=lambda line: None, **SGD_KW) as opt:
+        losses = [opt.step(b, upcoming=data[i + 1:]) for i, b in enumerate(data)]
+    assert all(x.device == torch.device("cuda", 0) and x.shape == () and not x.requires_grad for x in losses)
