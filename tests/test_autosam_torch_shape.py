@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
-from _alg_refs import batches, flat, loss_fn, mlp, save_load
+from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp, save_load
 from test_autosam_checkpoints import attempt, same, trained
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
 from hetsam import AutoSAM, HetsamInputError
 from hetsam.autosam import checkpoint
+
+FIXTURE = Path(__file__).parent / "fixtures" / "autosam_checkpoint_old_shape.pt"
 
 
 def old_shape(opt) -> dict:
@@ -70,6 +73,42 @@ def test_a_checkpoint_of_the_older_shape_loads_and_resumes_exactly(case):
         old = old_shape(opt)
         assert set(old) == {"base", "hetsam"}
         assert resumes_exactly(opt, old), case
+
+
+@pytest.mark.parametrize("case", ["async_sam", "rst"])
+def test_a_checkpoint_saved_by_the_older_code_continues_as_this_codes_own_run(case):
+    """The fixture was saved by hetsam before torch's shape (tests/fixtures/make_old_checkpoint.py)
+    after three steps; this code runs the same three steps and five more, and the fixture loaded
+    into a fresh AutoSAM runs the five. Equal bits on the machine that made the fixture; on another
+    CPU its kernels may round the first three steps differently, hence a 1e-5 relative tolerance.
+    The pending ascent jobs and RST's draws (its generator's state) must agree exactly."""
+    from fixtures.make_old_checkpoint import CASES
+
+    saved = torch.load(FIXTURE, weights_only=True)[case]
+    assert set(saved["optimizer"]) == {"base", "hetsam"}
+    data, rest = batches(5), batches(5, seed=4)
+
+    def run(opt, steps):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i, b in enumerate(steps):
+                opt.step(b, upcoming=(steps[i + 1:] if steps is rest else data[i + 1:]))
+
+    ours = AutoSAM(mlp(), loss_fn, torch.optim.SGD, executor="inline", log=lambda line: None, **SGD_KW, **CASES[case])
+    model = mlp(seed=5)
+    model.load_state_dict(saved["model"])
+    loaded = AutoSAM(model, loss_fn, torch.optim.SGD, executor="inline", log=lambda line: None, **SGD_KW, **CASES[case])
+    with ours, loaded:
+        run(ours, data[:3])
+        loaded.load_state_dict(saved["optimizer"])
+        mine, theirs = ours.state_dict()["hetsam"]["strategy"], loaded.state_dict()["hetsam"]["strategy"]
+        assert sorted(mine.get("pending", {})) == sorted(theirs.get("pending", {})) and mine["t"] == theirs["t"] == 3
+        if case == "rst":
+            assert not same(mine["trials"], theirs["trials"])  # its seed, counts and generator
+        run(ours, rest)
+        run(loaded, rest)
+        assert loaded.stats()["steps"] == ours.stats()["steps"] == 8
+    assert_rel_close(flat(model), flat(ours.model), tol=1e-5)
 
 
 def test_a_corrupted_checkpoint_of_the_older_shape_is_refused_whole():
