@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         "strategy": args.strategy, "executor": args.executor, "model": args.model, "ranks": world,
         "batch_per_rank": args.batch_size, "plan": opt.plan.describe(), "steps": len(times),
         "median_step_seconds": statistics.median(kept), "step_seconds": times,
-        "first_loss": losses[0], "last_loss": losses[-1], "test_accuracy": accuracy(model.module, test),
+        "first_loss": float(losses[0]), "last_loss": float(losses[-1]), "test_accuracy": accuracy(model.module, test),
         "ranks_bit_identical": identical, "stats": stats,
     }
     if rank == 0:

@@ -65,7 +65,7 @@ class DigitsModule(AutoSAMModule):
         if self.automatic_optimization:  # Lightning's closure: AutoSAM runs it at the perturbed parameters
             loss = loss_fn(self.net, batch)
         else:
-            loss = torch.tensor(self.optimizers().step(batch=batch))
+            loss = self.optimizers().step(batch=batch)
             sched = self.lr_schedulers()
             if sched is not None:
                 sched.step()

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 acc = (model(x_test).argmax(1) == y_test).float().mean().item()
             model.train()
-            print(f"epoch {epoch + 1}: loss {sum(losses) / len(losses):.3f}, test accuracy {acc:.1%}")
+            print(f"epoch {epoch + 1}: loss {float(torch.stack(losses).mean()):.3f}, test accuracy {acc:.1%}")
         stats = opt.stats()
     print(f"plan: {stats['plan']}; {stats['steps']} steps in {time.perf_counter() - start:.1f} s")
     return 0

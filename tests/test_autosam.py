@@ -51,7 +51,9 @@ def test_loss_falls_on_digits_for_every_strategy(name):
         for _ in range(2):
             for batch in opt.prefetch(loader):
                 loss = opt.step(batch)
-                assert isinstance(loss, float)
+                # as torch optimizers return the closure's loss: a detached 0-d tensor on the descent device
+                assert isinstance(loss, torch.Tensor) and loss.shape == () and not loss.requires_grad
+                assert loss.device == next(model.parameters()).device
         stats = opt.stats()
     after = full_loss(model, everything)
     assert after < 0.3 * before, (before, after)

@@ -1,14 +1,15 @@
-"""AutoSAM's checkpoints checked whole before anything loads, so ``load_state_dict`` is all or
-nothing: a corrupted or foreign entry raises one ``HetsamInputError`` naming the key (a path such
-as ``state_dict['hetsam']['strategy']['pending'][3]['grads'][1]``) and leaves the optimizer exactly
+"""AutoSAM's checkpoints (torch's ``state`` and ``param_groups``, and ``hetsam``) checked whole
+before anything loads, so ``load_state_dict`` is all or nothing: a corrupted or foreign entry
+raises one ``HetsamInputError`` naming the key (a path such as
+``state_dict['hetsam']['strategy']['pending'][3]['grads'][1]``) and leaves the optimizer exactly
 as it was.
 
 Checked: the entry's keys and types; every counter an integer >= 0 (steps, skipped updates and
-perturbations, ``total_steps`` >= 1, ``warmup_steps``); the base optimizer's state against the
-live parameters (:func:`hetsam.optim.state_checks.check_optimizer_state`: groups, shapes, dtypes,
-finite options); the plan (valid, on the model's device, the running strategy unless AutoSAM
-adopts the saved plan); the strategy's own state, by its rule (``check_state``); the divergence
-guard's events and loss window; the GradScaler's state.
+perturbations, ``total_steps`` >= 1, ``warmup_steps``); the base optimizer's state (torch's two
+keys) against the live parameters (:func:`hetsam.optim.state_checks.check_optimizer_state`:
+groups, shapes, dtypes, finite options); the plan (valid, on the model's device, the running
+strategy unless AutoSAM adopts the saved plan); the strategy's own state, by its rule
+(``check_state``); the divergence guard's events and loss window; the GradScaler's state.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ ROOT = "state_dict['hetsam']"
 
 @dataclass
 class Checked:
-    """A checked entry: the saved plan (or None), and the parts built for it when AutoSAM adopts it
-    (``plan="auto"`` before its first step, or a run the divergence guard switched), else None."""
+    """A checked entry (None for a state dict without one): the saved plan (or None), and the parts
+    built for it when AutoSAM adopts it (``plan="auto"`` before its first step, or a run the
+    divergence guard switched), else None."""
 
-    saved: dict
+    saved: dict | None
     plan: Plan | None
     parts: Assembly | None = None
 
@@ -55,8 +57,12 @@ class Checked:
 def check(opt, state_dict: Any) -> Checked:
     """Everything :func:`hetsam.autosam.checkpoint.load_state_dict` will load, checked; changes nothing
     of ``opt`` (parts for an adopted plan are built aside)."""
-    if not isinstance(state_dict, dict) or set(state_dict) != {"base", "hetsam"}:
-        raise HetsamInputError("not an AutoSAM state dict: expected the keys 'base' and 'hetsam'")
+    if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+        raise HetsamInputError("not an optimizer state dict: expected the keys 'state', 'param_groups' and 'hetsam' "
+                               "(AutoSAM.state_dict())")
+    if "hetsam" not in state_dict:  # torch's keys alone: only the base optimizer's state loads
+        check_optimizer_state(opt.base_optimizer, state_dict, "state_dict")
+        return Checked(None, None)
     saved = state_dict["hetsam"]
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         got = saved.get("format") if isinstance(saved, dict) else saved
@@ -75,7 +81,7 @@ def check(opt, state_dict: Any) -> Checked:
         DivergenceGuard.check_state(guard, f"{ROOT}['guard']")
     if "scaler" in saved:
         _check_scaler(saved["scaler"], f"{ROOT}['scaler']")
-    check_optimizer_state(opt.base_optimizer, state_dict["base"], "state_dict['base']")
+    check_optimizer_state(opt.base_optimizer, state_dict, "state_dict")
     if saved["plan"] is None:
         if saved["strategy"] is not None:
             raise HetsamInputError(f"{ROOT}['strategy'] must be None when 'plan' is (a checkpoint before the first step)")

@@ -259,12 +259,14 @@ class DivergenceGuard:
         if self.active(opt.plan) and self.snapshot is None and self.no_snapshot is None:
             self._take(opt, steps)
 
-    def observe(self, opt, loss: float, steps: int, skipped: bool = False) -> str | None:
+    def observe(self, opt, loss: Any, steps: int, skipped: bool = False) -> str | None:
         """After a step (``steps`` done in all; ``skipped``: its update was, for a non-finite loss or
-        gradient): why it diverged, or None (then a snapshot every W steps while healthy)."""
+        gradient): why it diverged, or None (then a snapshot every W steps while healthy). The loss
+        (a tensor) is read on the host only while the guard watches: one sync per guarded step."""
         if not self.active(opt.plan):
             return None
-        reason = "a non-finite loss or update gradient (its update was skipped)" if skipped else self.watch.observe(loss)
+        reason = "a non-finite loss or update gradient (its update was skipped)" if skipped else \
+            self.watch.observe(float(loss))
         if reason is None and self.snapshot is not None and steps - self.snapshot.steps >= self.settings.window \
                 and self.watch.healthy():
             self._take(opt, steps)

@@ -12,7 +12,9 @@
 around it). After a step, ``opt.last_outputs`` holds the outputs of the pass whose gradient
 was applied (the descent pass; SAMPa: the g_x pass, on the previous batch), so metrics need no
 second forward pass. The rules are
-those of the README ("The update rules"), one folder each in :mod:`hetsam.strategies`; what each step returns:
+those of the README ("The update rules"), one folder each in :mod:`hetsam.strategies`. Each step
+returns its loss as a detached tensor on the descent device (as torch optimizers return the
+closure's loss; ``float(loss)``, a host sync, is the caller's choice), namely:
 
 ===============  ==================================================
 ``sgd``          L(θ_t; B_t)
@@ -31,7 +33,8 @@ Cross-cutting behaviour:
   AMP unscaling and DDP's all-reduce; never the ascent gradient); ``step(batch, closure=fn)``
   calls ``fn`` once right before the base update, with the update gradient in ``p.grad``; hooks
   registered with ``register_step_pre_hook``/``register_step_post_hook`` run around the base
-  update too.
+  update too. Step hooks fire once per step: AutoSAM's, the base optimizer's and torch's global
+  ones (:mod:`hetsam.optim.hooks`).
 * **Gradient accumulation**: ``step(batch, accumulate=k)`` splits every pass of the step into
   k micro-batches (n_i/n-weighted, so the gradient is the whole-batch gradient). One
   perturbation serves all micro-batches; an ascent job on b' samples splits into min(k, b').
@@ -50,7 +53,8 @@ Cross-cutting behaviour:
   under a guarded strategy it is a divergence (:mod:`hetsam.autosam.guard`).
 * **Every plan is logged once** at its first step, with its share of SAM's gain and the evidence
   behind it (``hetsam.autosam.report``); ``plan_report()`` returns the same as a dict.
-* **Checkpoints**: ``state_dict()`` holds the base optimizer's state, the strategy's step
+* **Checkpoints**: ``state_dict()`` has torch's shape (``state`` and ``param_groups``, the base
+  optimizer's state over AutoSAM's groups; torch's state-dict hooks run) and ``hetsam``: the strategy's step
   counter and pending ascent gradients (AsyncSAM), g_y and the previous batch (SAMPa), RST's
   generator, MSAM's warm-up counters, the divergence guard's loss window and events, and the
   GradScaler it created; ``load_state_dict`` resumes exactly, and checks the whole checkpoint
@@ -234,8 +238,9 @@ class AutoSAM(torch.optim.Optimizer):
 
     # ---- training ---------------------------------------------------------------------------
     def step(self, batch: Any = None, *, closure: Callable[[], Any] | None = None, upcoming: Sequence[Any] | None = None,
-             accumulate: int = 1, descent_closure: bool = False) -> float:
-        """One training step on ``batch``; returns its loss (module docstring).
+             accumulate: int = 1, descent_closure: bool = False) -> torch.Tensor:
+        """One training step on ``batch``; returns its loss (module docstring) as a detached tensor on
+        the descent device, as torch optimizers return the closure's: ``float(loss)`` (a host sync) is the caller's.
 
         ``closure``, if given, is called once right before the base update, with the update
         gradient in ``p.grad`` (Lightning runs ``on_before_optimizer_step`` there). With
@@ -263,7 +268,7 @@ class AutoSAM(torch.optim.Optimizer):
             raise
         finally:
             rt.pre_update = rt.descent = None
-        self.last_outputs, rt.outputs, loss = rt.outputs, None, float(loss)
+        self.last_outputs, rt.outputs, loss = rt.outputs, None, stepping.result(self, loss)
         stepping.end(self, loss, descent_closure, period, gap)  # skipped updates, the guard, re-planning
         self._last_end = time.perf_counter()
         return loss
@@ -332,8 +337,7 @@ class AutoSAM(torch.optim.Optimizer):
         return [] if self._parts is None else self._parts.held_tensors()
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """The base optimizer's state and hetsam's (:mod:`hetsam.autosam.checkpoint`)."""
+    def state_dict(self) -> dict:  # torch's shape plus "hetsam"; torch's hooks run (hetsam.autosam.checkpoint)
         return checkpoint.state_dict(self)
 
     def load_state_dict(self, state_dict: dict) -> None:

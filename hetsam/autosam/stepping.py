@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from hetsam import _checks
 from hetsam._warnings import warn_user
 from hetsam.autosam.guard import fallback_plan
@@ -15,7 +17,7 @@ from hetsam.errors import HetsamInputError, NonFiniteUpdate
 from hetsam.execution.batches import batch_size
 from hetsam.execution.distributed import unwrap
 
-__all__ = ["begin", "end", "guard_step", "skip"]
+__all__ = ["begin", "result", "end", "guard_step", "skip"]
 
 
 def begin(opt, batch, closure, upcoming, accumulate: int, descent_closure: bool):
@@ -47,7 +49,19 @@ def begin(opt, batch, closure, upcoming, accumulate: int, descent_closure: bool)
     return upcoming
 
 
-def end(opt, loss: float, descent_closure: bool, period: float | None, gap: float | None = None) -> None:
+def result(opt, loss: Any):
+    """The step's loss as ``step`` returns it: a detached tensor on the descent device, as torch
+    optimizers return the closure's loss; no host sync (a rule whose loss came back from another
+    device or as a number, e.g. SAMPa's g_y' pass, is moved or wrapped)."""
+    params = opt._parts.runtime.params
+    device = params[0].device if params else None
+    if not isinstance(loss, torch.Tensor):
+        return torch.tensor(float(loss), device=device)
+    loss = loss.detach()
+    return loss if device is None or loss.device == device else loss.to(device)
+
+
+def end(opt, loss: Any, descent_closure: bool, period: float | None, gap: float | None = None) -> None:
     """After the rule's step: skipped updates and the guard, then the controller's window."""
     rt = opt._parts.runtime
     no_loss = descent_closure and not _is_tensor(rt.closure_result)  # a framework closure without a loss
@@ -61,7 +75,7 @@ def end(opt, loss: float, descent_closure: bool, period: float | None, gap: floa
                 opt._guard.release()
 
 
-def guard_step(opt, loss: float, skipped: str | None, no_loss: bool = False) -> bool:
+def guard_step(opt, loss: Any, skipped: str | None, no_loss: bool = False) -> bool:
     """Count and report an update skipped because ``skipped`` was not finite (:func:`skip`), let the
     guard watch the loss, and on a divergence switch to :func:`~hetsam.autosam.guard.fallback_plan`.
     Returns whether the guard switched plans."""
@@ -102,8 +116,6 @@ def skip(opt, what: str, step: int) -> None:
 
 
 def _is_tensor(value: Any) -> bool:
-    import torch
-
     return isinstance(value, torch.Tensor)
 
 

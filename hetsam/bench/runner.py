@@ -274,7 +274,7 @@ class _Stream:
             batch = next(self.batches)
             sam_before = self.opt.stats()["sam_steps"] if self.mixed else 0
             start = time.perf_counter()
-            self.opt.step(batch)
+            float(self.opt.step(batch))  # a host sync: the step's device work is in its time
             out.append(time.perf_counter() - start)
             if self.mixed:
                 kinds.append("ascent" if self.opt.stats()["sam_steps"] > sam_before else "plain")

@@ -58,7 +58,7 @@ class Runtime:
         self.descent: Callable[[], Any] | None = None
         self.closure_result: Any = None
         self.outputs: Any = None  # what loss_fn returned beside the loss, in the update pass
-        self.grad_norm: float | None = None  # the update gradient's norm before clipping
+        self.grad_norm: Tensor | float | None = None  # the update gradient's norm before clipping (read by stats())
         self.pass_seconds: float | None = None  # wall time of the last update pass (ascent timeouts)
 
     @property
@@ -81,7 +81,7 @@ class Runtime:
             return None
         if self._scale is None:
             device = self.params[0].device
-            self._scale = float(self.scaler.scale(torch.ones((), device=device)))
+            self._scale = float(self.scaler.scale(torch.ones((), device=device)))  # the GradScaler's one host sync a step
         return self._scale
 
     # ---- passes on the training model -------------------------------------------------------
@@ -165,7 +165,8 @@ class Runtime:
             if scaled:
                 self.scaler.unscale_(self.base)
             grads = [p for p in self.params if p.grad is not None]
-            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(grads, self.max_grad_norm)) if grads else 0.0
+            # kept as a tensor: no host sync in the step (stats() reads it)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(grads, self.max_grad_norm).detach() if grads else 0.0
         with no_global_step_hooks():  # they fire for AutoSAM.step, once (hetsam/optim/hooks.py)
             if scaled:
                 self.scaler.step(self.base)

@@ -124,7 +124,7 @@ class AutoSAMTrainer(transformers.Trainer):
         """One whole AutoSAM step (every pass and the update) on the batch."""
         model.train()
         loss = self.autosam.step(self._prepare_inputs(inputs))
-        return torch.tensor(loss, device=self.args.device)
+        return loss.detach().to(self.args.device)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The Trainer's batches, read through ``AutoSAM.prefetch`` for lookahead."""

@@ -135,7 +135,7 @@ class Perturbation:
         """
         if norm is None:
             norm = ascent_norm(groups)
-        value = float(norm) if norm is not None else 0.0
+        value = float(norm) if norm is not None else 0.0  # one host sync: a zero or non-finite norm skips the climb
         if not math.isfinite(value) or value == 0.0:
             self._skip(value)
             return False

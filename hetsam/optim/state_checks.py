@@ -1,5 +1,5 @@
 """Checks of optimizer state before it is loaded: each problem is one ``HetsamInputError`` that names
-the key (a path such as ``state_dict['base']['state'][3]['momentum_buffer']``), raised before
+the key (a path such as ``state_dict['state'][3]['momentum_buffer']``), raised before
 anything changes, so a load is all or nothing (``AutoSAM.load_state_dict``).
 
 What a torch optimizer's ``load_state_dict`` takes without complaint but its next ``step`` cannot
@@ -130,7 +130,8 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: Any, whe
             count = len(ids) if isinstance(ids, list) else type(ids).__name__
             raise HetsamInputError(f"{at}['params'] lists {count} parameters; the group has {len(new['params'])}")
         for j, (k, p) in enumerate(zip(ids, new["params"])):
-            counter(k, f"{at}['params'][{j}]")
+            if not isinstance(k, str):  # torch's ids are integers; torch.distributed.checkpoint's, names
+                counter(k, f"{at}['params'][{j}]")
             if k in params:
                 raise HetsamInputError(f"{at}['params'][{j}] = {k} is listed twice")
             params[k], group_of[k] = p, i
