@@ -87,6 +87,7 @@ from hetsam.autosam.assemble import (
     amp_spec,
     assembly_for,
     model_device,
+    ranks_for,
     resolve_plan,
 )
 from hetsam.autosam.controller import controller_for
@@ -216,6 +217,7 @@ class AutoSAM(torch.optim.Optimizer):
         self._steps_before, self._skipped_updates, self._batch_size = 0, 0, None
         self._prefetcher, self.last_outputs = Prefetcher(), None
         self._closed, self._warned_idle, self._default_params, self._nonfinite = False, False, params is None, nonfinite
+        self._dist = ranks_for(self, plan)  # under DDP: rank, data shard, the node's cores (before any plan runs)
         if self.plan is not None:
             self._use(self.plan)
 
@@ -312,8 +314,9 @@ class AutoSAM(torch.optim.Optimizer):
     # ---- reporting --------------------------------------------------------------------------
     @property
     def distributed(self):
-        """The :class:`hetsam.execution.distributed.RankContext` of a DDP model (rank, data shard), else None."""
-        return self._parts.dist if self._parts is not None else None
+        """The :class:`hetsam.execution.distributed.RankContext` of a DDP model (rank, data shard), else
+        None; set at construction, whatever the plan, and its data shard never changes."""
+        return self._dist
 
     @property
     def executor(self) -> Executor | None:

@@ -100,11 +100,15 @@ from hetsam.execution.distributed.context import (  # noqa: E402
     DistributedStats,
     RankContext,
     agree_plan,
+    check_replica_passes,
     exit_process,
+    expect_wrapper,
+    framework_wrapped,
     rank_context,
     unwrap,
 )
 from hetsam.execution.distributed.flat import common_dtype, flatten, unflatten  # noqa: E402
 
 __all__ = ["RankContext", "DistributedStats", "rank_context", "agree_plan", "unwrap", "flatten", "unflatten",
-           "common_dtype", "exit_process", "OK", "DEGRADED", "FAILED"]
+           "common_dtype", "exit_process", "expect_wrapper", "framework_wrapped", "check_replica_passes", "OK",
+           "DEGRADED", "FAILED"]
