@@ -25,9 +25,21 @@ Warm-up: Lightning has no warm-up setting of its own (it lives in the scheduler 
 returns), so MSAM relies on its learning-rate rule there: no climb in a step whose lr is higher than
 the step before's. Pass ``warmup_steps=`` to AutoSAM to add a fixed count.
 
-One process only: under a multi-process strategy AutoSAM's own passes would not go through
-Lightning's DDP wrapper, so it is refused. Lightning's mixed precision is refused too (use
-AutoSAM's ``amp=``); ``accumulate_grad_batches > 1`` is refused in automatic optimization.
+Many processes: ``Trainer(strategy="ddp", devices=N)`` (one process per device; on CPU with
+gloo) in automatic optimization. ``configure_optimizers`` builds AutoSAM on the bare module
+while Lightning wraps it in its own DDP; AutoSAM takes its rank context from Lightning's
+process group at construction (``hetsam.execution.distributed.expect_wrapper``: this module is
+marked as one Lightning wraps). Lightning's closure runs through Lightning's DDP wrapper, so the
+descent gradient is all-reduced as in the raw DDP loop; AutoSAM's ascent passes run on the bare
+module, per rank, never all-reduced (``hetsam.execution.distributed``). Refused in one line:
+manual optimization (AutoSAM's own descent pass would bypass Lightning's DDP wrapper), SAMPa (its
+update gradient is not the closure's), ``ddp_spawn`` and other multi-process strategies (FSDP,
+DeepSpeed). Lightning puts a ``DistributedSampler`` into a ``DataLoader`` it is given, but cannot
+see through ``self.lookahead(loader)``: shard that loader yourself (``DistributedSampler(dataset,
+num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)``).
+
+Lightning's mixed precision is refused (use AutoSAM's ``amp=``); ``accumulate_grad_batches > 1``
+is refused in automatic optimization.
 """
 
 from __future__ import annotations
@@ -48,12 +60,17 @@ except ImportError:  # pragma: no cover - the older package name
 
 from hetsam.autosam import AutoSAM
 from hetsam.errors import HetsamInputError
+from hetsam.execution.distributed import expect_wrapper
 
 __all__ = ["AutoSAMModule"]
 
 
 class AutoSAMModule(pl.LightningModule):
     """A ``LightningModule`` whose optimizer is an :class:`~hetsam.AutoSAM` (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        expect_wrapper(self)  # under strategy="ddp", AutoSAM built on it takes Lightning's process group
 
     @property
     def autosam(self) -> AutoSAM:
@@ -72,8 +89,7 @@ class AutoSAMModule(pl.LightningModule):
     def on_train_start(self) -> None:
         trainer = self.trainer
         if trainer.world_size > 1:
-            raise HetsamInputError(f"hetsam.integrations.lightning runs in one process; this Trainer has "
-                                   f"{trainer.world_size}: use devices=1, or AutoSAM with DistributedDataParallel directly")
+            _check_processes(self, trainer)
         precision = str(getattr(trainer, "precision", "32"))
         if "mixed" in precision or precision in ("16", "bf16"):
             raise HetsamInputError(f"Trainer(precision={precision!r}) scales the loss outside AutoSAM; use precision=32 and "
@@ -95,6 +111,27 @@ class AutoSAMModule(pl.LightningModule):
         if not self.automatic_optimization:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         optimizer.step(closure=optimizer_closure, batch=self._hetsam_batch, descent_closure=True)
+
+
+def _check_processes(module: AutoSAMModule, trainer: Any) -> None:
+    """Refuse, in one line, what AutoSAM cannot run across Lightning's processes (module docstring)."""
+    n = trainer.world_size
+    strategy = trainer.strategy
+    if type(strategy).__name__ != "DDPStrategy" or getattr(strategy, "_start_method", "popen") != "popen":
+        name = f"{type(strategy).__name__}" + (f"(start_method={strategy._start_method!r})" if hasattr(strategy, "_start_method") else "")
+        raise HetsamInputError(f"AutoSAM runs across {n} Lightning processes only with strategy='ddp' (got {name}); "
+                               "use strategy='ddp', or AutoSAM with DistributedDataParallel directly")
+    if not module.automatic_optimization:
+        raise HetsamInputError("manual optimization under strategy='ddp': AutoSAM's own descent pass would bypass Lightning's "
+                               "DDP wrapper (no all-reduce); use automatic optimization (return the loss from training_step)")
+    opt = module.autosam
+    if opt.distributed is None:
+        raise HetsamInputError("this AutoSAM has no rank context: build it in configure_optimizers on this AutoSAMModule "
+                               "(or one of its submodules), not before the Trainer started its processes")
+    if opt.plan is not None and not opt.plan.spec.closure_descent:
+        raise HetsamInputError(f"strategy {opt.plan.strategy!r} takes its update gradient elsewhere than on the step's own "
+                               "batch, so Lightning's closure cannot compute it under strategy='ddp'; use AutoSAM with "
+                               "DistributedDataParallel directly (examples/ddp.py)")
 
 
 class _Lookahead:
