@@ -35,7 +35,7 @@ from hetsam.planning.plan import Plan
 from hetsam.strategies.rule import RuleContext
 from hetsam.strategies.run import RunContext
 
-__all__ = ["Settings", "Assembly", "CheckedRuntime", "assembly_for", "ranks_for", "resolve_plan", "amp_spec", "model_device"]
+__all__ = ["Settings", "Assembly", "CheckedRuntime", "assembly_for", "ranks_for", "use_wrapper", "resolve_plan", "amp_spec", "model_device"]
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,22 @@ def ranks_for(opt, plan: Any):
         if line is not None:
             warn_user(line)
     return ctx
+
+
+def use_wrapper(opt, ddp) -> None:
+    """Run AutoSAM ``opt``, built on a bare module, with a framework's DDP wrapper of it (the
+    Trainer wraps after building the optimizer): the descent goes through ``ddp`` (all-reduced);
+    the ascent and the executor's replica keep the bare module (per rank). Idempotent."""
+    ctx = opt.distributed
+    if ctx is None:
+        raise HetsamInputError("AutoSAM has no rank context for this DistributedDataParallel model: build it after the "
+                               "process group is initialised, on a module the framework marked (expect_wrapper)")
+    if opt.model is ddp:
+        return
+    ctx.attach(ddp)  # checks that ddp wraps AutoSAM's model
+    opt.model = ddp
+    if opt._parts is not None:
+        opt._parts.model = opt._parts.runtime.model = ddp
 
 
 def _pinned(plan: Plan, model: nn.Module) -> tuple[int, ...]:
