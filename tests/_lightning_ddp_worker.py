@@ -4,7 +4,8 @@ Usage: ``python tests/_lightning_ddp_worker.py OUT_DIR STRATEGY [STRATEGY ...]``
 and ``MASTER_PORT`` set; Lightning starts the second process itself (the same command, with
 ``LOCAL_RANK=1``). For every strategy: one ``Trainer.fit`` (automatic optimization) recording each
 rank's batches, then the raw DDP loop (``examples/ddp.py``'s arrangement: ``AutoSAM(DDP(model))``)
-on those batches in the same processes. Each rank writes ``OUT_DIR/rank{r}.pt``.
+on those batches in the same processes; ``resume``: a run saved at step 3 and resumed must end
+where the whole run ends. Each rank writes ``OUT_DIR/rank{r}.pt``.
 """
 
 from __future__ import annotations
@@ -82,7 +83,28 @@ def flat(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def resume(out_dir: str) -> dict:
+    """async_sam: a whole run of STEPS steps; a run of 3 steps saved (every rank's AutoSAM state in
+    the one file) and resumed to STEPS must end where the whole run did."""
+    whole = Module("async_sam", lookahead=True)
+    trainer(out_dir).fit(whole)
+    first = Module("async_sam", lookahead=True)
+    t = trainer(out_dir, max_steps=3)
+    t.fit(first)
+    path = os.path.join(out_dir, "half.ckpt")
+    t.save_checkpoint(path)  # on every rank, as Lightning asks
+    resumed = Module("async_sam", lookahead=True)
+    trainer(out_dir).fit(resumed, ckpt_path=path)
+    for m in (whole, first, resumed):
+        m.autosam.close()
+    saved = torch.load(path, weights_only=False)
+    return {"whole": flat(whole.net), "resumed": flat(resumed.net), "steps": len(resumed.seen),
+            "rank_states": len(saved["hetsam_rank_states"]["states"])}
+
+
 def run(name: str, out_dir: str) -> dict:
+    if name == "resume":
+        return resume(out_dir)
     if name in ("manual", "sampa"):  # refused in one line at on_train_start
         module = Module("sam" if name == "manual" else name, lookahead=False, manual=name == "manual")
         try:
@@ -103,9 +125,10 @@ def run(name: str, out_dir: str) -> dict:
     return out
 
 
-def trainer(out_dir: str) -> pl.Trainer:
-    return pl.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=STEPS, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=out_dir)
+def trainer(out_dir: str, **kw) -> pl.Trainer:
+    kw = {"max_steps": STEPS, **kw}
+    return pl.Trainer(strategy="ddp", accelerator="cpu", devices=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=out_dir, **kw)
 
 
 def main() -> int:

@@ -36,7 +36,8 @@ manual optimization (AutoSAM's own descent pass would bypass Lightning's DDP wra
 update gradient is not the closure's), ``ddp_spawn`` and other multi-process strategies (FSDP,
 DeepSpeed). Lightning puts a ``DistributedSampler`` into a ``DataLoader`` it is given, but cannot
 see through ``self.lookahead(loader)``: shard that loader yourself (``DistributedSampler(dataset,
-num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)``).
+num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)``). A checkpoint holds
+every rank's AutoSAM state (:meth:`AutoSAMModule.on_save_checkpoint`); each rank resumes its own.
 
 Lightning's mixed precision is refused (use AutoSAM's ``amp=``); ``accumulate_grad_batches > 1``
 is refused in automatic optimization.
@@ -48,6 +49,8 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import torch.distributed as dist
 
 try:
     import lightning.pytorch as pl
@@ -102,6 +105,30 @@ class AutoSAMModule(pl.LightningModule):
         if isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
             opt.run.learn(total_steps=int(steps))
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Under ``strategy="ddp"``: every rank's AutoSAM state into the one file rank 0 writes (the
+        pending ascent gradients are per rank; Lightning keeps rank 0's optimizer state only). Lightning
+        calls this on every rank (``trainer.save_checkpoint`` must run on all of them)."""
+        opt = _autosam_or_none(self)
+        if opt is not None and opt.distributed is not None:
+            ctx = opt.distributed
+            states: list = [None] * ctx.world
+            dist.all_gather_object(states, opt.state_dict(), group=ctx.control_group)
+            checkpoint["hetsam_rank_states"] = {"optimizer": self.trainer.optimizers.index(opt), "states": states}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Each rank resumes its own AutoSAM state (saved by :meth:`on_save_checkpoint`). Lightning
+        calls this before it builds the optimizers and loads their states, so the rank's state
+        replaces rank 0's in the checkpoint."""
+        saved = checkpoint.get("hetsam_rank_states")
+        if saved is None or not dist.is_available() or not dist.is_initialized():
+            return
+        states, world = saved["states"], dist.get_world_size()
+        if len(states) != world:
+            raise HetsamInputError(f"this checkpoint holds the AutoSAM state of {len(states)} ranks, but the run has "
+                                   f"{world}; resume with as many processes as saved it")
+        checkpoint["optimizer_states"][saved["optimizer"]] = states[dist.get_rank()]
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._hetsam_batch = batch  # automatic optimization: the ascent needs the step's batch
 
@@ -111,6 +138,11 @@ class AutoSAMModule(pl.LightningModule):
         if not self.automatic_optimization:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         optimizer.step(closure=optimizer_closure, batch=self._hetsam_batch, descent_closure=True)
+
+
+def _autosam_or_none(module: AutoSAMModule) -> AutoSAM | None:
+    found = [o for o in module.trainer.optimizers if isinstance(o, AutoSAM)]
+    return found[0] if len(found) == 1 else None
 
 
 def _check_processes(module: AutoSAMModule, trainer: Any) -> None:
