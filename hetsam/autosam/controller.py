@@ -209,10 +209,13 @@ class PlanController:
 
     def bind_ranks(self, ranks) -> None:
         """Under DDP (``ranks``: the :class:`~hetsam.execution.distributed.RankContext`): every rank
-        runs rank 0's choice, and nothing re-plans on drift (the ranks would decide at different steps)."""
+        runs rank 0's choice, which rank 0 logs, and nothing re-plans on drift (the ranks would decide
+        at different steps)."""
         from hetsam.execution.distributed import agree_plan
 
         self.agree, self.watch = (lambda plan: agree_plan(ranks, plan)), False
+        if ranks.rank != 0:  # rank 0 logs the plan every rank runs (another rank's own choice may differ)
+            self.log = lambda line: None
 
     # ---- choosing ----------------------------------------------------------------------------
     def choose(self, model, loss_fn, batch, base_groups=None):

@@ -312,11 +312,8 @@ class AutoSAM(torch.optim.Optimizer):
         return self.base_optimizer.register_step_post_hook(lambda _base, args, kwargs: hook(self, args, kwargs))
 
     # ---- reporting --------------------------------------------------------------------------
-    @property
-    def distributed(self):
-        """The :class:`hetsam.execution.distributed.RankContext` of a DDP model (rank, data shard), else
-        None; set at construction, whatever the plan, and its data shard never changes."""
-        return self._dist
+    distributed = property(lambda self: self._dist, doc="The :class:`hetsam.execution.distributed.RankContext` under DDP "
+                           "(rank, data shard: set at construction, whatever the plan, and never changed), else None.")
 
     @property
     def executor(self) -> Executor | None:
