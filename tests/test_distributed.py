@@ -355,3 +355,25 @@ def test_given_plan_whose_pools_meet_across_ranks_is_warned_about(ranks):
     for r in range(WORLD):
         lines = [w for w in ranks[r]["overlap_warning"]["warnings"] if "both pin their CPU pools" in w]
         assert len(lines) == 1 and "ranks 0 and 1" in lines[0]
+
+
+def test_an_agreed_gpu_plan_runs_on_each_ranks_own_gpu():
+    """localize maps rank 0's GPU descent onto this rank's model GPU (names only: no GPU needed) and
+    refuses, in one line, a spare-GPU ascent it cannot give each rank its own share of."""
+    from hetsam import HetsamInputError, Plan
+    from hetsam.execution.distributed.context import localize
+
+    class Rank1:
+        device = torch.device("cuda", 1)
+
+    got = localize(Plan(strategy="async_sam", descent_device="cuda:0", ascent_device="cpu:0[0-3]"), Rank1())
+    assert got.descent_device == "cuda:1" and got.ascent_device == "cpu:0[0-3]"
+    assert localize(Plan(strategy="sam", descent_device="cuda:0"), Rank1()).descent_device == "cuda:1"
+    with pytest.raises(HetsamInputError, match="spare GPU"):
+        localize(Plan(strategy="async_sam", descent_device="cuda:0", ascent_device="cuda:2"), Rank1())
+
+    class OnCpu:
+        device = torch.device("cpu")
+
+    plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]")
+    assert localize(plan, OnCpu()) is plan  # CPU pools are per rank through the affinity already

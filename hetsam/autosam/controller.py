@@ -209,11 +209,11 @@ class PlanController:
 
     def bind_ranks(self, ranks) -> None:
         """Under DDP (``ranks``: the :class:`~hetsam.execution.distributed.RankContext`): every rank
-        runs rank 0's choice, which rank 0 logs, and nothing re-plans on drift (the ranks would decide
+        runs rank 0's choice (on its own GPU: ``localize``), which rank 0 logs, and nothing re-plans on drift (the ranks would decide
         at different steps)."""
-        from hetsam.execution.distributed import agree_plan
+        from hetsam.execution.distributed.context import agree_plan, localize
 
-        self.agree, self.watch = (lambda plan: agree_plan(ranks, plan)), False
+        self.agree, self.watch = (lambda plan: localize(agree_plan(ranks, plan), ranks)), False
         if ranks.rank != 0:  # rank 0 logs the plan every rank runs (another rank's own choice may differ)
             self.log = lambda line: None
 

@@ -22,7 +22,7 @@ from hetsam.execution.distributed.flat import common_dtype, flatten, unflatten
 from hetsam.execution.distributed.node import node_layout
 
 __all__ = ["RankContext", "DistributedStats", "rank_context", "agree_plan", "unwrap", "exit_process",
-           "expect_wrapper", "framework_wrapped", "check_replica_passes",
+           "expect_wrapper", "framework_wrapped", "check_replica_passes", "localize",
            "OK", "DEGRADED", "FAILED"]
 
 OK, DEGRADED, FAILED = 0, 1, 2  # a rank's ascent status in one step
@@ -241,6 +241,26 @@ def agree_plan(ranks, plan):
         buf.copy_(torch.frombuffer(bytearray(text), dtype=torch.uint8))
     dist.broadcast(buf, src=src, group=group)
     return type(plan).from_json(bytes(buf.cpu().tolist()).decode("utf-8"))
+
+
+def localize(plan, ctx: RankContext):
+    """Rank 0's agreed ``plan`` on this rank's own GPU: a GPU descent device (the model's, which the
+    planner keeps) becomes this rank's model's device, as does an ascent on that same GPU. A plan
+    whose ascent runs on another GPU (a spare one) is refused on every rank alike: which spare GPU of
+    the node belongs to which rank is not mapped. CPU pools need nothing here: each rank's affinity
+    is its own share of the node (:func:`~hetsam.execution.distributed.node.pin_to_share`)."""
+    if ctx.device.type == "cpu":
+        return plan
+    from hetsam.hardware.kinds import torch_device_name
+
+    ascent = plan.ascent_device
+    if ascent is not None and ascent != plan.descent_device and not ascent.startswith("cpu"):
+        raise HetsamInputError(
+            f"plan='auto' under DDP chose a spare GPU ({ascent}) for the ascent, and which spare GPU belongs to which "
+            "rank of the node is not mapped; give each rank its own Plan (ascent_device=...), or restrict the planner "
+            "with planner_options={'devices': [...]}")
+    own = torch_device_name(ctx.device)
+    return dataclasses.replace(plan, descent_device=own, ascent_device=own if ascent == plan.descent_device else ascent)
 
 
 _FRAMEWORK: weakref.WeakSet = weakref.WeakSet()  # modules a framework trains under its own DDP wrapper
