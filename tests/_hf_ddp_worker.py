@@ -32,6 +32,7 @@ PLANS = {
     "async_sam": (Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4}), {}),
     "rst": (Plan(strategy="rst", options={"sam_probability": 0.5}), {}),
     "sampa": (Plan(strategy="sampa", options={"sampa_lambda": 0.2}), {"sampa_pairs": False}),
+    "auto": ("auto", {"planner_options": {"profile_budget_seconds": 1.0, "progress": False}}),
 }
 
 
@@ -62,8 +63,11 @@ def loss_fn(model, inputs):
 
 
 def reference(t: Recording, name: str) -> torch.Tensor:
-    """The raw DDP loop on the batches this rank was given, with the Trainer's optimizer choice."""
+    """The raw DDP loop on the batches this rank was given, with the Trainer's optimizer choice (and
+    for ``auto`` the plan the Trainer's AutoSAM chose, given)."""
     plan, extra = PLANS[name]
+    if plan == "auto":
+        plan, extra = t.autosam.plan, {}
     names = {id(p): n for n, p in t.model.named_parameters()}
     model = make_model(0)
     mine = dict(model.named_parameters())
@@ -84,7 +88,8 @@ def run(name: str, out: str) -> dict:
     t = trainer(name, out)
     t.train()
     res = {"params": flat(t.model), "steps": t.state.global_step, "stats": t.autosam.stats(),
-           "first_batch": t.seen[0]["input_ids"], "wrapped": type(t.autosam.model).__name__}
+           "first_batch": t.seen[0]["input_ids"], "wrapped": type(t.autosam.model).__name__,
+           "plan": t.autosam.plan.to_json(), "affinity": sorted(os.sched_getaffinity(0))}
     t.autosam.close()
     res["ref_params"] = reference(t, name)
     return res

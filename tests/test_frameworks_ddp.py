@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")]
 
 LIGHTNING = ["sam", "async_sam", "rst", "manual", "sampa", "resume"]
-HF = ["sam", "async_sam", "rst", "sampa", "resume"]
+HF = ["sam", "async_sam", "rst", "sampa", "resume", "auto"]  # auto last: it pins each process to its cores
 
 
 def _free_port() -> int:
@@ -85,7 +85,9 @@ def _check_equal_to_raw_ddp(results, name):
     assert not torch.equal(a["first_batch"], b["first_batch"])  # each rank trained on its own shard
     assert torch.equal(a["params"], b["params"])  # the descent was all-reduced
     assert torch.equal(a["params"], a["ref_params"]) and torch.equal(b["params"], b["ref_params"])
-    assert a["stats"]["distributed"]["world"] == 2 and b["stats"]["distributed"]["rank"] == 1
+    da, db = a["stats"]["distributed"], b["stats"]["distributed"]
+    assert da["world"] == 2 and db["rank"] == 1
+    assert (da["local_rank"], da["local_world"]) == (0, 2) and (db["local_rank"], db["local_world"]) == (1, 2)
 
 
 @pytest.mark.parametrize("name", ["sam", "async_sam", "rst"])
@@ -117,3 +119,10 @@ def test_per_rank_checkpoints_resume_exactly(request, framework):
         assert results[0]["resume"]["rank_states"] == 2
     else:
         assert results[0]["resume"]["files"] == ["autosam_rank0-of-2.pt", "autosam_rank1-of-2.pt"]
+
+
+def test_trainer_plan_auto_is_one_plan_on_each_ranks_own_cores(trainer):
+    _check_equal_to_raw_ddp(trainer, "auto")
+    a, b = trainer[0]["auto"], trainer[1]["auto"]
+    assert a["plan"] == b["plan"]
+    assert not set(a["affinity"]) & set(b["affinity"])
