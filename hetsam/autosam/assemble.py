@@ -205,7 +205,7 @@ def ranks_for(opt, plan: Any):
 
     s, known, controller = opt._settings, opt.plan, opt._controller
     name = known.strategy if known is not None else controller.strategy
-    pinned = _pinned(known, opt.model) if known is not None else ()
+    pinned = (lambda: _pinned(known, opt.model)) if known is not None else ()
     ctx = rank_context(opt.model, sampa_pairs=s.sampa_pairs, pinned=pinned,
                        rank_pairs=name is not None and strategies.get(name).rank_pairs)
     if ctx is None:

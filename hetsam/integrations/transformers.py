@@ -37,7 +37,9 @@
   resuming loads each rank's own.
 
 Refused with a clear error: ``gradient_accumulation_steps > 1`` (AutoSAM's ``accumulate`` needs
-the micro-batches of a step in one batch), ``fp16``/``bf16`` (use ``autosam={"amp": ...}``).
+the micro-batches of a step in one batch), ``fp16``/``bf16`` (use ``autosam={"amp": ...}``),
+and, across processes, a wrapper other than DDP (FSDP, DeepSpeed: AutoSAM's descent would not be
+all-reduced).
 """
 
 from __future__ import annotations
@@ -105,8 +107,6 @@ class AutoSAMTrainer(transformers.Trainer):
                                    "accumulate splits one batch; use a larger per_device_train_batch_size")
         if args_.fp16 or args_.bf16:
             raise HetsamInputError("fp16/bf16 scale the loss outside AutoSAM; use autosam={'amp': 'fp16'} (or 'bf16')")
-        if self.model is not None:
-            expect_wrapper(self.model)  # several processes: AutoSAM takes the Trainer's process group
         self.autosam: AutoSAM | None = None
         self._hetsam_source = self._hetsam_iter = None
 
@@ -115,6 +115,7 @@ class AutoSAMTrainer(transformers.Trainer):
         if self.autosam is None:
             chosen = super().create_optimizer(model)  # class, decay/no-decay groups and options
             model = self.model if model is None else model
+            expect_wrapper(model)  # several processes: AutoSAM takes the Trainer's process group
             max_norm = self.args.max_grad_norm if self.args.max_grad_norm and self.args.max_grad_norm > 0 else None
             self.autosam = AutoSAM(model, self._loss, type(chosen), params=[dict(g) for g in chosen.param_groups],
                                    max_grad_norm=max_norm, **self.autosam_kwargs)  # the groups carry every option
@@ -160,6 +161,10 @@ class AutoSAMTrainer(transformers.Trainer):
         model.train()
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             use_wrapper(self.autosam, model)  # the descent through the Trainer's DDP wrapper (a no-op once done)
+        elif self.autosam.distributed is not None:  # FSDP, DeepSpeed, ...: AutoSAM's descent would not be reduced
+            raise HetsamInputError(f"AutoSAMTrainer across {self.args.world_size} processes needs the Trainer's "
+                                   f"DistributedDataParallel, but it wrapped the model in {type(model).__name__}; "
+                                   "drop FSDP/DeepSpeed, or train in one process")
         loss = self.autosam.step(self._prepare_inputs(inputs))
         return torch.tensor(loss, device=self.args.device)
 

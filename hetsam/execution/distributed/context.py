@@ -7,7 +7,7 @@ import dataclasses
 import os
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -279,14 +279,15 @@ def framework_wrapped(model: nn.Module) -> bool:
 
 
 def rank_context(model: nn.Module, *, sampa_pairs: bool | None = None, rank_pairs: bool = False,
-                 pinned: tuple[int, ...] = ()) -> RankContext | None:
+                 pinned: tuple[int, ...] | Callable[[], tuple[int, ...]] = ()) -> RankContext | None:
     """The :class:`RankContext` of a DDP-wrapped ``model``, or of a bare ``model`` a framework
     wraps (:func:`expect_wrapper`) in a process group of more than one rank; None otherwise.
 
     ``rank_pairs``: the strategy, known at construction, runs across rank pairs at scale.
     ``sampa_pairs``: None runs such a strategy across rank pairs (the simulator's and planner's
     model at scale); False gives every rank both gradients (the second on its executor).
-    ``pinned``: the cores this rank's plan pins (checked against the node's other ranks).
+    ``pinned``: the cores this rank's plan pins (checked against the node's other ranks), or a
+    function returning them (called only under DDP: it reads sysfs).
     """
     ddp = isinstance(model, DistributedDataParallel)
     framework = not ddp and framework_wrapped(model) and dist.is_available() and dist.is_initialized() \
@@ -297,7 +298,7 @@ def rank_context(model: nn.Module, *, sampa_pairs: bool | None = None, rank_pair
         return None
     if sampa_pairs not in (None, True, False):
         raise HetsamInputError(f"sampa_pairs={sampa_pairs!r} must be None, True or False")
-    return RankContext(model, pairs=rank_pairs and sampa_pairs is not False, pinned=pinned)
+    return RankContext(model, pairs=rank_pairs and sampa_pairs is not False, pinned=pinned() if callable(pinned) else pinned)
 
 
 def check_replica_passes(ctx: RankContext | None, plan) -> None:
