@@ -4,7 +4,8 @@ Usage: ``python tests/_lightning_ddp_worker.py OUT_DIR STRATEGY [STRATEGY ...]``
 and ``MASTER_PORT`` set; Lightning starts the second process itself (the same command, with
 ``LOCAL_RANK=1``). For every strategy: one ``Trainer.fit`` (automatic optimization) recording each
 rank's batches, then the raw DDP loop (``examples/ddp.py``'s arrangement: ``AutoSAM(DDP(model))``)
-on those batches in the same processes; ``resume``: a run saved at step 3 and resumed must end
+on those batches in the same processes (``spawn``, alone: async_sam under ``strategy="ddp_spawn"``,
+each spawned process comparing itself there); ``resume``: a run saved at step 3 and resumed must end
 where the whole run ends. Each rank writes ``OUT_DIR/rank{r}.pt``.
 """
 
@@ -79,6 +80,30 @@ class Module(AutoSAMModule):
         return self.lookahead(DataLoader(data, batch_size=B, sampler=sampler))
 
 
+class SpawnModule(Module):
+    """For ``strategy="ddp_spawn"``: AutoSAM lives in the spawned processes, so each compares itself
+    with the raw DDP loop there, at the end of training, and writes what it found."""
+
+    out_dir = ""
+
+    def on_train_end(self):
+        out = {"params": flat(self.net), "steps": len(self.seen), "stats": self.autosam.stats(), "first_batch": self.seen[0][0]}
+        self.autosam.close()
+        ref = DistributedDataParallel(net())
+        with autosam(ref, self.name) as opt:
+            for batch in opt.prefetch(self.seen):
+                opt.step(batch)
+        out["ref_params"] = flat(ref.module)
+        torch.save({"spawn": out}, os.path.join(self.out_dir, f"rank{dist.get_rank()}.pt"))
+
+
+def spawn(out_dir: str) -> None:
+    """async_sam under ``strategy="ddp_spawn"`` (the spawned processes write the results)."""
+    module = SpawnModule("async_sam", lookahead=True)
+    module.out_dir = out_dir
+    trainer(out_dir, strategy="ddp_spawn").fit(module)
+
+
 def flat(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
@@ -126,8 +151,8 @@ def run(name: str, out_dir: str) -> dict:
 
 
 def trainer(out_dir: str, **kw) -> pl.Trainer:
-    kw = {"max_steps": STEPS, **kw}
-    return pl.Trainer(strategy="ddp", accelerator="cpu", devices=2, logger=False, enable_checkpointing=False,
+    kw = {"max_steps": STEPS, "strategy": "ddp", **kw}
+    return pl.Trainer(accelerator="cpu", devices=2, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=out_dir, **kw)
 
 
@@ -135,6 +160,9 @@ def main() -> int:
     out_dir, names = sys.argv[1], sys.argv[2:]
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
+    if names == ["spawn"]:  # a launch of its own: this process only spawns the two ranks
+        spawn(out_dir)
+        return 0
     results = {}
     for name in names:
         try:

@@ -72,6 +72,12 @@ def lightning(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def lightning_spawn(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lightning_spawn")
+    return launch([sys.executable, str(TESTS / "_lightning_ddp_worker.py")], out, ["spawn"])
+
+
+@pytest.fixture(scope="module")
 def trainer(tmp_path_factory):
     out = tmp_path_factory.mktemp("hf_ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
@@ -95,6 +101,11 @@ def test_lightning_ddp_equals_the_raw_ddp_loop(lightning, name):
     _check_equal_to_raw_ddp(lightning, name)
     if name == "async_sam":
         assert lightning[0][name]["stats"]["lookahead_jobs"] > 0
+
+
+def test_lightning_ddp_spawn_equals_the_raw_ddp_loop(lightning_spawn):
+    _check_equal_to_raw_ddp(lightning_spawn, "spawn")
+    assert lightning_spawn[0]["spawn"]["stats"]["lookahead_jobs"] > 0
 
 
 def test_lightning_ddp_refuses_what_it_cannot_all_reduce(lightning):

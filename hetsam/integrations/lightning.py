@@ -33,8 +33,9 @@ marked as one Lightning wraps). Lightning's closure runs through Lightning's DDP
 descent gradient is all-reduced as in the raw DDP loop; AutoSAM's ascent passes run on the bare
 module, per rank, never all-reduced (``hetsam.execution.distributed``). Refused in one line:
 manual optimization (AutoSAM's own descent pass would bypass Lightning's DDP wrapper), SAMPa (its
-update gradient is not the closure's), ``ddp_spawn`` and other multi-process strategies (FSDP,
-DeepSpeed). Lightning puts a ``DistributedSampler`` into a ``DataLoader`` it is given, but cannot
+update gradient is not the closure's), and other multi-process strategies (FSDP, DeepSpeed).
+``strategy="ddp_spawn"`` works too; AutoSAM then lives in the spawned processes (read its
+``stats()`` in a hook such as ``on_train_end``). Lightning puts a ``DistributedSampler`` into a ``DataLoader`` it is given, but cannot
 see through ``self.lookahead(loader)``: shard that loader yourself (``DistributedSampler(dataset,
 num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)``). A checkpoint holds
 every rank's AutoSAM state (:meth:`AutoSAMModule.on_save_checkpoint`); each rank resumes its own.
@@ -74,6 +75,10 @@ class AutoSAMModule(pl.LightningModule):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         expect_wrapper(self)  # under strategy="ddp", AutoSAM built on it takes Lightning's process group
+
+    def __setstate__(self, state: dict) -> None:  # ddp_spawn: the processes get the module pickled
+        super().__setstate__(state)
+        expect_wrapper(self)
 
     @property
     def autosam(self) -> AutoSAM:
@@ -149,7 +154,7 @@ def _check_processes(module: AutoSAMModule, trainer: Any) -> None:
     """Refuse, in one line, what AutoSAM cannot run across Lightning's processes (module docstring)."""
     n = trainer.world_size
     strategy = trainer.strategy
-    if type(strategy).__name__ != "DDPStrategy" or getattr(strategy, "_start_method", "popen") != "popen":
+    if type(strategy).__name__ != "DDPStrategy" or getattr(strategy, "_start_method", "popen") not in ("popen", "spawn"):
         name = f"{type(strategy).__name__}" + (f"(start_method={strategy._start_method!r})" if hasattr(strategy, "_start_method") else "")
         raise HetsamInputError(f"AutoSAM runs across {n} Lightning processes only with strategy='ddp' (got {name}); "
                                "use strategy='ddp', or AutoSAM with DistributedDataParallel directly")
