@@ -2,8 +2,9 @@
 
 Usage: ``python tests/_ddp_worker.py OUT_DIR SCENARIO [SCENARIO ...]`` with the usual
 ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` environment. Every scenario trains a
-fresh DDP model for 20 steps on CPU (gloo, 1 intra-op thread, deterministic algorithms) and the
-rank writes what it saw to ``OUT_DIR/rank{r}.pt`` (loaded with ``weights_only=True``).
+fresh DDP model for 20 steps on CPU (gloo, 1 intra-op thread, deterministic algorithms; ``auto``:
+3 steps of plan="auto", which pins the process to its share of the cores, so it comes last) and
+the rank writes what it saw to ``OUT_DIR/rank{r}.pt`` (loaded with ``weights_only=True``).
 """
 
 from __future__ import annotations
