@@ -3,6 +3,7 @@
     torchrun --nproc-per-node 2 examples/ddp.py                      # AsyncSAM on digits, CPU (gloo)
     torchrun --nproc-per-node 2 examples/ddp.py --strategy sampa     # SAMPa across the rank pair
     torchrun --nproc-per-node 2 examples/ddp.py --strategy sam --model resnet20 --steps 40 --json out.json
+    torchrun --nproc-per-node 2 examples/ddp.py --strategy auto --steps 40   # each rank on its own cores
 
 The same loop as single-process training: wrap the model in ``DistributedDataParallel`` and give
 it to ``hetsam.AutoSAM``. The descent is all-reduced by DDP; each rank's ascent runs on that
@@ -13,6 +14,10 @@ to 3x32x32 for the CIFAR ResNet-20. ``--batch-size`` is per rank (per pair with 
 Device names may use ``{local_rank}`` and ``{next_local_rank}``: on this 2-core machine
 ``--descent-device 'cpu:0[{local_rank}]' --ascent-device 'cpu:0[{next_local_rank}]'`` gives each
 rank one core for its descent and puts its ascent worker on the other rank's core.
+
+``--strategy auto`` plans at the first step (``plan="auto"``): each rank is pinned to its own share
+of the node's cores, profiles there, and all run rank 0's plan; ``opt.distributed`` (the data
+shard) is known at construction all the same.
 
 ``--json PATH`` (rank 0 writes it): step times (median after ``--warmup`` steps), losses, test
 accuracy, ``opt.stats()``, and whether the parameters are bit-identical on every rank.
@@ -77,7 +82,7 @@ def accuracy(model: nn.Module, data: TensorDataset) -> float:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--strategy", default="async_sam", choices=["sgd", "sam", "async_sam", "sampa", "rst"])
+    ap.add_argument("--strategy", default="async_sam", choices=["sgd", "sam", "async_sam", "sampa", "rst", "auto"])
     ap.add_argument("--executor", default="threads", choices=["threads", "inline"])
     ap.add_argument("--model", default="mlp", choices=["mlp", "resnet20"])
     ap.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: --epochs)")
@@ -94,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rho", type=float, default=0.05)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--warmup", type=int, default=5, help="steps left out of the median step time")
+    ap.add_argument("--profile-budget", type=float, default=5.0, help="--strategy auto: seconds of profiling per rank")
     ap.add_argument("--json", default=None, help="rank 0 writes the results here")
     ap.add_argument("--no-fault-agreement", action="store_true",
                     help="measuring only: skip the per-step agreement on ascent failures (a failure then hangs)")
@@ -111,15 +117,22 @@ def main(argv=None) -> int:
     # the flags given become the strategy's options (a strategy refuses an option it does not have)
     options = {k: v for k, v in (("ascent_batch_size", args.ascent_batch_size), ("ascent_batches", args.policy))
                if v is not None}
-    plan = hetsam.Plan(strategy=args.strategy, descent_device=args.descent_device.format(**names),
-                       ascent_device=args.ascent_device.format(**names) if args.ascent_device else None, options=options)
+    if args.strategy == "auto":  # the planner chooses the strategy, its numbers and each rank's devices
+        if options or args.ascent_device or args.descent_device != "cpu":
+            raise SystemExit("--strategy auto chooses the devices and options itself; drop --ascent-device, "
+                             "--descent-device, --ascent-batch-size and --policy")
+        plan = "auto"
+    else:
+        plan = hetsam.Plan(strategy=args.strategy, descent_device=args.descent_device.format(**names),
+                           ascent_device=args.ascent_device.format(**names) if args.ascent_device else None, options=options)
 
     train, test = digits(args.model)
     model = DistributedDataParallel(build_model(args.model))
     opt = hetsam.AutoSAM(model, loss_fn, torch.optim.SGD, rho=args.rho, plan=plan, executor=args.executor,
                          on_worker_failure=args.on_worker_failure, sampa_pairs=False if args.no_sampa_pairs else None,
-                         seed=0, lr=args.lr, momentum=0.9, weight_decay=5e-4)
-    shard = opt.distributed  # with SAMPa pairs both ranks of a pair read the same shard
+                         seed=0, lr=args.lr, momentum=0.9, weight_decay=5e-4,
+                         planner_options={"profile_budget_seconds": args.profile_budget, "progress": False} if plan == "auto" else None)
+    shard = opt.distributed  # at construction, whatever the plan; with SAMPa pairs both ranks of a pair read the same shard
     shard.fault_agreement = not args.no_fault_agreement
     sampler = DistributedSampler(train, num_replicas=shard.data_world, rank=shard.data_rank, shuffle=True, seed=0,
                                  drop_last=True)
@@ -146,7 +159,7 @@ def main(argv=None) -> int:
     kept = times[args.warmup:] or times
     result = {
         "strategy": args.strategy, "executor": args.executor, "model": args.model, "ranks": world,
-        "batch_per_rank": args.batch_size, "plan": opt.plan.describe(), "steps": len(times),
+        "batch_per_rank": args.batch_size, "plan": opt.plan.describe(), "steps": len(times), "cpus": list(shard.cpus),
         "median_step_seconds": statistics.median(kept), "step_seconds": times,
         "first_loss": float(losses[0]), "last_loss": float(losses[-1]), "test_accuracy": accuracy(model.module, test),
         "ranks_bit_identical": identical, "stats": stats,

@@ -2,12 +2,15 @@
 (``hetsam.integrations.transformers``).
 
     python examples/hf_trainer.py --strategy async_sam --max-steps 200
+    torchrun --nproc-per-node 2 examples/hf_trainer.py --strategy async_sam --max-steps 100   # 2 processes, gloo
 
 The task: sequences of 16 token ids from a vocabulary of 24; the label says whether token 3
 occurs more often than token 4. The model is ``BertForSequenceClassification`` from a small
 config (no download, no tokenizer). The Trainer's own AdamW with its decay/no-decay groups,
 linear schedule, ``max_grad_norm``, ``max_steps`` and logging all run; AutoSAM does the steps.
-Ends by printing one JSON line.
+Under torchrun each process trains on its own shard (``ddp_backend="gloo"`` on CPU), the descent
+all-reduced through the Trainer's DDP wrapper (``hetsam.integrations.transformers``). Ends by
+printing one JSON line (rank 0 only, with ``world_size``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 import warnings
 
@@ -60,6 +64,8 @@ def training_args(out: str, max_steps: int, **kw) -> TrainingArguments:
     base = dict(output_dir=out, max_steps=max_steps, per_device_train_batch_size=32, learning_rate=1e-3,
                 weight_decay=0.01, max_grad_norm=1.0, logging_steps=max(1, max_steps // 5), save_strategy="no",
                 report_to=[], seed=0, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: gloo on CPU
+        base.update(ddp_backend="gloo", ddp_find_unused_parameters=False)
     base.update(kw)
     return TrainingArguments(**base)
 
@@ -87,7 +93,10 @@ def main(argv=None) -> int:
         stats = trainer.autosam.stats()
         trainer.autosam.close()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if trainer.args.process_index != 0:
+        return 0
     print(json.dumps({"global_step": trainer.state.global_step, "max_steps": args.max_steps, "strategy": args.strategy,
+                      "world_size": trainer.args.world_size,
                       "plan": stats["plan"], "lookahead_jobs": stats.get("lookahead_jobs", 0),
                       "independent_jobs": stats.get("independent_jobs", 0),
                       "final_loss": losses[-1] if losses else result.training_loss}))
@@ -95,4 +104,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from hetsam.execution.distributed import exit_process
+
+    exit_process(main())  # several processes: barrier, destroy the group, leave without finalization (a gloo bug)

@@ -2,11 +2,14 @@
 
     python examples/lightning_train.py --strategy async_sam --max-steps 200
     python examples/lightning_train.py --strategy sam --mode automatic --max-steps 100
+    python examples/lightning_train.py --strategy async_sam --mode automatic --devices 2   # strategy="ddp", gloo
 
 ``--mode manual`` (default): ``training_step`` calls ``self.optimizers().step(batch=batch)``;
 ``--mode automatic``: Lightning's own loop, its closure being AutoSAM's descent pass. The train
 loader is wrapped with ``self.lookahead`` so AsyncSAM perturbs each step with a gradient taken on
-that step's own samples. Ends by printing one JSON line.
+that step's own samples. ``--devices N`` (N > 1) trains on N CPU processes with Lightning's
+``strategy="ddp"`` (gloo; automatic optimization, each process reading its own shard). Ends by
+printing one JSON line (rank 0 only, with ``world_size``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import warnings
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from hetsam import AutoSAM, Plan
 from hetsam.integrations.lightning import AutoSAMModule, pl
@@ -83,14 +86,19 @@ class DigitsModule(AutoSAMModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def train_dataloader(self):
-        return self.lookahead(DataLoader(digits(), batch_size=self.batch_size, shuffle=False))
+        data, sampler = digits(), None
+        if self.trainer.world_size > 1:  # Lightning cannot see through the lookahead wrapper to shard it
+            sampler = DistributedSampler(data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False)
+        return self.lookahead(DataLoader(data, batch_size=self.batch_size, shuffle=False, sampler=sampler))
 
 
-def quiet_trainer(**kw) -> pl.Trainer:
+def quiet_trainer(devices: int = 1, **kw) -> pl.Trainer:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    if devices > 1:  # one process per device; Lightning starts the others itself (gloo on CPU)
+        kw.setdefault("strategy", "ddp")
+    return pl.Trainer(accelerator="cpu", devices=devices, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, **kw)
 
 
@@ -99,20 +107,28 @@ def main(argv=None) -> int:
     ap.add_argument("--strategy", default="async_sam", choices=("sgd", "sam", "async_sam", "sampa", "rst", "auto"))
     ap.add_argument("--mode", default="manual", choices=("manual", "automatic"))
     ap.add_argument("--max-steps", type=int, default=100)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64, help="per process")
+    ap.add_argument("--devices", type=int, default=1, help="CPU processes (N > 1: strategy='ddp', automatic mode)")
     args = ap.parse_args(argv)
-    if args.max_steps < 1 or args.batch_size < 1:
-        ap.error("--max-steps and --batch-size must be positive")
+    if args.max_steps < 1 or args.batch_size < 1 or args.devices < 1:
+        ap.error("--max-steps, --batch-size and --devices must be positive")
+    if args.devices > 1 and args.mode != "automatic":
+        ap.error("--devices > 1 needs --mode automatic (manual optimization would bypass Lightning's DDP wrapper)")
     module = DigitsModule(args.strategy, args.mode, args.batch_size)
-    trainer = quiet_trainer(max_steps=args.max_steps)
+    trainer = quiet_trainer(args.devices, max_steps=args.max_steps)
     trainer.fit(module)
     stats = module.autosam.stats()
     module.autosam.close()
+    if trainer.global_rank != 0:
+        return 0
     print(json.dumps({"global_step": trainer.global_step, "max_steps": args.max_steps, "strategy": args.strategy,
+                      "world_size": trainer.world_size,
                       "mode": args.mode, "plan": stats["plan"], "lookahead_jobs": stats.get("lookahead_jobs", 0),
                       "independent_jobs": stats.get("independent_jobs", 0), "final_loss": module.losses[-1]}))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from hetsam.execution.distributed import exit_process
+
+    exit_process(main())  # several processes: barrier, destroy the group, leave without finalization (a gloo bug)

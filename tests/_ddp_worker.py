@@ -2,8 +2,9 @@
 
 Usage: ``python tests/_ddp_worker.py OUT_DIR SCENARIO [SCENARIO ...]`` with the usual
 ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` environment. Every scenario trains a
-fresh DDP model for 20 steps on CPU (gloo, 1 intra-op thread, deterministic algorithms) and the
-rank writes what it saw to ``OUT_DIR/rank{r}.pt`` (loaded with ``weights_only=True``).
+fresh DDP model for 20 steps on CPU (gloo, 1 intra-op thread, deterministic algorithms; ``auto``:
+3 steps of plan="auto", which pins the process to its share of the cores, so it comes last) and
+the rank writes what it saw to ``OUT_DIR/rank{r}.pt`` (loaded with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,47 @@ PLANS = {
 }
 
 
+AUTO = {"profile_budget_seconds": 1.0, "progress": False, "devices": ["cpu:0"]}
+
+
+def run_auto(name: str) -> dict:
+    """plan='auto' under DDP: the rank context exists at construction; every rank pins its own
+    share of the node's cores, then runs rank 0's plan."""
+    import warnings
+
+    if name == "overlap_warning":  # a given plan pinning both ranks' pools to the same cores
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt = AutoSAM(DistributedDataParallel(mlp()), loss_fn, plan=Plan(strategy="async_sam", descent_device="cpu:0[0]",
+                                                                             ascent_device="cpu:0[1]"), **SGD_KW)
+            opt.close()
+        return {"warnings": [str(w.message) for w in caught]}
+    if name == "auto_pairs_refused":
+        try:
+            AutoSAM(DistributedDataParallel(mlp()), loss_fn, plan="auto", sampa_pairs=True, **SGD_KW)
+        except hetsam.HetsamInputError as exc:
+            return {"refused": str(exc)}
+        return {"refused": None}
+    before = sorted(os.sched_getaffinity(0))
+    opt = AutoSAM(DistributedDataParallel(mlp()), loss_fn, plan="auto", planner_options=AUTO, log=lambda line: None,
+                  **SGD_KW)
+    ctx = opt.distributed
+    out = {"affinity_before": before, "affinity": sorted(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
+           "shard": (ctx.data_rank, ctx.data_world), "layout": (ctx.layout.local_rank, ctx.layout.local_world)}
+    data = [shard(b, dist.get_rank(), dist.get_world_size()) for b in batches(4, b=B)]
+    with opt:
+        out["losses"] = [opt.step(b, upcoming=data[t + 1:t + 2]) for t, b in enumerate(data[:3])]
+        out["plan"] = opt.plan.to_json()
+        out["shard_after"] = (opt.distributed.data_rank, opt.distributed.data_world)
+        out["stats"] = opt.stats()
+    out["params"] = torch.cat([p.detach().reshape(-1) for p in opt.model.module.parameters()])
+    return out
+
+
 def run(scenario: str, rank: int, world: int) -> dict:
     name, _, executor = scenario.partition(":")  # e.g. "async_lookahead:inline"
+    if name in ("overlap_warning", "auto_pairs_refused", "auto"):
+        return run_auto(name)
     if name == "agree_plan":  # each rank proposes its own plan; all must run rank 0's
         mine = Plan(strategy="async_sam", options={"ascent_batch_size": 4 + rank, "staleness": 1 + rank})
         return {"plan": agree_plan(DistributedDataParallel(mlp()), mine).to_json()}

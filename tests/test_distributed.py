@@ -40,6 +40,7 @@ SCENARIOS = [
     "sampa_local:threads", "sampa_local:inline",
     "sampa_pairs", "sampa_pairs_mismatch", "sam", "rst",
     "fault_raise", "fault_degrade", "agree_plan", "unfreeze:threads",
+    "overlap_warning", "auto_pairs_refused", "auto",  # last: plan="auto" pins each rank's process to its cores
 ]
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -59,7 +60,7 @@ def ranks(tmp_path_factory):
     procs = []
     for rank in range(WORLD):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1", HETSAM_CACHE_DIR=str(out / "cache"),
                    PYTHONPATH=os.pathsep.join([str(ROOT), str(WORKER.parent), os.environ.get("PYTHONPATH", "")]))
         procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), *SCENARIOS], env=env, cwd=str(ROOT),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -325,3 +326,54 @@ def test_add_param_group_refuses_parameters_ddp_does_not_reduce(tmp_path):
                 opt.add_param_group({"params": first})
     finally:
         torch.distributed.destroy_process_group()
+
+
+# ---- plan="auto" and the node's cores --------------------------------------------------------
+def test_auto_plan_is_one_plan_on_disjoint_cores(ranks):
+    a, b = ranks[0]["auto"], ranks[1]["auto"]
+    assert a["plan"] == b["plan"]  # rank 0's choice, identical text on both ranks
+    assert a["shard"] == (0, 2) and b["shard"] == (1, 2)  # known at construction, before any step
+    assert a["shard_after"] == a["shard"] and b["shard_after"] == b["shard"]
+    assert a["layout"] == (0, 2) and b["layout"] == (1, 2)
+    assert a["affinity"] and b["affinity"] and not set(a["affinity"]) & set(b["affinity"])
+    if a["affinity_before"] == b["affinity_before"] and len(a["affinity_before"]) >= 2:  # split equally, contiguous
+        n = len(a["affinity_before"]) // 2
+        assert a["affinity"] == a["affinity_before"][:n] and b["affinity"] == a["affinity_before"][n:2 * n]
+    assert a["threads"] <= len(a["affinity"]) and b["threads"] <= len(b["affinity"])
+    assert torch.equal(a["params"], b["params"])
+    assert a["stats"]["distributed"]["cpus"] == a["affinity"]
+
+
+def test_auto_plan_refuses_sampa_pairs_it_cannot_promise(ranks):
+    for r in range(WORLD):
+        assert "sampa_pairs=True with plan='auto'" in ranks[r]["auto_pairs_refused"]["refused"]
+
+
+def test_given_plan_whose_pools_meet_across_ranks_is_warned_about(ranks):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one usable core: the plan's second pool does not exist here")
+    for r in range(WORLD):
+        lines = [w for w in ranks[r]["overlap_warning"]["warnings"] if "both pin their CPU pools" in w]
+        assert len(lines) == 1 and "ranks 0 and 1" in lines[0]
+
+
+def test_an_agreed_gpu_plan_runs_on_each_ranks_own_gpu():
+    """localize maps rank 0's GPU descent onto this rank's model GPU (names only: no GPU needed) and
+    refuses, in one line, a spare-GPU ascent it cannot give each rank its own share of."""
+    from hetsam import HetsamInputError, Plan
+    from hetsam.execution.distributed.context import localize
+
+    class Rank1:
+        device = torch.device("cuda", 1)
+
+    got = localize(Plan(strategy="async_sam", descent_device="cuda:0", ascent_device="cpu:0[0-3]"), Rank1())
+    assert got.descent_device == "cuda:1" and got.ascent_device == "cpu:0[0-3]"
+    assert localize(Plan(strategy="sam", descent_device="cuda:0"), Rank1()).descent_device == "cuda:1"
+    with pytest.raises(HetsamInputError, match="spare GPU"):
+        localize(Plan(strategy="async_sam", descent_device="cuda:0", ascent_device="cuda:2"), Rank1())
+
+    class OnCpu:
+        device = torch.device("cpu")
+
+    plan = Plan(strategy="async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]")
+    assert localize(plan, OnCpu()) is plan  # CPU pools are per rank through the affinity already

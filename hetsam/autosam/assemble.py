@@ -24,7 +24,7 @@ from torch import nn
 from hetsam import strategies
 from hetsam.errors import HetsamInputError
 from hetsam.execution.binding import pool_cpus, role_threads, torch_device
-from hetsam.execution.distributed import rank_context
+from hetsam.execution.distributed import check_replica_passes, rank_context
 from hetsam.execution.distributed.executor import DistributedExecutor
 from hetsam.execution.executor import Placement
 from hetsam.execution.factory import make_executor
@@ -36,7 +36,7 @@ from hetsam.planning.plan import Plan
 from hetsam.strategies.rule import RuleContext
 from hetsam.strategies.run import RunContext
 
-__all__ = ["Settings", "Assembly", "CheckedRuntime", "assembly_for", "resolve_plan", "amp_spec", "model_device"]
+__all__ = ["Settings", "Assembly", "CheckedRuntime", "assembly_for", "ranks_for", "use_wrapper", "resolve_plan", "amp_spec", "model_device"]
 
 
 @dataclass(frozen=True)
@@ -116,15 +116,16 @@ class CheckedRuntime(Runtime):
     every rank decides alike (a rank's own loss is not). With a GradScaler, which skips such steps
     itself, it is the scaler's call."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, ranks: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.ranks = ranks  # one of several DDP ranks: the losses are this rank's own
         self._losses: list[torch.Tensor] = []  # this step's losses on the training model
         self._refused: str | None = None  # what require() found not finite
         self.skipped: str | None = None
 
     @property
     def _ddp(self) -> bool:
-        return self.local_model is not self.model
+        return self.ranks or self.local_model is not self.model
 
     def gradient(self, batch, *, update: bool = False, **kwargs):
         loss = super().gradient(batch, update=update, **kwargs)
@@ -163,23 +164,86 @@ class CheckedRuntime(Runtime):
 
 def assembly_for(opt, plan: Plan) -> Assembly:
     """The runtime, rule and executor of ``plan`` for AutoSAM ``opt`` (built, not yet running)."""
-    return Assembly(plan, opt.model, opt.loss_fn, opt.base_optimizer, opt.scaler, opt._settings, opt.run)
+    return Assembly(plan, opt.model, opt.loss_fn, opt.base_optimizer, opt.scaler, opt._settings, opt.run, opt.distributed)
+
+
+def ranks_for(opt, plan: Any):
+    """The rank context of AutoSAM ``opt`` at its construction (``plan``: what the user passed;
+    ``opt.plan`` is resolved, or None while the planner chooses), or None without DDP.
+
+    Its data shard is final here: a strategy known now runs across SAMPa rank pairs (unless
+    ``sampa_pairs=False``); a plan the planner chooses later never does (a SAMPa it chooses
+    averages g_y' over the ranks instead), so ``sampa_pairs=True`` needs a SAMPa plan. When the
+    planner chooses the devices, this process is pinned to its own share of the node's cores
+    first (:func:`hetsam.execution.distributed.node.pin_to_share`), and every rank runs rank 0's
+    choice; a given plan whose CPU pools meet another rank's of the node is warned about."""
+    from hetsam._warnings import warn_user
+    from hetsam.execution.distributed.node import overlap_warning, pin_to_share
+
+    s, known, controller = opt._settings, opt.plan, opt._controller
+    name = known.strategy if known is not None else controller.strategy
+    pinned = (lambda: _pinned(known, opt.model)) if known is not None else ()
+    ctx = rank_context(opt.model, sampa_pairs=s.sampa_pairs, pinned=pinned,
+                       rank_pairs=name is not None and strategies.get(name).rank_pairs)
+    if ctx is None:
+        return None
+    if name is None and s.sampa_pairs:  # every rank refuses alike
+        raise HetsamInputError("sampa_pairs=True with plan='auto' under DDP: the data shard must be known at construction, "
+                               "before the planner chooses; pass plan='sampa' (or a SAMPa Plan) for rank pairs")
+    if controller is not None:
+        ctx.cpus = pin_to_share(ctx.layout)
+        controller.bind_ranks(ctx)
+    else:
+        line = overlap_warning(ctx.layout)
+        if line is not None:
+            warn_user(line)
+    return ctx
+
+
+def use_wrapper(opt, ddp) -> None:
+    """Run AutoSAM ``opt``, built on a bare module, with a framework's DDP wrapper of it (the
+    Trainer wraps after building the optimizer): the descent goes through ``ddp`` (all-reduced);
+    the ascent and the executor's replica keep the bare module (per rank). Idempotent."""
+    ctx = opt.distributed
+    if ctx is None:
+        raise HetsamInputError("AutoSAM has no rank context for this DistributedDataParallel model: build it after the "
+                               "process group is initialised, on a module the framework marked (expect_wrapper)")
+    if opt.model is ddp:
+        return
+    ctx.attach(ddp)  # checks that ddp wraps AutoSAM's model
+    opt.model = ddp
+    if opt._parts is not None:
+        opt._parts.model = opt._parts.runtime.model = ddp
+
+
+def _pinned(plan: Plan, model: nn.Module) -> tuple[int, ...]:
+    """The OS CPUs ``plan`` pins this rank's roles to (its descent and ascent CPU pools)."""
+    roles = ([plan.descent_device] if torch_kind(model_device(model)).pools else []) + \
+        ([plan.effective_ascent_device] if plan.spec.uses_executor else [])
+    return tuple(sorted({c for role in roles for c in (_pool(role) or ())}))
+
+
+def _pool(device: str):
+    try:
+        return pool_cpus(device) if torch_kind(torch_device(device)).pools else None
+    except HetsamInputError:  # a pool this machine lacks: refused when the plan is assembled
+        return None
 
 
 class Assembly:
     """Runtime + rule + executor (+ rank context under DDP) for one plan (module docstring)."""
 
     def __init__(self, plan: Plan, model: nn.Module, loss_fn: Callable, base: torch.optim.Optimizer, scaler: Any,
-                 settings: Settings, run: RunContext | None = None):
+                 settings: Settings, run: RunContext | None = None, dist=None):
         run = run if run is not None else RunContext()
         spec = plan.spec
         self.plan, self.model, self.loss_fn, self.settings = plan, model, loss_fn, settings
         self.descent_threads = role_threads(plan.descent_device, settings.descent_threads)
         self.descent_cpus = pool_cpus(plan.descent_device) if torch_kind(model_device(model)).pools else None
-        self.dist = rank_context(model, plan, sampa_pairs=settings.sampa_pairs, replica_passes=spec.uses_executor,
-                                 rank_pairs=spec.rank_pairs)
+        self.dist = dist  # the rank context, built once at construction (ranks_for)
+        check_replica_passes(dist, plan)
         self.runtime = CheckedRuntime(model, loss_fn, base, amp=settings.amp, scaler=scaler, max_grad_norm=settings.max_grad_norm,
-                               local_model=self.dist.module if self.dist is not None else None)
+                                      local_model=dist.module if dist is not None else None, ranks=dist is not None)
         if self.dist is not None:
             run.world_size = self.dist.world
         self._ctx = RuleContext(plan, self.runtime, make_executor=self._make_executor, dist=self.dist, run=run,

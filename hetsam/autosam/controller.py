@@ -79,16 +79,14 @@ def controller_for(plan, planner_options, model, log: Callable[[str], None], *, 
                    base_family: str | None = None) -> PlanController | None:
     """The controller of an AutoSAM whose plan the planner chooses: ``plan="auto"``, or a
     strategy name with ``planner_options["profile"]`` (the planner chooses its numbers). None
-    for a given plan, which takes no planner options. ``strategies`` (AutoSAM's ``strategies=``)
+    for a given plan, which takes no planner options (``model`` is not read; the rank context
+    comes later, :meth:`PlanController.bind_ranks`). ``strategies`` (AutoSAM's ``strategies=``)
     restricts ``plan="auto"``; ``base_family`` fills ``PlannerOptions.base_optimizer`` unless
     the user set it."""
     import dataclasses
 
-    import torch
-
     from hetsam import strategies as registry
     from hetsam.errors import HetsamInputError
-    from hetsam.execution.distributed import agree_plan
 
     auto = isinstance(plan, str) and plan == "auto"
     if strategies is not None:
@@ -114,8 +112,7 @@ def controller_for(plan, planner_options, model, log: Callable[[str], None], *, 
         options = dataclasses.replace(options, base_optimizer=base_family)
     if strategies is not None:
         options = dataclasses.replace(options, strategies=strategies)
-    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-    return PlanController(options, log, agree=lambda p: agree_plan(model, p), watch=not ddp, strategy=strategy)
+    return PlanController(options, log, strategy=strategy)  # under DDP, bind_ranks follows (at construction)
 
 
 def _short(value) -> str:
@@ -209,6 +206,16 @@ class PlanController:
         self._context: tuple | None = None
         # the timed gaps of the windows since the running plan started (the latest GAP_POOL: bounded memory and work)
         self._gaps: deque[float] = deque(maxlen=GAP_POOL)
+
+    def bind_ranks(self, ranks) -> None:
+        """Under DDP (``ranks``: the :class:`~hetsam.execution.distributed.RankContext`): every rank
+        runs rank 0's choice (on its own GPU: ``localize``), which rank 0 logs, and nothing re-plans on drift (the ranks would decide
+        at different steps)."""
+        from hetsam.execution.distributed.context import agree_plan, localize
+
+        self.agree, self.watch = (lambda plan: localize(agree_plan(ranks, plan), ranks)), False
+        if ranks.rank != 0:  # rank 0 logs the plan every rank runs (another rank's own choice may differ)
+            self.log = lambda line: None
 
     # ---- choosing ----------------------------------------------------------------------------
     def choose(self, model, loss_fn, batch, base_groups=None):

@@ -91,6 +91,7 @@ from hetsam.autosam.assemble import (
     amp_spec,
     assembly_for,
     model_device,
+    ranks_for,
     resolve_plan,
 )
 from hetsam.autosam.controller import controller_for
@@ -220,6 +221,7 @@ class AutoSAM(torch.optim.Optimizer):
         self._steps_before, self._skipped_updates, self._batch_size = 0, 0, None
         self._prefetcher, self.last_outputs = Prefetcher(), None
         self._closed, self._warned_idle, self._default_params, self._nonfinite = False, False, params is None, nonfinite
+        self._dist = ranks_for(self, plan)  # under DDP: rank, data shard, the node's cores (before any plan runs)
         if self.plan is not None:
             self._use(self.plan)
 
@@ -315,10 +317,8 @@ class AutoSAM(torch.optim.Optimizer):
         return self.base_optimizer.register_step_post_hook(lambda _base, args, kwargs: hook(self, args, kwargs))
 
     # ---- reporting --------------------------------------------------------------------------
-    @property
-    def distributed(self):
-        """The :class:`hetsam.execution.distributed.RankContext` of a DDP model (rank, data shard), else None."""
-        return self._parts.dist if self._parts is not None else None
+    distributed = property(lambda self: self._dist, doc="The :class:`hetsam.execution.distributed.RankContext` under DDP "
+                           "(rank, data shard: set at construction, whatever the plan, and never changed), else None.")
 
     @property
     def executor(self) -> Executor | None:

@@ -25,9 +25,23 @@ Warm-up: Lightning has no warm-up setting of its own (it lives in the scheduler 
 returns), so MSAM relies on its learning-rate rule there: no climb in a step whose lr is higher than
 the step before's. Pass ``warmup_steps=`` to AutoSAM to add a fixed count.
 
-One process only: under a multi-process strategy AutoSAM's own passes would not go through
-Lightning's DDP wrapper, so it is refused. Lightning's mixed precision is refused too (use
-AutoSAM's ``amp=``); ``accumulate_grad_batches > 1`` is refused in automatic optimization.
+Many processes: ``Trainer(strategy="ddp", devices=N)`` (one process per device; on CPU with
+gloo) in automatic optimization. ``configure_optimizers`` builds AutoSAM on the bare module
+while Lightning wraps it in its own DDP; AutoSAM takes its rank context from Lightning's
+process group at construction (``hetsam.execution.distributed.expect_wrapper``: this module is
+marked as one Lightning wraps). Lightning's closure runs through Lightning's DDP wrapper, so the
+descent gradient is all-reduced as in the raw DDP loop; AutoSAM's ascent passes run on the bare
+module, per rank, never all-reduced (``hetsam.execution.distributed``). Refused in one line:
+manual optimization (AutoSAM's own descent pass would bypass Lightning's DDP wrapper), SAMPa (its
+update gradient is not the closure's), and other multi-process strategies (FSDP, DeepSpeed).
+``strategy="ddp_spawn"`` works too; AutoSAM then lives in the spawned processes (read its
+``stats()`` in a hook such as ``on_train_end``). Lightning puts a ``DistributedSampler`` into a ``DataLoader`` it is given, but cannot
+see through ``self.lookahead(loader)``: shard that loader yourself (``DistributedSampler(dataset,
+num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)``). A checkpoint holds
+every rank's AutoSAM state (:meth:`AutoSAMModule.on_save_checkpoint`); each rank resumes its own.
+
+Lightning's mixed precision is refused (use AutoSAM's ``amp=``); ``accumulate_grad_batches > 1``
+is refused in automatic optimization.
 """
 
 from __future__ import annotations
@@ -36,6 +50,8 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import torch.distributed as dist
 
 try:
     import lightning.pytorch as pl
@@ -48,12 +64,21 @@ except ImportError:  # pragma: no cover - the older package name
 
 from hetsam.autosam import AutoSAM
 from hetsam.errors import HetsamInputError
+from hetsam.execution.distributed import expect_wrapper
 
 __all__ = ["AutoSAMModule"]
 
 
 class AutoSAMModule(pl.LightningModule):
     """A ``LightningModule`` whose optimizer is an :class:`~hetsam.AutoSAM` (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        expect_wrapper(self)  # under strategy="ddp", AutoSAM built on it takes Lightning's process group
+
+    def __setstate__(self, state: dict) -> None:  # ddp_spawn: the processes get the module pickled
+        super().__setstate__(state)
+        expect_wrapper(self)
 
     @property
     def autosam(self) -> AutoSAM:
@@ -72,8 +97,7 @@ class AutoSAMModule(pl.LightningModule):
     def on_train_start(self) -> None:
         trainer = self.trainer
         if trainer.world_size > 1:
-            raise HetsamInputError(f"hetsam.integrations.lightning runs in one process; this Trainer has "
-                                   f"{trainer.world_size}: use devices=1, or AutoSAM with DistributedDataParallel directly")
+            _check_processes(self, trainer)
         precision = str(getattr(trainer, "precision", "32"))
         if "mixed" in precision or precision in ("16", "bf16"):
             raise HetsamInputError(f"Trainer(precision={precision!r}) scales the loss outside AutoSAM; use precision=32 and "
@@ -86,6 +110,30 @@ class AutoSAMModule(pl.LightningModule):
         if isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
             opt.run.learn(total_steps=int(steps))
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Under ``strategy="ddp"``: every rank's AutoSAM state into the one file rank 0 writes (the
+        pending ascent gradients are per rank; Lightning keeps rank 0's optimizer state only). Lightning
+        calls this on every rank (``trainer.save_checkpoint`` must run on all of them)."""
+        opt = _autosam_or_none(self)
+        if opt is not None and opt.distributed is not None:
+            ctx = opt.distributed
+            states: list = [None] * ctx.world
+            dist.all_gather_object(states, opt.state_dict(), group=ctx.control_group)
+            checkpoint["hetsam_rank_states"] = {"optimizer": self.trainer.optimizers.index(opt), "states": states}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Each rank resumes its own AutoSAM state (saved by :meth:`on_save_checkpoint`). Lightning
+        calls this before it builds the optimizers and loads their states, so the rank's state
+        replaces rank 0's in the checkpoint."""
+        saved = checkpoint.get("hetsam_rank_states")
+        if saved is None or not dist.is_available() or not dist.is_initialized():
+            return
+        states, world = saved["states"], dist.get_world_size()
+        if len(states) != world:
+            raise HetsamInputError(f"this checkpoint holds the AutoSAM state of {len(states)} ranks, but the run has "
+                                   f"{world}; resume with as many processes as saved it")
+        checkpoint["optimizer_states"][saved["optimizer"]] = states[dist.get_rank()]
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._hetsam_batch = batch  # automatic optimization: the ascent needs the step's batch
 
@@ -95,6 +143,32 @@ class AutoSAMModule(pl.LightningModule):
         if not self.automatic_optimization:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         optimizer.step(closure=optimizer_closure, batch=self._hetsam_batch, descent_closure=True)
+
+
+def _autosam_or_none(module: AutoSAMModule) -> AutoSAM | None:
+    found = [o for o in module.trainer.optimizers if isinstance(o, AutoSAM)]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_processes(module: AutoSAMModule, trainer: Any) -> None:
+    """Refuse, in one line, what AutoSAM cannot run across Lightning's processes (module docstring)."""
+    n = trainer.world_size
+    strategy = trainer.strategy
+    if type(strategy).__name__ != "DDPStrategy" or getattr(strategy, "_start_method", "popen") not in ("popen", "spawn"):
+        name = f"{type(strategy).__name__}" + (f"(start_method={strategy._start_method!r})" if hasattr(strategy, "_start_method") else "")
+        raise HetsamInputError(f"AutoSAM runs across {n} Lightning processes only with strategy='ddp' (got {name}); "
+                               "use strategy='ddp', or AutoSAM with DistributedDataParallel directly")
+    if not module.automatic_optimization:
+        raise HetsamInputError("manual optimization under strategy='ddp': AutoSAM's own descent pass would bypass Lightning's "
+                               "DDP wrapper (no all-reduce); use automatic optimization (return the loss from training_step)")
+    opt = module.autosam
+    if opt.distributed is None:
+        raise HetsamInputError("this AutoSAM has no rank context: build it in configure_optimizers on this AutoSAMModule "
+                               "(or one of its submodules), not before the Trainer started its processes")
+    if opt.plan is not None and not opt.plan.spec.closure_descent:
+        raise HetsamInputError(f"strategy {opt.plan.strategy!r} takes its update gradient elsewhere than on the step's own "
+                               "batch, so Lightning's closure cannot compute it under strategy='ddp'; use AutoSAM with "
+                               "DistributedDataParallel directly (examples/ddp.py)")
 
 
 class _Lookahead:

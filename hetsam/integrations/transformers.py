@@ -23,12 +23,28 @@
   unless ``autosam={...}`` set them.
 - ``autosam`` holds AutoSAM's keyword arguments (``plan``, ``rho``, ``executor``, ``amp``, ...).
 
+- **Many processes** (``torchrun --nproc-per-node N``; on CPU ``use_cpu=True,
+  ddp_backend="gloo"``): AutoSAM is built on ``self.model`` in ``create_optimizer``, before the
+  Trainer wraps it in DDP, and takes its rank context from the Trainer's process group
+  (``hetsam.execution.distributed.expect_wrapper``). ``training_step`` receives the DDP wrapper and
+  hands it to AutoSAM (:func:`hetsam.autosam.assemble.use_wrapper`) before the first step: the
+  descent goes through it (all-reduced, as in the raw DDP loop), the ascent through the bare
+  module (per rank). The Trainer shards the batches by process, so SAMPa needs
+  ``autosam={"sampa_pairs": False}`` (a pair of ranks would need the same batches); other
+  ``TrainingArguments`` that change the arithmetic across processes (``average_tokens_across_devices``)
+  do not apply, since AutoSAM computes the loss without ``num_items_in_batch``. A checkpoint
+  holds each rank's AutoSAM state beside the Trainer's files (``autosam_rank{r}-of-{W}.pt``), and
+  resuming loads each rank's own.
+
 Refused with a clear error: ``gradient_accumulation_steps > 1`` (AutoSAM's ``accumulate`` needs
-the micro-batches of a step in one batch), ``fp16``/``bf16`` (use ``autosam={"amp": ...}``), and
-more than one process.
+the micro-batches of a step in one batch), ``fp16``/``bf16`` (use ``autosam={"amp": ...}``),
+and, across processes, a wrapper other than DDP (FSDP, DeepSpeed: AutoSAM's descent would not be
+all-reduced).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -38,7 +54,9 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("hetsam.integrations.transformers needs transformers: pip install 'hetsam[integrations]'") from exc
 
 from hetsam.autosam import AutoSAM
+from hetsam.autosam.assemble import use_wrapper
 from hetsam.errors import HetsamInputError
+from hetsam.execution.distributed import expect_wrapper
 from hetsam.optim.sam import share_groups
 
 __all__ = ["AutoSAMTrainer"]
@@ -89,8 +107,6 @@ class AutoSAMTrainer(transformers.Trainer):
                                    "accumulate splits one batch; use a larger per_device_train_batch_size")
         if args_.fp16 or args_.bf16:
             raise HetsamInputError("fp16/bf16 scale the loss outside AutoSAM; use autosam={'amp': 'fp16'} (or 'bf16')")
-        if args_.world_size > 1:
-            raise HetsamInputError(f"AutoSAMTrainer runs in one process; this run has {args_.world_size}")
         self.autosam: AutoSAM | None = None
         self._hetsam_source = self._hetsam_iter = None
 
@@ -99,6 +115,7 @@ class AutoSAMTrainer(transformers.Trainer):
         if self.autosam is None:
             chosen = super().create_optimizer(model)  # class, decay/no-decay groups and options
             model = self.model if model is None else model
+            expect_wrapper(model)  # several processes: AutoSAM takes the Trainer's process group
             max_norm = self.args.max_grad_norm if self.args.max_grad_norm and self.args.max_grad_norm > 0 else None
             self.autosam = AutoSAM(model, self._loss, type(chosen), params=[dict(g) for g in chosen.param_groups],
                                    max_grad_norm=max_norm, **self.autosam_kwargs)  # the groups carry every option
@@ -116,6 +133,25 @@ class AutoSAMTrainer(transformers.Trainer):
                           warmup_steps=int(self.args.get_warmup_steps(num_training_steps)))
         return scheduler
 
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The Trainer's files, and under several processes each rank's own AutoSAM state (its
+        pending ascent gradient is its own; the Trainer saves rank 0's optimizer only)."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        path = self._rank_state(output_dir)
+        if path is not None:
+            os.makedirs(output_dir, exist_ok=True)
+            torch.save(self.autosam.state_dict(), path)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = self._rank_state(checkpoint) if checkpoint else None
+        if path is not None and os.path.isfile(path):  # this rank's state replaces rank 0's
+            self.autosam.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    def _rank_state(self, folder: str) -> str | None:
+        ctx = self.autosam.distributed if self.autosam is not None else None
+        return None if ctx is None else os.path.join(folder, f"autosam_rank{ctx.rank}-of-{ctx.world}.pt")
+
     def _loss(self, model, inputs):
         # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them
         return self.compute_loss(model, dict(inputs))
@@ -123,6 +159,12 @@ class AutoSAMTrainer(transformers.Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         """One whole AutoSAM step (every pass and the update) on the batch."""
         model.train()
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            use_wrapper(self.autosam, model)  # the descent through the Trainer's DDP wrapper (a no-op once done)
+        elif self.autosam.distributed is not None:  # FSDP, DeepSpeed, ...: AutoSAM's descent would not be reduced
+            raise HetsamInputError(f"AutoSAMTrainer across {self.args.world_size} processes needs the Trainer's "
+                                   f"DistributedDataParallel, but it wrapped the model in {type(model).__name__}; "
+                                   "drop FSDP/DeepSpeed, or train in one process")
         loss = self.autosam.step(self._prepare_inputs(inputs))
         return loss.detach().to(self.args.device)
 

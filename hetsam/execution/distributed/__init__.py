@@ -66,7 +66,32 @@ Semantics, compared with single-process training on the global batch B_t
 * ``plan="auto"`` profiles and plans on every rank, then every rank runs rank 0's plan
   (:func:`agree_plan`); it does not re-plan on drift (ranks would decide that in different
   steps). It plans for one process: pass a plan from ``hetsam plan --nodes N
-  --devices-per-node G`` to plan for the whole job.
+  --devices-per-node G`` to plan for the whole job. The rank context, and so the data shard
+  (``data_rank``/``data_world``), exists at construction and never changes: a SAMPa the planner
+  chooses later runs with one pair of gradients per rank (``sampa_pairs=False``), and
+  ``sampa_pairs=True`` with ``plan="auto"`` is refused (use ``plan="sampa"``).
+
+Cores per rank (:mod:`hetsam.execution.distributed.node`)
+-----------------------------------------------------------
+Launchers give every rank of a node the same CPU affinity. At construction the ranks all-gather
+(host, affinity, pinned cores) once; the local rank and local world size are ``LOCAL_RANK`` and
+``LOCAL_WORLD_SIZE`` when the launcher sets both, else the rank's index among the ranks of its
+host. When the planner chooses the devices (``plan="auto"``, or a strategy name with a profile),
+each rank's process is pinned to its own share of the node before it profiles: its whole affinity
+if no other rank of the node shares any of it, else the local_rank-th of local_world equal,
+contiguous shares (and at most that many intra-op threads). A plan's CPU pool names positions
+among the usable cores, so the one plan every rank runs names each rank's own cores. A plan the
+user gives is not remapped (its pools may already be per rank, e.g. ``cpu:0[{local_rank}]``): if
+its pools meet another rank's on the same node, every rank warns in one line.
+
+Frameworks (Lightning, the Hugging Face Trainer)
+------------------------------------------------
+They build the optimizer on the bare module and wrap it in their own DDP. The integrations mark
+that module (:func:`expect_wrapper`); an AutoSAM built on it, or on a submodule, while a process
+group of more than one rank exists takes its rank context from that group at construction. The
+descent then goes through the framework's wrapper: Lightning's closure (automatic optimization),
+or the Trainer's DDP model handed over by :meth:`RankContext.attach` before the first step. The
+ascent uses the bare module, as in the raw loop.
 * ``accumulate=k`` runs k DDP forward/backward pairs, so DDP all-reduces each micro-batch
   (correct, but k all-reduces rather than one).
 
@@ -100,11 +125,15 @@ from hetsam.execution.distributed.context import (  # noqa: E402
     DistributedStats,
     RankContext,
     agree_plan,
+    check_replica_passes,
     exit_process,
+    expect_wrapper,
+    framework_wrapped,
     rank_context,
     unwrap,
 )
 from hetsam.execution.distributed.flat import common_dtype, flatten, unflatten  # noqa: E402
 
 __all__ = ["RankContext", "DistributedStats", "rank_context", "agree_plan", "unwrap", "flatten", "unflatten",
-           "common_dtype", "exit_process", "OK", "DEGRADED", "FAILED"]
+           "common_dtype", "exit_process", "expect_wrapper", "framework_wrapped", "check_replica_passes", "OK",
+           "DEGRADED", "FAILED"]

@@ -6,7 +6,8 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -18,8 +19,10 @@ from hetsam._warnings import warn_user
 from hetsam.errors import HetsamInputError, WorkerFailure
 from hetsam.execution.batches import leaves
 from hetsam.execution.distributed.flat import common_dtype, flatten, unflatten
+from hetsam.execution.distributed.node import node_layout
 
 __all__ = ["RankContext", "DistributedStats", "rank_context", "agree_plan", "unwrap", "exit_process",
+           "expect_wrapper", "framework_wrapped", "check_replica_passes", "localize",
            "OK", "DEGRADED", "FAILED"]
 
 OK, DEGRADED, FAILED = 0, 1, 2  # a rank's ascent status in one step
@@ -48,16 +51,21 @@ class DistributedStats:
 class RankContext:
     """One rank's view of a data-parallel AutoSAM run (see the module docstring).
 
-    Built by :func:`rank_context` from the DDP-wrapped model; AutoSAM keeps it as
-    ``opt.distributed``. ``pairs``: SAMPa runs across rank pairs.
+    Built by :func:`rank_context` at AutoSAM's construction; AutoSAM keeps it as
+    ``opt.distributed``. ``model``: the DDP-wrapped model (raw loop), or the bare module a
+    framework wraps in its own DDP (``group``: its process group, default the world), in which
+    case :meth:`attach` gives it the wrapper once the framework has built it (the Trainer).
+    ``pairs``: SAMPa runs across rank pairs. ``pinned``: the cores this rank's plan pins (for
+    :func:`~hetsam.execution.distributed.node.overlap_warning`).
     """
 
-    def __init__(self, model: DistributedDataParallel, *, pairs: bool = False):
+    def __init__(self, model: nn.Module, *, pairs: bool = False, group=None, pinned: tuple[int, ...] = ()):
         if not dist.is_available() or not dist.is_initialized():
             raise HetsamInputError("a DistributedDataParallel model needs torch.distributed.init_process_group() first")
-        self.ddp = model
-        self.module = model.module
-        self.group = model.process_group
+        ddp = model if isinstance(model, DistributedDataParallel) else None
+        self.ddp = ddp
+        self.module = unwrap(model)
+        self.group = ddp.process_group if ddp is not None else group if group is not None else dist.group.WORLD
         self.rank = dist.get_rank(self.group)
         self.world = dist.get_world_size(self.group)
         self.pairs = bool(pairs)
@@ -69,10 +77,19 @@ class RankContext:
         self.stats = DistributedStats()
         self.device = next((p.device for p in self.module.parameters()), torch.device("cpu"))
         self.control_group = self._control_group()
+        self.layout = node_layout(self.control_group, self.rank, pinned)  # one all-gather, at construction
+        self.cpus: tuple[int, ...] = ()  # the share plan="auto" pinned this process to (node.pin_to_share)
         self._stepping = False
         # for measuring the agreement's cost only: without it a failure on one rank leaves the
         # others waiting in DDP's next all-reduce
         self.fault_agreement = True
+
+    def attach(self, ddp: DistributedDataParallel) -> None:
+        """The framework's DDP wrapper of :attr:`module` (its descent goes through it)."""
+        if unwrap(ddp) is not self.module:
+            raise HetsamInputError("the framework's DistributedDataParallel wraps another module than AutoSAM's model; "
+                                   "build AutoSAM on the model the Trainer trains")
+        self.ddp = ddp
 
     def _control_group(self):
         """A gloo group for the small control messages (no GPU stream sync under NCCL)."""
@@ -195,21 +212,26 @@ class RankContext:
 
     def describe(self) -> dict:
         return {"rank": self.rank, "world": self.world, "sampa_pairs": self.pairs,
-                "data_rank": self.data_rank, "data_world": self.data_world, **self.stats.as_dict()}
+                "data_rank": self.data_rank, "data_world": self.data_world, "local_rank": self.layout.local_rank,
+                "local_world": self.layout.local_world, "cpus": list(self.cpus), **self.stats.as_dict()}
 
 
-def agree_plan(model: nn.Module, plan):
-    """Rank 0's ``plan`` on every rank of a DDP ``model`` (any other model: ``plan`` itself).
+def agree_plan(ranks, plan):
+    """Rank 0's ``plan`` on every rank (``ranks``: a :class:`RankContext` or a DDP model; anything
+    else: ``plan`` itself).
 
     ``plan="auto"`` profiles and plans on every rank, and the ranks could choose differently;
     they must all run one plan (the same collectives in the same order), so they take rank 0's.
-    The plan travels as its JSON text (no pickle) in two broadcasts.
+    The plan travels as its JSON text (no pickle) in two broadcasts on the gloo control group.
     """
-    if not isinstance(model, DistributedDataParallel):
+    if isinstance(ranks, DistributedDataParallel):
+        group = ranks.process_group
+        gloo = "gloo" in str(dist.get_backend(group)).lower()
+        device = torch.device("cpu") if gloo else next(p.device for p in ranks.parameters())
+    elif isinstance(ranks, RankContext):
+        group, device = ranks.control_group, torch.device("cpu")
+    else:
         return plan
-    group = model.process_group
-    gloo = "gloo" in str(dist.get_backend(group)).lower()
-    device = torch.device("cpu") if gloo else next(p.device for p in model.parameters())
     src = dist.get_global_rank(group, 0)
     text = plan.to_json(indent=None).encode("utf-8") if dist.get_rank(group) == 0 else b""
     size = torch.tensor([len(text)], dtype=torch.int64, device=device)
@@ -221,29 +243,72 @@ def agree_plan(model: nn.Module, plan):
     return type(plan).from_json(bytes(buf.cpu().tolist()).decode("utf-8"))
 
 
-def rank_context(model: nn.Module, plan, *, sampa_pairs: bool | None = None, replica_passes: bool = False,
-                 rank_pairs: bool = False) -> RankContext | None:
-    """The :class:`RankContext` of a DDP-wrapped ``model`` (None for any other model).
+def localize(plan, ctx: RankContext):
+    """Rank 0's agreed ``plan`` on this rank's own GPU: a GPU descent device (the model's, which the
+    planner keeps) becomes this rank's model's device, as does an ascent on that same GPU. A plan
+    whose ascent runs on another GPU (a spare one) is refused on every rank alike: which spare GPU of
+    the node belongs to which rank is not mapped. CPU pools need nothing here: each rank's affinity
+    is its own share of the node (:func:`~hetsam.execution.distributed.node.pin_to_share`)."""
+    if ctx.device.type == "cpu":
+        return plan
+    from hetsam.hardware.kinds import torch_device_name
 
-    ``replica_passes``: the plan's strategy runs passes on a replica outside the DDP step (its
-    spec's ``uses_executor``); ``rank_pairs``: it runs across rank pairs at scale. ``sampa_pairs``:
-    None runs such a strategy across rank pairs (the simulator's and planner's model at scale);
-    False gives every rank both gradients (the second on its executor).
+    ascent = plan.ascent_device
+    if ascent is not None and ascent != plan.descent_device and not ascent.startswith("cpu"):
+        raise HetsamInputError(
+            f"plan='auto' under DDP chose a spare GPU ({ascent}) for the ascent, and which spare GPU belongs to which "
+            "rank of the node is not mapped; give each rank its own Plan (ascent_device=...), or restrict the planner "
+            "with planner_options={'devices': [...]}")
+    own = torch_device_name(ctx.device)
+    return dataclasses.replace(plan, descent_device=own, ascent_device=own if ascent == plan.descent_device else ascent)
+
+
+_FRAMEWORK: weakref.WeakSet = weakref.WeakSet()  # modules a framework trains under its own DDP wrapper
+
+
+def expect_wrapper(module: nn.Module) -> None:
+    """Mark ``module`` as trained by a framework that wraps it in its own DDP (Lightning, the
+    Trainer): an AutoSAM built on it, or on one of its submodules, while a process group of
+    more than one rank exists takes its rank context from that group (:func:`rank_context`)."""
+    _FRAMEWORK.add(module)
+
+
+def framework_wrapped(model: nn.Module) -> bool:
+    """Whether ``model`` is, or lies inside, a module marked by :func:`expect_wrapper`."""
+    return any(model is m or any(model is s for s in m.modules()) for m in list(_FRAMEWORK))
+
+
+def rank_context(model: nn.Module, *, sampa_pairs: bool | None = None, rank_pairs: bool = False,
+                 pinned: tuple[int, ...] | Callable[[], tuple[int, ...]] = ()) -> RankContext | None:
+    """The :class:`RankContext` of a DDP-wrapped ``model``, or of a bare ``model`` a framework
+    wraps (:func:`expect_wrapper`) in a process group of more than one rank; None otherwise.
+
+    ``rank_pairs``: the strategy, known at construction, runs across rank pairs at scale.
+    ``sampa_pairs``: None runs such a strategy across rank pairs (the simulator's and planner's
+    model at scale); False gives every rank both gradients (the second on its executor).
+    ``pinned``: the cores this rank's plan pins (checked against the node's other ranks), or a
+    function returning them (called only under DDP: it reads sysfs).
     """
-    if not isinstance(model, DistributedDataParallel):
+    ddp = isinstance(model, DistributedDataParallel)
+    framework = not ddp and framework_wrapped(model) and dist.is_available() and dist.is_initialized() \
+        and dist.get_world_size() > 1
+    if not ddp and not framework:
         if sampa_pairs:
             raise HetsamInputError("sampa_pairs=True needs a DistributedDataParallel model (one process per rank)")
         return None
     if sampa_pairs not in (None, True, False):
         raise HetsamInputError(f"sampa_pairs={sampa_pairs!r} must be None, True or False")
-    if replica_passes and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+    return RankContext(model, pairs=rank_pairs and sampa_pairs is not False, pinned=pinned() if callable(pinned) else pinned)
+
+
+def check_replica_passes(ctx: RankContext | None, plan) -> None:
+    """Refuse SyncBatchNorm with a strategy whose ascent runs on a replica outside the DDP step."""
+    if ctx is not None and plan.spec.uses_executor and any(isinstance(m, nn.SyncBatchNorm) for m in ctx.module.modules()):
         raise HetsamInputError(
             f"strategy {plan.strategy!r} runs its ascent on a replica outside the DDP step, where SyncBatchNorm "
             "would start collectives of its own; use BatchNorm (per-rank statistics, as the per-rank ascent) "
             "or strategy 'sam'/'rst'"
         )
-    pairs = rank_pairs and sampa_pairs is not False
-    return RankContext(model, pairs=pairs)
 
 
 def exit_process(code: int = 0) -> None:
