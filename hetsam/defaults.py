@@ -8,6 +8,10 @@ any arithmetic or allocation (``docs/architecture.md``, "Bounds").
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
+
 __all__ = [
     "BUDGET", "MIN_ASCENT_FRACTION", "MAX_STALENESS", "STALENESS_LIMIT", "BATCH_LIMIT", "RESERVE_CORES", "SIMULATE_TOP",
     "PLANNER_ITERATIONS", "SIM_ITERATIONS", "SIM_TIMELINE_ITERATIONS", "SIM_REL_TOL", "PROFILE_BUDGET_SECONDS",
@@ -33,7 +37,26 @@ SIM_TIMELINE_ITERATIONS = 6  # iterations kept for the Chrome trace and the plot
 SIM_REL_TOL = 0.005  # stop once the steady-state mean is known to ±0.5% (95% CI)
 
 # ---- profiling -------------------------------------------------------------------------------------
-PROFILE_BUDGET_SECONDS = 40.0  # measuring time of a profile; with imports and the FLOP count, under a minute
+
+
+def _env_seconds(name: str, default: float, low: float, high: float) -> float:
+    """``$name`` as seconds in [low, high] (shorter profiles in CI, say), else ``default`` (a bad value warns)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        warnings.warn(f"${name}={raw!r} is not a number of seconds in [{low:g}, {high:g}]; using {default:g}", stacklevel=2)
+        return default
+    return value
+
+
+# measuring time of a profile; with imports and the FLOP count, under a minute. $HETSAM_PROFILE_BUDGET_SECONDS
+# changes this default (CI runs the README's snippets with short profiles)
+PROFILE_BUDGET_SECONDS = _env_seconds("HETSAM_PROFILE_BUDGET_SECONDS", 40.0, 1.0, 86400.0)
 
 # ---- the update rules ------------------------------------------------------------------------------
 RHO = 0.05  # SAM's perturbation radius
