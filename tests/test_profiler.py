@@ -221,3 +221,27 @@ def test_profile_on_gpu():
                    contention=False, **QUICK)
     assert prof.device("cuda:0").kind == "gpu"
     assert {(l.src, l.dst) for l in prof.links} >= {("cpu:0", "cuda:0"), ("cuda:0", "cpu:0")}
+
+
+@pytest.mark.parametrize("d,j,s_a,s_b", [(0.100, 0.050, 1.2, 1.5), (0.050, 0.100, 1.5, 1.2), (0.080, 0.080, 1.1, 1.3),
+                                        (0.200, 0.020, 1.0, 1.0)])
+def test_contention_fit_inverts_the_simulators_model(d, j, s_a, s_b):
+    # the simulator's own event loop (an independent reference) runs a descent pass and an ascent job
+    # side by side; the profiler's fit must recover the slowdowns it was given from the end times
+    from hetsam.profiling.contention import fit_slowdowns
+    from hetsam.simulator.engine import Engine
+
+    eng = Engine()
+    a, b = eng.resource("a"), eng.resource("b")
+    eng.contend(a, b, s_a, s_b)
+    ta, tb = eng.add("descent", "grad", a, d, 0), eng.add("job", "grad", b, j, 0)
+    eng.run()
+    fa, fb = fit_slowdowns(d, j, ta.end, tb.end)
+    assert fa == pytest.approx(s_a, rel=1e-9) and fb == pytest.approx(s_b, rel=1e-9)
+
+
+def test_contention_fit_is_bounded():
+    from hetsam.profiling.contention import MAX_SLOWDOWN, fit_slowdowns
+
+    assert fit_slowdowns(0.1, 0.05, 0.09, 0.04) == (1.0, 1.0)  # faster together: noise, no speed-up recorded
+    assert fit_slowdowns(0.1, 0.05, 0.5, 0.06) == (MAX_SLOWDOWN, 1.2)  # D' > J' + D: no finite fit

@@ -1,100 +1,125 @@
-"""Contention: how much slower each of two pools of one socket computes while the other does too."""
+"""Contention: how much slower each of two pools of one socket computes while the other does too.
+
+Measured the way AutoSAM runs two pools: the descent's gradient pass on pool ``a`` in a thread
+pinned there, and the ascent as a job of the threaded executor itself
+(:class:`hetsam.execution.threads.ThreadedExecutor`: its worker thread pinned to pool ``b``, its
+staging copies and hand-off), one job submitted at the start of each descent pass and waited
+for at its end, in lock-step as a step of AsyncSAM or SAMPa does.
+
+The slowdowns are those of the simulator's model (``simulator/engine.py``): while both compute,
+``a`` progresses at ``1/s_a`` and ``b`` at ``1/s_b``; whichever finishes first leaves the other
+alone for the rest. From the medians alone (``D``: descent pass, ``J``: job) and together
+(``D'``, ``J'``), when the job ends first (``J' <= D'``) it was overlapped throughout, so
+``s_b = J'/J``, and the descent did ``J'/s_a`` of its work in the overlap and the rest alone:
+``D' = J' + D − J'/s_a``, so ``s_a = J'/(J' + D − D')``; symmetrically when the descent ends first.
+"""
 
 from __future__ import annotations
 
 import math
-import threading
+
+import torch
 
 from hetsam._progress import Progress
+from hetsam.execution.batches import detach_to, slice_batch
+from hetsam.execution.executor import Placement
+from hetsam.execution.jobs import ASCENT, GradJob
+from hetsam.execution.threads import ThreadedExecutor
 from hetsam.profiling.budget import Settings
 from hetsam.profiling.ladder import TimedReplica
-from hetsam.profiling.stats import Measurement, median
+from hetsam.profiling.stats import median
 from hetsam.profiling.targets import Target, run_threads
 
-__all__ = ["contention_pair"]
+__all__ = ["contention_pair", "fit_slowdowns"]
 
-_CONTENTION_ROUNDS = 6  # rounds of (a alone, b alone, both), the order reversed every other round
+_CONTENTION_ROUNDS = 6  # rounds of (descent alone, job alone, both), the order reversed every other round
+MAX_SLOWDOWN = 8.0  # a fit beyond this (or a non-positive denominator) is noise; recorded as this
+
+
+def fit_slowdowns(d: float, j: float, d2: float, j2: float) -> tuple[float, float]:
+    """``(s_a, s_b)`` from the alone (``d``, ``j``) and together (``d2``, ``j2``) medians (module
+    docstring), each at least 1 and at most :data:`MAX_SLOWDOWN`."""
+
+    def bounded(x: float) -> float:
+        return min(MAX_SLOWDOWN, max(1.0, x)) if math.isfinite(x) else MAX_SLOWDOWN
+
+    if j2 <= d2:  # the job was overlapped throughout
+        rest = j2 + d - d2
+        return bounded(j2 / rest if rest > 0 else math.inf), bounded(j2 / j)
+    rest = d2 + j - j2
+    return bounded(d2 / d), bounded(d2 / rest if rest > 0 else math.inf)
 
 
 def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, settings: Settings,
-                     allot: float, progress: Progress) -> tuple[float, float, str]:
-    """Slowdowns of a and b while both compute: ``median(together) / median(alone)``.
+                    allot: float, progress: Progress) -> tuple[float, float, str]:
+    """Slowdowns of pool ``a`` (the descent) and pool ``b`` (the ascent job) at batch ``n``.
 
-    Side by side, in rounds (a alone, b alone, both together; the next round in the opposite
-    order), each a few seconds long. Each round gives its own ratio of medians, and the slowdown
-    is the median over the rounds: the machine's drift over minutes (tens of percent on a shared
-    machine) then cancels within a round instead of biasing a ratio of two distant phases. A step
-    that was still running when the other side stopped is dropped: it overlapped only in part.
+    Side by side, in rounds (descent alone, job alone, both; the next round in the opposite
+    order), each a few seconds long; each round gives its own fit (:func:`fit_slowdowns`) from
+    its medians, and the slowdown is the median over the rounds: the machine's drift over minutes
+    then cancels within a round instead of biasing a ratio of two distant phases.
     """
-    phases = 3 * _CONTENTION_ROUNDS
-    per_phase = allot / (phases + 0.5) if math.isfinite(allot) else math.inf
-    replicas: dict[str, TimedReplica] = {}
+    per_phase = allot / (3 * _CONTENTION_ROUNDS + 0.5) if math.isfinite(allot) else math.inf
     cap = settings.repeats if settings.repeats is not None else 15
+    params = [p for p in model.parameters() if p.requires_grad]
+    executor = ThreadedExecutor()
+    executor.bind(model, loss_fn, params, device=torch.device(b.torch_device), threads=b.threads or 1, amp_dtype=None,
+                  placement=Placement(a.id, b.id, a.threads))
+    job_batch = slice_batch(detach_to(batch, torch.device(b.torch_device)), 0, n)
+    training = tuple(m.training for m in model.modules())
 
-    def alone(target):
-        def job():
-            rep = replicas.get(target.id)
-            warm = 1
-            if rep is None:
-                rep = replicas[target.id] = TimedReplica(model, loss_fn, batch, target)
-                warm = max(1, settings.warmup)
-            t_est = math.inf
-            for _ in range(warm):
+    def job(key: int) -> GradJob:
+        return GradJob(key, ASCENT, job_batch, params=params, buffers=list(model.buffers()), training=training)
+
+    state: dict = {"count": None, "key": 0}
+
+    def phase(kind: str):
+        def body():
+            rep = state.get("rep")
+            if rep is None:  # built in a's thread, warmed with the job's worker
+                rep = state["rep"] = TimedReplica(model, loss_fn, batch, a)
+                for _ in range(max(1, settings.warmup)):
+                    rep.time_step(n)
+                    executor.wait(executor.submit(job(-1)))
+            if state["count"] is None:
                 t_est = rep.time_step(n)
-            want = min(settings.wanted(t_est), cap)
-            if math.isfinite(per_phase):
-                want = max(1, min(want, math.floor(per_phase / max(t_est, 1e-9))))
-            return [rep.time_step(n) for _ in range(want)]
+                want = min(settings.wanted(t_est), cap)
+                state["count"] = max(1, min(want, math.floor(per_phase / max(t_est, 1e-9)))) if math.isfinite(per_phase) else want
+            d, j = [], []
+            for _ in range(state["count"]):
+                state["key"] += 1
+                if kind == "descent":
+                    d.append(rep.time_step(n))
+                elif kind == "job":
+                    j.append(executor.wait(executor.submit(job(state["key"]))).seconds)
+                else:
+                    future = executor.submit(job(state["key"]))
+                    d.append(rep.time_step(n))
+                    j.append(executor.wait(future).seconds)
+            return d, j
 
-        return job
+        return run_threads([(a, body)])[0]
 
-    def together(want):
-        barrier, stop, lock, done = threading.Barrier(2), threading.Event(), threading.Lock(), [False, False]
-
-        def job_for(i, target):
-            def job():
-                rep = replicas[target.id]
-                rep.time_step(n)  # warm in this thread
-                barrier.wait()
-                times = []
-                while not stop.is_set():
-                    t = rep.time_step(n)
-                    if stop.is_set():
-                        break
-                    times.append(t)
-                    if len(times) >= want:
-                        with lock:
-                            done[i] = True
-                            if all(done):
-                                stop.set()
-                return times
-
-            return job
-
-        return run_threads([(a, job_for(0, a)), (b, job_for(1, b))])
-
-    ratios_a, ratios_b, overlapping = [], [], [0, 0]
-    for r in range(_CONTENTION_ROUNDS):
-        progress.step(f"contention {a.id} + {b.id}: round {r + 1}")
-        if r % 2 == 0:
-            xa = run_threads([(a, alone(a))])[0]
-            xb = run_threads([(b, alone(b))])[0]
-            ya, yb = together(max(len(xa), len(xb)))
-        else:
-            ya, yb = together(max(len(xa), len(xb)))
-            xb = run_threads([(b, alone(b))])[0]
-            xa = run_threads([(a, alone(a))])[0]
-        if ya and yb:
-            ratios_a.append(Measurement(ya).median / Measurement(xa).median)
-            ratios_b.append(Measurement(yb).median / Measurement(xb).median)
-            overlapping[0] += len(ya)
-            overlapping[1] += len(yb)
-    for rep in replicas.values():
-        rep.release()
-    if not ratios_a:
-        return 1.0, 1.0, f"contention {a.id}+{b.id}: too few overlapping steps; 1.0 recorded"
-    ra, rb = median(ratios_a), median(ratios_b)
-    note = (f"contention {a.id}+{b.id} at batch {n}: raw slowdowns {ra:.3f}, {rb:.3f} (medians of {len(ratios_a)} "
-            f"rounds' ratios, {min(ratios_a):.3f}-{max(ratios_a):.3f} and {min(ratios_b):.3f}-{max(ratios_b):.3f}; "
-            f"{overlapping[0]}/{overlapping[1]} overlapping steps; values below 1 recorded as 1)")
-    return max(1.0, ra), max(1.0, rb), note
+    fits, raw = [], []
+    try:
+        for r in range(_CONTENTION_ROUNDS):
+            progress.step(f"contention {a.id} + {b.id}: round {r + 1}")
+            order = ("descent", "job", "both") if r % 2 == 0 else ("both", "job", "descent")
+            got = {kind: phase(kind) for kind in order}
+            d, j = median(got["descent"][0]), median(got["job"][1])
+            d2, j2 = median(got["both"][0]), median(got["both"][1])
+            raw.append((d, j, d2, j2))
+            fits.append(fit_slowdowns(d, j, d2, j2))
+    finally:
+        executor.close()
+        rep = state.get("rep")
+        if rep is not None:
+            rep.release()
+    sa, sb = median([f[0] for f in fits]), median([f[1] for f in fits])
+    d, j, d2, j2 = (median([x[i] for x in raw]) for i in range(4))
+    note = (f"contention {a.id}+{b.id} at batch {n}, as the threaded executor runs them (descent pass on {a.id}, "
+            f"ascent job on {b.id}'s worker, in lock-step): slowdowns {sa:.3f}, {sb:.3f} (medians of {len(fits)} rounds' "
+            f"fits, {min(f[0] for f in fits):.3f}-{max(f[0] for f in fits):.3f} and {min(f[1] for f in fits):.3f}-"
+            f"{max(f[1] for f in fits):.3f}); medians alone {d * 1e3:.2f}/{j * 1e3:.2f} ms, together {d2 * 1e3:.2f}/"
+            f"{j2 * 1e3:.2f} ms; {state['count']} steps per phase")
+    return sa, sb, note
