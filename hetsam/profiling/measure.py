@@ -13,9 +13,9 @@
 - ``links``: ``latency + bytes / bandwidth`` of a copy between each pair of hardware units
   (socket–socket, socket–GPU both ways, GPU–GPU), fitted from a one-element copy (latency)
   and a parameter-sized copy (bandwidth); plus the same-socket memcpy link ``cpu:S -> cpu:S``.
-- ``contention``: two disjoint pools of one socket (by default ``cpu:S[0]`` and ``cpu:S[1]``),
-  each alone and then both at once, in rounds; the slowdown is the median over the rounds of
-  ``median(together) / median(alone)``.
+- ``contention``: two disjoint pools of one socket (by default ``cpu:S[0]`` and ``cpu:S[1]``) as
+  AutoSAM runs them: a descent pass on one and a threaded-executor job on the other, alone and in
+  lock-step, in rounds; the slowdowns invert the simulator's model (:mod:`hetsam.profiling.contention`).
 
 Each stage (the devices' ladders, the contention pairs, the copy links) is timed beside a meter of
 other processes' share of the CPUs (:mod:`hetsam.profiling.load`). A stage during which they used
