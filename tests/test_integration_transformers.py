@@ -45,20 +45,22 @@ class Recording:
         trainer.training_step = step
 
 
-def plain_loop(strategy, batches, decay_names, executor="threads"):
+def plain_loop(strategy, batches, decay_names, executor="threads", amp=None, accumulate=1):
     """AdamW with the Trainer's decay groups and defaults (fused, as its default optim is), its linear
-    schedule and clipping."""
+    schedule and clipping; ``accumulate=k``: one step on each k consecutive ``batches`` concatenated."""
     model = make_model(0)
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if n in decay_names], "weight_decay": 0.01},
               {"params": [p for n, p in named if n not in decay_names], "weight_decay": 0.0}]
     opt = AutoSAM(model, lambda m, b: m(**b).loss, torch.optim.AdamW, rho=0.05, plan=make_plan(strategy), executor=executor,
-                  params=groups, max_grad_norm=1.0, seed=0, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                  params=groups, max_grad_norm=1.0, seed=0, amp=amp, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                   fused=True)  # the Trainer's default optim here is adamw_torch_fused
-    sched = get_linear_schedule_with_warmup(opt, 0, len(batches))
+    steps = [{k: torch.cat([b[k] for b in batches[i:i + accumulate]]) for k in batches[i]}
+             for i in range(0, len(batches), accumulate)]
+    sched = get_linear_schedule_with_warmup(opt, 0, len(steps))
     with opt:
-        for batch in opt.prefetch(batches):
-            opt.step(batch)
+        for batch in opt.prefetch(steps):
+            opt.step(batch, accumulate=accumulate)
             sched.step()
         return model, opt.stats()
 
@@ -111,14 +113,41 @@ def test_plan_auto_and_a_state_dict_before_the_first_step(tmp_path, monkeypatch)
     trainer.autosam.close()
 
 
+@pytest.mark.slow  # four Trainer runs with their plain loops
+@pytest.mark.parametrize("strategy, precision, k", [("sam", "bf16", 1), ("sam", "fp16", 2), ("async_sam", "32", 3),
+                                                  ("rst", "bf16", 2)])
+def test_precision_and_accumulation_flags_equal_autosams_own_bit_for_bit(strategy, precision, k, tmp_path, deterministic):
+    """bf16=True/fp16=True are AutoSAM's amp= (the accelerator neither autocasts nor scales too);
+    gradient_accumulation_steps=k is one step(concat, accumulate=k) per k micro-batches: same
+    arithmetic as the plain loop, so the same bits. The schedule and global_step count optimizer steps."""
+    steps, flags = 6, ({precision: True} if precision != "32" else {})
+    trainer = make_trainer(strategy, str(tmp_path), steps, gradient_accumulation_steps=k,
+                           per_device_train_batch_size=48 // k, **flags)
+    record = Recording(trainer)
+    trainer.train()
+    opt = trainer.autosam
+    stats = opt.stats()
+    opt.close()
+    assert trainer.accelerator.mixed_precision == "no" and trainer.accelerator.scaler is None
+    assert (opt.scaler is not None) == (precision == "fp16")
+    assert trainer.state.global_step == stats["steps"] == steps and len(record.batches) == k * steps
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0) and trainer.lr_scheduler.last_epoch == steps
+    decay = set(trainer.get_decay_parameter_names(trainer.model))
+    ref, ref_stats = plain_loop(strategy, record.batches, decay, amp=None if precision == "32" else precision, accumulate=k)
+    assert torch.equal(flat(trainer.model), flat(ref))
+    if strategy == "async_sam":  # lookahead by whole optimizer steps
+        assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == steps
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert all(0.3 < v < 1.5 for v in losses)  # the step's loss once per step, not k times or 1/k of it
+
+
 def test_unsupported_settings_are_refused(tmp_path):
-    with pytest.raises(HetsamInputError, match="gradient_accumulation_steps"):
-        make_trainer("sam", str(tmp_path), 4, gradient_accumulation_steps=2)
+    from hetsam.integrations.transformers import AutoSAMTrainer
+
+    with pytest.raises(HetsamInputError, match="disagree"):
+        AutoSAMTrainer(model=make_model(), args=training_args(str(tmp_path), 2, bf16=True), train_dataset=CountingTask(64),
+                       autosam={"amp": "fp16"})
     with pytest.raises(HetsamInputError, match="may not set"):
-        from hf_trainer import training_args
-
-        from hetsam.integrations.transformers import AutoSAMTrainer
-
         AutoSAMTrainer(model=make_model(), args=training_args(str(tmp_path), 2), train_dataset=CountingTask(64),
                        autosam={"max_grad_norm": 1.0})
 
