@@ -2,11 +2,15 @@
 
     python examples/lightning_train.py --strategy async_sam --max-steps 200
     python examples/lightning_train.py --strategy sam --mode automatic --max-steps 100
+    python examples/lightning_train.py --strategy sam --mode automatic --precision bf16-mixed --accumulate 2
 
 ``--mode manual`` (default): ``training_step`` calls ``self.optimizers().step(batch=batch)``;
 ``--mode automatic``: Lightning's own loop, its closure being AutoSAM's descent pass. The train
 loader is wrapped with ``self.lookahead`` so AsyncSAM perturbs each step with a gradient taken on
-that step's own samples. Ends by printing one JSON line.
+that step's own samples. ``--precision`` is Lightning's ``Trainer(precision=...)`` (AutoSAM's own AMP;
+on CPU Lightning runs ``"16-mixed"`` as ``"bf16-mixed"``); ``--accumulate k`` its
+``accumulate_grad_batches=k`` (automatic mode; loader batches of ``--batch-size``/k, so a step still
+sees ``--batch-size`` samples). Ends by printing one JSON line.
 """
 
 from __future__ import annotations
@@ -100,16 +104,21 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="manual", choices=("manual", "automatic"))
     ap.add_argument("--max-steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "16-mixed"))
+    ap.add_argument("--accumulate", type=int, default=1, help="accumulate_grad_batches (automatic mode)")
     args = ap.parse_args(argv)
     if args.max_steps < 1 or args.batch_size < 1:
         ap.error("--max-steps and --batch-size must be positive")
-    module = DigitsModule(args.strategy, args.mode, args.batch_size)
-    trainer = quiet_trainer(max_steps=args.max_steps)
+    if args.accumulate < 1 or args.batch_size % args.accumulate or (args.accumulate > 1 and args.mode != "automatic"):
+        ap.error("--accumulate must divide --batch-size, and needs --mode automatic")
+    module = DigitsModule(args.strategy, args.mode, args.batch_size // args.accumulate)
+    trainer = quiet_trainer(max_steps=args.max_steps, precision=args.precision, accumulate_grad_batches=args.accumulate)
     trainer.fit(module)
     stats = module.autosam.stats()
     module.autosam.close()
     print(json.dumps({"global_step": trainer.global_step, "max_steps": args.max_steps, "strategy": args.strategy,
-                      "mode": args.mode, "plan": stats["plan"], "lookahead_jobs": stats.get("lookahead_jobs", 0),
+                      "mode": args.mode, "plan": stats["plan"], "precision": str(trainer.precision),
+                      "accumulate": args.accumulate, "lookahead_jobs": stats.get("lookahead_jobs", 0),
                       "independent_jobs": stats.get("independent_jobs", 0), "final_loss": module.losses[-1]}))
     return 0
 

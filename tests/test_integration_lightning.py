@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from lightning_train import (  # noqa: E402
     main,
     make_net,
     make_plan,
+    pl,
     quiet_trainer,
 )
 from torch.utils.data import DataLoader  # noqa: E402
@@ -31,18 +33,22 @@ def flat(module):
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
-def plain_loop(strategy, steps, *, max_grad_norm=None, step_lr=None):
-    """The same model, batches and optimizer, without Lightning."""
+def plain_loop(strategy, steps, *, max_grad_norm=None, step_lr=None, amp=None, accumulate=1):
+    """The same model, batches and optimizer, without Lightning; ``accumulate=k``: one step on k
+    loader batches of 64/k, concatenated (no epoch ends within ``steps`` here)."""
     net = make_net(0)
     opt = AutoSAM(net, loss_fn, torch.optim.SGD, rho=0.05, plan=make_plan(strategy), executor="threads",
-                  max_grad_norm=max_grad_norm, seed=0, lr=0.05, momentum=0.9)
+                  max_grad_norm=max_grad_norm, seed=0, amp=amp, lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_lr, gamma=0.5) if step_lr else None
-    loader = DataLoader(digits(), batch_size=64, shuffle=False)
+    loader = DataLoader(digits(), batch_size=64 // accumulate, shuffle=False)
+    if accumulate > 1:
+        micro = list(loader)[:steps * accumulate]
+        loader = [tuple(torch.cat(parts) for parts in zip(*micro[i:i + accumulate])) for i in range(0, len(micro), accumulate)]
     with opt:
         done = 0
         while done < steps:
             for batch in opt.lookahead(loader):
-                opt.step(batch)
+                opt.step(batch, accumulate=accumulate)
                 if sched is not None:
                     sched.step()
                 done += 1
@@ -69,6 +75,81 @@ def test_lightning_equals_the_plain_loop_bit_for_bit(strategy, mode, determinist
     assert torch.equal(flat(module.net), flat(ref))
     if strategy == "async_sam":  # lookahead, through Lightning's own fetching and device moves
         assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == ref_stats["lookahead_jobs"] == STEPS
+
+
+@pytest.mark.slow  # five Lightning fits with their plain loops
+@pytest.mark.parametrize("strategy, mode, precision, k", [
+    ("sam", "automatic", "bf16-mixed", 1), ("async_sam", "automatic", "32-true", 2), ("sam", "automatic", "16-mixed", 2),
+    ("rst", "automatic", "bf16-mixed", 3), ("async_sam", "manual", "bf16-mixed", 1)])
+def test_precision_and_accumulation_flags_equal_autosams_own_bit_for_bit(strategy, mode, precision, k, deterministic):
+    """precision="bf16-mixed" is AutoSAM's amp="bf16" with no second autocast (on CPU Lightning
+    runs "16-mixed" as "bf16-mixed"); accumulate_grad_batches=k is one step(concat, accumulate=k) per
+    k micro-batches. Same arithmetic as the plain loop: the same bits. Step-interval schedulers and
+    global_step count optimizer steps, and gradient_clip_val clips the update gradient."""
+    module = DigitsModule(strategy, mode, batch_size=64 // k, step_lr=4)
+    with pytest.warns(UserWarning, match="fp16 is not supported on CPU") if precision == "16-mixed" else nullcontext():
+        trainer = quiet_trainer(max_steps=STEPS, precision=precision, accumulate_grad_batches=k,
+                                **({"gradient_clip_val": 0.5} if mode == "automatic" else {}))
+    trainer.fit(module)
+    stats = module.autosam.stats()
+    module.autosam.close()
+    ref, ref_stats, lrs = plain_loop(strategy, STEPS, amp=None if precision == "32-true" else "bf16", accumulate=k,
+                                     step_lr=4, max_grad_norm=0.5 if mode == "automatic" else None)
+    assert trainer.global_step == stats["steps"] == STEPS and len(module.losses) == k * STEPS
+    assert str(trainer.precision) == ("32-true" if precision == "32-true" else "bf16-mixed")
+    assert [g["lr"] for g in module.autosam.param_groups] == lrs
+    assert torch.equal(flat(module.net), flat(ref))
+    if strategy == "async_sam":  # lookahead by whole optimizer steps, through Lightning's fetching
+        assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == STEPS
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 autocast in Lightning needs CUDA (on CPU it runs bf16)")
+def test_16_mixed_on_cuda_is_autosams_fp16_with_its_own_scaler():
+    module = DigitsModule("sam", "automatic", batch_size=32)
+    trainer = pl.Trainer(accelerator="cuda", devices=1, precision="16-mixed", accumulate_grad_batches=2, max_steps=4,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module)
+    opt = module.autosam
+    assert opt.scaler is not None and trainer.global_step == opt.stats()["steps"] == 4
+    opt.close()
+
+
+def test_readme_snippet_runs_as_written():
+    """The README's Lightning snippet, with its own loss_fn returning (loss, logits), unchanged."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    plain, snippet = re.findall(r"```python\n(.*?)```", readme, re.S)[:2]
+    assert "class Net(AutoSAMModule)" in snippet and "return loss_fn(self.net, batch)" in snippet
+    loss_src = plain[plain.index("def loss_fn"):plain.index("decay =")]
+    setup = ("import torch, hetsam\nimport lightning.pytorch as pl\nfrom torch.utils.data import DataLoader\n" + loss_src +
+             "class Net:\n    pass\n")
+    ns: dict = {}
+    exec(setup, ns)
+    data = digits()
+    body = snippet.replace("DataLoader(...)", "DataLoader(DATA, batch_size=64)").replace(
+        "pl.Trainer(max_steps=1000, gradient_clip_val=1.0).fit(Net())", "")
+    ns["DATA"] = data
+    exec(body, ns)
+
+    class ReadmeNet(ns["Net"]):
+        def __init__(self):
+            super().__init__()
+            self.net = make_net(0)
+
+    module = ReadmeNet()
+    trainer = quiet_trainer(max_steps=3, gradient_clip_val=1.0)
+    trainer.fit(module)
+    opt = module.autosam
+    assert trainer.global_step == opt.stats()["steps"] == 3 and isinstance(opt.last_outputs, torch.Tensor)
+    opt.close()
+
+
+def test_unsupported_precisions_are_refused():
+    module = DigitsModule("sam", "automatic")
+    with pytest.raises(HetsamInputError, match="bf16-true"):
+        quiet_trainer(max_steps=2, precision="bf16-true").fit(module)
+    module.autosam.close()
 
 
 def test_schedulers_and_clipping_from_lightning(deterministic):

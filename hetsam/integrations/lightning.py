@@ -15,6 +15,27 @@ scheduler) from ``configure_optimizers``. Both of Lightning's optimization modes
   (``training_step``, ``backward``, ``on_before_optimizer_step``, ``gradient_clip_val``) as the
   descent pass there (``descent_closure=True``), then restores θ and updates. Strategies whose
   update gradient is taken elsewhere than on the step's batch (SAMPa) are refused there.
+- **automatic with accumulation or mixed precision** (``accumulate_grad_batches=k > 1``, or AMP):
+  Lightning runs ``training_step`` and ``backward`` once per micro-batch as it arrives, before the
+  micro-batches of the step are all known, so its closure cannot be the descent over all of them.
+  The module collects the k micro-batches (``on_train_batch_start``) and at the k-th takes one
+  AutoSAM step on them, ``step(concat, accumulate=k)``: one perturbation, every pass AutoSAM's own
+  with ``loss_fn`` (autocast and GradScaler included), one update. Lightning's closures still run
+  (``training_step`` gives the logged loss), but the module's ``backward`` and
+  ``optimizer_zero_grad`` do nothing then and the normalization layers' running statistics are put
+  back after each ``training_step``, so only AutoSAM's update pass changes them; the k-th closure
+  runs as AutoSAM's pre-update hook, so ``on_before_optimizer_step`` and ``gradient_clip_val`` see
+  the update gradient. The cost: one extra forward pass per micro-batch (the logged loss).
+  ``global_step`` and step-interval schedulers count optimizer steps, as Lightning does.
+- **Precision**: ``precision="bf16-mixed"``/``"16-mixed"`` become AutoSAM's ``amp="bf16"``/
+  ``"fp16"`` at ``on_train_start``, and the trainer's precision plugin is replaced by one
+  (:class:`_OwnPasses`) whose training step has no autocast and no GradScaler (AutoSAM autocasts
+  every pass and keeps one GradScaler across a step's passes), while validation, test and predict
+  keep Lightning's autocast. On CPU Lightning itself turns ``"16-mixed"`` into ``"bf16-mixed"`` (it
+  has no float16 autocast there); ``"…-true"`` precisions (weights cast) are refused.
+- ``training_step`` may return ``(loss, outputs)``, as ``loss_fn`` may: Lightning gets
+  ``{"loss": loss, "outputs": outputs}``, and when Lightning's closure is the descent pass,
+  ``self.autosam.last_outputs`` holds its ``outputs``.
 
 Lookahead: return ``self.lookahead(loader)`` from ``train_dataloader`` (or pass it to
 ``trainer.fit``); the k-th batch it yields is the k-th step's, however Lightning moves it.
@@ -26,16 +47,19 @@ returns), so MSAM relies on its learning-rate rule there: no climb in a step who
 the step before's. Pass ``warmup_steps=`` to AutoSAM to add a fixed count.
 
 One process only: under a multi-process strategy AutoSAM's own passes would not go through
-Lightning's DDP wrapper, so it is refused. Lightning's mixed precision is refused too (use
-AutoSAM's ``amp=``); ``accumulate_grad_batches > 1`` is refused in automatic optimization.
+Lightning's DDP wrapper, so it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import torch
 
 try:
     import lightning.pytorch as pl
@@ -47,13 +71,34 @@ except ImportError:  # pragma: no cover - the older package name
             from exc
 
 from hetsam.autosam import AutoSAM
+from hetsam.autosam.framework import adopt_amp
 from hetsam.errors import HetsamInputError
+from hetsam.integrations._accumulate import Groups, concat
+
+_AMP = {"bf16-mixed": "bf16", "16-mixed": "fp16"}  # Lightning's mixed precisions as AutoSAM's amp=
 
 __all__ = ["AutoSAMModule"]
 
 
 class AutoSAMModule(pl.LightningModule):
     """A ``LightningModule`` whose optimizer is an :class:`~hetsam.AutoSAM` (module docstring)."""
+
+    _hetsam_collect = False  # automatic optimization through AutoSAM's own passes (module docstring)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("training_step")
+        if step is not None and not getattr(step, "_hetsam", False):  # (loss, outputs) as Lightning takes it
+            @functools.wraps(step)
+            def training_step(self, *args, **kw):
+                out = step(self, *args, **kw)
+                if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor):
+                    self._hetsam_outputs = out[1]  # the descent closure's: AutoSAM's last_outputs
+                    return {"loss": out[0], "outputs": out[1]}
+                return out
+
+            training_step._hetsam = True
+            cls.training_step = training_step
 
     @property
     def autosam(self) -> AutoSAM:
@@ -74,27 +119,63 @@ class AutoSAMModule(pl.LightningModule):
         if trainer.world_size > 1:
             raise HetsamInputError(f"hetsam.integrations.lightning runs in one process; this Trainer has "
                                    f"{trainer.world_size}: use devices=1, or AutoSAM with DistributedDataParallel directly")
-        precision = str(getattr(trainer, "precision", "32"))
-        if "mixed" in precision or precision in ("16", "bf16"):
-            raise HetsamInputError(f"Trainer(precision={precision!r}) scales the loss outside AutoSAM; use precision=32 and "
-                                   "AutoSAM(amp=...) instead")
-        if self.automatic_optimization and trainer.accumulate_grad_batches != 1:
-            raise HetsamInputError("accumulate_grad_batches > 1 is not supported with AutoSAM in automatic optimization; "
-                                   "use AutoSAM's accumulate= in manual optimization, or a larger batch")
         opt = self.autosam  # one AutoSAM, checked before the first step
+        precision = str(getattr(trainer, "precision", "32-true"))
+        if precision in _AMP:  # AutoSAM's own AMP; the plugin keeps autocast out of the training step
+            adopt_amp(opt, _AMP[precision], f"Trainer(precision={precision!r})")
+            if not isinstance(trainer.strategy.precision_plugin, _OwnPasses):
+                trainer.strategy.precision_plugin = _OwnPasses(trainer.strategy.precision_plugin)
+        elif precision not in ("32-true", "32"):
+            raise HetsamInputError(f"Trainer(precision={precision!r}) is not supported with AutoSAM; use precision="
+                                   "'bf16-mixed' or '16-mixed' (AutoSAM's own AMP) or '32-true'")
+        if trainer.accumulate_grad_batches != 1 and not self.automatic_optimization:
+            raise HetsamInputError("accumulate_grad_batches > 1 does nothing in manual optimization; pass "
+                                   "self.optimizers().step(batch=batch, accumulate=k) instead")
+        self._hetsam_collect = self.automatic_optimization and (
+            trainer.accumulate_grad_batches > 1 or opt._settings.amp is not None)
+        self._hetsam_micro: list = []
         steps = trainer.estimated_stepping_batches  # the run's planned steps (hetsam.strategies.run)
         if isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
             opt.run.learn(total_steps=int(steps))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._hetsam_batch = batch  # automatic optimization: the ascent needs the step's batch
+        if self._hetsam_collect:
+            self._hetsam_micro.append(batch)
+            self._hetsam_stats = _norm_stats(self)
+
+    def backward(self, loss: Any, *args: Any, **kwargs: Any) -> None:
+        """Collecting (module docstring): AutoSAM computes every gradient itself, and the
+        ``training_step`` forward that gave ``loss`` leaves the running statistics as they were."""
+        if not self._hetsam_collect:
+            return super().backward(loss, *args, **kwargs)
+        _put_back(self._hetsam_stats)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        if not self._hetsam_collect:  # collecting: AutoSAM releases the gradients at each step itself
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """Automatic optimization: AutoSAM takes the ascent from the batch and runs Lightning's
-        closure as the descent pass at the perturbed parameters."""
+        closure as the descent pass at the perturbed parameters; collecting, one AutoSAM step on the
+        micro-batches with Lightning's closure as its pre-update hook (module docstring)."""
         if not self.automatic_optimization:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        optimizer.step(closure=optimizer_closure, batch=self._hetsam_batch, descent_closure=True)
+        if not self._hetsam_collect:
+            self._hetsam_outputs = None
+            optimizer.step(closure=optimizer_closure, batch=self._hetsam_batch, descent_closure=True)
+            self.autosam.last_outputs = self._hetsam_outputs  # from the pass whose gradient was applied
+            return None
+        micro, self._hetsam_micro = self._hetsam_micro, []
+
+        def before_update():  # training_step for the logged loss, then on_before_optimizer_step and clipping
+            self._hetsam_stats = _norm_stats(self)
+            try:
+                return optimizer_closure()
+            finally:
+                _put_back(self._hetsam_stats)
+
+        optimizer.step(closure=before_update, batch=concat(micro), accumulate=len(micro))
 
 
 class _Lookahead:
@@ -117,7 +198,11 @@ class _Lookahead:
         self._skipped, self._skip = self._skip, 0
         for _ in itertools.islice(it, self._skipped):
             pass
-        return iter(self.module.autosam.lookahead(_Rest(it)))
+        k = self.module.trainer.accumulate_grad_batches if self.module.automatic_optimization else 1
+        if k == 1:
+            return iter(self.module.autosam.lookahead(_Rest(it)))
+        groups = Groups(_Rest(it), k)  # read ahead by optimizer steps, hand Lightning the micro-batches
+        return groups.micro_batches(self.module.autosam.lookahead(groups))
 
     def state_dict(self) -> dict:
         return {"steps_in_pass": self._skipped + self.module.autosam._prefetcher.taken_this_pass}
@@ -142,3 +227,30 @@ class _Rest:
 
     def __iter__(self) -> Iterator[Any]:
         return self._it
+
+
+class _OwnPasses(pl.plugins.precision.Precision):
+    """Lightning's mixed-precision plugin while AutoSAM trains: no autocast and no GradScaler in the
+    training step (AutoSAM's passes have their own); validation, test and predict keep ``mixed``'s."""
+
+    def __init__(self, mixed: Any):
+        super().__init__()
+        self.mixed, self.precision = mixed, mixed.precision
+
+    def forward_context(self):
+        return self.mixed.forward_context()
+
+    def train_step_context(self):
+        return contextlib.nullcontext()
+
+
+def _norm_stats(module: Any) -> list:
+    """The normalization layers' running statistics (BatchNorm, InstanceNorm), copied."""
+    norms = (m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase))
+    return [(b, b.detach().clone()) for m in norms for b in m.buffers(recurse=False)]
+
+
+def _put_back(saved: list) -> None:
+    with torch.no_grad():
+        for buffer, value in saved:
+            buffer.copy_(value)
