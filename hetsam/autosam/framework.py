@@ -1,4 +1,5 @@
-"""What a training framework may set on an AutoSAM that the user built: its precision flag.
+"""What a training framework may set on an AutoSAM that the user built: its precision flag, and
+the name under which the user holds it (``trainer.autosam``), which AutoSAM's messages use.
 
 A framework's mixed-precision flag (Lightning's ``precision="bf16-mixed"``, the Trainer's
 ``bf16=True``, Accelerate's ``mixed_precision``) becomes AutoSAM's own AMP (autocast in every pass,
@@ -16,7 +17,7 @@ import torch
 from hetsam.autosam.assemble import amp_spec, model_device
 from hetsam.errors import HetsamInputError
 
-__all__ = ["adopt_amp"]
+__all__ = ["adopt_amp", "name_holder"]
 
 
 def adopt_amp(opt, amp: Any, source: str) -> None:
@@ -37,3 +38,11 @@ def adopt_amp(opt, amp: Any, source: str) -> None:
         opt.scaler, opt._owns_scaler = torch.amp.GradScaler(spec.device_type), True
     if opt._parts is not None:  # built for a given plan: rebuild with the new AMP (no step ran, nothing pending)
         opt._use(opt.plan)
+
+
+def name_holder(opt, name: str) -> None:
+    """Let AutoSAM's messages name ``opt`` as the user reaches it (``"trainer.autosam"``,
+    ``"self.autosam"``) instead of ``opt``."""
+    opt.holder = name
+    if opt._controller is not None:
+        opt._controller.holder = name
