@@ -145,6 +145,23 @@ def test_readme_snippet_runs_as_written():
     opt.close()
 
 
+def test_autosams_messages_name_self_autosam():
+    """A parameter unfrozen after AutoSAM was built: the warning names what the module holds."""
+    module = DigitsModule("sam", "automatic")
+    module.net[0].bias.requires_grad_(False)
+    trainer = quiet_trainer(max_steps=1)
+
+    def configure():
+        opt = DigitsModule.configure_optimizers(module)
+        module.net[0].bias.requires_grad_(True)  # unfrozen after AutoSAM took the trainable parameters
+        return opt
+
+    module.configure_optimizers = configure
+    with pytest.warns(UserWarning, match=r"self\.autosam\.add_param_group"):
+        trainer.fit(module)
+    module.autosam.close()
+
+
 def test_unsupported_precisions_are_refused():
     module = DigitsModule("sam", "automatic")
     with pytest.raises(HetsamInputError, match="bf16-true"):
@@ -197,7 +214,8 @@ def test_sampa_is_refused_in_automatic_optimization_but_runs_manually():
 
 
 def test_example_runs_and_prints_one_json_line(capsys):
-    assert main(["--strategy", "async_sam", "--max-steps", "6"]) == 0
+    assert main(["--strategy", "async_sam", "--max-steps", "6", "--mode", "automatic", "--precision", "bf16-mixed",
+                 "--accumulate", "2"]) == 0
     import json
 
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

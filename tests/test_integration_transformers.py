@@ -110,6 +110,7 @@ def test_plan_auto_and_a_state_dict_before_the_first_step(tmp_path, monkeypatch)
     assert trainer.optimizer.state_dict()["hetsam"]["plan"] is None  # accelerate may ask before the first step
     trainer.train()
     assert trainer.autosam.plan is not None and trainer.state.global_step == 3
+    assert trainer.autosam._controller.holder == "trainer.autosam"  # its log names what the user holds
     trainer.autosam.close()
 
 
@@ -153,7 +154,7 @@ def test_unsupported_settings_are_refused(tmp_path):
 
 
 def test_example_runs_and_prints_one_json_line(capsys):
-    assert main(["--strategy", "async_sam", "--max-steps", "4"]) == 0
+    assert main(["--strategy", "async_sam", "--max-steps", "4", "--precision", "bf16", "--accumulate", "2"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["global_step"] == out["max_steps"] == 4 and out["independent_jobs"] == 0 and out["lookahead_jobs"] == 4
 

@@ -71,7 +71,7 @@ except ImportError:  # pragma: no cover - the older package name
             from exc
 
 from hetsam.autosam import AutoSAM
-from hetsam.autosam.framework import adopt_amp
+from hetsam.autosam.framework import adopt_amp, name_holder
 from hetsam.errors import HetsamInputError
 from hetsam.integrations._accumulate import Groups, concat
 
@@ -120,6 +120,7 @@ class AutoSAMModule(pl.LightningModule):
             raise HetsamInputError(f"hetsam.integrations.lightning runs in one process; this Trainer has "
                                    f"{trainer.world_size}: use devices=1, or AutoSAM with DistributedDataParallel directly")
         opt = self.autosam  # one AutoSAM, checked before the first step
+        name_holder(opt, "self.autosam")  # what AutoSAM's messages call it
         precision = str(getattr(trainer, "precision", "32-true"))
         if precision in _AMP:  # AutoSAM's own AMP; the plugin keeps autocast out of the training step
             adopt_amp(opt, _AMP[precision], f"Trainer(precision={precision!r})")

@@ -51,6 +51,7 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("hetsam.integrations.transformers needs transformers: pip install 'hetsam[integrations]'") from exc
 
 from hetsam.autosam import AutoSAM
+from hetsam.autosam.framework import name_holder
 from hetsam.errors import HetsamInputError
 from hetsam.integrations._accumulate import Groups
 from hetsam.optim.sam import share_groups
@@ -125,6 +126,7 @@ class AutoSAMTrainer(transformers.Trainer):
             max_norm = self.args.max_grad_norm if self.args.max_grad_norm and self.args.max_grad_norm > 0 else None
             self.autosam = AutoSAM(model, self._loss, type(chosen), params=[dict(g) for g in chosen.param_groups],
                                    max_grad_norm=max_norm, **self.autosam_kwargs)  # the groups carry every option
+            name_holder(self.autosam, "trainer.autosam")  # what AutoSAM's messages call it
             self.optimizer = _Stepped(self.autosam)
         return self.optimizer
 
