@@ -1,5 +1,6 @@
 """What a training framework may set on an AutoSAM that the user built: its precision flag, and
-the name under which the user holds it (``trainer.autosam``), which AutoSAM's messages use.
+the name under which the user holds it (``trainer.autosam``), which AutoSAM's messages use; and
+the check that refuses an Accelerate wrapping that would train wrongly (:func:`check_wrappers`).
 
 A framework's mixed-precision flag (Lightning's ``precision="bf16-mixed"``, the Trainer's
 ``bf16=True``, Accelerate's ``mixed_precision``) becomes AutoSAM's own AMP (autocast in every pass,
@@ -10,6 +11,7 @@ itself neither autocasts nor scales (``hetsam.integrations``).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import torch
@@ -17,7 +19,7 @@ import torch
 from hetsam.autosam.assemble import amp_spec, model_device
 from hetsam.errors import HetsamInputError
 
-__all__ = ["adopt_amp", "name_holder"]
+__all__ = ["adopt_amp", "name_holder", "check_wrappers"]
 
 
 def adopt_amp(opt, amp: Any, source: str) -> None:
@@ -46,3 +48,35 @@ def name_holder(opt, name: str) -> None:
     opt.holder = name
     if opt._controller is not None:
         opt._controller.holder = name
+
+
+def check_wrappers(opt) -> None:
+    """At the first step: refuse a plain ``accelerator.prepare`` that would train wrongly. With
+    ``mixed_precision`` accelerate wraps the model's forward in its own autocast (and scales outside
+    AutoSAM); with ``gradient_accumulation_steps > 1`` its optimizer wrapper skips the step for all
+    but the last micro-batch, so AutoSAM would step on that one alone. ``hetsam.integrations.
+    accelerate.prepare`` maps both (it sets ``opt.adapter``)."""
+    if getattr(opt, "adapter", None) is not None:
+        return
+    fix = "use hetsam.integrations.accelerate.prepare(accelerator, ...) in place of accelerator.prepare"
+    model = getattr(opt.model, "module", opt.model)
+    if "_original_forward" in vars(model) and "accelerate" in sys.modules:
+        raise HetsamInputError(f"Accelerator(mixed_precision=...) wrapped the model's forward in its own autocast; {fix}")
+    state = sys.modules.get("accelerate.state")
+    if state is None or not _called_from("accelerate.optimizer"):  # accelerate's own optimizer wrapper steps it
+        return
+    if state.GradientState._shared_state and state.GradientState().num_steps > 1:
+        raise HetsamInputError(f"Accelerator(gradient_accumulation_steps>1) would step AutoSAM on the last micro-batch "
+                               f"alone; {fix}")
+
+
+def _called_from(module: str, depth: int = 8) -> bool:
+    """Whether a function of ``module`` is among the ``depth`` callers of this one."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        frame = frame.f_back
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__") == module:
+            return True
+    return False
