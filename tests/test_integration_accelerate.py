@@ -99,6 +99,21 @@ def test_mixed_precision_and_accumulation_through_prepare_equal_autosams_own(str
         assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == STEPS
 
 
+@pytest.mark.parametrize("settings, needle", [({"mixed_precision": "bf16"}, "own autocast"),
+                                             ({"gradient_accumulation_steps": 2}, "last micro-batch")])
+def test_a_plain_prepare_that_would_train_wrongly_is_refused_at_the_first_step(settings, needle):
+    accelerator = Accelerator(cpu=True, **settings)
+    net = make_net(0)
+    autosam = make_autosam(net, "sam")
+    model, opt, loader = accelerator.prepare(net, autosam, DataLoader(digits(), batch_size=32))
+    with pytest.raises(HetsamInputError, match=needle):
+        for batch in loader:
+            with accelerator.accumulate(model):
+                opt.step(batch)
+    assert autosam.stats()["steps"] == 0
+    autosam.close()
+
+
 def test_what_cannot_work_is_refused_in_one_line():
     accelerator = Accelerator(cpu=True, mixed_precision="bf16")
     net = make_net(0)

@@ -4,7 +4,8 @@ A plain ``accelerator.prepare(model, AutoSAM(...), loader)`` already trains corr
 process without mixed precision or accumulation: accelerate's ``AcceleratedOptimizer.step(closure)``
 hands its one positional argument on, so ``opt.step(batch)`` is ``AutoSAM.step(batch)``, once per
 step (it returns None there: read the loss from the AutoSAM you built, e.g. ``last_outputs``). It
-cannot carry accelerate's two other features, so :func:`prepare` does, in place of
+cannot carry accelerate's two other features (AutoSAM's first step refuses them there,
+``hetsam.autosam.framework.check_wrappers``), so :func:`prepare` does, in place of
 ``accelerator.prepare``::
 
     model, opt, loader, sched = hetsam.integrations.accelerate.prepare(accelerator, model, autosam, loader, sched)
@@ -56,6 +57,7 @@ def prepare(accelerator: Any, *objects: Any) -> Any:
     if len(found) != 1:
         raise HetsamInputError(f"prepare() needs exactly one hetsam.AutoSAM among its objects (got {len(found)})")
     autosam, precision = found[0], str(accelerator.mixed_precision)
+    autosam.adapter = "accelerate"  # hetsam.autosam.framework.check_wrappers: mapped here
     if precision not in ("no", "bf16", "fp16"):
         raise HetsamInputError(f"Accelerator(mixed_precision={precision!r}) is not supported with AutoSAM; use 'bf16' "
                                "or 'fp16' (AutoSAM's own AMP) or 'no'")
