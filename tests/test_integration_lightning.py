@@ -33,10 +33,10 @@ def flat(module):
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
-def plain_loop(strategy, steps, *, max_grad_norm=None, step_lr=None, amp=None, accumulate=1):
+def plain_loop(strategy, steps, *, max_grad_norm=None, step_lr=None, amp=None, accumulate=1, net=None):
     """The same model, batches and optimizer, without Lightning; ``accumulate=k``: one step on k
     loader batches of 64/k, concatenated (no epoch ends within ``steps`` here)."""
-    net = make_net(0)
+    net = make_net(0) if net is None else net
     opt = AutoSAM(net, loss_fn, torch.optim.SGD, rho=0.05, plan=make_plan(strategy), executor="threads",
                   max_grad_norm=max_grad_norm, seed=0, amp=amp, lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_lr, gamma=0.5) if step_lr else None
@@ -101,6 +101,26 @@ def test_precision_and_accumulation_flags_equal_autosams_own_bit_for_bit(strateg
     assert torch.equal(flat(module.net), flat(ref))
     if strategy == "async_sam":  # lookahead by whole optimizer steps, through Lightning's fetching
         assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == STEPS
+
+
+def bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+
+def test_collected_steps_leave_batchnorm_statistics_to_autosams_update_pass(deterministic):
+    """accumulate_grad_batches=2: Lightning's training_step forwards (for the logged loss) put the
+    running statistics back, so they are those of the plain loop, where only the update pass moves them."""
+    module = DigitsModule("sam", "automatic", batch_size=32)
+    module.net = bn_net()
+    trainer = quiet_trainer(max_steps=4, accumulate_grad_batches=2)
+    trainer.fit(module)
+    module.autosam.close()
+    ref, _, _ = plain_loop("sam", 4, accumulate=2, net=bn_net())
+    bn, ref_bn = module.net[1], ref[1]
+    assert int(bn.num_batches_tracked) == int(ref_bn.num_batches_tracked) == 4 * 2  # one pass per micro-batch of a step
+    assert torch.equal(bn.running_mean, ref_bn.running_mean) and torch.equal(bn.running_var, ref_bn.running_var)
+    assert torch.equal(flat(module.net), flat(ref))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 autocast in Lightning needs CUDA (on CPU it runs bf16)")

@@ -45,9 +45,10 @@ class Recording:
         trainer.training_step = step
 
 
-def plain_loop(strategy, batches, decay_names, executor="threads", amp=None, accumulate=1):
+def plain_loop(strategy, batches, decay_names, executor="threads", amp=None, accumulate=1, sizes=None):
     """AdamW with the Trainer's decay groups and defaults (fused, as its default optim is), its linear
-    schedule and clipping; ``accumulate=k``: one step on each k consecutive ``batches`` concatenated."""
+    schedule and clipping; ``accumulate=k``: one step on each k consecutive ``batches`` concatenated
+    (``sizes``: the micro-batch count of each step instead)."""
     model = make_model(0)
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if n in decay_names], "weight_decay": 0.01},
@@ -55,12 +56,13 @@ def plain_loop(strategy, batches, decay_names, executor="threads", amp=None, acc
     opt = AutoSAM(model, lambda m, b: m(**b).loss, torch.optim.AdamW, rho=0.05, plan=make_plan(strategy), executor=executor,
                   params=groups, max_grad_norm=1.0, seed=0, amp=amp, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                   fused=True)  # the Trainer's default optim here is adamw_torch_fused
-    steps = [{k: torch.cat([b[k] for b in batches[i:i + accumulate]]) for k in batches[i]}
-             for i in range(0, len(batches), accumulate)]
+    sizes = sizes or [accumulate] * (len(batches) // accumulate)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    steps = [{k: torch.cat([b[k] for b in batches[i:i + n]]) for k in batches[i]} for i, n in zip(starts, sizes)]
     sched = get_linear_schedule_with_warmup(opt, 0, len(steps))
     with opt:
-        for batch in opt.prefetch(steps):
-            opt.step(batch, accumulate=accumulate)
+        for batch, n in zip(opt.prefetch(steps), sizes):
+            opt.step(batch, accumulate=n)
             sched.step()
         return model, opt.stats()
 
@@ -140,6 +142,24 @@ def test_precision_and_accumulation_flags_equal_autosams_own_bit_for_bit(strateg
         assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == steps
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert all(0.3 < v < 1.5 for v in losses)  # the step's loss once per step, not k times or 1/k of it
+
+
+@pytest.mark.slow  # two epochs of the Trainer and the plain loop
+def test_an_epoch_that_k_does_not_divide_ends_with_a_shorter_step(tmp_path, deterministic):
+    """9 micro-batches an epoch with gradient_accumulation_steps=2: the Trainer steps on 2, 2, 2, 2, 1;
+    so does AutoSAM, and two epochs are 10 optimizer steps of the schedule."""
+    from hetsam.integrations.transformers import AutoSAMTrainer
+
+    autosam = {"plan": "sam", "rho": 0.05, "seed": 0, "log": lambda line: None}
+    args = training_args(str(tmp_path), -1, num_train_epochs=2, gradient_accumulation_steps=2, per_device_train_batch_size=16)
+    trainer = AutoSAMTrainer(model=make_model(0), args=args, train_dataset=CountingTask(144), autosam=autosam)
+    record = Recording(trainer)
+    trainer.train()
+    trainer.autosam.close()
+    assert trainer.state.global_step == trainer.autosam.stats()["steps"] == 10 and len(record.batches) == 18
+    ref, _ = plain_loop("sam", record.batches, set(trainer.get_decay_parameter_names(trainer.model)),
+                        sizes=[2, 2, 2, 2, 1] * 2)
+    assert torch.equal(flat(trainer.model), flat(ref))
 
 
 def test_unsupported_settings_are_refused(tmp_path):
