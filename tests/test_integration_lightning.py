@@ -205,17 +205,19 @@ def test_schedulers_and_clipping_from_lightning(deterministic):
     auto.autosam.close()
 
 
-@pytest.mark.parametrize("mode", ["manual", "automatic"])
-def test_checkpoints_save_and_resume_through_lightning_exactly(tmp_path, mode, deterministic):
+@pytest.mark.parametrize("mode, k", [("manual", 1), ("automatic", 1), pytest.param("automatic", 2, marks=pytest.mark.slow)])
+def test_checkpoints_save_and_resume_through_lightning_exactly(tmp_path, mode, k, deterministic):
     """A checkpoint in the middle of an epoch: the resumed run equals the uninterrupted one (the
-    lookahead loader is resumable, and AutoSAM's state holds its pending ascent gradient)."""
-    whole, _ = fit("async_sam", mode, steps=2 * STEPS)
-    first = DigitsModule("async_sam", mode)
-    trainer = quiet_trainer(max_steps=STEPS)
+    lookahead loader is resumable, counting loader batches when a step takes k of them, and
+    AutoSAM's state holds its pending ascent gradient)."""
+    whole = DigitsModule("async_sam", mode, batch_size=64 // k)
+    quiet_trainer(max_steps=2 * STEPS, accumulate_grad_batches=k).fit(whole)
+    first = DigitsModule("async_sam", mode, batch_size=64 // k)
+    trainer = quiet_trainer(max_steps=STEPS, accumulate_grad_batches=k)
     trainer.fit(first)
     trainer.save_checkpoint(tmp_path / "half.ckpt")
-    resumed = DigitsModule("async_sam", mode, seed=5)  # other initial values: all must come from the checkpoint
-    trainer = quiet_trainer(max_steps=2 * STEPS)
+    resumed = DigitsModule("async_sam", mode, seed=5, batch_size=64 // k)  # other initial values: all from the checkpoint
+    trainer = quiet_trainer(max_steps=2 * STEPS, accumulate_grad_batches=k)
     trainer.fit(resumed, ckpt_path=tmp_path / "half.ckpt")
     assert trainer.global_step == 2 * STEPS and resumed.autosam.stats()["steps"] == 2 * STEPS
     assert torch.equal(flat(resumed.net), flat(whole.net))

@@ -193,20 +193,22 @@ class _Lookahead:
         self.loader = loader
         self._skip = 0
         self._skipped = 0
+        self._k = 1  # loader batches per optimizer step in the current pass
 
     def __iter__(self):
         it = iter(self.loader)
         self._skipped, self._skip = self._skip, 0
         for _ in itertools.islice(it, self._skipped):
             pass
-        k = self.module.trainer.accumulate_grad_batches if self.module.automatic_optimization else 1
+        k = self._k = self.module.trainer.accumulate_grad_batches if self.module.automatic_optimization else 1
         if k == 1:
             return iter(self.module.autosam.lookahead(_Rest(it)))
         groups = Groups(_Rest(it), k)  # read ahead by optimizer steps, hand Lightning the micro-batches
         return groups.micro_batches(self.module.autosam.lookahead(groups))
 
     def state_dict(self) -> dict:
-        return {"steps_in_pass": self._skipped + self.module.autosam._prefetcher.taken_this_pass}
+        # loader batches: a step took k of them (mid-pass every group is whole)
+        return {"steps_in_pass": self._skipped + self._k * self.module.autosam._prefetcher.taken_this_pass}
 
     def load_state_dict(self, state: dict) -> None:
         self._skip = int(state.get("steps_in_pass", 0))
