@@ -91,12 +91,14 @@ def test_the_trainer_schedule_and_logging_run(tmp_path):
     trainer.autosam.close()
 
 
-def test_checkpoint_save_and_resume_is_exact(tmp_path, deterministic):
-    whole = make_trainer("async_sam", str(tmp_path / "whole"), STEPS)
+@pytest.mark.parametrize("k", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_checkpoint_save_and_resume_is_exact(tmp_path, k, deterministic):
+    kw = {"gradient_accumulation_steps": k, "per_device_train_batch_size": 32 // k}
+    whole = make_trainer("async_sam", str(tmp_path / "whole"), STEPS, **kw)
     whole.train()
-    half = make_trainer("async_sam", str(tmp_path / "half"), STEPS, save_strategy="steps", save_steps=STEPS // 2)
+    half = make_trainer("async_sam", str(tmp_path / "half"), STEPS, save_strategy="steps", save_steps=STEPS // 2, **kw)
     half.train()
-    resumed = make_trainer("async_sam", str(tmp_path / "half"), STEPS, seed=3)
+    resumed = make_trainer("async_sam", str(tmp_path / "half"), STEPS, seed=3, **kw)
     resumed.train(resume_from_checkpoint=str(tmp_path / "half" / f"checkpoint-{STEPS // 2}"))
     assert resumed.state.global_step == STEPS
     assert torch.equal(flat(resumed.model), flat(whole.model))
