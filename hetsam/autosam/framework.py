@@ -54,18 +54,22 @@ def check_wrappers(opt) -> None:
     """At the first step: refuse a plain ``accelerator.prepare`` that would train wrongly. With
     ``mixed_precision`` accelerate wraps the model's forward in its own autocast (and scales outside
     AutoSAM); with ``gradient_accumulation_steps > 1`` its optimizer wrapper skips the step for all
-    but the last micro-batch, so AutoSAM would step on that one alone. ``hetsam.integrations.
-    accelerate.prepare`` maps both (it sets ``opt.adapter``)."""
-    if getattr(opt, "adapter", None) is not None:
-        return
+    but the last micro-batch, so AutoSAM would step on that one alone; in several processes an
+    AutoSAM built on the model before ``prepare`` wrapped it in DDP trains each rank apart.
+    ``hetsam.integrations.accelerate.prepare`` maps the first two (it sets ``opt.adapter``)."""
     fix = "use hetsam.integrations.accelerate.prepare(accelerator, ...) in place of accelerator.prepare"
     model = getattr(opt.model, "module", opt.model)
-    if "_original_forward" in vars(model) and "accelerate" in sys.modules:
+    adapted = getattr(opt, "adapter", None) is not None
+    if not adapted and "_original_forward" in vars(model) and "accelerate" in sys.modules:
         raise HetsamInputError(f"Accelerator(mixed_precision=...) wrapped the model's forward in its own autocast; {fix}")
     state = sys.modules.get("accelerate.state")
     if state is None or not _called_from("accelerate.optimizer"):  # accelerate's own optimizer wrapper steps it
         return
-    if state.GradientState._shared_state and state.GradientState().num_steps > 1:
+    procs = state.AcceleratorState().num_processes if state.AcceleratorState._shared_state else 1
+    if procs > 1 and model is opt.model:  # AutoSAM's passes would bypass accelerate's DDP wrapper
+        raise HetsamInputError(f"in {procs} processes AutoSAM must train the model accelerate wraps: model = "
+                               "accelerator.prepare(model) first, then AutoSAM(model, ...)")
+    if not adapted and state.GradientState._shared_state and state.GradientState().num_steps > 1:
         raise HetsamInputError(f"Accelerator(gradient_accumulation_steps>1) would step AutoSAM on the last micro-batch "
                                f"alone; {fix}")
 
