@@ -6,7 +6,9 @@
 ``--precision`` is ``Accelerator(mixed_precision=...)`` (AutoSAM's own AMP), ``--accumulate k`` its
 ``gradient_accumulation_steps=k`` (loader batches of 64/k, so a step still sees 64 samples), with
 the loop under ``accelerator.accumulate(model)`` as accelerate's documentation writes it. A
-prepared cosine schedule counts optimizer steps. Ends by printing one JSON line.
+prepared cosine schedule counts optimizer steps. The model is prepared first and AutoSAM built on
+what ``prepare`` returned, so under ``torchrun``/``accelerate launch`` its passes go through DDP.
+Ends by printing one JSON line.
 """
 
 from __future__ import annotations
@@ -57,11 +59,11 @@ def train(strategy: str, steps: int, precision: str = "no", accumulate: int = 1,
     """The Accelerate loop; returns (model, AutoSAM, losses, accelerator)."""
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
                               gradient_accumulation_steps=accumulate)
-    net = make_net(0)
-    autosam = make_autosam(net, strategy, executor)
+    model = accelerator.prepare(make_net(0))  # first: under torchrun AutoSAM trains the DDP-wrapped model
+    autosam = make_autosam(model, strategy, executor)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(autosam, T_max=steps)
     loader = DataLoader(digits(), batch_size=BATCH // accumulate, shuffle=False)
-    model, opt, loader, sched = prepare(accelerator, net, autosam, loader, sched)
+    opt, loader, sched = prepare(accelerator, autosam, loader, sched)
     losses = []
     while autosam.stats()["steps"] < steps:
         for batch in opt.prefetch(loader):

@@ -8,7 +8,9 @@ cannot carry accelerate's two other features (AutoSAM's first step refuses them 
 ``hetsam.autosam.framework.check_wrappers``), so :func:`prepare` does, in place of
 ``accelerator.prepare``::
 
-    model, opt, loader, sched = hetsam.integrations.accelerate.prepare(accelerator, model, autosam, loader, sched)
+    model = accelerator.prepare(model)          # first: in N processes AutoSAM trains the DDP-wrapped model
+    autosam = AutoSAM(model, loss_fn, torch.optim.SGD, plan="async_sam", lr=0.1)
+    opt, loader, sched = hetsam.integrations.accelerate.prepare(accelerator, autosam, loader, sched)
     for batch in opt.prefetch(loader):          # reads ahead by optimizer steps (lookahead)
         with accelerator.accumulate(model):
             loss = opt.step(batch)              # None until the step's last micro-batch
@@ -61,8 +63,12 @@ def prepare(accelerator: Any, *objects: Any) -> Any:
     if precision not in ("no", "bf16", "fp16"):
         raise HetsamInputError(f"Accelerator(mixed_precision={precision!r}) is not supported with AutoSAM; use 'bf16' "
                                "or 'fp16' (AutoSAM's own AMP) or 'no'")
+    if accelerator.num_processes > 1 and not isinstance(autosam.model, torch.nn.parallel.DistributedDataParallel):
+        raise HetsamInputError(f"in {accelerator.num_processes} processes AutoSAM must train the model accelerate wraps: "
+                               "model = accelerator.prepare(model) first, then AutoSAM(model, ...)")
     if precision != "no":
         adopt_amp(autosam, precision, f"Accelerator(mixed_precision={precision!r})")
+        accelerator.unwrap_model(autosam.model, keep_fp32_wrapper=False)  # prepared before: no second autocast
     out = accelerator.prepare(*objects)
     out = list(out) if len(objects) > 1 else [out]
     wrapper = AcceleratedAutoSAM(autosam, accelerator)
