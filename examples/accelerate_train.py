@@ -55,10 +55,12 @@ def make_autosam(net: nn.Module, strategy: str, executor: str = "threads") -> Au
                    log=lambda line: None, lr=0.05, momentum=0.9)
 
 
-def train(strategy: str, steps: int, precision: str = "no", accumulate: int = 1, executor: str = "threads"):
-    """The Accelerate loop; returns (model, AutoSAM, losses, accelerator)."""
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
-                              gradient_accumulation_steps=accumulate)
+def train(strategy: str, steps: int, precision: str = "no", accumulate: int = 1, executor: str = "threads",
+          cpu: bool | None = None):
+    """The Accelerate loop (on the GPU when there is one, unless ``cpu``); returns (model, AutoSAM,
+    losses, accelerator)."""
+    cpu = not torch.cuda.is_available() if cpu is None else cpu
+    accelerator = Accelerator(cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=accumulate)
     model = accelerator.prepare(make_net(0))  # first: under torchrun AutoSAM trains the DDP-wrapped model
     autosam = make_autosam(model, strategy, executor)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(autosam, T_max=steps)

@@ -87,7 +87,7 @@ def test_mixed_precision_and_accumulation_through_prepare_equal_autosams_own(str
     """mixed_precision is AutoSAM's amp= (accelerate's forward autocast is taken off, its GradScaler
     unused); gradient_accumulation_steps=k is one step(concat, accumulate=k): the same bits as the
     plain loop, and the prepared scheduler counts optimizer steps."""
-    model, autosam, losses, accelerator = train(strategy, STEPS, precision, k)
+    model, autosam, losses, accelerator = train(strategy, STEPS, precision, k, cpu=True)
     stats = autosam.stats()
     autosam.close()
     assert "_original_forward" not in model.__dict__  # no second autocast
@@ -112,6 +112,18 @@ def test_a_plain_prepare_that_would_train_wrongly_is_refused_at_the_first_step(s
                 opt.step(batch)
     assert autosam.stats()["steps"] == 0
     autosam.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 with a GradScaler on CUDA needs a GPU")
+def test_fp16_on_cuda_is_autosams_own_scaler():
+    """On CUDA: one GradScaler (AutoSAM's) across the step's passes; accelerate's stays unused."""
+    model, autosam, losses, accelerator = train("async_sam", 6, "fp16", 2, cpu=False)
+    stats = autosam.stats()
+    autosam.close()
+    assert next(model.parameters()).is_cuda and autosam.scaler is not None
+    assert accelerator.scaler is not None and accelerator.scaler._scale is None  # created lazily: never used
+    assert stats["steps"] == len(losses) == 6 and stats["lookahead_jobs"] == 6
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_what_cannot_work_is_refused_in_one_line():

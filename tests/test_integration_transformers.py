@@ -146,6 +146,18 @@ def test_precision_and_accumulation_flags_equal_autosams_own_bit_for_bit(strateg
     assert all(0.3 < v < 1.5 for v in losses)  # the step's loss once per step, not k times or 1/k of it
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 with a GradScaler on CUDA needs a GPU")
+def test_fp16_on_cuda_is_autosams_own_scaler(tmp_path):
+    trainer = make_trainer("sam", str(tmp_path), 4, fp16=True, use_cpu=False, gradient_accumulation_steps=2,
+                           per_device_train_batch_size=16)
+    trainer.train()
+    opt = trainer.autosam
+    assert next(trainer.model.parameters()).is_cuda and opt.scaler is not None and trainer.accelerator.scaler is None
+    assert trainer.state.global_step == opt.stats()["steps"] == 4
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    opt.close()
+
+
 @pytest.mark.slow  # two epochs of the Trainer and the plain loop
 def test_an_epoch_that_k_does_not_divide_ends_with_a_shorter_step(tmp_path, deterministic):
     """9 micro-batches an epoch with gradient_accumulation_steps=2: the Trainer steps on 2, 2, 2, 2, 1;
