@@ -79,6 +79,7 @@ def test_trainer_equals_the_plain_loop_bit_for_bit(strategy, tmp_path, determini
     assert any("bias" in n for n, _ in trainer.model.named_parameters() if n not in decay)  # two real groups
     ref, ref_stats = plain_loop(strategy, record.batches, decay)
     assert torch.equal(flat(trainer.model), flat(ref))
+    assert trainer.autosam.last_outputs.logits.shape == (32, 2)  # compute_loss's (loss, outputs), the update pass's
     if strategy == "async_sam":  # lookahead through the Trainer's own batch fetching
         assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == STEPS
 

@@ -14,6 +14,8 @@
   nothing (the update is done) and which shares AutoSAM's parameter groups, so the Trainer's
   learning-rate schedule drives AutoSAM and its checkpoints hold AutoSAM's ``state_dict``.
 - ``max_grad_norm`` becomes AutoSAM's: it clips the update gradient before the update.
+- **Outputs**: every pass calls ``compute_loss(..., return_outputs=True)``, so after a step
+  ``trainer.autosam.last_outputs`` holds the model outputs of the update pass.
 - **Lookahead**: ``get_batch_samples`` reads the Trainer's batches through ``AutoSAM.prefetch``,
   so AsyncSAM perturbs each step with a gradient taken on that step's own samples.
 - ``plan="auto"`` profiles the model on the first batch, as in a plain loop.
@@ -142,8 +144,9 @@ class AutoSAMTrainer(transformers.Trainer):
         return scheduler
 
     def _loss(self, model, inputs):
-        # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them
-        return self.compute_loss(model, dict(inputs))
+        # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them;
+        # (loss, outputs): trainer.autosam.last_outputs holds the update pass's model outputs
+        return self.compute_loss(model, dict(inputs), return_outputs=True)
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         """One whole AutoSAM step (every pass and the update) at the last micro-batch of an
