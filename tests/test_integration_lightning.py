@@ -108,6 +108,28 @@ def bn_net():
     return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
 
 
+class Fp16Module(DigitsModule):
+    """AutoSAM's own float16 AMP and GradScaler on CPU (Lightning's "16-mixed" runs bf16 there)."""
+
+    def configure_optimizers(self):
+        opt = AutoSAM(self.net, loss_fn, torch.optim.SGD, rho=0.05, plan="sam", executor="threads", seed=0, amp="fp16",
+                      log=lambda line: None, lr=0.05, momentum=0.9)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_float16_with_a_scaler_unscales_before_lightnings_clipping(deterministic):
+    """The GradScaler's gradient is unscaled before on_before_optimizer_step and gradient_clip_val,
+    so Lightning's clipping equals AutoSAM's max_grad_norm in the plain loop, bit for bit."""
+    module = Fp16Module("sam", "automatic", batch_size=32)
+    trainer = quiet_trainer(max_steps=STEPS, accumulate_grad_batches=2, gradient_clip_val=0.5)
+    trainer.fit(module)
+    module.autosam.close()
+    ref, _, lrs = plain_loop("sam", STEPS, amp="fp16", accumulate=2, step_lr=4, max_grad_norm=0.5)
+    assert module.autosam.scaler is not None and [g["lr"] for g in module.autosam.param_groups] == lrs
+    assert torch.equal(flat(module.net), flat(ref))
+
+
 def test_collected_steps_leave_batchnorm_statistics_to_autosams_update_pass(deterministic):
     """accumulate_grad_batches=2: Lightning's training_step forwards (for the logged loss) put the
     running statistics back, so they are those of the plain loop, where only the update pass moves them."""

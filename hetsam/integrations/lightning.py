@@ -25,8 +25,9 @@ scheduler) from ``configure_optimizers``. Both of Lightning's optimization modes
   ``optimizer_zero_grad`` do nothing then and the normalization layers' running statistics are put
   back after each ``training_step``, so only AutoSAM's update pass changes them; the k-th closure
   runs as AutoSAM's pre-update hook, so ``on_before_optimizer_step`` and ``gradient_clip_val`` see
-  the update gradient. The cost: one extra forward pass per micro-batch (the logged loss).
-  ``global_step`` and step-interval schedulers count optimizer steps, as Lightning does.
+  the update gradient (unscaled first under float16, as Lightning's own plugin does). The cost:
+  one extra forward pass per micro-batch (the logged loss). ``global_step`` and step-interval
+  schedulers count optimizer steps, as Lightning does.
 - **Precision**: ``precision="bf16-mixed"``/``"16-mixed"`` become AutoSAM's ``amp="bf16"``/
   ``"fp16"`` at ``on_train_start``, and the trainer's precision plugin is replaced by one
   (:class:`_OwnPasses`) whose training step has no autocast and no GradScaler (AutoSAM autocasts
@@ -134,6 +135,9 @@ class AutoSAMModule(pl.LightningModule):
                                    "self.optimizers().step(batch=batch, accumulate=k) instead")
         self._hetsam_collect = self.automatic_optimization and (
             trainer.accumulate_grad_batches > 1 or opt._settings.amp is not None)
+        if self._hetsam_collect and opt.scaler is not None and opt._settings.max_grad_norm is not None:
+            raise HetsamInputError("with float16 in automatic optimization clip with Trainer(gradient_clip_val=...), "
+                                   "not AutoSAM's max_grad_norm (the gradient is unscaled once, before Lightning's hooks)")
         self._hetsam_micro: list = []
         steps = trainer.estimated_stepping_batches  # the run's planned steps (hetsam.strategies.run)
         if isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
@@ -175,6 +179,9 @@ class AutoSAMModule(pl.LightningModule):
                 return optimizer_closure()
             finally:
                 _put_back(self._hetsam_stats)
+                scaler = self.autosam.scaler  # float16: hooks and clipping see the unscaled gradient, as in Lightning
+                if scaler is not None and scaler.is_enabled():
+                    scaler.unscale_(self.autosam.base_optimizer)
 
         optimizer.step(closure=before_update, batch=concat(micro), accumulate=len(micro))
 
