@@ -113,7 +113,7 @@ class Fp16Module(DigitsModule):
 
     def configure_optimizers(self):
         opt = AutoSAM(self.net, loss_fn, torch.optim.SGD, rho=0.05, plan="sam", executor="threads", seed=0, amp="fp16",
-                      log=lambda line: None, lr=0.05, momentum=0.9)
+                      max_grad_norm=self.max_grad_norm, log=lambda line: None, lr=0.05, momentum=0.9)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -209,6 +209,10 @@ def test_unsupported_precisions_are_refused():
     with pytest.raises(HetsamInputError, match="bf16-true"):
         quiet_trainer(max_steps=2, precision="bf16-true").fit(module)
     module.autosam.close()
+    clipped = Fp16Module("sam", "automatic", max_grad_norm=1.0)
+    with pytest.raises(HetsamInputError, match="gradient_clip_val"):
+        quiet_trainer(max_steps=2).fit(clipped)
+    clipped.autosam.close()
 
 
 def test_schedulers_and_clipping_from_lightning(deterministic):
