@@ -24,8 +24,8 @@ __all__ = ["adopt_amp", "name_holder", "check_wrappers"]
 
 def adopt_amp(opt, amp: Any, source: str) -> None:
     """Give AutoSAM ``opt`` the autocast ``amp`` (as ``AutoSAM(amp=...)`` takes it) that the framework
-    setting ``source`` asks for, before its first step. The same AMP given twice is fine; another
-    one, or one after the first step, is refused."""
+    setting ``source`` asks for, before its first step and before a checkpoint loads (the runtime is
+    rebuilt). The same AMP given twice is fine; another one, or one given later, is refused."""
     spec = amp_spec(amp, model_device(opt.model).type)
     current = opt._settings.amp
     if spec is None or current == spec:
@@ -33,8 +33,8 @@ def adopt_amp(opt, amp: Any, source: str) -> None:
     if current is not None:
         raise HetsamInputError(f"{source} asks for {spec.dtype} autocast but AutoSAM(amp=...) gives {current.dtype}: "
                                "drop one of the two")
-    if opt._batch_size is not None:
-        raise HetsamInputError(f"{source} must reach AutoSAM before its first step")
+    if opt._batch_size is not None or opt._steps_before or (opt._parts is not None and opt._parts.rule.t):
+        raise HetsamInputError(f"{source} must reach AutoSAM before its first step and before a checkpoint loads")
     opt._settings = dataclasses.replace(opt._settings, amp=spec)
     if spec.dtype == torch.float16 and opt.scaler is None:  # float16: one GradScaler across the step's passes
         opt.scaler, opt._owns_scaler = torch.amp.GradScaler(spec.device_type), True
