@@ -231,19 +231,21 @@ def test_schedulers_and_clipping_from_lightning(deterministic):
     auto.autosam.close()
 
 
-@pytest.mark.parametrize("mode, k", [("manual", 1), ("automatic", 1), pytest.param("automatic", 2, marks=pytest.mark.slow)])
-def test_checkpoints_save_and_resume_through_lightning_exactly(tmp_path, mode, k, deterministic):
+@pytest.mark.parametrize("mode, k, precision", [("manual", 1, "32-true"), ("automatic", 1, "32-true"),
+                                               pytest.param("automatic", 2, "bf16-mixed", marks=pytest.mark.slow)])
+def test_checkpoints_save_and_resume_through_lightning_exactly(tmp_path, mode, k, precision, deterministic):
     """A checkpoint in the middle of an epoch: the resumed run equals the uninterrupted one (the
-    lookahead loader is resumable, counting loader batches when a step takes k of them, and
-    AutoSAM's state holds its pending ascent gradient)."""
+    lookahead loader is resumable, counting loader batches when a step takes k of them; AutoSAM's
+    state holds its pending ascent gradient, and its AMP is set before the checkpoint loads)."""
+    kw = {"accumulate_grad_batches": k, "precision": precision}
     whole = DigitsModule("async_sam", mode, batch_size=64 // k)
-    quiet_trainer(max_steps=2 * STEPS, accumulate_grad_batches=k).fit(whole)
+    quiet_trainer(max_steps=2 * STEPS, **kw).fit(whole)
     first = DigitsModule("async_sam", mode, batch_size=64 // k)
-    trainer = quiet_trainer(max_steps=STEPS, accumulate_grad_batches=k)
+    trainer = quiet_trainer(max_steps=STEPS, **kw)
     trainer.fit(first)
     trainer.save_checkpoint(tmp_path / "half.ckpt")
     resumed = DigitsModule("async_sam", mode, seed=5, batch_size=64 // k)  # other initial values: all from the checkpoint
-    trainer = quiet_trainer(max_steps=2 * STEPS, accumulate_grad_batches=k)
+    trainer = quiet_trainer(max_steps=2 * STEPS, **kw)
     trainer.fit(resumed, ckpt_path=tmp_path / "half.ckpt")
     assert trainer.global_step == 2 * STEPS and resumed.autosam.stats()["steps"] == 2 * STEPS
     assert torch.equal(flat(resumed.net), flat(whole.net))

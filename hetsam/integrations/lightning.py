@@ -29,11 +29,12 @@ scheduler) from ``configure_optimizers``. Both of Lightning's optimization modes
   one extra forward pass per micro-batch (the logged loss). ``global_step`` and step-interval
   schedulers count optimizer steps, as Lightning does.
 - **Precision**: ``precision="bf16-mixed"``/``"16-mixed"`` become AutoSAM's ``amp="bf16"``/
-  ``"fp16"`` at ``on_train_start``, and the trainer's precision plugin is replaced by one
-  (:class:`_OwnPasses`) whose training step has no autocast and no GradScaler (AutoSAM autocasts
-  every pass and keeps one GradScaler across a step's passes), while validation, test and predict
-  keep Lightning's autocast. On CPU Lightning itself turns ``"16-mixed"`` into ``"bf16-mixed"`` (it
-  has no float16 autocast there); ``"…-true"`` precisions (weights cast) are refused.
+  ``"fp16"`` as ``configure_optimizers`` returns it (before a checkpoint loads into it), and at
+  ``on_train_start`` the trainer's precision plugin is replaced by one (:class:`_OwnPasses`) whose
+  training step has no autocast and no GradScaler (AutoSAM autocasts every pass and keeps one
+  GradScaler across a step's passes), while validation, test and predict keep Lightning's
+  autocast. On CPU Lightning itself turns ``"16-mixed"`` into ``"bf16-mixed"`` (it has no float16
+  autocast there); ``"…-true"`` precisions (weights cast) are refused.
 - ``training_step`` may return ``(loss, outputs)``, as ``loss_fn`` may: Lightning gets
   ``{"loss": loss, "outputs": outputs}``, and when Lightning's closure is the descent pass,
   ``self.autosam.last_outputs`` holds its ``outputs``.
@@ -100,6 +101,20 @@ class AutoSAMModule(pl.LightningModule):
 
             training_step._hetsam = True
             cls.training_step = training_step
+        configure = cls.__dict__.get("configure_optimizers")
+        if configure is not None and not getattr(configure, "_hetsam", False):  # precision before a checkpoint loads
+            @functools.wraps(configure)
+            def configure_optimizers(self, *args, **kw):
+                out = configure(self, *args, **kw)
+                trainer = self._trainer
+                precision = str(getattr(trainer, "precision", "32-true")) if trainer is not None else "32-true"
+                if precision in _AMP:
+                    for opt in _autosams(out):
+                        adopt_amp(opt, _AMP[precision], f"Trainer(precision={precision!r})")
+                return out
+
+            configure_optimizers._hetsam = True
+            cls.configure_optimizers = configure_optimizers
 
     @property
     def autosam(self) -> AutoSAM:
@@ -237,6 +252,17 @@ class _Rest:
 
     def __iter__(self) -> Iterator[Any]:
         return self._it
+
+
+def _autosams(value: Any) -> list:
+    """The AutoSAMs in what ``configure_optimizers`` returned (an optimizer, dicts, lists, tuples)."""
+    if isinstance(value, AutoSAM):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [opt for v in value for opt in _autosams(v)]
+    return []
 
 
 class _OwnPasses(pl.plugins.precision.Precision):
