@@ -204,6 +204,33 @@ def test_autosams_messages_name_self_autosam():
     module.autosam.close()
 
 
+class OutputsModule(DigitsModule):
+    """training_step returns loss_fn's (loss, logits), or a dict with the loss."""
+
+    def __init__(self, form, **kw):
+        super().__init__("sam", "automatic", **kw)
+        self.form, self.seen = form, []
+
+    def training_step(self, batch, batch_idx):
+        loss, logits = loss_fn(self.net, batch), self.net(batch[0])
+        return (loss, logits) if self.form == "tuple" else {"loss": loss, "logits": logits}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.seen.append(sorted(outputs))
+
+
+@pytest.mark.parametrize("form", ["tuple", "dict"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_training_step_may_return_loss_and_outputs(form, k):
+    """In both automatic paths (Lightning's closure as the descent, and collected steps)."""
+    module = OutputsModule(form, batch_size=64 // k)
+    trainer = quiet_trainer(max_steps=2, accumulate_grad_batches=k)
+    trainer.fit(module)
+    module.autosam.close()
+    assert trainer.global_step == module.autosam.stats()["steps"] == 2
+    assert module.seen == [sorted(["loss", "outputs" if form == "tuple" else "logits"])] * (2 * k)
+
+
 def test_unsupported_precisions_are_refused():
     module = DigitsModule("sam", "automatic")
     with pytest.raises(HetsamInputError, match="bf16-true"):
