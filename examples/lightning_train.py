@@ -69,7 +69,7 @@ class DigitsModule(AutoSAMModule):
         if self.automatic_optimization:  # Lightning's closure: AutoSAM runs it at the perturbed parameters
             loss = loss_fn(self.net, batch)
         else:
-            loss = torch.tensor(self.optimizers().step(batch=batch))
+            loss = torch.as_tensor(self.optimizers().step(batch=batch))  # a float or a detached tensor
             sched = self.lr_schedulers()
             if sched is not None:
                 sched.step()
