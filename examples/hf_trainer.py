@@ -3,6 +3,11 @@
 
     python examples/hf_trainer.py --strategy async_sam --max-steps 200
     torchrun --nproc-per-node 2 examples/hf_trainer.py --strategy async_sam --max-steps 100   # 2 processes, gloo
+    python examples/hf_trainer.py --strategy sam --precision bf16 --accumulate 2
+
+``--precision bf16``/``fp16`` sets the Trainer's ``bf16=True``/``fp16=True`` (AutoSAM's own AMP);
+``--accumulate k`` its ``gradient_accumulation_steps=k`` (per-device batch 32/k, so a step still
+sees 32 samples).
 
 The task: sequences of 16 token ids from a vocabulary of 24; the label says whether token 3
 occurs more often than token 4. The model is ``BertForSequenceClassification`` from a small
@@ -84,11 +89,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strategy", default="async_sam", choices=("sgd", "sam", "async_sam", "sampa", "rst", "auto"))
     ap.add_argument("--max-steps", type=int, default=100)
+    ap.add_argument("--precision", default="32", choices=("32", "bf16", "fp16"))
+    ap.add_argument("--accumulate", type=int, default=1, help="gradient_accumulation_steps (divides the batch of 32)")
     args = ap.parse_args(argv)
     if args.max_steps < 1:
         ap.error("--max-steps must be positive")
+    if args.accumulate < 1 or 32 % args.accumulate:
+        ap.error("--accumulate must divide the batch of 32")
+    flags = {args.precision: True} if args.precision != "32" else {}
     with tempfile.TemporaryDirectory() as out:
-        trainer = make_trainer(args.strategy, out, args.max_steps)
+        trainer = make_trainer(args.strategy, out, args.max_steps, gradient_accumulation_steps=args.accumulate,
+                               per_device_train_batch_size=32 // args.accumulate, **flags)
         result = trainer.train()
         stats = trainer.autosam.stats()
         trainer.autosam.close()
@@ -97,7 +108,8 @@ def main(argv=None) -> int:
         return 0
     print(json.dumps({"global_step": trainer.state.global_step, "max_steps": args.max_steps, "strategy": args.strategy,
                       "world_size": trainer.args.world_size,
-                      "plan": stats["plan"], "lookahead_jobs": stats.get("lookahead_jobs", 0),
+                      "plan": stats["plan"], "precision": args.precision, "accumulate": args.accumulate,
+                      "lookahead_jobs": stats.get("lookahead_jobs", 0),
                       "independent_jobs": stats.get("independent_jobs", 0),
                       "final_loss": losses[-1] if losses else result.training_loss}))
     return 0

@@ -3,12 +3,16 @@
     python examples/lightning_train.py --strategy async_sam --max-steps 200
     python examples/lightning_train.py --strategy sam --mode automatic --max-steps 100
     python examples/lightning_train.py --strategy async_sam --mode automatic --devices 2   # strategy="ddp", gloo
+    python examples/lightning_train.py --strategy sam --mode automatic --precision bf16-mixed --accumulate 2
 
 ``--mode manual`` (default): ``training_step`` calls ``self.optimizers().step(batch=batch)``;
 ``--mode automatic``: Lightning's own loop, its closure being AutoSAM's descent pass. The train
 loader is wrapped with ``self.lookahead`` so AsyncSAM perturbs each step with a gradient taken on
 that step's own samples. ``--devices N`` (N > 1) trains on N CPU processes with Lightning's
-``strategy="ddp"`` (gloo; automatic optimization, each process reading its own shard). Ends by
+``strategy="ddp"`` (gloo; automatic optimization, each process reading its own shard).
+``--precision`` is Lightning's ``Trainer(precision=...)`` (AutoSAM's own AMP; on CPU Lightning runs
+``"16-mixed"`` as ``"bf16-mixed"``); ``--accumulate k`` its ``accumulate_grad_batches=k`` (automatic
+mode; loader batches of ``--batch-size``/k, so a step still sees ``--batch-size`` samples). Ends by
 printing one JSON line (rank 0 only, with ``world_size``).
 """
 
@@ -68,7 +72,7 @@ class DigitsModule(AutoSAMModule):
         if self.automatic_optimization:  # Lightning's closure: AutoSAM runs it at the perturbed parameters
             loss = loss_fn(self.net, batch)
         else:
-            loss = self.optimizers().step(batch=batch)
+            loss = torch.as_tensor(self.optimizers().step(batch=batch))  # a float or a detached tensor
             sched = self.lr_schedulers()
             if sched is not None:
                 sched.step()
@@ -109,13 +113,20 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=64, help="per process")
     ap.add_argument("--devices", type=int, default=1, help="CPU processes (N > 1: strategy='ddp', automatic mode)")
+    ap.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "16-mixed"))
+    ap.add_argument("--accumulate", type=int, default=1, help="accumulate_grad_batches (automatic mode)")
     args = ap.parse_args(argv)
     if args.max_steps < 1 or args.batch_size < 1 or args.devices < 1:
         ap.error("--max-steps, --batch-size and --devices must be positive")
     if args.devices > 1 and args.mode != "automatic":
         ap.error("--devices > 1 needs --mode automatic (manual optimization would bypass Lightning's DDP wrapper)")
-    module = DigitsModule(args.strategy, args.mode, args.batch_size)
-    trainer = quiet_trainer(args.devices, max_steps=args.max_steps)
+    if args.accumulate < 1 or args.batch_size % args.accumulate or (args.accumulate > 1 and args.mode != "automatic"):
+        ap.error("--accumulate must divide --batch-size, and needs --mode automatic")
+    if args.devices > 1 and (args.accumulate > 1 or args.precision != "32-true"):
+        ap.error("--devices > 1 runs with --precision 32-true and --accumulate 1 (hetsam.integrations.lightning)")
+    module = DigitsModule(args.strategy, args.mode, args.batch_size // args.accumulate)
+    trainer = quiet_trainer(args.devices, max_steps=args.max_steps, precision=args.precision,
+                            accumulate_grad_batches=args.accumulate)
     trainer.fit(module)
     stats = module.autosam.stats()
     module.autosam.close()
@@ -123,7 +134,8 @@ def main(argv=None) -> int:
         return 0
     print(json.dumps({"global_step": trainer.global_step, "max_steps": args.max_steps, "strategy": args.strategy,
                       "world_size": trainer.world_size,
-                      "mode": args.mode, "plan": stats["plan"], "lookahead_jobs": stats.get("lookahead_jobs", 0),
+                      "mode": args.mode, "plan": stats["plan"], "precision": str(trainer.precision),
+                      "accumulate": args.accumulate, "lookahead_jobs": stats.get("lookahead_jobs", 0),
                       "independent_jobs": stats.get("independent_jobs", 0), "final_loss": module.losses[-1]}))
     return 0
 

@@ -45,20 +45,24 @@ class Recording:
         trainer.training_step = step
 
 
-def plain_loop(strategy, batches, decay_names, executor="threads"):
+def plain_loop(strategy, batches, decay_names, executor="threads", amp=None, accumulate=1, sizes=None):
     """AdamW with the Trainer's decay groups and defaults (fused, as its default optim is), its linear
-    schedule and clipping."""
+    schedule and clipping; ``accumulate=k``: one step on each k consecutive ``batches`` concatenated
+    (``sizes``: the micro-batch count of each step instead)."""
     model = make_model(0)
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if n in decay_names], "weight_decay": 0.01},
               {"params": [p for n, p in named if n not in decay_names], "weight_decay": 0.0}]
     opt = AutoSAM(model, lambda m, b: m(**b).loss, torch.optim.AdamW, rho=0.05, plan=make_plan(strategy), executor=executor,
-                  params=groups, max_grad_norm=1.0, seed=0, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                  params=groups, max_grad_norm=1.0, seed=0, amp=amp, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                   fused=True)  # the Trainer's default optim here is adamw_torch_fused
-    sched = get_linear_schedule_with_warmup(opt, 0, len(batches))
+    sizes = sizes or [accumulate] * (len(batches) // accumulate)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    steps = [{k: torch.cat([b[k] for b in batches[i:i + n]]) for k in batches[i]} for i, n in zip(starts, sizes)]
+    sched = get_linear_schedule_with_warmup(opt, 0, len(steps))
     with opt:
-        for batch in opt.prefetch(batches):
-            opt.step(batch)
+        for batch, n in zip(opt.prefetch(steps), sizes):
+            opt.step(batch, accumulate=n)
             sched.step()
         return model, opt.stats()
 
@@ -75,6 +79,7 @@ def test_trainer_equals_the_plain_loop_bit_for_bit(strategy, tmp_path, determini
     assert any("bias" in n for n, _ in trainer.model.named_parameters() if n not in decay)  # two real groups
     ref, ref_stats = plain_loop(strategy, record.batches, decay)
     assert torch.equal(flat(trainer.model), flat(ref))
+    assert trainer.autosam.last_outputs.logits.shape == (32, 2)  # compute_loss's (loss, outputs), the update pass's
     if strategy == "async_sam":  # lookahead through the Trainer's own batch fetching
         assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == STEPS
 
@@ -87,12 +92,14 @@ def test_the_trainer_schedule_and_logging_run(tmp_path):
     trainer.autosam.close()
 
 
-def test_checkpoint_save_and_resume_is_exact(tmp_path, deterministic):
-    whole = make_trainer("async_sam", str(tmp_path / "whole"), STEPS)
+@pytest.mark.parametrize("k", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_checkpoint_save_and_resume_is_exact(tmp_path, k, deterministic):
+    kw = {"gradient_accumulation_steps": k, "per_device_train_batch_size": 32 // k}
+    whole = make_trainer("async_sam", str(tmp_path / "whole"), STEPS, **kw)
     whole.train()
-    half = make_trainer("async_sam", str(tmp_path / "half"), STEPS, save_strategy="steps", save_steps=STEPS // 2)
+    half = make_trainer("async_sam", str(tmp_path / "half"), STEPS, save_strategy="steps", save_steps=STEPS // 2, **kw)
     half.train()
-    resumed = make_trainer("async_sam", str(tmp_path / "half"), STEPS, seed=3)
+    resumed = make_trainer("async_sam", str(tmp_path / "half"), STEPS, seed=3, **kw)
     resumed.train(resume_from_checkpoint=str(tmp_path / "half" / f"checkpoint-{STEPS // 2}"))
     assert resumed.state.global_step == STEPS
     assert torch.equal(flat(resumed.model), flat(whole.model))
@@ -108,23 +115,81 @@ def test_plan_auto_and_a_state_dict_before_the_first_step(tmp_path, monkeypatch)
     assert trainer.optimizer.state_dict()["hetsam"]["plan"] is None  # accelerate may ask before the first step
     trainer.train()
     assert trainer.autosam.plan is not None and trainer.state.global_step == 3
+    assert trainer.autosam._controller.holder == "trainer.autosam"  # its log names what the user holds
     trainer.autosam.close()
 
 
+@pytest.mark.slow  # four Trainer runs with their plain loops
+@pytest.mark.parametrize("strategy, precision, k", [("sam", "bf16", 1), ("sam", "fp16", 2), ("async_sam", "32", 3),
+                                                  ("rst", "bf16", 2)])
+def test_precision_and_accumulation_flags_equal_autosams_own_bit_for_bit(strategy, precision, k, tmp_path, deterministic):
+    """bf16=True/fp16=True are AutoSAM's amp= (the accelerator neither autocasts nor scales too);
+    gradient_accumulation_steps=k is one step(concat, accumulate=k) per k micro-batches: same
+    arithmetic as the plain loop, so the same bits. The schedule and global_step count optimizer steps."""
+    steps, flags = 6, ({precision: True} if precision != "32" else {})
+    trainer = make_trainer(strategy, str(tmp_path), steps, gradient_accumulation_steps=k,
+                           per_device_train_batch_size=48 // k, **flags)
+    record = Recording(trainer)
+    trainer.train()
+    opt = trainer.autosam
+    stats = opt.stats()
+    opt.close()
+    assert trainer.accelerator.mixed_precision == "no" and trainer.accelerator.scaler is None
+    assert (opt.scaler is not None) == (precision == "fp16")
+    assert trainer.state.global_step == stats["steps"] == steps and len(record.batches) == k * steps
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0) and trainer.lr_scheduler.last_epoch == steps
+    decay = set(trainer.get_decay_parameter_names(trainer.model))
+    ref, ref_stats = plain_loop(strategy, record.batches, decay, amp=None if precision == "32" else precision, accumulate=k)
+    assert torch.equal(flat(trainer.model), flat(ref))
+    if strategy == "async_sam":  # lookahead by whole optimizer steps
+        assert stats["independent_jobs"] == 0 and stats["lookahead_jobs"] == steps
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert all(0.3 < v < 1.5 for v in losses)  # the step's loss once per step, not k times or 1/k of it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 with a GradScaler on CUDA needs a GPU")
+def test_fp16_on_cuda_is_autosams_own_scaler(tmp_path):
+    trainer = make_trainer("sam", str(tmp_path), 4, fp16=True, use_cpu=False, gradient_accumulation_steps=2,
+                           per_device_train_batch_size=16)
+    trainer.train()
+    opt = trainer.autosam
+    assert next(trainer.model.parameters()).is_cuda and opt.scaler is not None and trainer.accelerator.scaler is None
+    assert trainer.state.global_step == opt.stats()["steps"] == 4
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    opt.close()
+
+
+@pytest.mark.slow  # two epochs of the Trainer and the plain loop
+def test_an_epoch_that_k_does_not_divide_ends_with_a_shorter_step(tmp_path, deterministic):
+    """9 micro-batches an epoch with gradient_accumulation_steps=2: the Trainer steps on 2, 2, 2, 2, 1;
+    so does AutoSAM, and two epochs are 10 optimizer steps of the schedule."""
+    from hetsam.integrations.transformers import AutoSAMTrainer
+
+    autosam = {"plan": "sam", "rho": 0.05, "seed": 0, "log": lambda line: None}
+    args = training_args(str(tmp_path), -1, num_train_epochs=2, gradient_accumulation_steps=2, per_device_train_batch_size=16)
+    trainer = AutoSAMTrainer(model=make_model(0), args=args, train_dataset=CountingTask(144), autosam=autosam)
+    record = Recording(trainer)
+    trainer.train()
+    trainer.autosam.close()
+    assert trainer.state.global_step == trainer.autosam.stats()["steps"] == 10 and len(record.batches) == 18
+    ref, _ = plain_loop("sam", record.batches, set(trainer.get_decay_parameter_names(trainer.model)),
+                        sizes=[2, 2, 2, 2, 1] * 2)
+    assert torch.equal(flat(trainer.model), flat(ref))
+
+
 def test_unsupported_settings_are_refused(tmp_path):
-    with pytest.raises(HetsamInputError, match="gradient_accumulation_steps"):
-        make_trainer("sam", str(tmp_path), 4, gradient_accumulation_steps=2)
+    from hetsam.integrations.transformers import AutoSAMTrainer
+
+    with pytest.raises(HetsamInputError, match="disagree"):
+        AutoSAMTrainer(model=make_model(), args=training_args(str(tmp_path), 2, bf16=True), train_dataset=CountingTask(64),
+                       autosam={"amp": "fp16"})
     with pytest.raises(HetsamInputError, match="may not set"):
-        from hf_trainer import training_args
-
-        from hetsam.integrations.transformers import AutoSAMTrainer
-
         AutoSAMTrainer(model=make_model(), args=training_args(str(tmp_path), 2), train_dataset=CountingTask(64),
                        autosam={"max_grad_norm": 1.0})
 
 
 def test_example_runs_and_prints_one_json_line(capsys):
-    assert main(["--strategy", "async_sam", "--max-steps", "4"]) == 0
+    assert main(["--strategy", "async_sam", "--max-steps", "4", "--precision", "bf16", "--accumulate", "2"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["global_step"] == out["max_steps"] == 4 and out["independent_jobs"] == 0 and out["lookahead_jobs"] == 4
 

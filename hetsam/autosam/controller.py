@@ -191,6 +191,7 @@ class PlanController:
                  watch: bool = True, strategy: str | None = None):
         self.options = options
         self.log = log
+        self.holder = "opt"  # how the messages name the AutoSAM the user holds (hetsam.autosam.framework)
         self.agree = agree or (lambda plan: plan)
         self.watch = watch  # False under DDP: ranks would decide at different steps
         self.strategy = strategy  # a fixed strategy whose numbers the planner chooses (no re-plans)
@@ -298,7 +299,7 @@ class PlanController:
         self.calibration.append(entry)
         if len(self.calibration) == 1:  # later ones go to stats() only, unless they switch plans
             self.log(f"hetsam: measured {m * 1e3:.2f} ms/step (95% interval {low * 1e3:.2f}-{high * 1e3:.2f}), predicted "
-                     f"{predicted * 1e3:.2f}: {calibrated_text(entry)} (later calibrations: opt.stats()['auto'])")
+                     f"{predicted * 1e3:.2f}: {calibrated_text(entry)} (later calibrations: {self.holder}.stats()['auto'])")
         if not moved:
             entry["decision"] = (f"kept: the loop's own work is unchanged ({before * 1e3:.2f} ms/step within the timed "
                                  "interval); the difference is the machine's speed, which moves every plan alike")

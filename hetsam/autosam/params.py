@@ -118,5 +118,6 @@ def warn_unoptimized(opt) -> bool:
     idle = [n for n, p in unwrap(opt.model).named_parameters() if p.requires_grad and id(p) not in optimized]
     if idle:
         warn_user(f"AutoSAM: {len(idle)} parameter(s) require grad but are in no parameter group (e.g. {idle[0]!r}); "
-                  "they are not updated: add them with opt.add_param_group({'params': [...]})", UserWarning)
+                  f"they are not updated: add them with {getattr(opt, 'holder', 'opt')}.add_param_group({{'params': [...]}})",
+                  UserWarning)
     return bool(idle)

@@ -10,6 +10,7 @@ import torch
 
 from hetsam import _checks
 from hetsam._warnings import warn_user
+from hetsam.autosam.framework import check_wrappers
 from hetsam.autosam.guard import fallback_plan
 from hetsam.autosam.params import warn_unoptimized
 from hetsam.autosam.report import base_family, given_plan_line, share_of
@@ -38,6 +39,7 @@ def begin(opt, batch, closure, upcoming, accumulate: int, descent_closure: bool)
         opt._use(opt._controller.choose(unwrap(opt.model), opt.loss_fn, batch, opt.param_groups))
         opt._plan_logged = True  # the controller logged it
     if opt._batch_size is None:
+        check_wrappers(opt)  # a framework's wrapper that would train wrongly (hetsam.autosam.framework)
         opt._batch_size = batch_size(batch)
     if not opt._plan_logged:
         opt._log(given_plan_line(opt.plan, opt._batch_size, base_family(opt.base_optimizer), opt._plan_source))

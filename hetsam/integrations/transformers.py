@@ -14,6 +14,8 @@
   nothing (the update is done) and which shares AutoSAM's parameter groups, so the Trainer's
   learning-rate schedule drives AutoSAM and its checkpoints hold AutoSAM's ``state_dict``.
 - ``max_grad_norm`` becomes AutoSAM's: it clips the update gradient before the update.
+- **Outputs**: every pass calls ``compute_loss(..., return_outputs=True)``, so after a step
+  ``trainer.autosam.last_outputs`` holds the model outputs of the update pass.
 - **Lookahead**: ``get_batch_samples`` reads the Trainer's batches through ``AutoSAM.prefetch``,
   so AsyncSAM perturbs each step with a gradient taken on that step's own samples.
 - ``plan="auto"`` profiles the model on the first batch, as in a plain loop.
@@ -22,6 +24,21 @@
   (``args.get_warmup_steps(max_steps)``, for MSAM, which does not climb during the warm-up),
   unless ``autosam={...}`` set them.
 - ``autosam`` holds AutoSAM's keyword arguments (``plan``, ``rho``, ``executor``, ``amp``, ...).
+- **Precision**: ``bf16=True``/``fp16=True`` become AutoSAM's ``amp="bf16"``/``"fp16"`` (autocast in
+  every pass; for float16 one GradScaler across the step's passes, unscaled before the ascent norm).
+  The Trainer's accelerator is built with ``mixed_precision="no"`` (``_build_accelerator_args``), so
+  it neither wraps the model's forward in a second autocast nor holds a second GradScaler whose
+  ``unscale_``/``step`` would act on AutoSAM's finished update; ``trainer.args`` keeps the flags.
+  Evaluation then runs in float32.
+- **Accumulation**: ``gradient_accumulation_steps=k`` is one AutoSAM step over the k micro-batches
+  the Trainer fetches for one optimizer step (the last of an epoch may have fewer):
+  ``step(concat(micro-batches), accumulate=k)``, one perturbation and one update, taken when the
+  Trainer hands over the k-th micro-batch (the others return a zero loss, so the Trainer's sum of
+  the micro-batch losses is the step's loss). Lookahead reads ahead by whole groups
+  (:class:`hetsam.integrations._accumulate.Groups`). The micro-batches are weighted by their sample
+  count (n_i/n), as ``step(..., accumulate=k)`` does; the Trainer's ``num_items_in_batch`` (token
+  counts) is not used, so a token-level loss over unevenly padded micro-batches weighs them by
+  samples. Micro-batches must concatenate: pad every batch to one length.
 
 - **Many processes** (``torchrun --nproc-per-node N``; on CPU ``use_cpu=True,
   ddp_backend="gloo"``): AutoSAM is built on ``self.model`` in ``create_optimizer``, before the
@@ -36,10 +53,8 @@
   holds each rank's AutoSAM state beside the Trainer's files (``autosam_rank{r}-of-{W}.pt``), and
   resuming loads each rank's own.
 
-Refused with a clear error: ``gradient_accumulation_steps > 1`` (AutoSAM's ``accumulate`` needs
-the micro-batches of a step in one batch), ``fp16``/``bf16`` (use ``autosam={"amp": ...}``),
-and, across processes, a wrapper other than DDP (FSDP, DeepSpeed: AutoSAM's descent would not be
-all-reduced).
+Refused with a clear error: across processes, a wrapper other than DDP (FSDP, DeepSpeed:
+AutoSAM's descent would not be all-reduced).
 """
 
 from __future__ import annotations
@@ -55,8 +70,10 @@ except ImportError as exc:  # pragma: no cover
 
 from hetsam.autosam import AutoSAM
 from hetsam.autosam.assemble import use_wrapper
+from hetsam.autosam.framework import name_holder
 from hetsam.errors import HetsamInputError
 from hetsam.execution.distributed import expect_wrapper
+from hetsam.integrations._accumulate import Groups
 from hetsam.optim.sam import share_groups
 
 __all__ = ["AutoSAMTrainer"]
@@ -102,13 +119,22 @@ class AutoSAMTrainer(transformers.Trainer):
         if bad:
             raise HetsamInputError(f"autosam={{...}} may not set {', '.join(bad)}: the Trainer gives them")
         args_ = self.args
-        if args_.gradient_accumulation_steps != 1:
-            raise HetsamInputError("gradient_accumulation_steps > 1 is not supported with AutoSAMTrainer: AutoSAM's "
-                                   "accumulate splits one batch; use a larger per_device_train_batch_size")
-        if args_.fp16 or args_.bf16:
-            raise HetsamInputError("fp16/bf16 scale the loss outside AutoSAM; use autosam={'amp': 'fp16'} (or 'bf16')")
+        amp = "bf16" if args_.bf16 else "fp16" if args_.fp16 else None  # the Trainer's flag as AutoSAM's AMP
+        given = self.autosam_kwargs.get("amp")
+        if amp is not None and given not in (None, amp):
+            raise HetsamInputError(f"TrainingArguments({amp}=True) and autosam={{'amp': {given!r}}} disagree; set one")
+        if amp is not None:
+            self.autosam_kwargs["amp"] = amp
         self.autosam: AutoSAM | None = None
-        self._hetsam_source = self._hetsam_iter = None
+        self._hetsam_source = self._hetsam_iter = self._hetsam_groups = None
+        self._hetsam_step: tuple | None = None  # (the group's batch, its micro-batch count, micro-batches seen)
+
+    def _build_accelerator_args(self, **kwargs):
+        """The Trainer's accelerator without mixed precision: AutoSAM autocasts and scales its own
+        passes (module docstring)."""
+        args = super()._build_accelerator_args(**kwargs)
+        args["mixed_precision"] = "no"
+        return args
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer choice, as AutoSAM's base optimizer."""
@@ -119,6 +145,7 @@ class AutoSAMTrainer(transformers.Trainer):
             max_norm = self.args.max_grad_norm if self.args.max_grad_norm and self.args.max_grad_norm > 0 else None
             self.autosam = AutoSAM(model, self._loss, type(chosen), params=[dict(g) for g in chosen.param_groups],
                                    max_grad_norm=max_norm, **self.autosam_kwargs)  # the groups carry every option
+            name_holder(self.autosam, "trainer.autosam")  # what AutoSAM's messages call it
             self.optimizer = _Stepped(self.autosam)
         return self.optimizer
 
@@ -153,11 +180,13 @@ class AutoSAMTrainer(transformers.Trainer):
         return None if ctx is None else os.path.join(folder, f"autosam_rank{ctx.rank}-of-{ctx.world}.pt")
 
     def _loss(self, model, inputs):
-        # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them
-        return self.compute_loss(model, dict(inputs))
+        # a shallow copy: compute_loss may pop the labels (label smoothing) and every pass needs them;
+        # (loss, outputs): trainer.autosam.last_outputs holds the update pass's model outputs
+        return self.compute_loss(model, dict(inputs), return_outputs=True)
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
-        """One whole AutoSAM step (every pass and the update) on the batch."""
+        """One whole AutoSAM step (every pass and the update) at the last micro-batch of an
+        optimizer step, on all of them; a zero loss at the others (module docstring)."""
         model.train()
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             use_wrapper(self.autosam, model)  # the descent through the Trainer's DDP wrapper (a no-op once done)
@@ -165,11 +194,24 @@ class AutoSAMTrainer(transformers.Trainer):
             raise HetsamInputError(f"AutoSAMTrainer across {self.args.world_size} processes needs the Trainer's "
                                    f"DistributedDataParallel, but it wrapped the model in {type(model).__name__}; "
                                    "drop FSDP/DeepSpeed, or train in one process")
-        loss = self.autosam.step(self._prepare_inputs(inputs))
-        return loss.detach().to(self.args.device)
+        batch, count, seen = self._hetsam_step or (None, 1, 0)
+        seen += 1
+        if seen < count:
+            self._hetsam_step = (batch, count, seen)
+            return torch.zeros((), device=self.args.device)
+        self._hetsam_step = None
+        loss = self.autosam.step(self._prepare_inputs(inputs if count == 1 else batch), accumulate=count)
+        return torch.as_tensor(loss).detach().float().to(self.args.device)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """The Trainer's batches, read through ``AutoSAM.prefetch`` for lookahead."""
+        """The Trainer's micro-batches of one optimizer step, read through ``AutoSAM.prefetch`` by
+        whole groups of ``gradient_accumulation_steps`` for lookahead."""
         if self._hetsam_source is not epoch_iterator:
-            self._hetsam_source, self._hetsam_iter = epoch_iterator, self.autosam.prefetch(epoch_iterator)
-        return super().get_batch_samples(self._hetsam_iter, num_batches, device)
+            self._hetsam_groups = Groups(epoch_iterator, self.args.gradient_accumulation_steps)
+            self._hetsam_source, self._hetsam_iter = epoch_iterator, self.autosam.prefetch(self._hetsam_groups)
+        batch = next(self._hetsam_iter, None)
+        micro = self._hetsam_groups.pending.popleft() if batch is not None else []
+        if micro and len(micro) != num_batches:
+            raise RuntimeError(f"AutoSAMTrainer grouped {len(micro)} micro-batches where the Trainer steps on {num_batches}")
+        self._hetsam_step = (batch, len(micro), 0) if micro else None
+        return super().get_batch_samples(iter(micro), num_batches, device)
