@@ -156,37 +156,6 @@ def test_16_mixed_on_cuda_is_autosams_fp16_with_its_own_scaler():
     opt.close()
 
 
-def test_readme_snippet_runs_as_written():
-    """The README's Lightning snippet, with its own loss_fn returning (loss, logits), unchanged."""
-    import re
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    plain, snippet = re.findall(r"```python\n(.*?)```", readme, re.S)[:2]
-    assert "class Net(AutoSAMModule)" in snippet and "return loss_fn(self.net, batch)" in snippet
-    loss_src = plain[plain.index("def loss_fn"):plain.index("decay =")]
-    setup = ("import torch, hetsam\nimport lightning.pytorch as pl\nfrom torch.utils.data import DataLoader\n" + loss_src +
-             "class Net:\n    pass\n")
-    ns: dict = {}
-    exec(setup, ns)
-    data = digits()
-    body = snippet.replace("DataLoader(...)", "DataLoader(DATA, batch_size=64)").replace(
-        "pl.Trainer(max_steps=1000, gradient_clip_val=1.0).fit(Net())", "")
-    ns["DATA"] = data
-    exec(body, ns)
-
-    class ReadmeNet(ns["Net"]):
-        def __init__(self):
-            super().__init__()
-            self.net = make_net(0)
-
-    module = ReadmeNet()
-    trainer = quiet_trainer(max_steps=3, gradient_clip_val=1.0)
-    trainer.fit(module)
-    opt = module.autosam
-    assert trainer.global_step == opt.stats()["steps"] == 3 and isinstance(opt.last_outputs, torch.Tensor)
-    opt.close()
-
-
 def test_autosams_messages_name_self_autosam():
     """A parameter unfrozen after AutoSAM was built: the warning names what the module holds."""
     module = DigitsModule("sam", "automatic")
