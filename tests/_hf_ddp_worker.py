@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from hf_trainer import CountingTask, make_model, training_args  # noqa: E402
 
 from hetsam import AutoSAM, Plan  # noqa: E402
+from hetsam.integrations._accumulate import concat  # noqa: E402
 from hetsam.integrations.transformers import AutoSAMTrainer  # noqa: E402
 
 STEPS, B = 5, 8  # steps, per-rank batch
@@ -33,7 +34,10 @@ PLANS = {
     "rst": (Plan(strategy="rst", options={"sam_probability": 0.5}), {}),
     "sampa": (Plan(strategy="sampa", options={"sampa_lambda": 0.2}), {"sampa_pairs": False}),
     "auto": ("auto", {"planner_options": {"profile_budget_seconds": 1.0, "progress": False}}),
+    "async_sam_bf16_k2": (Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4}), {}),
 }
+# bf16=True and gradient_accumulation_steps=2 over micro-batches of B/2: AutoSAM's own AMP, one step per pair
+FLAGS = {"async_sam_bf16_k2": {"bf16": True, "gradient_accumulation_steps": 2}}
 
 
 class Recording(AutoSAMTrainer):
@@ -46,8 +50,10 @@ class Recording(AutoSAMTrainer):
 
 def trainer(name: str, out: str, steps: int = STEPS, **kw) -> Recording:
     plan, extra = PLANS[name]
-    args = training_args(out, steps, per_device_train_batch_size=B, lr_scheduler_type="constant", logging_steps=1,
-                         ddp_backend="gloo", ddp_find_unused_parameters=False, **kw)
+    flags = FLAGS.get(name, {})
+    per_step = B // flags.get("gradient_accumulation_steps", 1)
+    args = training_args(out, steps, per_device_train_batch_size=per_step, lr_scheduler_type="constant", logging_steps=1,
+                         ddp_backend="gloo", ddp_find_unused_parameters=False, **flags, **kw)
     t = Recording(model=make_model(0), args=args, train_dataset=CountingTask(n=128),
                   autosam={"plan": plan, "rho": 0.05, "executor": "threads", "seed": 0, "log": lambda line: None, **extra})
     t.seen = []
@@ -74,11 +80,14 @@ def reference(t: Recording, name: str) -> torch.Tensor:
     groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [mine[names[id(p)]] for p in g["params"]]}
               for g in t.autosam.base_optimizer.param_groups]
     ddp = DistributedDataParallel(model, find_unused_parameters=False)
+    k = t.args.gradient_accumulation_steps  # the raw loop's own accumulation over the concatenated micro-batches
+    steps = [concat(t.seen[i:i + k]) for i in range(0, len(t.seen), k)]
+    amp = "bf16" if t.args.bf16 else None
     with AutoSAM(ddp, loss_fn, type(t.autosam.base_optimizer), rho=0.05, plan=plan, executor="threads", seed=0,
-                 params=groups, max_grad_norm=t.args.max_grad_norm, total_steps=t.autosam.total_steps,
+                 params=groups, max_grad_norm=t.args.max_grad_norm, total_steps=t.autosam.total_steps, amp=amp,
                  warmup_steps=t.autosam.warmup_steps, log=lambda line: None, **extra) as opt:
-        for batch in opt.prefetch(t.seen):
-            opt.step(batch)
+        for batch in opt.prefetch(steps):
+            opt.step(batch, accumulate=k)
     return flat(model)
 
 

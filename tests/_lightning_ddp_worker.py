@@ -130,10 +130,11 @@ def resume(out_dir: str) -> dict:
 def run(name: str, out_dir: str) -> dict:
     if name == "resume":
         return resume(out_dir)
-    if name in ("manual", "sampa"):  # refused in one line at on_train_start
-        module = Module("sam" if name == "manual" else name, lookahead=False, manual=name == "manual")
+    if name in ("manual", "sampa", "bf16", "accumulate"):  # refused in one line at on_train_start
+        module = Module(name if name == "sampa" else "sam", lookahead=False, manual=name == "manual")
+        flags = {"bf16": {"precision": "bf16-mixed"}, "accumulate": {"accumulate_grad_batches": 2}}.get(name, {})
         try:
-            trainer(out_dir).fit(module)
+            trainer(out_dir, **flags).fit(module)
         except Exception as exc:  # noqa: BLE001 - the message is what the test checks
             return {"refused": f"{type(exc).__name__}: {exc}"}
         return {"refused": None}

@@ -28,8 +28,8 @@ TIMEOUT = 240  # seconds for one launch of 2 processes; a hang fails the test in
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")]
 
-LIGHTNING = ["sam", "async_sam", "rst", "manual", "sampa", "resume"]
-HF = ["sam", "async_sam", "rst", "sampa", "resume", "auto"]  # auto last: it pins each process to its cores
+LIGHTNING = ["sam", "async_sam", "rst", "manual", "sampa", "bf16", "accumulate", "resume"]
+HF = ["sam", "async_sam", "rst", "sampa", "async_sam_bf16_k2", "resume", "auto"]  # auto last: it pins each process to its cores
 
 
 def _free_port() -> int:
@@ -112,9 +112,11 @@ def test_lightning_ddp_refuses_what_it_cannot_all_reduce(lightning):
     for r in range(2):
         assert "manual optimization under strategy='ddp'" in lightning[r]["manual"]["refused"]
         assert "strategy 'sampa'" in lightning[r]["sampa"]["refused"]
+        for flag in ("bf16", "accumulate"):  # collected steps would take the descent outside Lightning's DDP
+            assert "under strategy='ddp'" in lightning[r][flag]["refused"], lightning[r][flag]["refused"]
 
 
-@pytest.mark.parametrize("name", ["sam", "async_sam", "rst", "sampa"])
+@pytest.mark.parametrize("name", ["sam", "async_sam", "rst", "sampa", "async_sam_bf16_k2"])
 def test_trainer_under_torchrun_equals_the_raw_ddp_loop(trainer, name):
     _check_equal_to_raw_ddp(trainer, name)
     assert trainer[0][name]["wrapped"] == "DistributedDataParallel"  # the descent went through the Trainer's DDP
