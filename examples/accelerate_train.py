@@ -8,7 +8,8 @@
 the loop under ``accelerator.accumulate(model)`` as accelerate's documentation writes it. A
 prepared cosine schedule counts optimizer steps. The model is prepared first and AutoSAM built on
 what ``prepare`` returned, so under ``torchrun``/``accelerate launch`` its passes go through DDP.
-Ends by printing one JSON line.
+Ends by printing one JSON line (the main process's; ``ranks_identical``: every process ended
+with the same parameters).
 """
 
 from __future__ import annotations
@@ -90,11 +91,15 @@ def main(argv=None) -> int:
         ap.error("--steps must be positive")
     if args.accumulate < 1 or BATCH % args.accumulate:
         ap.error("--accumulate must divide the batch of 64")
-    _, autosam, losses, accelerator = train(args.strategy, args.steps, args.precision, args.accumulate)
+    model, autosam, losses, accelerator = train(args.strategy, args.steps, args.precision, args.accumulate)
     stats = autosam.stats()
     autosam.close()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    everyone = accelerator.gather(flat[None])  # every rank's parameters: identical when the descent was all-reduced
+    identical = all(torch.equal(everyone[0], row) for row in everyone)
     if accelerator.is_main_process:
         print(json.dumps({"steps": stats["steps"], "loss": losses[-1], "world_size": accelerator.num_processes,
+                          "ranks_identical": identical,
                           "strategy": args.strategy, "plan": stats["plan"], "precision": args.precision,
                           "accumulate": args.accumulate, "lookahead_jobs": stats.get("lookahead_jobs", 0),
                           "independent_jobs": stats.get("independent_jobs", 0)}))

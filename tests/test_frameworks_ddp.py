@@ -11,6 +11,8 @@ bit-identical: across the ranks, and with the raw loop.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import socket
@@ -139,3 +141,16 @@ def test_trainer_plan_auto_is_one_plan_on_each_ranks_own_cores(trainer):
     a, b = trainer[0]["auto"], trainer[1]["auto"]
     assert a["plan"] == b["plan"]
     assert not set(a["affinity"]) & set(b["affinity"])
+
+
+def test_accelerate_example_under_torchrun_keeps_ranks_identical(tmp_path):
+    # examples/accelerate_train.py in two gloo processes, with accelerate's bf16 and accumulation flags
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+           str(ROOT / "examples" / "accelerate_train.py"), "--strategy", "async_sam", "--steps", "4", "--precision", "bf16",
+           "--accumulate", "2"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["world_size"] == 2 and line["steps"] == 4 and line["ranks_identical"] is True
+    assert line["lookahead_jobs"] > 0 and math.isfinite(line["loss"])
