@@ -32,6 +32,7 @@ PLANS = {
     "sam": ("sam", {}),
     "async_sam": (Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4}), {}),
     "rst": (Plan(strategy="rst", options={"sam_probability": 0.5}), {}),
+    "msam": ("msam", {}),
     "sampa": (Plan(strategy="sampa", options={"sampa_lambda": 0.2}), {"sampa_pairs": False}),
     "auto": ("auto", {"planner_options": {"profile_budget_seconds": 1.0, "progress": False}}),
     "async_sam_bf16_k2": (Plan(strategy="async_sam", options={"staleness": 1, "ascent_batch_size": 4}), {}),

@@ -30,8 +30,8 @@ TIMEOUT = 240  # seconds for one launch of 2 processes; a hang fails the test in
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")]
 
-LIGHTNING = ["sam", "async_sam", "rst", "manual", "sampa", "bf16", "accumulate", "resume"]
-HF = ["sam", "async_sam", "rst", "sampa", "async_sam_bf16_k2", "resume", "auto"]  # auto last: it pins each process to its cores
+LIGHTNING = ["sam", "async_sam", "rst", "msam", "manual", "sampa", "bf16", "accumulate", "resume"]
+HF = ["sam", "async_sam", "rst", "msam", "sampa", "async_sam_bf16_k2", "resume", "auto"]  # auto last: it pins each process to its cores
 
 
 def _free_port() -> int:
@@ -98,7 +98,7 @@ def _check_equal_to_raw_ddp(results, name):
     assert (da["local_rank"], da["local_world"]) == (0, 2) and (db["local_rank"], db["local_world"]) == (1, 2)
 
 
-@pytest.mark.parametrize("name", ["sam", "async_sam", "rst"])
+@pytest.mark.parametrize("name", ["sam", "async_sam", "rst", "msam"])
 def test_lightning_ddp_equals_the_raw_ddp_loop(lightning, name):
     _check_equal_to_raw_ddp(lightning, name)
     if name == "async_sam":
@@ -118,7 +118,7 @@ def test_lightning_ddp_refuses_what_it_cannot_all_reduce(lightning):
             assert "under strategy='ddp'" in lightning[r][flag]["refused"], lightning[r][flag]["refused"]
 
 
-@pytest.mark.parametrize("name", ["sam", "async_sam", "rst", "sampa", "async_sam_bf16_k2"])
+@pytest.mark.parametrize("name", ["sam", "async_sam", "rst", "msam", "sampa", "async_sam_bf16_k2"])
 def test_trainer_under_torchrun_equals_the_raw_ddp_loop(trainer, name):
     _check_equal_to_raw_ddp(trainer, name)
     assert trainer[0][name]["wrapped"] == "DistributedDataParallel"  # the descent went through the Trainer's DDP
