@@ -19,7 +19,7 @@ def not_finite(losses: list, grads: list, groups: list) -> str | None:
         lr = group.get("lr")
         if isinstance(lr, (int, float)) and not math.isfinite(lr):
             return f"the learning rate of param group {i} ({lr})"
-    checks = [torch.isfinite(x.detach().float()).all() for x in losses]  # the step's passes, in order
+    values = [x.detach().reshape(()) for x in losses]  # the step's passes, in order
     by_kind: dict = {}
     for g in grads:
         g = g.coalesce().values() if g.is_sparse else g
@@ -27,11 +27,14 @@ def not_finite(losses: list, grads: list, groups: list) -> str | None:
     for (_, dtype), tensors in by_kind.items():
         # ‖g‖₂ (5x faster than max |g| on CPU); a 16-bit ‖g‖₂ can overflow, so there max |g|. An fp32 ‖g‖₂
         # overflows only past |g| ~ 1e19, which no update survives either
-        order = float("inf") if torch.finfo(dtype).bits <= 16 else 2.0
-        checks.append(torch.isfinite(torch.stack(torch._foreach_norm(tensors, order))).all())
-    if not checks:
+        values.extend(torch._foreach_norm(tensors, float("inf") if torch.finfo(dtype).bits <= 16 else 2.0))
+    if not values:
         return None
-    ok = torch.stack([c.to(checks[0].device) for c in checks]).tolist()  # the one host sync
+    device = values[0].device  # float(): a finite 16-bit value stays finite, inf and NaN stay what they are
+    finite = torch.isfinite(torch.stack([v.to(device=device, dtype=torch.float32) for v in values]))
+    if finite.all().item():  # the one host sync; what failed is read only when something did
+        return None
+    ok = finite.tolist()
     if not all(ok[:len(losses)]):  # the first pass's loss is the one the step returns (SAM's ascent)
         return "the loss" if ok[0] is False or len(losses) == 1 else "the update pass's loss"
-    return None if all(ok) else "the update gradient"
+    return "the update gradient"
