@@ -243,3 +243,41 @@ def test_groups_without_parameters_are_refused_in_one_line(params, match):
 def test_the_nonfinite_setting_is_checked():
     with pytest.raises(HetsamInputError, match="nonfinite='ignore' is not one of 'skip', 'raise'"):
         AutoSAM(mlp(), loss_fn, plan="sgd", nonfinite="ignore", lr=0.1)
+
+
+def _reference_verdict(losses, grads):
+    """not_finite's answer from first principles: every element checked on its own."""
+    ok = [bool(torch.isfinite(x).all()) for x in losses]
+    if not all(ok):
+        return "the loss" if not ok[0] or len(losses) == 1 else "the update pass's loss"
+    dense = [g.coalesce().values() if g.is_sparse else g for g in grads]
+    return None if all(bool(torch.isfinite(g).all()) for g in dense) else "the update gradient"
+
+
+@pytest.mark.parametrize("where", ["none", "loss0", "loss1", "fp32", "bf16", "sparse", "huge_bf16"])
+def test_not_finite_matches_an_elementwise_reference(where):
+    """The one-sync check (hetsam/execution/finite.py) over two losses and gradients of three kinds."""
+    from hetsam.execution.finite import not_finite
+
+    gen = torch.Generator().manual_seed(0)
+    losses = [torch.tensor(1.5), torch.tensor(-2.0)]
+    grads = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen).bfloat16(),
+             torch.sparse_coo_tensor([[0, 2]], torch.tensor([1.0, 2.0]), (4,))]
+    bad = float("nan") if where != "loss1" else float("-inf")
+    if where == "loss0":
+        losses[0] = torch.tensor(bad)
+    elif where == "loss1":
+        losses[1] = torch.tensor(bad)
+    elif where == "fp32":
+        grads[0][3, 1] = float("inf")
+    elif where == "bf16":
+        grads[1][6] = bad
+    elif where == "sparse":
+        grads[2] = torch.sparse_coo_tensor([[0, 2]], torch.tensor([1.0, bad]), (4,))
+    elif where == "huge_bf16":  # ‖g‖₂ of these would overflow bf16; each is finite, so the step is
+        grads[1] = torch.full((7,), 3e38).bfloat16()
+    got = not_finite(losses, grads, [{"lr": 0.1}])
+    assert got == _reference_verdict(losses, grads)
+    assert (got is None) == (where in ("none", "huge_bf16"))
+    assert not_finite(losses[:1], [], [{"lr": float("nan")}]) == "the learning rate of param group 0 (nan)"
+    assert not_finite([], [], []) is None

@@ -331,3 +331,25 @@ def test_threads_is_found_by_name_without_importing_it_first():
     code = "from hetsam.execution.factory import make_executor\nprint(type(make_executor('threads')).__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ThreadedExecutor"
+
+
+def _train_toggling(executor, toggle_at):
+    """AsyncSAM τ=1 on the BatchNorm MLP; from step ``toggle_at`` on, the BatchNorm layer is in eval mode."""
+    model = mlp(bn=True)
+    with AutoSAM(model, loss_fn, plan=PLANS["async_lookahead_tau1"], executor=executor, **SGD_KW) as opt:
+        for t, batch in enumerate(opt.prefetch(batches(12))):
+            if t == toggle_at:
+                model[1].eval()
+                job = opt._parts.runtime.job(0, "ascent", batch, accumulate=1)
+                assert job.training == tuple(m.training for m in model.modules())  # the jobs see the switch
+            opt.step(batch)
+    return flat(model)
+
+
+def test_a_layer_switched_to_eval_mid_run_reaches_the_ascent_jobs(deterministic):
+    """Jobs carry every module's train/eval flag as of their step (the module tree is cached, the flags are not)."""
+    plain = _train_toggling("inline", toggle_at=None)
+    ref = _train_toggling("inline", toggle_at=6)
+    got = _train_toggling(ThreadedExecutor(share="concurrent"), toggle_at=6)
+    assert torch.equal(got, ref)
+    assert not torch.equal(ref, plain)  # the switch changed the run

@@ -95,8 +95,10 @@ def role_binding(threads: int | None, cpus: Sequence[int] | None = None) -> Iter
     """
     old = None
     if cpus is not None:
-        old = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, cpus)
+        current = os.sched_getaffinity(0)
+        if current != set(cpus):  # already there (a loop pinned by its user): no migration, nothing to restore
+            old = current
+            os.sched_setaffinity(0, cpus)
     try:
         with intra_op_threads(threads):
             yield

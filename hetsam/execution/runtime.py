@@ -51,6 +51,8 @@ class Runtime:
         self.scaler = scaler
         self.max_grad_norm = max_grad_norm
         self.layers = norm_layers(model)
+        # the module tree, walked once (a replica copies it once too): every job reads its train/eval flags
+        self._modules = list(self.local_model.modules())
         self.perturbation = Perturbation("AutoSAM")
         self._scale: float | None = None  # S for the current step
         self._positions: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (param ids, positions)
@@ -194,7 +196,7 @@ class Runtime:
             batch=batch,
             params=params,
             buffers=list(self.local_model.buffers()),
-            training=tuple(m.training for m in self.local_model.modules()),  # aligned with a replica of it
+            training=tuple(m.training for m in self._modules),  # aligned with a replica of it
             loss_scale=self.loss_scale(),
             accumulate=accumulate,
             positions=self._job_positions(params),

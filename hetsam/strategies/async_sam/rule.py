@@ -51,6 +51,7 @@ class AsyncSAMRule(StrategyRule):
         super().__init__(ctx)
         self.executor = ctx.executor()
         self.plan = ctx.plan
+        self.spec = ctx.plan.spec  # looked up once: _first needs it every step
         self.tau = ctx.plan.options["staleness"]
         self.policy = ctx.plan.options["ascent_batches"]
         self.fell_back = False
@@ -79,7 +80,7 @@ class AsyncSAMRule(StrategyRule):
     def _first(self, source: Any) -> Any:
         """B': the first b' samples of ``source``."""
         n = batch_size(source)
-        size = self.plan.spec.ascent_batch_size(self.plan, n)
+        size = self.spec.ascent_batch_size(self.plan, n)
         return source if size == n else slice_batch(source, 0, size)
 
     def _fall_back(self) -> None:
