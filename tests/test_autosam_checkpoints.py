@@ -262,20 +262,24 @@ def test_each_refusal_names_its_key(mutate, match):
         assert message is not None and re.search(match, message), message
 
 
+def resumes_exactly(opt, state, steps: int = 5) -> bool:
+    """Run ``steps`` more steps, rewind the model, load ``state``, run them again: the same θ?"""
+    snapshot = copy.deepcopy(opt.model.state_dict())
+    rest = batches(steps, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, b in enumerate(rest):
+            opt.step(b, upcoming=rest[i + 1:])
+        whole = flat(opt.model).clone()
+        opt.model.load_state_dict(snapshot)
+        opt.load_state_dict(state)
+        for i, b in enumerate(rest):
+            opt.step(b, upcoming=rest[i + 1:])
+    return torch.equal(flat(opt.model), whole)
+
+
 def test_valid_checkpoints_of_every_case_still_load_and_resume_exactly():
     for case in CASES:
         opt = trained(case, steps=3)
-        state = save_load(opt.state_dict())
-        snapshot = copy.deepcopy(opt.model.state_dict())
-        rest = batches(6, seed=4)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for i, b in enumerate(rest):
-                opt.step(b, upcoming=rest[i + 1:])
-            whole = flat(opt.model).clone()
-            opt.model.load_state_dict(snapshot)
-            opt.load_state_dict(state)
-            for i, b in enumerate(rest):
-                opt.step(b, upcoming=rest[i + 1:])
-        assert torch.equal(flat(opt.model), whole), case
+        assert resumes_exactly(opt, save_load(opt.state_dict()), steps=6), case
         opt.close()

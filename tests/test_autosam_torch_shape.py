@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from _alg_refs import SGD_KW, assert_rel_close, batches, flat, loss_fn, mlp, save_load
-from test_autosam_checkpoints import attempt, same, trained
+from test_autosam_checkpoints import attempt, resumes_exactly, same, trained
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
 from hetsam import AutoSAM, HetsamInputError
@@ -28,22 +28,6 @@ def old_shape(opt) -> dict:
     """A checkpoint as hetsam saved it before torch's shape (hetsam/autosam/checkpoint.py then
     returned ``{"base": opt.base_optimizer.state_dict(), "hetsam": <the same entry>}``)."""
     return save_load({"base": opt.base_optimizer.state_dict(), "hetsam": checkpoint.hetsam_state(opt)})
-
-
-def resumes_exactly(opt, state, steps: int = 5) -> bool:
-    """Run ``steps`` more steps, rewind the model, load ``state``, run them again: the same θ?"""
-    snapshot = copy.deepcopy(opt.model.state_dict())
-    rest = batches(steps, seed=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for i, b in enumerate(rest):
-            opt.step(b, upcoming=rest[i + 1:])
-        whole = flat(opt.model).clone()
-        opt.model.load_state_dict(snapshot)
-        opt.load_state_dict(state)
-        for i, b in enumerate(rest):
-            opt.step(b, upcoming=rest[i + 1:])
-    return torch.equal(flat(opt.model), whole)
 
 
 @pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.Adam], ids=["sgd", "adam"])
