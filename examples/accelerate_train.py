@@ -107,4 +107,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from hetsam.execution.distributed import exit_process
+
+    exit_process(main())  # several processes: barrier, destroy the group, leave without finalization (a gloo bug)
