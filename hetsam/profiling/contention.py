@@ -17,6 +17,7 @@ alone for the rest. From the medians alone (``D``: descent pass, ``J``: job) and
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -85,18 +86,19 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
                 t_est = rep.time_step(n)
                 want = min(settings.wanted(t_est), cap)
                 state["count"] = max(1, min(want, math.floor(per_phase / max(t_est, 1e-9)))) if math.isfinite(per_phase) else want
-            d, j = [], []
+            d, j, trip = [], [], []
             for _ in range(state["count"]):
                 state["key"] += 1
                 if kind == "descent":
                     d.append(rep.time_step(n))
-                elif kind == "job":
-                    j.append(executor.wait(executor.submit(job(state["key"]))).seconds)
-                else:
-                    future = executor.submit(job(state["key"]))
+                    continue
+                start = time.perf_counter()
+                future = executor.submit(job(state["key"]))
+                if kind == "both":
                     d.append(rep.time_step(n))
-                    j.append(executor.wait(future).seconds)
-            return d, j
+                j.append(executor.wait(future).seconds)
+                trip.append(time.perf_counter() - start)  # submit to result, as the descent thread sees it
+            return d, j, trip
 
         return run_threads([(a, body)])[0]
 
@@ -108,7 +110,8 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
             got = {kind: phase(kind) for kind in order}
             d, j = median(got["descent"][0]), median(got["job"][1])
             d2, j2 = median(got["both"][0]), median(got["both"][1])
-            raw.append((d, j, d2, j2))
+            # the hand-off: a lone job's round trip beyond its compute; the step: submit to result beside a pass
+            raw.append((d, j, d2, j2, median(got["job"][2]) - j, median(got["both"][2])))
             fits.append(fit_slowdowns(d, j, d2, j2))
     finally:
         executor.close()
@@ -116,10 +119,11 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
         if rep is not None:
             rep.release()
     sa, sb = median([f[0] for f in fits]), median([f[1] for f in fits])
-    d, j, d2, j2 = (median([x[i] for x in raw]) for i in range(4))
+    d, j, d2, j2, handoff, step = (median([x[i] for x in raw]) for i in range(6))
     note = (f"contention {a.id}+{b.id} at batch {n}, as the threaded executor runs them (descent pass on {a.id}, "
             f"ascent job on {b.id}'s worker, in lock-step): slowdowns {sa:.3f}, {sb:.3f} (medians of {len(fits)} rounds' "
             f"fits, {min(f[0] for f in fits):.3f}-{max(f[0] for f in fits):.3f} and {min(f[1] for f in fits):.3f}-"
             f"{max(f[1] for f in fits):.3f}); medians alone {d * 1e3:.2f}/{j * 1e3:.2f} ms, together {d2 * 1e3:.2f}/"
-            f"{j2 * 1e3:.2f} ms; {state['count']} steps per phase")
+            f"{j2 * 1e3:.2f} ms; a lone job's hand-off (round trip beyond its compute) {handoff * 1e3:.3f} ms; a lock-step step "
+            f"{step * 1e3:.2f} ms against max(D', J') = {max(d2, j2) * 1e3:.2f} ms; {state['count']} steps per phase")
     return sa, sb, note
