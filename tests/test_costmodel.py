@@ -91,3 +91,50 @@ def test_bad_input(cm):
         cm.grad_seconds("cpu:0", -4)
     with pytest.raises(HetsamInputError, match="5 cores"):
         cm.grad_seconds("cpu:0[0-4]", 8)
+
+
+def test_handoff_is_a_fixed_cost_of_a_worker_step_on_two_pools():
+    # the profile's hand-off h (the threaded executor's step beyond its overlapped passes) is added
+    # once per step to AsyncSAM and SAMPa on two pools, in the closed form and the simulator alike
+    from hetsam.planning.plan import Plan
+    from hetsam.simulator import simulate
+
+    h = 0.004
+    data = synthetic_profile_dict()
+    data["contention"][0]["slowdown"] = [1.3, 1.0]  # the descent is the longer side: h shows in full
+    plain = CostModel(Profile.from_dict(data))
+    data["contention"][0]["handoff_seconds"] = h
+    prof = Profile.from_dict(data)
+    assert Profile.from_dict(prof.to_dict()) == prof  # the field round-trips
+    cm = CostModel(prof)
+    assert cm.handoff_seconds("cpu:0[0]", "cpu:0[1]") == cm.handoff_seconds("cpu:0[1]", "cpu:0[0]") == h
+    assert cm.handoff_seconds("cpu:0[1]", "cpu:0[0]") == h and plain.handoff_seconds("cpu:0[0]", "cpu:0[1]") == 0.0
+    assert cm.handoff_seconds("cpu:0", "cpu:0") == 0.0  # shared cores: time-sliced on one thread, no worker
+    for strategy, options in (("async_sam", {"ascent_batch_size": 64, "staleness": 1}), ("sampa", {})):
+        plan = Plan(strategy, descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=64, options=options)
+        with_h = simulate(plan, cm, iterations=200, jitter=False).iteration_seconds["p50"]
+        without = simulate(plan, plain, iterations=200, jitter=False).iteration_seconds["p50"]
+        assert with_h - without == pytest.approx(h, rel=1e-6), strategy
+        assert plan.spec.closed_form_seconds(_Ctx(cm), plan) - plan.spec.closed_form_seconds(_Ctx(plain), plan) == \
+            pytest.approx(h, rel=1e-6), strategy
+    sgd = Plan("sgd", descent_device="cpu:0[0]", batch_size=64)
+    assert simulate(sgd, cm, iterations=50, jitter=False).iteration_seconds["p50"] == \
+        simulate(sgd, plain, iterations=50, jitter=False).iteration_seconds["p50"]
+
+
+def test_handoff_out_of_bounds_is_refused():
+    data = synthetic_profile_dict()
+    for bad in (-0.001, float("inf"), "1"):
+        data["contention"][0]["handoff_seconds"] = bad
+        with pytest.raises(HetsamInputError, match="handoff_seconds"):
+            Profile.from_dict(data)
+
+
+class _Ctx:
+    """The part of a PlanningContext the closed forms read."""
+
+    def __init__(self, cm, batch_size=64):
+        from hetsam.cost.closed_form import descent_step
+
+        self.cm, self.batch_size, self.scale = cm, batch_size, None
+        self.descent_step = lambda device, compute, perturbed=False: descent_step(cm, None, device, compute, perturbed)

@@ -99,10 +99,13 @@ class CostModel:
         self.derivations: dict[str, str] = {}
         self._links = {(link.src, link.dst): link for link in self.profile.links}
         self._contention: dict[tuple[str, str], float] = {}
+        self._handoff: dict[tuple[str, str], float] = {}
         for c in self.profile.contention:
             (a, b), (sa, sb) = c.devices, c.slowdown
             self._contention[(a, b)] = sa
             self._contention[(b, a)] = sb
+            if c.handoff_seconds is not None:  # measured with a as the descent, b as the worker's pool
+                self._handoff[(a, b)] = self._handoff[(b, a)] = c.handoff_seconds
 
     # ---- naming ------------------------------------------------------------------------
     @property
@@ -228,16 +231,26 @@ class CostModel:
 
     def slowdown(self, device, other) -> float:
         """Factor by which ``device`` computes slower while ``other`` computes too (1.0: none known)."""
+        return self._pair_value(self._contention, device, other, 1.0)
+
+    def handoff_seconds(self, descent, ascent) -> float:
+        """What one step of the threaded executor costs the descent beyond its overlapped passes,
+        with the ascent worker on another pool of the socket (0: none measured, or shared cores)."""
+        if self.shares_cores(descent, ascent):
+            return 0.0
+        return self._pair_value(self._handoff, descent, ascent, 0.0)
+
+    def _pair_value(self, table: dict, device, other, default: float) -> float:
         a, b = self.resolve(device), self.resolve(other)
-        if (a, b) in self._contention:
-            return self._contention[(a, b)]
+        if (a, b) in table:
+            return table[(a, b)]
         # pools of the same sizes on the same socket behave alike, whatever their positions
         da, db = parse_device(a), parse_device(b)
-        for (x, y), factor in self._contention.items():
+        for (x, y), value in table.items():
             dx, dy = parse_device(x), parse_device(y)
             if (dx.socket_id, dy.socket_id) == (da.socket_id, db.socket_id) and (self.cores(x), self.cores(y)) == (self.cores(a), self.cores(b)):
-                return factor
-        return 1.0
+                return value
+        return default
 
     # ---- derived pools ---------------------------------------------------------------------
     def _derive_pool(self, pool_id: str) -> None:

@@ -52,8 +52,9 @@ def fit_slowdowns(d: float, j: float, d2: float, j2: float) -> tuple[float, floa
 
 
 def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, settings: Settings,
-                    allot: float, progress: Progress) -> tuple[float, float, str]:
-    """Slowdowns of pool ``a`` (the descent) and pool ``b`` (the ascent job) at batch ``n``.
+                    allot: float, progress: Progress) -> tuple[float, float, float, str]:
+    """Slowdowns of pool ``a`` (the descent) and pool ``b`` (the ascent job) at batch ``n``, and the
+    hand-off: what a lock-step step costs beyond ``max(D', J')`` (submit, wait, both threads' Python).
 
     Side by side, in rounds (descent alone, job alone, both; the next round in the opposite
     order), each a few seconds long; each round gives its own fit (:func:`fit_slowdowns`) from
@@ -126,4 +127,4 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
             f"{max(f[1] for f in fits):.3f}); medians alone {d * 1e3:.2f}/{j * 1e3:.2f} ms, together {d2 * 1e3:.2f}/"
             f"{j2 * 1e3:.2f} ms; a lone job's hand-off (round trip beyond its compute) {handoff * 1e3:.3f} ms; a lock-step step "
             f"{step * 1e3:.2f} ms against max(D', J') = {max(d2, j2) * 1e3:.2f} ms; {state['count']} steps per phase")
-    return sa, sb, note
+    return sa, sb, max(0.0, step - max(d2, j2)), note

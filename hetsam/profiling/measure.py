@@ -322,8 +322,8 @@ def _measure_contention(run: _Run) -> None:
         allot = run.share(W_PAIR)
         fits = [measured[x.id].max_batch_size for x in (a, b) if x.id in measured and measured[x.id].max_batch_size]
         n = min([run.ladder[-1], *fits])
-        sa, sb, note = contention_pair(run.model, run.loss_fn, run.sample_batch, a, b, n, run.settings, allot, run.bar)
-        run.contention.append(Contention((a.id, b.id), (sa, sb)))
+        sa, sb, handoff, note = contention_pair(run.model, run.loss_fn, run.sample_batch, a, b, n, run.settings, allot, run.bar)
+        run.contention.append(Contention((a.id, b.id), (sa, sb), handoff))
         run.notes.append(note)
 
 

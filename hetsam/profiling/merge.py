@@ -47,7 +47,12 @@ def median_profile(profiles: Sequence) -> Profile:
     out["links"] = [{**index[0][k], "bytes_per_second": med(ix[k]["bytes_per_second"] for ix in index),
                      "latency_seconds": med(ix[k]["latency_seconds"] for ix in index)} for k in keys]
     keys, index = same(lambda x: tuple(x["devices"]), lambda d: d.get("contention", []))
-    out["contention"] = [{"devices": list(k), "slowdown": [med(ix[k]["slowdown"][j] for ix in index) for j in (0, 1)]}
-                         for k in keys]
+    out["contention"] = []
+    for k in keys:
+        entry = {"devices": list(k), "slowdown": [med(ix[k]["slowdown"][j] for ix in index) for j in (0, 1)]}
+        handoffs = [ix[k]["handoff_seconds"] for ix in index if ix[k].get("handoff_seconds") is not None]
+        if handoffs:
+            entry["handoff_seconds"] = med(handoffs)
+        out["contention"].append(entry)
     out["provenance"] = {**dicts[0]["provenance"], "notes": f"median of {len(dicts)} profiles taken between bench rounds"}
     return Profile.from_dict(out, where="median profile")

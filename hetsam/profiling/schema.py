@@ -25,12 +25,15 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
           "max_batch_size": int | null                 # optional: largest batch that fit
       }, ...],
       "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
-      "contention": [{"devices": [id, id], "slowdown": [float, float]}, ...],   # optional
+      "contention": [{"devices": [id, id], "slowdown": [float, float],          # optional
+                      "handoff_seconds": float}, ...],                           # optional
       "provenance": {"kind": "measured" | "spec-scaled" | "synthetic", ...free-form strings...}
     }
 
 ``contention`` records how much slower each of two devices computes while the other one
-computes too (two pools sharing a socket's caches and memory bandwidth): 1.0 means no effect.
+computes too (two pools sharing a socket's caches and memory bandwidth): 1.0 means no effect;
+``handoff_seconds``, what a step of the threaded executor on the pair costs beyond its two
+overlapped passes (the job's hand-off, both threads' Python), measured in the same stage.
 
 This module is pure Python (no torch): the planner and simulator load profiles anywhere.
 """
@@ -194,13 +197,17 @@ class Link:
 class Contention:
     devices: tuple[str, str]
     slowdown: tuple[float, float]
+    handoff_seconds: float | None = None  # a worker step's cost beyond its overlapped passes (None: not measured)
 
     def to_dict(self) -> dict:
-        return {"devices": list(self.devices), "slowdown": list(self.slowdown)}
+        d = {"devices": list(self.devices), "slowdown": list(self.slowdown)}
+        if self.handoff_seconds is not None:
+            d["handoff_seconds"] = self.handoff_seconds
+        return d
 
     @classmethod
     def parse(cls, value, path: str, chk: _Checker) -> Contention:
-        chk.obj(value, path, {"devices", "slowdown"}, set())
+        chk.obj(value, path, {"devices", "slowdown"}, {"handoff_seconds"})
         devs = chk.array(value["devices"], f"{path}.devices")
         slow = chk.array(value["slowdown"], f"{path}.slowdown")
         if len(devs) != 2 or len(slow) != 2:
@@ -208,7 +215,10 @@ class Contention:
         ids = tuple(chk.device_id(d, f"{path}.devices[{i}]") for i, d in enumerate(devs))
         factors = tuple(float(chk.num(s, f"{path}.slowdown[{i}]", positive=True, low=0.01, high=100.0))
                         for i, s in enumerate(slow))
-        return cls(ids, factors)  # type: ignore[arg-type]
+        handoff = value.get("handoff_seconds")
+        if handoff is not None:
+            handoff = float(chk.num(handoff, f"{path}.handoff_seconds", nonneg=True, high=SECONDS[1]))
+        return cls(ids, factors, handoff)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Closed form (the planner's; ``s_D``, ``s_A`` the contention slowdowns of the two
 
 - time-sliced (D and A share cores): ``(t_D + u) + t_A(b')``, nothing hidden; b' is the largest
   that keeps the step within the budget (at least the floor);
-- otherwise the window is one descent step ``W = t_D·s_D + u``; with τ = 1 the chain
+- otherwise the window is one descent step ``W = t_D·s_D + u + h`` (h the threaded executor's
+  hand-off, ``CostModel.handoff_seconds``); with τ = 1 the chain
   ``c_DA + t_A(b')·s_A + c_AD`` must fit in it, with τ >= 2 only its slowest stage (the copies
   overlap other steps); b' is the largest that fits, found by bisection on the monotone
   ``t_A``; the step is ``max(W, chain)``.
@@ -97,7 +98,8 @@ class AsyncSAMSpec(StrategySpec):
     def _window(self, ctx, descent, ascent, tau):
         cm, nbytes = ctx.cm, ctx.cm.parameter_bytes
         s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
-        window = ctx.descent_step(descent, cm.grad_seconds(descent, ctx.batch_size) * s_d, perturbed=True)
+        window = ctx.descent_step(descent, cm.grad_seconds(descent, ctx.batch_size) * s_d, perturbed=True) + \
+            cm.handoff_seconds(descent, ascent)  # the threaded executor's hand-off h, on D's step
         to_a, to_d = cm.copy_seconds(descent, ascent, nbytes), cm.copy_seconds(ascent, descent, nbytes)
 
         def chain(ascent_batch_size: int) -> float:

@@ -5,7 +5,7 @@ batch, and in parallel g_y' at the optimistic point y_{t+1}; x_{t+1} = base(x_t,
 Its perturbation comes from the previous step's auxiliary gradient, so its fidelity counts one
 step of staleness. Under DDP the two gradients run on a pair of ranks (``pairs.py``).
 
-Closed form: ``max(t_D(b)·s_D, c_DA + t_A(b)·s_A + c_AD) + u`` (x̃/y sent to A, g_y' back); at
+Closed form: ``max(t_D(b)·s_D, c_DA + t_A(b)·s_A + c_AD) + u + h`` (h the threaded executor's hand-off) (x̃/y sent to A, g_y' back); at
 scale a pair of ranks, both gradients combined by one all-reduce over 2n ranks, no copies.
 
 Simulated iteration: ``g_x`` at b on D after ``load_t``; the chain ``copy y → g_y' on A → copy
@@ -72,7 +72,8 @@ class SAMPaSpec(StrategySpec):
                 cm.step_seconds(descent, perturbed=True)
         other = cm.copy_seconds(descent, ascent, nbytes) + cm.grad_seconds(ascent, b) * s_a + \
             cm.copy_seconds(ascent, descent, nbytes)
-        return max(cm.grad_seconds(descent, b) * s_d, other) + cm.step_seconds(descent, perturbed=True)
+        return max(cm.grad_seconds(descent, b) * s_d, other) + cm.step_seconds(descent, perturbed=True) + \
+            cm.handoff_seconds(descent, ascent)  # the threaded executor's hand-off (h)
 
     def candidates(self, ctx):
         note = "a pair of ranks" if ctx.scale is not None else "two gradients in parallel"
