@@ -206,8 +206,8 @@ def profile(
                    list(detection.notes))
         run.remaining = len(targets) * W_DEVICE + len(pairs) * W_PAIR + (W_LINKS if links else 0.0)
         _stage(run, "devices", _measure_devices)
-        _stage(run, "contention", _measure_contention)
-        _stage(run, "links", _measure_copy_links)
+        _stage(run, "contention", _measure_contention, empty=not run.pairs)
+        _stage(run, "links", _measure_copy_links, empty=not run.links)
     finally:
         bar.close()
         torch.set_num_threads(main_threads)
@@ -231,9 +231,11 @@ def profile(
 REMEASURE = 1  # how many times a stage measured under load is measured again
 
 
-def _stage(run: _Run, name: str, measure) -> None:
+def _stage(run: _Run, name: str, measure, empty: bool = False) -> None:
     """Run one stage beside the load meter; measure it again (at most ``REMEASURE`` times, and only
-    when the budget has room for another try) while other processes used over ``BUSY_SHARE``."""
+    when the budget has room for another try) while other processes used over ``BUSY_SHARE``. An
+    ``empty`` stage (nothing to measure) is metered for the record but never measured again nor
+    marks the profile busy: its instant sample says nothing of a measurement."""
     meter = LoadMeter()
     for attempt in range(REMEASURE + 1):
         before = (len(run.devices), len(run.contention), len(run.link_list), len(run.notes), run.remaining)
@@ -242,7 +244,7 @@ def _stage(run: _Run, name: str, measure) -> None:
         measure(run)
         share, took = meter.stop(), time.perf_counter() - start
         run.load[name] = share
-        if share is None or share <= BUSY_SHARE:
+        if empty or share is None or share <= BUSY_SHARE:
             return
         if attempt == REMEASURE or run.clock.left() < took:
             break
