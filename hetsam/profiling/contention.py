@@ -68,10 +68,10 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
     executor.bind(model, loss_fn, params, device=torch.device(b.torch_device), threads=b.threads or 1, amp_dtype=None,
                   placement=Placement(a.id, b.id, a.threads))
     job_batch = slice_batch(detach_to(batch, torch.device(b.torch_device)), 0, n)
-    training = tuple(m.training for m in model.modules())
+    buffers, training = list(model.buffers()), tuple(m.training for m in model.modules())
 
     def job(key: int) -> GradJob:
-        return GradJob(key, ASCENT, job_batch, params=params, buffers=list(model.buffers()), training=training)
+        return GradJob(key, ASCENT, job_batch, params=params, buffers=buffers, training=training)
 
     state: dict = {"count": None, "key": 0}
 
@@ -111,8 +111,8 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
             got = {kind: phase(kind) for kind in order}
             d, j = median(got["descent"][0]), median(got["job"][1])
             d2, j2 = median(got["both"][0]), median(got["both"][1])
-            # the hand-off: a lone job's round trip beyond its compute; the step: submit to result beside a pass
-            raw.append((d, j, d2, j2, median(got["job"][2]) - j, median(got["both"][2])))
+            # beyond the compute, within this round: a lone job's round trip, and a lock-step step over max(D', J')
+            raw.append((d, j, d2, j2, median(got["job"][2]) - j, median(got["both"][2]) - max(d2, j2)))
             fits.append(fit_slowdowns(d, j, d2, j2))
     finally:
         executor.close()
@@ -120,11 +120,11 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
         if rep is not None:
             rep.release()
     sa, sb = median([f[0] for f in fits]), median([f[1] for f in fits])
-    d, j, d2, j2, handoff, step = (median([x[i] for x in raw]) for i in range(6))
+    d, j, d2, j2, trip, handoff = (median([x[i] for x in raw]) for i in range(6))
     note = (f"contention {a.id}+{b.id} at batch {n}, as the threaded executor runs them (descent pass on {a.id}, "
             f"ascent job on {b.id}'s worker, in lock-step): slowdowns {sa:.3f}, {sb:.3f} (medians of {len(fits)} rounds' "
             f"fits, {min(f[0] for f in fits):.3f}-{max(f[0] for f in fits):.3f} and {min(f[1] for f in fits):.3f}-"
             f"{max(f[1] for f in fits):.3f}); medians alone {d * 1e3:.2f}/{j * 1e3:.2f} ms, together {d2 * 1e3:.2f}/"
-            f"{j2 * 1e3:.2f} ms; a lone job's hand-off (round trip beyond its compute) {handoff * 1e3:.3f} ms; a lock-step step "
-            f"{step * 1e3:.2f} ms against max(D', J') = {max(d2, j2) * 1e3:.2f} ms; {state['count']} steps per phase")
-    return sa, sb, max(0.0, step - max(d2, j2)), note
+            f"{j2 * 1e3:.2f} ms; a lone job's round trip beyond its compute {trip * 1e3:.3f} ms; the hand-off (a lock-step step "
+            f"beyond max(D', J')) {handoff * 1e3:.3f} ms; {state['count']} steps per phase")
+    return sa, sb, max(0.0, handoff), note
