@@ -132,12 +132,20 @@ def test_the_one_device_variants_bench_with_both_kinds_of_steps(tmp_path, capsys
     plan.save(path)
     code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "4", "--rounds", "1", "--warmup", "0",
                  "--profile", str(prof), "--plan", str(path), "--only", "sgd,plan", "--system-malloc", "--json",
-                 "--max-other-load", "1"])  # no round measured again: its extra steps would shift the schedule
+                 "--max-other-load", "1", "--min-turn-seconds", "0"])  # no round measured again: its extra steps would shift the schedule
     assert code == 0
     (result,) = [r for r in json.loads(capsys.readouterr().out)["results"] if r["label"] == "plan"]
     assert result["plan"]["strategy"] == plan.strategy and result["measured_iteration_seconds"] > 0
     if plan.spec.mixed_steps:  # late_phase: SGD for the first half of the 4 steps, then SAM; interval: every 2nd
         assert result["steps_by_kind"] == {"plain": 2, "ascent": 2}
+    # more steps per turn (a floor of 20 ms): the schedule still spans the timed steps
+    assert main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "4", "--rounds", "1", "--warmup", "0",
+                 "--profile", str(prof), "--plan", str(path), "--only", "plan", "--system-malloc", "--json",
+                 "--max-other-load", "1", "--min-turn-seconds", "0.02"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    if plan.spec.mixed_steps:
+        kinds = result["steps_by_kind"]
+        assert kinds["plain"] + kinds["ascent"] == result["steps"] and min(kinds.values()) >= result["steps"] // 2 - 2
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -198,3 +206,38 @@ def test_a_round_disturbed_by_another_process_is_measured_again():
         hog.wait()
     assert any("measured again" in n for n in report.notes), report.notes
     assert len(report.results[0].step_seconds) == 600 and len(report.other_load) == 1
+
+
+class _FixedStream:
+    """Stands in for the bench's step stream with given step times (the sizing is arithmetic)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = seconds, 0
+
+    def run(self, n):
+        self.calls += n
+        return [self.seconds] * n, []
+
+
+@pytest.mark.parametrize("seconds, floor, expected", [(0.002, 0.25, 125), (0.1, 0.25, 10), (0.002, 0.0, 10),
+                                                      (1e-9, 0.25, 100_000)])
+def test_short_steps_take_more_of_them_per_turn(seconds, floor, expected):
+    from hetsam.bench.runner import _turn_steps
+
+    stream = _FixedStream(seconds)
+    assert _turn_steps(stream, 10, floor) == expected
+    assert stream.calls == (0 if floor == 0 else 3)  # probed with untimed steps only when sizing
+
+
+def test_run_bench_turns_fill_the_floor_and_say_so(toy_profile):
+    report = run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, steps=1, rounds=2,
+                       warmup=1, profile=toy_profile, min_turn_seconds=1e-9)
+    assert len(report.results[0].step_seconds) == 2  # the floor is met by one step: --steps stands
+    report = run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, steps=1, rounds=2,
+                       warmup=1, profile=toy_profile, min_turn_seconds=0.05)
+    res = report.results[0]
+    n = len(res.step_seconds) // 2
+    assert len(res.step_seconds) == 2 * n and len(res.round_medians) == 2
+    assert n == 1 or any(f"sgd {n}" in note for note in report.notes)
+    with pytest.raises(ValueError, match="min_turn_seconds"):
+        run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, min_turn_seconds=-1.0)

@@ -15,7 +15,10 @@ side in one run, medians):
 :func:`run_bench` builds one :class:`hetsam.AutoSAM` (``executor="threads"``) per arrangement,
 each on its own copy of the same initial model, warms each up, then runs *rounds*: in every
 round each arrangement takes ``steps`` timed steps, in the same order (A B C … A B C …), so
-slow drifts of the machine hit all of them alike. Per arrangement it keeps every step's wall
+slow drifts of the machine hit all of them alike. An arrangement whose steps are short takes more
+of them per turn, enough to fill ``min_turn_seconds`` at its warm-up speed (as
+``torch.utils.benchmark``'s ``blocked_autorange`` sizes its blocks): a median of ten 1.5 ms steps
+(the MLP at b = 64) carries about 5% of sampling noise, which would hide the prediction's error. Per arrangement it keeps every step's wall
 time and reports the median and the interquartile range (flagged when wide), and the
 executor's descent wait per step. Between its turns an arrangement's worker thread is parked
 (:meth:`~hetsam.execution.threads.ThreadedExecutor.park`): an idle worker's OpenMP team would
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -102,13 +106,15 @@ def run_bench(
     quiet_seconds: float = 0.0,
     profile_probe: Callable[[], object] | None = None,
     max_other_load: float | None = None,
+    min_turn_seconds: float = 0.0,
 ) -> BenchReport:
     """Measure each arrangement in interleaved rounds (module docstring); simulate it on
     ``profile`` (a Profile, CostModel or path) when one is given, or on the median of the
     profiles ``profile_probe()`` returns at the start of each round. ``quiet_seconds``: before
     each round, wait up to that long for the other processes to go quiet; ``max_other_load``:
     a round during which other processes used more than that share of the CPUs is measured
-    again (at most ``rounds`` times in all)."""
+    again (at most ``rounds`` times in all); ``min_turn_seconds``: each arrangement takes at least
+    ``steps`` steps per round, more when that fills less than this many seconds."""
     import torch
 
     from hetsam.autosam import AutoSAM
@@ -118,6 +124,7 @@ def run_bench(
     _checks.integer(rounds, "rounds", low=1, high=10_000)
     _checks.integer(batch_size, "batch_size", low=1, high=MAX_BENCH_BATCH)
     _checks.integer(warmup, "warmup", low=0, high=100_000)
+    _checks.number(min_turn_seconds, "min_turn_seconds", low=0.0, high=3600.0)
     labels = [a.label for a in arrangements]
     if len(set(labels)) != len(labels):
         raise HetsamInputError(f"arrangement labels must be unique, got {labels}")
@@ -140,11 +147,14 @@ def run_bench(
                           momentum=0.9, weight_decay=5e-4)
             opts.append(opt)
             streams.append(_Stream(opt, data))
+        turns = []  # timed steps per round, per arrangement
         for a, s in zip(arrangements, streams):
             say(f"warming up {a.label}")
             s.run(warmup)
             while s.opt.executor is not None and s.opt.executor.describe().get("mode") == "measuring":
                 s.run(1)  # share="auto" on a shared device: let it choose before the timed rounds
+            turns.append(_turn_steps(s, steps, min_turn_seconds))
+            s.opt.total_steps = s.taken + rounds * turns[-1]  # a schedule over the run (late-phase) spans the timed steps
             s.park()
         times = [[] for _ in arrangements]
         kinds = [[] for _ in arrangements]
@@ -164,10 +174,10 @@ def run_bench(
                 say(f"round {r + 1}/{rounds}: profiling")
                 probe = profile_probe()
             measured = []
-            for a, s in zip(arrangements, streams):
+            for a, s, n in zip(arrangements, streams, turns):
                 say(f"round {r + 1}/{rounds}: {a.label}")
                 before = s.counters()
-                ts, ks = s.run(steps)
+                ts, ks = s.run(n)
                 measured.append((ts, ks, [y - x for x, y in zip(before, s.counters())]))
                 s.park()
             share = meter.stop()
@@ -224,7 +234,19 @@ def run_bench(
         prof = profile.profile if isinstance(profile, CostModel) else load_profile(profile)
         used = {k: v for k, v in prof.to_dict().items() if k != "provenance"}
         notes += _drift_note(results, prof)
+    if any(n > steps for n in turns):
+        notes.append("steps per round, raised to fill " + f"{min_turn_seconds:g} s: "
+                     + ", ".join(f"{a.label} {n}" for a, n in zip(arrangements, turns) if n > steps))
     return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes, used)
+
+
+def _turn_steps(stream: _Stream, steps: int, min_seconds: float, *, probe: int = 3, cap: int = 100_000) -> int:
+    """``steps``, or enough steps to fill ``min_seconds`` at the speed of ``probe`` untimed steps
+    (their median), at most ``cap``."""
+    if min_seconds <= 0.0:
+        return steps
+    ts, _ = stream.run(probe)
+    return max(steps, min(cap, math.ceil(min_seconds / max(median(ts), 1e-6))))
 
 
 def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None = None, repeats: int = 5,
@@ -266,10 +288,12 @@ class _Stream:
         self.opt = opt
         self.batches = opt.prefetch(itertools.cycle(data))
         self.mixed = opt.plan.spec.mixed_steps  # two kinds of steps, timed apart
+        self.taken = 0  # steps run so far, warm-up included
 
     def run(self, n: int) -> tuple[list[float], list[str]]:
         """Seconds of each of ``n`` steps, and for a mixed strategy which kind each step was."""
         out, kinds = [], []
+        self.taken += n
         for _ in range(n):
             batch = next(self.batches)
             sam_before = self.opt.stats()["sam_steps"] if self.mixed else 0
