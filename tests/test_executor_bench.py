@@ -37,7 +37,7 @@ def test_default_arrangements_are_the_issue_list():
 def test_run_bench_interleaves_and_predicts(toy_profile):
     arrangements = default_arrangements(8)
     report = run_bench(arrangements, model="mlp", batch_size=8, steps=3, rounds=2, warmup=1, profile=toy_profile,
-                       quiet_seconds=0.01)
+                       quiet_seconds=0.01, turn_warmup=1)
     data = report.to_dict()
     assert [r["label"] for r in data["results"]] == [a.label for a in arrangements]
     sgd = data["results"][0]["measured_iteration_seconds"]
@@ -132,7 +132,8 @@ def test_the_one_device_variants_bench_with_both_kinds_of_steps(tmp_path, capsys
     plan.save(path)
     code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "4", "--rounds", "1", "--warmup", "0",
                  "--profile", str(prof), "--plan", str(path), "--only", "sgd,plan", "--system-malloc", "--json",
-                 "--max-other-load", "1", "--min-turn-seconds", "0"])  # no round measured again: its extra steps would shift the schedule
+                 # no round measured again, no extra steps per turn: they would shift the schedule
+                 "--max-other-load", "1", "--min-turn-seconds", "0", "--turn-warmup", "0"])
     assert code == 0
     (result,) = [r for r in json.loads(capsys.readouterr().out)["results"] if r["label"] == "plan"]
     assert result["plan"]["strategy"] == plan.strategy and result["measured_iteration_seconds"] > 0
@@ -145,7 +146,7 @@ def test_the_one_device_variants_bench_with_both_kinds_of_steps(tmp_path, capsys
     (result,) = json.loads(capsys.readouterr().out)["results"]
     if plan.spec.mixed_steps:
         kinds = result["steps_by_kind"]
-        assert kinds["plain"] + kinds["ascent"] == result["steps"] and min(kinds.values()) >= result["steps"] // 2 - 2
+        assert kinds["plain"] + kinds["ascent"] == result["steps"] and min(kinds.values()) >= 1
 
 
 @pytest.mark.parametrize("argv, needle", [

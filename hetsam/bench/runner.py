@@ -18,7 +18,10 @@ round each arrangement takes ``steps`` timed steps, in the same order (A B C …
 slow drifts of the machine hit all of them alike. An arrangement whose steps are short takes more
 of them per turn, enough to fill ``min_turn_seconds`` at its warm-up speed (as
 ``torch.utils.benchmark``'s ``blocked_autorange`` sizes its blocks): a median of ten 1.5 ms steps
-(the MLP at b = 64) carries about 5% of sampling noise, which would hide the prediction's error. Per arrangement it keeps every step's wall
+(the MLP at b = 64) carries about 5% of sampling noise, which would hide the prediction's error.
+Each turn begins with ``turn_warmup`` untimed steps: the first steps after a switch restart the
+parked worker and resize the OpenMP team (measured on the MLP at b = 64: SAMPa's first two
+steps of a turn took 7.9 and 4.3 ms against 3.1 ms after them). Per arrangement it keeps every step's wall
 time and reports the median and the interquartile range (flagged when wide), and the
 executor's descent wait per step. Between its turns an arrangement's worker thread is parked
 (:meth:`~hetsam.execution.threads.ThreadedExecutor.park`): an idle worker's OpenMP team would
@@ -107,6 +110,7 @@ def run_bench(
     profile_probe: Callable[[], object] | None = None,
     max_other_load: float | None = None,
     min_turn_seconds: float = 0.0,
+    turn_warmup: int = 0,
 ) -> BenchReport:
     """Measure each arrangement in interleaved rounds (module docstring); simulate it on
     ``profile`` (a Profile, CostModel or path) when one is given, or on the median of the
@@ -114,7 +118,8 @@ def run_bench(
     each round, wait up to that long for the other processes to go quiet; ``max_other_load``:
     a round during which other processes used more than that share of the CPUs is measured
     again (at most ``rounds`` times in all); ``min_turn_seconds``: each arrangement takes at least
-    ``steps`` steps per round, more when that fills less than this many seconds."""
+    ``steps`` steps per round, more when that fills less than this many seconds; ``turn_warmup``:
+    untimed steps at the start of each turn."""
     import torch
 
     from hetsam.autosam import AutoSAM
@@ -125,6 +130,7 @@ def run_bench(
     _checks.integer(batch_size, "batch_size", low=1, high=MAX_BENCH_BATCH)
     _checks.integer(warmup, "warmup", low=0, high=100_000)
     _checks.number(min_turn_seconds, "min_turn_seconds", low=0.0, high=3600.0)
+    _checks.integer(turn_warmup, "turn_warmup", low=0, high=100_000)
     labels = [a.label for a in arrangements]
     if len(set(labels)) != len(labels):
         raise HetsamInputError(f"arrangement labels must be unique, got {labels}")
@@ -154,7 +160,7 @@ def run_bench(
             while s.opt.executor is not None and s.opt.executor.describe().get("mode") == "measuring":
                 s.run(1)  # share="auto" on a shared device: let it choose before the timed rounds
             turns.append(_turn_steps(s, steps, min_turn_seconds))
-            s.opt.total_steps = s.taken + rounds * turns[-1]  # a schedule over the run (late-phase) spans the timed steps
+            s.opt.total_steps = s.taken + rounds * (turns[-1] + turn_warmup)  # a schedule over the run (late-phase) spans the timed steps
             s.park()
         times = [[] for _ in arrangements]
         kinds = [[] for _ in arrangements]
@@ -176,6 +182,7 @@ def run_bench(
             measured = []
             for a, s, n in zip(arrangements, streams, turns):
                 say(f"round {r + 1}/{rounds}: {a.label}")
+                s.run(turn_warmup)
                 before = s.counters()
                 ts, ks = s.run(n)
                 measured.append((ts, ks, [y - x for x, y in zip(before, s.counters())]))

@@ -14,6 +14,7 @@ from hetsam.cli._output import emit
 from hetsam.cli.commands import COMMANDS
 
 HELP = COMMANDS["bench"]
+TURN_WARMUP = 2
 MIN_TURN_SECONDS = 0.25  # a median of fewer short steps carries several percent of sampling noise
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -27,6 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--min-turn-seconds", type=float, default=MIN_TURN_SECONDS, metavar="S",
                    help="each strategy takes more steps per round when its steps would fill less than S seconds "
                         f"(default {MIN_TURN_SECONDS:g}; 0: exactly --steps)")
+    p.add_argument("--turn-warmup", type=int, default=TURN_WARMUP, metavar="N",
+                   help=f"untimed steps at the start of each strategy's turn in a round (default {TURN_WARMUP}): the "
+                        "worker restarts and the thread team resizes there")
     p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed steps per strategy first (default 3)")
     p.add_argument("--profile", metavar="P", help="profile JSON path or bundled name for the predictions "
                    "(default: a cached profile of this machine with the same model and batch, measured if missing)")
@@ -62,6 +66,7 @@ def _check(args) -> None:
     _checks.integer(args.steps, "--steps", low=1, high=100_000)
     _checks.integer(args.rounds, "--rounds", low=1, high=10_000)
     _checks.integer(args.warmup, "--warmup", low=0, high=100_000)
+    _checks.integer(args.turn_warmup, "--turn-warmup", low=0, high=100_000)
     _checks.number(args.min_turn_seconds, "--min-turn-seconds", low=0.0, high=3600.0)
     _checks.number(args.quiet_seconds, "--quiet-seconds", low=0.0, high=3600.0)
     _checks.number(args.max_other_load, "--max-other-load", low=0.0, high=1e6, low_open=True,
@@ -156,7 +161,7 @@ def _run(args, allocator: str) -> int:
                        warmup=args.warmup, profile=None if probe else profile, profile_source=source, progress=say,
                        quiet_seconds=args.quiet_seconds, profile_probe=probe,
                        max_other_load=None if args.max_other_load >= 1 else args.max_other_load,
-                       min_turn_seconds=args.min_turn_seconds)
+                       min_turn_seconds=args.min_turn_seconds, turn_warmup=args.turn_warmup)
     report.notes.insert(0, f"allocator: {allocator}")
     warnings = list(profile.warnings) if profile is not None and not probe else []
     return emit(args.json, lambda: {**report.to_dict(), "profile_warnings": warnings}, lambda: _text(report))
