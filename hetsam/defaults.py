@@ -15,6 +15,7 @@ import warnings
 __all__ = [
     "BUDGET", "MIN_ASCENT_FRACTION", "MAX_STALENESS", "STALENESS_LIMIT", "BATCH_LIMIT", "RESERVE_CORES", "SIMULATE_TOP",
     "PLANNER_ITERATIONS", "SIM_ITERATIONS", "SIM_TIMELINE_ITERATIONS", "SIM_REL_TOL", "PROFILE_BUDGET_SECONDS",
+    "BENCH_TURN_WARMUP", "BENCH_MIN_SECONDS", "BENCH_MAX_AUTO_ROUNDS",
     "RHO", "SAM_PROBABILITY", "SAMPA_LAMBDA", "ASCENT_BATCHES", "OBJECTIVE", "NEAR_TIE", "BASE_OPTIMIZER",
 ]
 
@@ -69,3 +70,8 @@ GUARD_WINDOW = 20  # W: the guard compares medians of W consecutive step losses 
 GUARD_FACTOR = 2.0  # k: a divergence is the last W losses' median above k x the best such median (1.2 to 100)
 GUARD_REGRESS = 0.5  # r: ... having given back this share of the progress since the first window (0 to 1)
 GUARD_SNAPSHOT_BYTES = 1 << 30  # host memory for the last good state; a larger state is not snapshotted
+
+# ---- hetsam bench (hetsam.bench.runner) -------------------------------------------------------------
+BENCH_TURN_WARMUP = 2  # untimed steps at the start of each turn: the worker restarts, the thread team resizes
+BENCH_MIN_SECONDS = 10.0  # rounds are added until the timed rounds last this long: short steps, many short rounds
+BENCH_MAX_AUTO_ROUNDS = 200  # the most rounds BENCH_MIN_SECONDS adds up to

@@ -176,7 +176,7 @@ def test_bench_says_a_loaded_profiles_warnings(tmp_path, capsys):
 
     path = tmp_path / "busy.json"
     path.write_text(json.dumps(busy_profile_dict()))
-    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0",
+    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0", "--min-seconds", "0",
                  "--profile", str(path), "--only", "sgd", "--system-malloc", "--max-other-load", "1", "--json"])
     assert code == 0
     out = capsys.readouterr()

@@ -37,7 +37,7 @@ def test_default_arrangements_are_the_issue_list():
 def test_run_bench_interleaves_and_predicts(toy_profile):
     arrangements = default_arrangements(8)
     report = run_bench(arrangements, model="mlp", batch_size=8, steps=3, rounds=2, warmup=1, profile=toy_profile,
-                       quiet_seconds=0.01, turn_warmup=1)
+                       quiet_seconds=0.01, turn_warmup=1, min_seconds=0)
     data = report.to_dict()
     assert [r["label"] for r in data["results"]] == [a.label for a in arrangements]
     sgd = data["results"][0]["measured_iteration_seconds"]
@@ -98,7 +98,7 @@ def test_run_bench_interleaves_and_predicts(toy_profile):
 
 
 def test_cli_json_without_predictions(capsys):
-    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0",
+    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0", "--min-seconds", "0",
                  "--no-predict", "--only", "sgd,async_sam time-sliced", "--system-malloc", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
@@ -114,7 +114,7 @@ def test_cli_text_with_a_profile_and_a_plan(tmp_path, capsys):
     prof.write_text(json.dumps(synthetic_profile_dict()))
     plan = tmp_path / "plan.json"
     Plan("async_sam", descent_device="cpu", batch_size=8, options={"ascent_batch_size": 2}).save(plan)
-    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0",
+    code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "1", "--rounds", "1", "--warmup", "0", "--min-seconds", "0",
                  "--profile", str(prof), "--plan", str(plan), "--only", "sgd,sam,plan", "--system-malloc"])
     assert code == 0
     out = capsys.readouterr().out
@@ -133,16 +133,16 @@ def test_the_one_device_variants_bench_with_both_kinds_of_steps(tmp_path, capsys
     code = main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "4", "--rounds", "1", "--warmup", "0",
                  "--profile", str(prof), "--plan", str(path), "--only", "sgd,plan", "--system-malloc", "--json",
                  # no round measured again, no extra steps per turn: they would shift the schedule
-                 "--max-other-load", "1", "--min-turn-seconds", "0", "--turn-warmup", "0"])
+                 "--max-other-load", "1", "--min-seconds", "0", "--turn-warmup", "0"])
     assert code == 0
     (result,) = [r for r in json.loads(capsys.readouterr().out)["results"] if r["label"] == "plan"]
     assert result["plan"]["strategy"] == plan.strategy and result["measured_iteration_seconds"] > 0
     if plan.spec.mixed_steps:  # late_phase: SGD for the first half of the 4 steps, then SAM; interval: every 2nd
         assert result["steps_by_kind"] == {"plain": 2, "ascent": 2}
-    # more steps per turn (a floor of 20 ms): the schedule still spans the timed steps
+    # more rounds (to measure for 50 ms) and untimed steps in each turn: the schedule still spans the timed steps
     assert main(["bench", "--model", "mlp", "--batch-size", "8", "--steps", "4", "--rounds", "1", "--warmup", "0",
                  "--profile", str(prof), "--plan", str(path), "--only", "plan", "--system-malloc", "--json",
-                 "--max-other-load", "1", "--min-turn-seconds", "0.02"]) == 0
+                 "--max-other-load", "1", "--min-seconds", "0.05"]) == 0
     (result,) = json.loads(capsys.readouterr().out)["results"]
     if plan.spec.mixed_steps:
         kinds = result["steps_by_kind"]
@@ -201,7 +201,7 @@ def test_a_round_disturbed_by_another_process_is_measured_again():
         time.sleep(0.3)
         # a round of about half a second: long against the 10 ms ticks of the CPU-time counters
         report = run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, steps=600,
-                           rounds=1, warmup=0, max_other_load=0.2)
+                           rounds=1, warmup=0, max_other_load=0.2, min_seconds=0)
     finally:
         hog.kill()
         hog.wait()
@@ -209,36 +209,27 @@ def test_a_round_disturbed_by_another_process_is_measured_again():
     assert len(report.results[0].step_seconds) == 600 and len(report.other_load) == 1
 
 
-class _FixedStream:
-    """Stands in for the bench's step stream with given step times (the sizing is arithmetic)."""
+@pytest.mark.parametrize("rounds, step_seconds, floor, expected", [
+    (5, [0.001, 0.002], 10.0, 334),  # 10 s over rounds of 10 steps of 3 ms: 334 rounds, capped at 200
+    (5, [0.1, 0.2], 10.0, 5),  # 5 rounds of 3 s already last 10 s
+    (5, [0.001], 0.0, 5),  # no floor
+    (3, [0.01, 0.01], 1.0, 5),
+])
+def test_short_steps_get_more_rounds_not_longer_turns(rounds, step_seconds, floor, expected):
+    from hetsam import defaults as D
+    from hetsam.bench.runner import _rounds_for
 
-    def __init__(self, seconds):
-        self.seconds, self.calls = seconds, 0
-
-    def run(self, n):
-        self.calls += n
-        return [self.seconds] * n, []
-
-
-@pytest.mark.parametrize("seconds, floor, expected", [(0.002, 0.25, 125), (0.1, 0.25, 10), (0.002, 0.0, 10),
-                                                      (1e-9, 0.25, 100_000)])
-def test_short_steps_take_more_of_them_per_turn(seconds, floor, expected):
-    from hetsam.bench.runner import _turn_steps
-
-    stream = _FixedStream(seconds)
-    assert _turn_steps(stream, 10, floor) == expected
-    assert stream.calls == (0 if floor == 0 else 3)  # probed with untimed steps only when sizing
+    assert _rounds_for(rounds, 10, step_seconds, floor) == min(expected, max(rounds, D.BENCH_MAX_AUTO_ROUNDS))
 
 
-def test_run_bench_turns_fill_the_floor_and_say_so(toy_profile):
-    report = run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, steps=1, rounds=2,
-                       warmup=1, profile=toy_profile, min_turn_seconds=1e-9)
-    assert len(report.results[0].step_seconds) == 2  # the floor is met by one step: --steps stands
-    report = run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, steps=1, rounds=2,
-                       warmup=1, profile=toy_profile, min_turn_seconds=0.05)
+def test_run_bench_adds_rounds_and_says_so(toy_profile):
+    one = [Arrangement("sgd", Plan("sgd", batch_size=8))]
+    report = run_bench(one, model="mlp", batch_size=8, steps=1, rounds=2, warmup=1, profile=toy_profile, min_seconds=1e-9)
+    assert len(report.results[0].step_seconds) == 2 and report.rounds == 2  # two rounds already last 1 ns
+    report = run_bench(one, model="mlp", batch_size=8, steps=2, rounds=2, warmup=1, profile=toy_profile, min_seconds=0.05)
     res = report.results[0]
-    n = len(res.step_seconds) // 2
-    assert len(res.step_seconds) == 2 * n and len(res.round_medians) == 2
-    assert n == 1 or any(f"sgd {n}" in note for note in report.notes)
-    with pytest.raises(ValueError, match="min_turn_seconds"):
-        run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, min_turn_seconds=-1.0)
+    assert len(res.round_medians) == report.rounds >= 2 and len(res.step_seconds) == 2 * report.rounds
+    assert report.rounds == 2 or any(f"{report.rounds} rounds instead of 2" in n for n in report.notes)
+    for bad in ({"min_seconds": -1.0}, {"min_seconds": float("nan")}, {"turn_warmup": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            run_bench(one, model="mlp", batch_size=8, **bad)

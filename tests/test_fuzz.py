@@ -433,7 +433,8 @@ INVALID = {
                 "--repeats": ["0", "-1", str(10**12), "x"], "--budget-seconds": ["-1", "nan", "inf", "1e400", "x"],
                 "--devices": ["gpu:0", "cpu:99", "cpu:0[0-99999999]", "", ",", "cuda:0"], "--model": ["nope", ""]},
     "bench": {"--batch-size": ["0", "-1", str(10**12), "x"], "--steps": ["0", "-1", str(10**9)],
-              "--rounds": ["0", str(10**9)], "--warmup": ["-1", str(10**9)], "--quiet-seconds": ["-1", "nan", "1e9"],
+              "--rounds": ["0", str(10**9)], "--warmup": ["-1", str(10**9)], "--min-seconds": ["-1", "nan", "1e9"],
+              "--turn-warmup": ["-1", str(10**9)], "--quiet-seconds": ["-1", "nan", "1e9"],
               "--max-other-load": ["0", "-1", "nan", "inf"], "--profile-budget-seconds": ["0", "-1", "nan"],
               "--model": ["nope", ""], "--profile": ["nope", "/dev/zero"], "--plan": ["/dev/zero", "nope.json"]},
 }

@@ -15,10 +15,12 @@ side in one run, medians):
 :func:`run_bench` builds one :class:`hetsam.AutoSAM` (``executor="threads"``) per arrangement,
 each on its own copy of the same initial model, warms each up, then runs *rounds*: in every
 round each arrangement takes ``steps`` timed steps, in the same order (A B C … A B C …), so
-slow drifts of the machine hit all of them alike. An arrangement whose steps are short takes more
-of them per turn, enough to fill ``min_turn_seconds`` at its warm-up speed (as
-``torch.utils.benchmark``'s ``blocked_autorange`` sizes its blocks): a median of ten 1.5 ms steps
-(the MLP at b = 64) carries about 5% of sampling noise, which would hide the prediction's error.
+slow drifts of the machine hit all of them alike. When the rounds would end sooner than
+``min_seconds`` (at the arrangements' warm-up speed), more rounds are run, as
+``torch.utils.benchmark``'s ``blocked_autorange`` runs more blocks until ``min_run_time``; the
+turns stay short. Measured on the MLP at b = 64 (2 ms steps): 5 rounds of 0.25 s turns gave
+errors relative to SGD with 90% intervals of about ±30% and judged no row; 30 rounds of 10-step
+turns gave about ±4% and judged 5 of 7 (the machine drifts between turns more than within them).
 Each turn begins with ``turn_warmup`` untimed steps: the first steps after a switch restart the
 parked worker and resize the OpenMP team (measured on the MLP at b = 64: SAMPa's first two
 steps of a turn took 7.9 and 4.3 ms against 3.1 ms after them). Per arrangement it keeps every step's wall
@@ -58,6 +60,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from hetsam import _checks
+from hetsam import defaults as D
 from hetsam.bench.arrangements import Arrangement, socket0_halves
 from hetsam.bench.results import BenchReport, BenchResult
 from hetsam.errors import HetsamInputError
@@ -71,6 +74,7 @@ __all__ = ["run_bench", "predict", "probe_profile", "MAX_BENCH_BATCH"]
 MAX_BENCH_BATCH = 65536  # the largest batch the bench runs (each step allocates activations for it)
 _WIDE_SPREAD = 0.10  # IQR / median above which a result is flagged
 _BUSY = 0.10  # other processes' share of the CPUs above which the report warns
+_SPEED_PROBE = 3  # untimed steps per arrangement that size the rounds for min_seconds
 
 
 def predict(arrangement: Arrangement, profile, *, iterations: int = 2000, seed: int = 0) -> dict:
@@ -109,16 +113,16 @@ def run_bench(
     quiet_seconds: float = 0.0,
     profile_probe: Callable[[], object] | None = None,
     max_other_load: float | None = None,
-    min_turn_seconds: float = 0.0,
-    turn_warmup: int = 0,
+    min_seconds: float = D.BENCH_MIN_SECONDS,
+    turn_warmup: int = D.BENCH_TURN_WARMUP,
 ) -> BenchReport:
     """Measure each arrangement in interleaved rounds (module docstring); simulate it on
     ``profile`` (a Profile, CostModel or path) when one is given, or on the median of the
     profiles ``profile_probe()`` returns at the start of each round. ``quiet_seconds``: before
     each round, wait up to that long for the other processes to go quiet; ``max_other_load``:
     a round during which other processes used more than that share of the CPUs is measured
-    again (at most ``rounds`` times in all); ``min_turn_seconds``: each arrangement takes at least
-    ``steps`` steps per round, more when that fills less than this many seconds; ``turn_warmup``:
+    again (at most ``rounds`` times in all); ``min_seconds``: more rounds (up to
+    ``defaults.BENCH_MAX_AUTO_ROUNDS``) when ``rounds`` would take less than this many seconds; ``turn_warmup``:
     untimed steps at the start of each turn."""
     import torch
 
@@ -129,7 +133,7 @@ def run_bench(
     _checks.integer(rounds, "rounds", low=1, high=10_000)
     _checks.integer(batch_size, "batch_size", low=1, high=MAX_BENCH_BATCH)
     _checks.integer(warmup, "warmup", low=0, high=100_000)
-    _checks.number(min_turn_seconds, "min_turn_seconds", low=0.0, high=3600.0)
+    _checks.number(min_seconds, "min_seconds", low=0.0, high=86_400.0)
     _checks.integer(turn_warmup, "turn_warmup", low=0, high=100_000)
     labels = [a.label for a in arrangements]
     if len(set(labels)) != len(labels):
@@ -153,15 +157,21 @@ def run_bench(
                           momentum=0.9, weight_decay=5e-4)
             opts.append(opt)
             streams.append(_Stream(opt, data))
-        turns = []  # timed steps per round, per arrangement
+        step_estimates = []
         for a, s in zip(arrangements, streams):
             say(f"warming up {a.label}")
             s.run(warmup)
             while s.opt.executor is not None and s.opt.executor.describe().get("mode") == "measuring":
                 s.run(1)  # share="auto" on a shared device: let it choose before the timed rounds
-            turns.append(_turn_steps(s, steps, min_turn_seconds))
-            s.opt.total_steps = s.taken + rounds * (turns[-1] + turn_warmup)  # a schedule over the run (late-phase) spans the timed steps
+            if min_seconds > 0:
+                step_estimates.append(median(s.run(_SPEED_PROBE)[0]))
             s.park()
+        planned = _rounds_for(rounds, steps + turn_warmup, step_estimates, min_seconds)
+        if planned > rounds:
+            say(f"{planned} rounds, to measure for at least {min_seconds:g} s")
+        for s in streams:
+            s.opt.total_steps = s.taken + planned * (steps + turn_warmup)  # a run-long schedule (late-phase) spans the timed steps
+        rounds_asked, rounds = rounds, planned
         times = [[] for _ in arrangements]
         kinds = [[] for _ in arrangements]
         medians = [[] for _ in arrangements]
@@ -180,11 +190,11 @@ def run_bench(
                 say(f"round {r + 1}/{rounds}: profiling")
                 probe = profile_probe()
             measured = []
-            for a, s, n in zip(arrangements, streams, turns):
+            for a, s in zip(arrangements, streams):
                 say(f"round {r + 1}/{rounds}: {a.label}")
                 s.run(turn_warmup)
                 before = s.counters()
-                ts, ks = s.run(n)
+                ts, ks = s.run(steps)
                 measured.append((ts, ks, [y - x for x, y in zip(before, s.counters())]))
                 s.park()
             share = meter.stop()
@@ -241,19 +251,18 @@ def run_bench(
         prof = profile.profile if isinstance(profile, CostModel) else load_profile(profile)
         used = {k: v for k, v in prof.to_dict().items() if k != "provenance"}
         notes += _drift_note(results, prof)
-    if any(n > steps for n in turns):
-        notes.append("steps per round, raised to fill " + f"{min_turn_seconds:g} s: "
-                     + ", ".join(f"{a.label} {n}" for a, n in zip(arrangements, turns) if n > steps))
+    if rounds > rounds_asked:
+        notes.append(f"{rounds} rounds instead of {rounds_asked}: the rounds would have taken less than {min_seconds:g} s")
     return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes, used)
 
 
-def _turn_steps(stream: _Stream, steps: int, min_seconds: float, *, probe: int = 3, cap: int = 100_000) -> int:
-    """``steps``, or enough steps to fill ``min_seconds`` at the speed of ``probe`` untimed steps
-    (their median), at most ``cap``."""
-    if min_seconds <= 0.0:
-        return steps
-    ts, _ = stream.run(probe)
-    return max(steps, min(cap, math.ceil(min_seconds / max(median(ts), 1e-6))))
+def _rounds_for(rounds: int, turn_steps: int, step_seconds: Sequence[float], min_seconds: float) -> int:
+    """``rounds``, or enough rounds of ``turn_steps`` steps of each arrangement (at ``step_seconds``
+    each) to last ``min_seconds``, at most ``defaults.BENCH_MAX_AUTO_ROUNDS``."""
+    round_seconds = turn_steps * sum(step_seconds)
+    if min_seconds <= 0 or not step_seconds or rounds >= D.BENCH_MAX_AUTO_ROUNDS:
+        return rounds
+    return max(rounds, min(D.BENCH_MAX_AUTO_ROUNDS, math.ceil(min_seconds / max(round_seconds, 1e-9))))
 
 
 def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None = None, repeats: int = 5,

@@ -14,8 +14,6 @@ from hetsam.cli._output import emit
 from hetsam.cli.commands import COMMANDS
 
 HELP = COMMANDS["bench"]
-TURN_WARMUP = 2
-MIN_TURN_SECONDS = 0.25  # a median of fewer short steps carries several percent of sampling noise
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -25,11 +23,11 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="descent batch b (default 64); b' = b/4")
     p.add_argument("--steps", type=int, default=10, metavar="N", help="timed steps per strategy per round (default 10)")
     p.add_argument("--rounds", type=int, default=5, metavar="R", help="interleaved rounds A B C ... A B C ... (default 5)")
-    p.add_argument("--min-turn-seconds", type=float, default=MIN_TURN_SECONDS, metavar="S",
-                   help="each strategy takes more steps per round when its steps would fill less than S seconds "
-                        f"(default {MIN_TURN_SECONDS:g}; 0: exactly --steps)")
-    p.add_argument("--turn-warmup", type=int, default=TURN_WARMUP, metavar="N",
-                   help=f"untimed steps at the start of each strategy's turn in a round (default {TURN_WARMUP}): the "
+    p.add_argument("--min-seconds", type=float, default=D.BENCH_MIN_SECONDS, metavar="S",
+                   help=f"more rounds (up to {D.BENCH_MAX_AUTO_ROUNDS}) when --rounds would measure for less than S seconds "
+                        f"(default {D.BENCH_MIN_SECONDS:g}; 0: exactly --rounds)")
+    p.add_argument("--turn-warmup", type=int, default=D.BENCH_TURN_WARMUP, metavar="N",
+                   help=f"untimed steps at the start of each strategy's turn in a round (default {D.BENCH_TURN_WARMUP}): the "
                         "worker restarts and the thread team resizes there")
     p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed steps per strategy first (default 3)")
     p.add_argument("--profile", metavar="P", help="profile JSON path or bundled name for the predictions "
@@ -67,7 +65,7 @@ def _check(args) -> None:
     _checks.integer(args.rounds, "--rounds", low=1, high=10_000)
     _checks.integer(args.warmup, "--warmup", low=0, high=100_000)
     _checks.integer(args.turn_warmup, "--turn-warmup", low=0, high=100_000)
-    _checks.number(args.min_turn_seconds, "--min-turn-seconds", low=0.0, high=3600.0)
+    _checks.number(args.min_seconds, "--min-seconds", low=0.0, high=86_400.0)
     _checks.number(args.quiet_seconds, "--quiet-seconds", low=0.0, high=3600.0)
     _checks.number(args.max_other_load, "--max-other-load", low=0.0, high=1e6, low_open=True,
                    hint="a share of the CPUs; 1 disables")
@@ -161,7 +159,7 @@ def _run(args, allocator: str) -> int:
                        warmup=args.warmup, profile=None if probe else profile, profile_source=source, progress=say,
                        quiet_seconds=args.quiet_seconds, profile_probe=probe,
                        max_other_load=None if args.max_other_load >= 1 else args.max_other_load,
-                       min_turn_seconds=args.min_turn_seconds, turn_warmup=args.turn_warmup)
+                       min_seconds=args.min_seconds, turn_warmup=args.turn_warmup)
     report.notes.insert(0, f"allocator: {allocator}")
     warnings = list(profile.warnings) if profile is not None and not probe else []
     return emit(args.json, lambda: {**report.to_dict(), "profile_warnings": warnings}, lambda: _text(report))
