@@ -58,7 +58,7 @@ def test_the_profiler_measures_update_and_climb_through_the_runtime():
     prof = profile(mlp(), loss_fn, batches(1, b=32)[0], ["cpu:0"], batch_sizes=[8, 32], warmup=1, repeats=4,
                    contention=False, links=False, progress=False)
     (dev,) = prof.devices
-    assert dev.update_seconds > 0 and dev.climb_seconds > 0
+    assert dev.update_seconds > 0 and dev.climb_seconds > 0 and dev.auxiliary_seconds > 0
     assert dev.grad_seconds.repeats == 4  # fixed repeats, spread over the rounds
     prov = prof.provenance
     assert prov["allocator"] in ("retained", "system (not glibc)")

@@ -122,6 +122,40 @@ def test_handoff_is_a_fixed_cost_of_a_worker_step_on_two_pools():
         simulate(sgd, plain, iterations=50, jitter=False).iteration_seconds["p50"]
 
 
+def test_sampa_auxiliary_work_is_a_fixed_cost_of_sampa_steps_only():
+    # SAMPa's y point, restore, norm and mix run on D before the submit and after the wait: a, once
+    # per step, in the closed form and the simulator alike, whichever side of the step is longer
+    from hetsam.planning.plan import Plan
+    from hetsam.simulator import simulate
+
+    a = 0.003
+    for slowdown in ([1.3, 1.0], [1.0, 1.3]):
+        data = synthetic_profile_dict()
+        data["contention"][0]["slowdown"] = slowdown
+        plain = CostModel(Profile.from_dict(data))
+        for dev in data["devices"]:
+            dev["auxiliary_seconds"] = a
+        prof = Profile.from_dict(data)
+        assert Profile.from_dict(prof.to_dict()) == prof  # the field round-trips
+        cm = CostModel(prof)
+        assert cm.auxiliary_seconds("cpu:0[0]") == a and plain.auxiliary_seconds("cpu:0[0]") == 0.0
+        assert cm.auxiliary_seconds("cpu:0[1]") == a  # a pool derived from the socket keeps it
+        plans = {"sampa": Plan("sampa", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=64),
+                 "async_sam": Plan("async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=64,
+                                   options={"ascent_batch_size": 64}),
+                 "sam": Plan("sam", descent_device="cpu:0[0]", batch_size=64)}
+        for name, plan in plans.items():
+            added = simulate(plan, cm, iterations=200, jitter=False).iteration_seconds["p50"] - \
+                simulate(plan, plain, iterations=200, jitter=False).iteration_seconds["p50"]
+            closed = plan.spec.closed_form_seconds(_Ctx(cm), plan) - plan.spec.closed_form_seconds(_Ctx(plain), plan)
+            expected = a if name == "sampa" else 0.0
+            assert added == pytest.approx(expected, abs=1e-12) and closed == pytest.approx(expected, abs=1e-12), name
+    for bad in (-0.001, float("inf"), "1"):
+        data["devices"][0]["auxiliary_seconds"] = bad
+        with pytest.raises(HetsamInputError, match="auxiliary_seconds"):
+            Profile.from_dict(data)
+
+
 def test_handoff_out_of_bounds_is_refused():
     data = synthetic_profile_dict()
     for bad in (-0.001, float("inf"), "1"):

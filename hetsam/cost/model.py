@@ -178,6 +178,11 @@ class CostModel:
         """Seconds of a perturbed step's climb on ``device`` (0 when the profile did not measure it)."""
         return self.device(device).climb_seconds or 0.0
 
+    def auxiliary_seconds(self, device) -> float:
+        """Seconds of SAMPa's auxiliary work per step on ``device`` (its y point, restore, norm and
+        mix; 0 when the profile did not measure it)."""
+        return self.device(device).auxiliary_seconds or 0.0
+
     def step_seconds(self, device, perturbed: bool) -> float:
         """The fixed costs of one step on ``device`` beside its passes: ``u + ℓ (+ c if perturbed)``."""
         return self.update_seconds(device) + self.loop_seconds + (self.climb_seconds(device) if perturbed else 0.0)
@@ -274,7 +279,7 @@ class CostModel:
         self._derived[pool_id] = DeviceProfile(
             id=pool_id, kind=pool.kind, name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
             threads=k, memory_bytes=base.memory_bytes, spec=base.spec, update_seconds=base.update_seconds,
-            climb_seconds=base.climb_seconds,
+            climb_seconds=base.climb_seconds, auxiliary_seconds=base.auxiliary_seconds,
             max_batch_size=base.max_batch_size,
         )
         self.derivations[pool_id] = how

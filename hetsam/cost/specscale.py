@@ -164,23 +164,22 @@ def _scale_device(profile: Profile, work: _Work, new_id: str, spec: DeviceSpec, 
             spreads.append(sp / t * t_new)  # the measured device's relative spread
         how = f"{new_id} <- explicit roofline ({spec.kind}, efficiencies from the spec table)"
     name = spec.name if spec.kind == "gpu" or k_t == spec.cores else f"{spec.name} ({k_t} of {spec.cores} cores)"
+    update = _update_seconds(spec, k_t, profile.model.parameter_bytes, c)
     dev = DeviceProfile(
         id=new_id, kind=spec.kind, name=name,
         grad_seconds=GradTable(table.batch_sizes, tuple(medians), tuple(spreads), table.repeats),
         cores=k_t if spec.kind == "cpu" else None, threads=k_t if spec.kind == "cpu" else None,
         memory_bytes=spec.memory_bytes, spec=spec.key,
-        update_seconds=_update_seconds(spec, k_t, profile.model.parameter_bytes, c),
-        climb_seconds=_climb_seconds(ref, _update_seconds(spec, k_t, profile.model.parameter_bytes, c)),
+        update_seconds=update, climb_seconds=_like_update(ref, "climb_seconds", update),
+        auxiliary_seconds=_like_update(ref, "auxiliary_seconds", update),
     )
     return dev, how
 
 
-def _climb_seconds(ref: DeviceProfile, update: float) -> float | None:
-    """The climb is memory-bound over the parameters like the update: the measured device's
-    climb-to-update ratio, applied to the scaled update (None when it was not measured)."""
-    if ref.climb_seconds is None or not ref.update_seconds:
-        return None
-    return update * ref.climb_seconds / ref.update_seconds
+def _like_update(ref: DeviceProfile, key: str, update: float) -> float | None:
+    """Memory-bound over the parameters like the update: the measured ratio of ``key`` to the update, scaled."""
+    value = getattr(ref, key)
+    return None if value is None or not ref.update_seconds else update * value / ref.update_seconds
 
 
 def _pick_source(profile: Profile, kind: str, source_specs: dict[str, str]) -> tuple[DeviceProfile | None, DeviceSpec | None]:

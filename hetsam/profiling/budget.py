@@ -55,5 +55,6 @@ class DeviceResult:
     max_batch_size: int | None = None
     update_seconds: float | None = None
     climb_seconds: float | None = None
+    auxiliary_seconds: float | None = None
     round_medians: list[dict[int, float]] = field(default_factory=list)  # per timed round: b -> median
     notes: list[str] = field(default_factory=list)

@@ -6,11 +6,14 @@ after it), so what is profiled is what runs. GPUs are timed with CUDA events aro
 A batch that does not fit (``torch.OutOfMemoryError`` or an allocator "out of memory") ends the
 device's ladder (:mod:`hetsam.profiling.rounds`).
 
-:func:`measure_step_costs` times the two fixed costs of a step through the descent-side
+:func:`measure_step_costs` times the fixed costs of a step through the descent-side
 :class:`~hetsam.execution.runtime.Runtime`, the code the rules call: the base update
-(AutoSAM's non-finite check, then ``Runtime.apply``, SGD with momentum 0.9) and the climb of a perturbed step (``save`` θ,
-``climb`` to θ + e, ``restore``). The cost model adds them to every step (the climb only to
-perturbed steps; docs/architecture.md, "Step costs").
+(AutoSAM's non-finite check, then ``Runtime.apply``, SGD with momentum 0.9), the climb of a perturbed step (``save`` θ,
+``climb`` to θ + e, ``restore``), and SAMPa's auxiliary work (``save`` x, move to
+y = x − η(g + wd·x + μ·buf), ``restore``, ‖g_y'‖ with its host sync, the mix (1−λ)·g_x + λ·g_y'):
+about twice the climb, all of it parameter-sized passes on the descent's thread. The cost model
+adds them to every step (the climb only to perturbed steps, the auxiliary work only to SAMPa's;
+docs/architecture.md, "Step costs").
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from hetsam.execution.jobs import GradJob
 from hetsam.execution.replica import Replica
 from hetsam.execution.runtime import Runtime
 from hetsam.hardware.kinds import torch_kind
+from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_, optimistic_point_
 from hetsam.profiling.stats import Measurement
 from hetsam.profiling.targets import Target
 
@@ -75,12 +79,12 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[float | None, float | None]:
-    """``(update, climb)`` seconds on the replica's device, each the median of up to 50 repeats
-    within ``allot`` seconds (None when the model has no parameters to train)."""
+def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[float | None, float | None, float | None]:
+    """``(update, climb, auxiliary)`` seconds on the replica's device, each the median of up to 50
+    repeats within ``allot`` seconds (None when the model has no parameters to train)."""
     params = replica.params
     if not params:
-        return None, None
+        return None, None, None
     module = replica.replica.module
     base = torch.optim.SGD([{"params": params, "rho": 0.05}], lr=1e-6, momentum=0.9)
     rt = Runtime(module, lambda m, b: None, base)
@@ -100,17 +104,30 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
         rt.restore()
         rt.perturbation.release()
 
+    def auxiliary():  # what a SAMPa step does on the descent's thread besides the climb (hetsam.strategies.sampa.rule)
+        rt.save()
+        optimistic_point_(base, grads)  # y_{t+1}
+        rt.restore()
+        norm = ascent_norm([AscentGroup([], grads, 0.0)])
+        float(norm)  # the rule's finiteness check
+        mix_([p.grad for p in params], grads, 0.8, 0.2)
+        rt.perturbation.release()
+
     update()  # creates the momentum buffers
     scratch_grads = [[g.clone() for g in grads]]
     climb()  # allocates the backup of θ, as the first step of a run does
-    times = {"update": [], "climb": []}
+    for p, g in zip(params, grads):
+        p.grad = g.clone()  # the mix's destination (g_x)
+    auxiliary()
+    times = {"update": [], "climb": [], "auxiliary": []}
     start = time.perf_counter()
     for _ in range(50):
         times["update"].append(replica.timed(update))
         scratch_grads.append([g.clone() for g in grads])  # the climb overwrites its ĝ (scratch=True)
         times["climb"].append(replica.timed(climb))
+        times["auxiliary"].append(replica.timed(auxiliary))
         if time.perf_counter() - start > min(allot, 1.0) and len(times["climb"]) >= 3:
             break
     for p in params:
         p.grad = None
-    return Measurement(times["update"]).median, Measurement(times["climb"]).median
+    return tuple(Measurement(times[k]).median for k in ("update", "climb", "auxiliary"))

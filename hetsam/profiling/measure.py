@@ -8,8 +8,9 @@
   the median and the interquartile spread (q75 − q25) are kept, as torch.utils.benchmark's
   ``Measurement`` does. Repeats adapt to the step time (about ``target_seconds`` per point,
   between ``min_repeats`` and ``max_repeats``) unless ``repeats`` fixes them.
-- ``update_seconds`` and ``climb_seconds``: one base-optimizer update (SGD with momentum 0.9)
-  and one climb of a perturbed step, through the descent runtime (:mod:`hetsam.profiling.ladder`).
+- ``update_seconds``, ``climb_seconds`` and ``auxiliary_seconds``: one base-optimizer update (SGD
+  with momentum 0.9), one climb of a perturbed step, and SAMPa's auxiliary work, through the
+  descent runtime (:mod:`hetsam.profiling.ladder`).
 - ``links``: ``latency + bytes / bandwidth`` of a copy between each pair of hardware units
   (socket–socket, socket–GPU both ways, GPU–GPU), fitted from a one-element copy (latency)
   and a parameter-sized copy (bandwidth); plus the same-socket memcpy link ``cpu:S -> cpu:S``.
@@ -311,6 +312,7 @@ def _measure_devices(run: _Run) -> None:
             grad_seconds=GradTable(tuple(res.batch_sizes), tuple(res.medians), tuple(res.spreads), min(res.repeats)),
             cores=target.cores, threads=target.threads, memory_bytes=target.memory_bytes,
             update_seconds=res.update_seconds, climb_seconds=res.climb_seconds, max_batch_size=res.max_batch_size,
+            auxiliary_seconds=res.auxiliary_seconds,
         ))
     if not run.devices:
         raise HetsamInputError(f"batch {run.ladder[0]} fits on none of {', '.join(t.id for t in run.targets)}; "

@@ -13,7 +13,7 @@ __all__ = ["median_profile"]
 
 def median_profile(profiles: Sequence) -> Profile:
     """One profile from several of the same machine and model: per device and batch size the
-    median of the medians (and of the spreads), the median update and climb times, link bandwidth and
+    median of the medians (and of the spreads), the median update, climb and auxiliary times, link bandwidth and
     latency, and contention slowdown. Points or entries missing from any profile are dropped."""
     dicts = [p.to_dict() for p in profiles]
     out = copy.deepcopy(dicts[0])
@@ -38,7 +38,7 @@ def median_profile(profiles: Sequence) -> Profile:
             "spread": [med(at(t, "spread", b) for t in tables) for b in sizes],
             "repeats": sum(t.get("repeats", 0) for t in tables),
         }
-        for key in ("update_seconds", "climb_seconds"):
+        for key in ("update_seconds", "climb_seconds", "auxiliary_seconds"):
             values = [e.get(key) for e in entries if e.get(key) is not None]
             dev[key] = med(values) if values else None
         devices.append(dev)

@@ -93,7 +93,7 @@ class _Session:
             res.spreads.append(m.iqr)
             res.repeats.append(len(m))
         if self.ladder:
-            res.update_seconds, res.climb_seconds = measure_step_costs(self.replica, self.ladder[0], allot)
+            res.update_seconds, res.climb_seconds, res.auxiliary_seconds = measure_step_costs(self.replica, self.ladder[0], allot)
         res.round_medians = list(self.rounds)
         self.replica.release()
         self.replica = None

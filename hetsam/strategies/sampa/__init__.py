@@ -5,7 +5,10 @@ batch, and in parallel g_y' at the optimistic point y_{t+1}; x_{t+1} = base(x_t,
 Its perturbation comes from the previous step's auxiliary gradient, so its fidelity counts one
 step of staleness. Under DDP the two gradients run on a pair of ranks (``pairs.py``).
 
-Closed form: ``max(t_D(b)·s_D, c_DA + t_A(b)·s_A + c_AD) + u + h`` (h the threaded executor's hand-off) (x̃/y sent to A, g_y' back); at
+Closed form: ``max(t_D(b)·s_D, c_DA + t_A(b)·s_A + c_AD) + u + c + h + a`` (x̃/y sent to A, g_y'
+back; c the climb, h the threaded executor's hand-off, a the auxiliary work on D: save x, move to y,
+restore, ‖g_y'‖, mix, measured by the profiler; before the submit and after the wait, so it
+delays both passes alike); at
 scale a pair of ranks, both gradients combined by one all-reduce over 2n ranks, no copies.
 
 Simulated iteration: ``g_x`` at b on D after ``load_t``; the chain ``copy y → g_y' on A → copy
@@ -73,7 +76,7 @@ class SAMPaSpec(StrategySpec):
         other = cm.copy_seconds(descent, ascent, nbytes) + cm.grad_seconds(ascent, b) * s_a + \
             cm.copy_seconds(ascent, descent, nbytes)
         return max(cm.grad_seconds(descent, b) * s_d, other) + cm.step_seconds(descent, perturbed=True) + \
-            cm.handoff_seconds(descent, ascent)  # the threaded executor's hand-off (h)
+            cm.handoff_seconds(descent, ascent) + cm.auxiliary_seconds(descent)  # hand-off h, auxiliary work a
 
     def candidates(self, ctx):
         note = "a pair of ranks" if ctx.scale is not None else "two gradients in parallel"
@@ -88,12 +91,15 @@ class SAMPaSpec(StrategySpec):
 
 
 def _parallel(w):
+    aux = w.cm.auxiliary_seconds(w.descent)
+
     def build(t: int) -> None:
         e = w.engine
         prev, chain = w.start_of(t)
         gy = w.ascent_chain(t, t, prev, name="g_y'")
         gx = e.add("g_x", "descent", w.res_descent, w.t_descent(), t, (chain,), order=4 * t + 2)
-        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.fixed(True), t, (gx, gy), order=4 * t + 3,
+        # the auxiliary work (a) before the submit and after the wait delays both passes alike: on D, once
+        w.set_step(t, e.add("combine + update", "update", w.res_descent, w.fixed(True) + aux, t, (gx, gy), order=4 * t + 3,
                             on_done=w.done, chain=gx))
 
     return build

@@ -35,51 +35,11 @@ import torch
 from torch import Tensor
 
 from hetsam.execution.jobs import SAMPA_Y
-from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_
+from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_, optimistic_point_
 from hetsam.optim.state_checks import aligned, counter, keys
 from hetsam.strategies.rule import StrategyRule
 
 __all__ = ["SAMPaRule", "optimistic_point_"]
-
-
-@torch.no_grad()
-def optimistic_point_(base: torch.optim.Optimizer, g_y: Sequence[Tensor | None] | None) -> bool:
-    """Move the parameters from x_t to y_{t+1} = x_t − η (g_y + wd x_t + μ buf_t) in place.
-
-    ``g_y`` is aligned with the parameters of ``base.param_groups`` (None: absent). The
-    weight-decay and momentum terms apply to parameters of an SGD base optimizer that have a
-    momentum buffer; the rest move by −η g_y. Returns whether any parameter moved.
-    """
-    sgd = isinstance(base, torch.optim.SGD)
-    moved = False
-    offset = 0
-    for group in base.param_groups:
-        params = group["params"]
-        grads = list(g_y[offset:offset + len(params)]) if g_y is not None else [None] * len(params)
-        offset += len(params)
-        lr = float(group["lr"])
-        heavy, light = [], []  # with a momentum buffer / without
-        for p, g in zip(params, grads):
-            buf = base.state[p].get("momentum_buffer") if sgd and p in base.state else None
-            if buf is not None:
-                heavy.append((p, g, buf))
-            elif g is not None:
-                light.append((p, g))
-        if heavy:
-            xs = [p for p, _, _ in heavy]
-            d = torch._foreach_mul(xs, float(group["weight_decay"]))  # wd · x
-            torch._foreach_add_(d, torch._foreach_mul([b for _, _, b in heavy], float(group["momentum"])))  # + μ · buf
-            with_g = [(di, g) for di, (_, g, _) in zip(d, heavy) if g is not None]
-            if with_g:
-                torch._foreach_add_([di for di, _ in with_g], [g for _, g in with_g])  # + g_y
-            torch._foreach_mul_(d, lr)
-            torch._foreach_sub_(xs, d)  # y = x − η · d
-            moved = True
-        if light:
-            step = torch._foreach_mul([g for _, g in light], lr)
-            torch._foreach_sub_([p for p, _ in light], step)  # y = x − η · g_y
-            moved = True
-    return moved
 
 
 class SAMPaRule(StrategyRule):
