@@ -15,8 +15,9 @@ in closed form) builds iteration t from these primitives:
 - :meth:`Workload.load`: ``load_t`` (L, on D, after ``U_{t−1}``);
 - :meth:`Workload.descent_step`: gradient plus the step's fixed costs on D (``t_D + s``, with
   ``s = CostModel.step_seconds``: the update u, the loop's own work ℓ, and for a perturbed step
-  the climb c; with an ascent worker on another pool also the hand-off h,
-  ``CostModel.handoff_seconds``), the task whose end is ``U_t``; at scale DDP's bucketed backward and all-reduce;
+  the climb c; with an ascent job of the threaded executor also its hand-off h,
+  ``CostModel.handoff_seconds``: the pair's on two pools, the device's time-sliced one on shared
+  cores), the task whose end is ``U_t``; at scale DDP's bucketed backward and all-reduce;
 - :meth:`Workload.ascent_chain`: ``copy θ`` (D→A link) → the ascent gradient on A (t_A) →
   ``copy ĝ`` (A→D link), after a given task (the update that made the θ it reads);
 - :meth:`Workload.sgd_step` and :meth:`Workload.sam_step`: the two baselines' iterations
@@ -126,9 +127,8 @@ class Workload:
             if limit is not None and batch > limit and (dev == self.descent or self.uses_ascent):
                 self.notes.append(f"batch {batch} on {dev} exceeds the largest batch that fit when profiling ({limit})")
         self._resources()
-        # the threaded executor's hand-off with a worker on another pool: a fixed cost of D's step
-        self.handoff = cm.handoff_seconds(self.descent, self.ascent) if self.uses_ascent and not self.shared \
-            and not self.pairs else 0.0
+        # the threaded executor's hand-off (a worker on another pool, or a time-sliced job): a fixed cost of D's step
+        self.handoff = cm.handoff_seconds(self.descent, self.ascent) if self.uses_ascent and not self.pairs else 0.0
         self._fixed = (self._fixed[0] + self.handoff, self._fixed[1] + self.handoff)
         self._steps: dict[int, Task] = {}  # step tasks still referenced by later iterations
         self.ascent_updates: dict[int, Task] = {}  # rank pairs: A's update of each step

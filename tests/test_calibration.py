@@ -59,6 +59,7 @@ def test_the_profiler_measures_update_and_climb_through_the_runtime():
                    contention=False, links=False, progress=False)
     (dev,) = prof.devices
     assert dev.update_seconds > 0 and dev.climb_seconds > 0 and dev.auxiliary_seconds > 0
+    assert dev.sliced_handoff_seconds is not None and dev.sliced_handoff_seconds >= 0  # clipped at 0, never negative
     assert dev.grad_seconds.repeats == 4  # fixed repeats, spread over the rounds
     prov = prof.provenance
     assert prov["allocator"] in ("retained", "system (not glibc)")

@@ -122,6 +122,39 @@ def test_handoff_is_a_fixed_cost_of_a_worker_step_on_two_pools():
         simulate(sgd, plain, iterations=50, jitter=False).iteration_seconds["p50"]
 
 
+def test_a_time_sliced_job_costs_its_measured_handoff_once_per_step():
+    # both roles on one device: the threaded executor runs the job on the calling thread; what that
+    # costs beyond the bare pass (the device's sliced_handoff_seconds) is added once per step, in the
+    # closed form, the planner's proposal and the simulator alike; two pools keep the pair's hand-off
+    from hetsam.planning.plan import Plan
+    from hetsam.simulator import simulate
+
+    h = 0.002
+    data = synthetic_profile_dict()
+    plain = CostModel(Profile.from_dict(data))
+    for dev in data["devices"]:
+        dev["sliced_handoff_seconds"] = h
+    prof = Profile.from_dict(data)
+    assert Profile.from_dict(prof.to_dict()) == prof
+    cm = CostModel(prof)
+    assert cm.handoff_seconds("cpu:0", "cpu:0") == h and plain.handoff_seconds("cpu:0", "cpu:0") == 0.0
+    assert cm.handoff_seconds("cpu:0[0]", "cpu:0[1]") == plain.handoff_seconds("cpu:0[0]", "cpu:0[1]")
+    sliced = Plan("async_sam", descent_device="cpu:0", ascent_device="cpu:0", batch_size=64,
+                  options={"ascent_batch_size": 16, "staleness": 1})
+    added = simulate(sliced, cm, iterations=200, jitter=False).iteration_seconds["p50"] - \
+        simulate(sliced, plain, iterations=200, jitter=False).iteration_seconds["p50"]
+    closed = sliced.spec.closed_form_seconds(_Ctx(cm), sliced) - sliced.spec.closed_form_seconds(_Ctx(plain), sliced)
+    assert added == pytest.approx(h, rel=1e-9) and closed == pytest.approx(h, rel=1e-9)
+    pools = Plan("async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=64,
+                 options={"ascent_batch_size": 16, "staleness": 1})
+    assert simulate(pools, cm, iterations=50, jitter=False).iteration_seconds["p50"] == \
+        simulate(pools, plain, iterations=50, jitter=False).iteration_seconds["p50"]
+    for bad in (-0.001, float("inf"), "1"):
+        data["devices"][0]["sliced_handoff_seconds"] = bad
+        with pytest.raises(HetsamInputError, match="sliced_handoff_seconds"):
+            Profile.from_dict(data)
+
+
 def test_sampa_auxiliary_work_is_a_fixed_cost_of_sampa_steps_only():
     # SAMPa's y point, restore, norm and mix run on D before the submit and after the wait: a, once
     # per step, in the closed form and the simulator alike, whichever side of the step is longer

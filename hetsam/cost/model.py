@@ -239,10 +239,11 @@ class CostModel:
         return self._pair_value(self._contention, device, other, 1.0)
 
     def handoff_seconds(self, descent, ascent) -> float:
-        """What one step of the threaded executor costs the descent beyond its overlapped passes,
-        with the ascent worker on another pool of the socket (0: none measured, or shared cores)."""
+        """What one step of the threaded executor costs the descent beyond its passes: with the ascent
+        worker on another pool of the socket, the pair's measured hand-off; on shared cores, the
+        device's time-sliced job beyond its bare pass (0: none measured)."""
         if self.shares_cores(descent, ascent):
-            return 0.0
+            return self.device(ascent).sliced_handoff_seconds or 0.0
         return self._pair_value(self._handoff, descent, ascent, 0.0)
 
     def _pair_value(self, table: dict, device, other, default: float) -> float:
@@ -280,6 +281,7 @@ class CostModel:
             id=pool_id, kind=pool.kind, name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
             threads=k, memory_bytes=base.memory_bytes, spec=base.spec, update_seconds=base.update_seconds,
             climb_seconds=base.climb_seconds, auxiliary_seconds=base.auxiliary_seconds,
+            sliced_handoff_seconds=base.sliced_handoff_seconds,
             max_batch_size=base.max_batch_size,
         )
         self.derivations[pool_id] = how

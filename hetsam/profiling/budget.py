@@ -56,5 +56,6 @@ class DeviceResult:
     update_seconds: float | None = None
     climb_seconds: float | None = None
     auxiliary_seconds: float | None = None
+    sliced_handoff_seconds: float | None = None
     round_medians: list[dict[int, float]] = field(default_factory=list)  # per timed round: b -> median
     notes: list[str] = field(default_factory=list)

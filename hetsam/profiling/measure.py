@@ -312,7 +312,7 @@ def _measure_devices(run: _Run) -> None:
             grad_seconds=GradTable(tuple(res.batch_sizes), tuple(res.medians), tuple(res.spreads), min(res.repeats)),
             cores=target.cores, threads=target.threads, memory_bytes=target.memory_bytes,
             update_seconds=res.update_seconds, climb_seconds=res.climb_seconds, max_batch_size=res.max_batch_size,
-            auxiliary_seconds=res.auxiliary_seconds,
+            auxiliary_seconds=res.auxiliary_seconds, sliced_handoff_seconds=res.sliced_handoff_seconds,
         ))
     if not run.devices:
         raise HetsamInputError(f"batch {run.ladder[0]} fits on none of {', '.join(t.id for t in run.targets)}; "

@@ -38,7 +38,7 @@ def median_profile(profiles: Sequence) -> Profile:
             "spread": [med(at(t, "spread", b) for t in tables) for b in sizes],
             "repeats": sum(t.get("repeats", 0) for t in tables),
         }
-        for key in ("update_seconds", "climb_seconds", "auxiliary_seconds"):
+        for key in ("update_seconds", "climb_seconds", "auxiliary_seconds", "sliced_handoff_seconds"):
             values = [e.get(key) for e in entries if e.get(key) is not None]
             dev[key] = med(values) if values else None
         devices.append(dev)

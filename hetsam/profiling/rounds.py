@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from hetsam._progress import Progress
 from hetsam.profiling.budget import Clock, DeviceResult, Settings
-from hetsam.profiling.ladder import TimedReplica, is_oom, measure_step_costs
+from hetsam.profiling.ladder import TimedReplica, is_oom, measure_sliced_handoff, measure_step_costs
 from hetsam.profiling.stats import Measurement, median
 from hetsam.profiling.targets import Target, run_threads
 
@@ -94,6 +94,7 @@ class _Session:
             res.repeats.append(len(m))
         if self.ladder:
             res.update_seconds, res.climb_seconds, res.auxiliary_seconds = measure_step_costs(self.replica, self.ladder[0], allot)
+            res.sliced_handoff_seconds = measure_sliced_handoff(self.replica, self.ladder[0], min(allot, 0.5))
         res.round_medians = list(self.rounds)
         self.replica.release()
         self.replica = None

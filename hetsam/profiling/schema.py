@@ -23,6 +23,7 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
           "update_seconds": float,                     # optional: one optimizer update
           "climb_seconds": float,                      # optional: back up θ, climb to θ + e, restore
           "auxiliary_seconds": float,                  # optional: SAMPa's y point, restore, norm and mix
+          "sliced_handoff_seconds": float,             # optional: a time-sliced ascent job beyond its pass
           "max_batch_size": int | null                 # optional: largest batch that fit
       }, ...],
       "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
@@ -127,9 +128,10 @@ class DeviceProfile:
     max_batch_size: int | None = None
     climb_seconds: float | None = None
     auxiliary_seconds: float | None = None
+    sliced_handoff_seconds: float | None = None
 
     _OPTIONAL = ("cores", "threads", "memory_bytes", "spec", "update_seconds", "climb_seconds", "auxiliary_seconds",
-                 "max_batch_size")
+                 "sliced_handoff_seconds", "max_batch_size")
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name}
@@ -163,7 +165,7 @@ class DeviceProfile:
                 chk.num(value[key], f"{path}.{key}", positive=True, integer=True, high=COUNT if key == "threads" else 1 << 31)
         if value.get("memory_bytes") is not None:
             chk.num(value["memory_bytes"], f"{path}.memory_bytes", positive=True, high=BYTES)
-        for key in ("update_seconds", "climb_seconds", "auxiliary_seconds"):
+        for key in ("update_seconds", "climb_seconds", "auxiliary_seconds", "sliced_handoff_seconds"):
             if value.get(key) is not None:
                 chk.num(value[key], f"{path}.{key}", nonneg=True, high=SECONDS[1])
         chk.string(value.get("spec"), f"{path}.spec", nullable=True)
@@ -173,6 +175,7 @@ class DeviceProfile:
             threads=value.get("threads"), memory_bytes=value.get("memory_bytes"), spec=value.get("spec"),
             update_seconds=value.get("update_seconds"), max_batch_size=value.get("max_batch_size"),
             climb_seconds=value.get("climb_seconds"), auxiliary_seconds=value.get("auxiliary_seconds"),
+            sliced_handoff_seconds=value.get("sliced_handoff_seconds"),
         )
 
 

@@ -6,8 +6,9 @@ The update rule (``rule.py``; README, "AsyncSAM"): step t is perturbed by ĝ = g
 
 Closed form (the planner's; ``s_D``, ``s_A`` the contention slowdowns of the two devices):
 
-- time-sliced (D and A share cores): ``(t_D + u) + t_A(b')``, nothing hidden; b' is the largest
-  that keeps the step within the budget (at least the floor);
+- time-sliced (D and A share cores): ``(t_D + u + c + h) + t_A(b')``, nothing hidden (h the
+  time-sliced job's cost beyond its pass, ``CostModel.handoff_seconds``); b' is the largest that
+  keeps the step within the budget (at least the floor);
 - otherwise the window is one descent step ``W = t_D·s_D + u + h`` (h the threaded executor's
   hand-off, ``CostModel.handoff_seconds``); with τ = 1 the chain
   ``c_DA + t_A(b')·s_A + c_AD`` must fit in it, with τ >= 2 only its slowest stage (the copies
@@ -90,10 +91,15 @@ class AsyncSAMSpec(StrategySpec):
         descent, ascent = plan.descent_device, plan.effective_ascent_device
         size = self.ascent_batch_size(plan, ctx.batch_size)
         if ctx.cm.shares_cores(descent, ascent):
-            return ctx.descent_step(descent, ctx.cm.grad_seconds(descent, ctx.batch_size), perturbed=True) + \
-                ctx.cm.grad_seconds(ascent, size)
+            return self._sliced_base(ctx, descent, ascent) + ctx.cm.grad_seconds(ascent, size)
         window, chain = self._window(ctx, descent, ascent, self.staleness(plan))
         return max(window, chain(size))
+
+    @staticmethod
+    def _sliced_base(ctx, descent, ascent) -> float:
+        """A time-sliced step without its ascent pass: ``t_D + u + c + h`` (h the job's cost beyond its pass)."""
+        return ctx.descent_step(descent, ctx.cm.grad_seconds(descent, ctx.batch_size), perturbed=True) + \
+            ctx.cm.handoff_seconds(descent, ascent)
 
     def _window(self, ctx, descent, ascent, tau):
         cm, nbytes = ctx.cm, ctx.cm.parameter_bytes
@@ -123,7 +129,7 @@ class AsyncSAMSpec(StrategySpec):
 
         if cm.shares_cores(descent, ascent):
             # time-sliced: nothing is hidden; the largest b' that keeps the step within the budget
-            base = ctx.descent_step(descent, cm.grad_seconds(descent, b), perturbed=True)
+            base = self._sliced_base(ctx, descent, ascent)
             size = largest_fitting(lambda x: base + cm.grad_seconds(ascent, x) <= ctx.budget_seconds, floor, b) or floor
             return Proposal(plan(size), base + cm.grad_seconds(ascent, size), "time-sliced on one pool")
         window, chain = self._window(ctx, descent, ascent, tau)
