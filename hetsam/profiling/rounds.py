@@ -93,8 +93,9 @@ class _Session:
             res.spreads.append(m.iqr)
             res.repeats.append(len(m))
         if self.ladder:
-            res.update_seconds, res.climb_seconds, res.auxiliary_seconds = measure_step_costs(self.replica, self.ladder[0], allot)
-            res.sliced_handoff_seconds = measure_sliced_handoff(self.replica, self.ladder[0], min(allot, 0.5))
+            res.update_seconds, res.climb_seconds, res.auxiliary_seconds = measure_step_costs(
+                self.replica, self.ladder[0], 0.7 * allot)
+            res.sliced_handoff_seconds = measure_sliced_handoff(self.replica, self.ladder[0], min(0.3 * allot, 0.5))
         res.round_medians = list(self.rounds)
         self.replica.release()
         self.replica = None
