@@ -239,3 +239,20 @@ def test_counters_and_schedules_continue_across_a_switch():
     assert stats["steps"] == 14
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.9 ** 14)
     assert any("switching from" in line for line in lines)
+
+
+def test_an_unstable_parallel_speedup_is_a_profile_warning():
+    # per round, b -> median: the pool's time against its socket's swings (2.0x, 1.1x, ...) on a shared host
+    from hetsam.profiling.stats import ratio_repeatability, unstable_speedup_note
+
+    socket = [{64: 1.0, 512: 4.0}] * 4
+    swinging = [{64: 2.0, 512: 8.0}, {64: 1.1, 512: 4.4}, {64: 2.0, 512: 8.0}, {64: 1.2, 512: 4.8}]
+    steady = [{64: 2.0, 512: 8.0}, {64: 2.02, 512: 8.1}, {64: 1.98, 512: 7.95}, {64: 2.0, 512: 8.0}]
+    rep = ratio_repeatability({"cpu:0": socket, "cpu:0[0]": swinging})
+    note = unstable_speedup_note(rep)
+    assert note is not None and "t(pool)/t(socket) varied by" in note and "--interleave-profile" in note
+    data = synthetic_profile_dict()
+    data["provenance"]["notes"] = note
+    assert Profile.from_dict(data).warnings == (note,)  # shown with the command that measures again, as every warning
+    assert unstable_speedup_note(ratio_repeatability({"cpu:0": socket, "cpu:0[0]": steady})) is None
+    assert unstable_speedup_note({}) is None and unstable_speedup_note(ratio_repeatability({"cpu:0": socket})) is None

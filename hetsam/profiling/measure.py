@@ -94,7 +94,7 @@ from hetsam.profiling.schema import (
     ModelInfo,
     Profile,
 )
-from hetsam.profiling.stats import WIDE_SPREAD, ratio_repeatability
+from hetsam.profiling.stats import WIDE_SPREAD, ratio_repeatability, unstable_speedup_note
 from hetsam.profiling.targets import (
     Target,
     auto_pairs,
@@ -298,6 +298,9 @@ def _measure_devices(run: _Run) -> None:
     results = measure_in_rounds(run.model, run.loss_fn, run.sample_batch, run.targets, run.ladder, run.settings, allot,
                                 run.clock, run.bar)
     run.repeatability = ratio_repeatability({t.id: r.round_medians for t, r in zip(run.targets, results)})
+    unstable = unstable_speedup_note(run.repeatability)
+    if unstable:
+        run.notes.append(unstable)
     for target, res in zip(run.targets, results):
         run.notes += res.notes
         wide = [f"{b} ({s / m:.0%})" for b, m, s in zip(res.batch_sizes, res.medians, res.spreads) if s > WIDE_SPREAD * m]

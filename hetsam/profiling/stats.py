@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-__all__ = ["quantile", "median", "median_ci", "ratio_repeatability", "Measurement", "WIDE_SPREAD"]
+__all__ = ["quantile", "median", "median_ci", "ratio_repeatability", "unstable_speedup_note", "Measurement",
+           "WIDE_SPREAD", "UNSTABLE_POOL_RATIO"]
 
 WIDE_SPREAD = 0.25  # IQR / median above which a measurement is flagged as noisy
 
@@ -151,3 +152,24 @@ def ratio_repeatability(round_medians: dict[str, list[dict[int, float]]]) -> dic
     if pool_dev:
         out["pool_ratio"] = {"median_deviation": round(median(pool_dev), 5), "max_deviation": round(max(pool_dev), 5)}
     return out if len(out) > 1 else {}
+
+
+UNSTABLE_POOL_RATIO = 0.05  # median deviation of t(pool)/t(socket) across rounds above which a profile warns
+
+
+def unstable_speedup_note(repeatability: dict) -> str | None:
+    """A warning when t(pool)/t(socket) moved between a profile's rounds by more than
+    :data:`UNSTABLE_POOL_RATIO` (median deviation; ``ratio_repeatability``'s ``pool_ratio``).
+
+    On a shared virtual machine the speed-up of a whole socket over one of its pools can change
+    within a minute: two MLP profiles taken one after the other on the 2-vCPU machine gave a
+    1-core pool 2.04x and then 1.08x the socket's time at b = 512 (deviations 5.1% and 9.8%,
+    worst 21.6% and 64.3%; quiet profiles: about 1-2%). Every prediction that compares a pool with
+    its socket (AsyncSAM or SAMPa on pools against SGD on the socket) is then uncertain by as much."""
+    pool = (repeatability or {}).get("pool_ratio")
+    if not pool or pool["median_deviation"] <= UNSTABLE_POOL_RATIO:
+        return None
+    return (f"t(pool)/t(socket) varied by {pool['median_deviation']:.1%} (worst {pool['max_deviation']:.1%}) between the "
+            "profile's rounds: this machine's parallel speed-up is unstable, so predictions that compare a pool with its "
+            "socket are uncertain by as much; the machine may be busy (a shared host); re-profile when it is quiet, or "
+            "compare side by side (hetsam bench --interleave-profile)")
