@@ -236,3 +236,28 @@ def test_the_prediction_carries_the_range_of_its_steps():
     r = plan("cpu-2core-resnet20")
     d = r.prediction.to_dict()
     assert d["step_seconds_p05"] <= d["iteration_seconds"] <= d["step_seconds_p95"]
+
+
+def test_a_pool_against_its_socket_carries_the_profiles_pool_ratio_uncertainty():
+    # the profile's rounds moved t(pool)/t(socket) by 8.9% (worst 12.7%): a plan on pools is compared
+    # with SGD on the whole socket, so its "vs SGD" carries that; plans on the socket itself do not
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent.parent / "profiles" / "cpu-2core-resnet20.json").read_text())
+    data["provenance"]["ratio_repeatability"] = {"rounds": 4, "pool_ratio": {"median_deviation": 0.089,
+                                                                             "max_deviation": 0.127}}
+    report = plan(Profile.from_dict(data), strategies=("async_sam",))
+    by = {(c.plan.strategy, c.plan.descent_device, c.plan.effective_ascent_device): c.prediction for c in report.candidates}
+    assert by[("async_sam", "cpu:0[0]", "cpu:0[1]")].ratio_uncertainty == (0.089, 0.127)
+    assert by[("async_sam", "cpu:0", "cpu:0")].ratio_uncertainty is None and by[("sgd", "cpu:0", "cpu:0")].ratio_uncertainty is None
+    pools = by[("async_sam", "cpu:0[0]", "cpu:0[1]")]
+    assert pools.vs_sgd_text() == f"{pools.overhead_vs_sgd:+.1%} ±8.9% vs SGD"
+    assert pools.to_dict()["overhead_vs_sgd_uncertainty"] == 0.089
+    assert "overhead_vs_sgd_uncertainty" not in by[("sgd", "cpu:0", "cpu:0")].to_dict()
+    # the command line says what the ± stands for
+    from hetsam.cli.plan import _ratio_uncertainty
+
+    (line,) = _ratio_uncertainty(pools)
+    assert "8.9% (worst 12.7%)" in line and _ratio_uncertainty(by[("sgd", "cpu:0", "cpu:0")]) == []
+    unchanged = plan(Profile.from_dict({**data, "provenance": {"kind": "measured"}}), strategies=("async_sam",))
+    assert all(c.prediction.ratio_uncertainty is None for c in unchanged.candidates)  # not measured: nothing shown

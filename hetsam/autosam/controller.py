@@ -165,7 +165,7 @@ def describe_choice(report, head: str | None = None) -> str:
     interval and the evidence behind it, and the runner-up."""
     pred = report.prediction
     line = (f"{head or 'hetsam: plan ' + report.plan.describe()}; predicted {pred.iteration_seconds * 1e3:.1f} ms/step "
-            f"({pred.overhead_vs_sgd:+.1%} vs SGD, {pred.speedup_vs_sam:.2f}x SAM's speed)")
+            f"({pred.vs_sgd_text()}, {pred.speedup_vs_sam:.2f}x SAM's speed)")
     share = pred.share
     if share is not None:
         line += f"; share of SAM's gain {share.text()}"

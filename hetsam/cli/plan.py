@@ -104,10 +104,11 @@ def format_report(report, everything: bool = False) -> str:
         "",
         *lines,
         "",
-        f"chosen: {report.plan.describe()}  ({report.prediction.overhead_vs_sgd:+.1%} vs SGD, "
+        f"chosen: {report.plan.describe()}  ({report.prediction.vs_sgd_text()}, "
         f"{report.prediction.speedup_vs_sam:.2f}x faster than SAM)"
         + ("" if report.budget_met else "  -- budget NOT met"),
         *_step_range(report.prediction),
+        *_ratio_uncertainty(report.prediction),
         f"share of SAM's gain: {report.chosen.share.text()}",
         f"why: {report.why()}",
         f"objective: {report.objective}",
@@ -152,6 +153,15 @@ def _strategies(text: str | None) -> tuple[str, ...] | None:
 
         raise HetsamInputError("--strategies is empty: give comma-separated names, e.g. --strategies async_sam,rst")
     return names
+
+
+def _ratio_uncertainty(prediction) -> list[str]:
+    """What the ± on "vs SGD" stands for (Prediction.ratio_uncertainty)."""
+    if prediction.ratio_uncertainty is None:
+        return []
+    med, worst = prediction.ratio_uncertainty
+    return [f"±: the plan runs on a pool and SGD on the whole socket; t(pool)/t(socket) moved by {med:.1%} (worst "
+            f"{worst:.1%}) between the profile's rounds, and its ratio to SGD moves with it"]
 
 
 def _step_range(prediction) -> list[str]:

@@ -18,7 +18,10 @@ class Prediction:
     ``fidelity`` is ``(the objective's value of its share, *the strategy's (ascent fraction,
     −staleness, SAM share))``; ``share`` the share of SAM's gain for a new task with its
     interval and the evidence behind it (``hetsam.evidence.Share``). ``ranks``, ``nodes`` and ``devices_per_node`` describe a
-    data-parallel job (1 for one process).
+    data-parallel job (1 for one process). ``ratio_uncertainty`` ``(median, worst)``: how far, as fractions,
+    t(pool)/t(socket) moved between the profile's rounds, when the plan runs on a pool and its SGD
+    baseline on the whole socket (or the other way round): its ratio to SGD is that uncertain on
+    this machine (None otherwise, or when the profile did not measure it).
     """
 
     iteration_seconds: float
@@ -31,6 +34,7 @@ class Prediction:
     devices_per_node: int = 1
     share: Any = None
     step_range: tuple | None = None
+    ratio_uncertainty: tuple | None = None
 
     @property
     def ranks(self) -> int:
@@ -39,6 +43,12 @@ class Prediction:
     @property
     def overhead_vs_sgd(self) -> float:
         return self.iteration_seconds / self.sgd_iteration_seconds - 1.0
+
+    def vs_sgd_text(self) -> str:
+        """``+3.1% vs SGD``, with ``±x%`` when the plan's ratio to SGD rests on an unstable pool/socket ratio."""
+        if self.ratio_uncertainty is None:
+            return f"{self.overhead_vs_sgd:+.1%} vs SGD"
+        return f"{self.overhead_vs_sgd:+.1%} ±{self.ratio_uncertainty[0]:.1%} vs SGD"
 
     @property
     def speedup_vs_sam(self) -> float:
@@ -51,6 +61,8 @@ class Prediction:
              "closed_form_seconds": self.closed_form_seconds, "simulated": self.simulated}
         if self.step_range is not None:
             d["step_seconds_p05"], d["step_seconds_p95"] = self.step_range
+        if self.ratio_uncertainty is not None:
+            d["overhead_vs_sgd_uncertainty"], d["overhead_vs_sgd_uncertainty_worst"] = self.ratio_uncertainty
         if self.share is not None:
             d.update(self.share.to_dict())
         if self.ranks > 1:

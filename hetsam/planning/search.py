@@ -176,9 +176,11 @@ def plan(
     beyond = _objective.worth_more_time(best, candidates, sgd_seconds) if within else None
     if beyond:
         notes.append(beyond)
+    pool_ratio = _pool_ratio_uncertainty(cm)
     for c in candidates:
         c.prediction = Prediction(c.predicted_seconds, sgd_seconds, sam_seconds, c.fidelity, c.closed_form_seconds,
-                                  c.simulated, nodes, devices_per_node, c.share, ranges.get(c.plan))
+                                  c.simulated, nodes, devices_per_node, c.share, ranges.get(c.plan),
+                                  pool_ratio if pool_ratio and _pools_against_socket(cm, c.plan, ctx.fastest) else None)
     candidates.sort(key=lambda c: (not c.fits_budget, [-x for x in c.fidelity], c.predicted_seconds))
     return PlanReport(
         plan=best.plan, prediction=best.prediction, candidates=candidates, batch_size=b, budget=budget,
@@ -187,6 +189,21 @@ def plan(
         notes=notes, cluster=_cluster_report(scale, best.plan, cm), cost_model=sim_cm, objective_name=objective,
         base_optimizer=family,
     )
+
+
+def _pool_ratio_uncertainty(cm) -> tuple[float, float] | None:
+    """(median, worst) deviation of t(pool)/t(socket) across the profile's rounds, if it measured one."""
+    pool = (cm.profile.provenance.get("ratio_repeatability") or {}).get("pool_ratio")
+    try:
+        return float(pool["median_deviation"]), float(pool["max_deviation"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _pools_against_socket(cm, plan, baseline: str) -> bool:
+    """Whether the plan's devices and the SGD baseline's are CPUs of different core counts (a pool against its socket)."""
+    devices = {plan.descent_device} | ({plan.effective_ascent_device} if plan.spec.uses_ascent else set())
+    return cm.kind(baseline) == "cpu" and any(cm.kind(d) == "cpu" and cm.cores(d) != cm.cores(baseline) for d in devices)
 
 
 def _baselines(ctx: PlanningContext, budget: float, sim) -> tuple[float, float]:
