@@ -158,3 +158,17 @@ def test_source_spec_found_by_reported_name():
                                                            "bytes_per_step": 3e6, "kernels_per_step": 190}}
     out = what_if(Profile.from_dict(data), {"cuda:0": "H100"})
     assert "ratio from cuda:0 (A6000)" in out.provenance["scaled"]
+
+
+def test_parameter_sized_step_costs_scale_with_the_update():
+    # the climb, SAMPa's auxiliary work and the time-sliced hand-off keep their measured ratio to the update
+    data = measured().to_dict()
+    for dev in data["devices"]:
+        dev.update(update_seconds=0.002, climb_seconds=0.003, auxiliary_seconds=0.006, sliced_handoff_seconds=0.001)
+    scaled = spec_scale(Profile.from_dict(data), {"cpu:0": "Xeon-8480+"}, source_specs=SRC)
+    (dev,) = [d for d in scaled.devices if d.id == "cpu:0"]
+    assert dev.update_seconds > 0
+    for key, ratio in (("climb_seconds", 1.5), ("auxiliary_seconds", 3.0), ("sliced_handoff_seconds", 0.5)):
+        assert getattr(dev, key) == pytest.approx(ratio * dev.update_seconds, rel=1e-12), key
+    bare = spec_scale(measured(), {"cpu:0": "Xeon-8480+"}, source_specs=SRC)  # not measured: not invented
+    assert all(getattr(d, k) is None for d in bare.devices for k in ("auxiliary_seconds", "sliced_handoff_seconds"))

@@ -172,6 +172,7 @@ def _scale_device(profile: Profile, work: _Work, new_id: str, spec: DeviceSpec, 
         memory_bytes=spec.memory_bytes, spec=spec.key,
         update_seconds=update, climb_seconds=_like_update(ref, "climb_seconds", update),
         auxiliary_seconds=_like_update(ref, "auxiliary_seconds", update),
+        sliced_handoff_seconds=_like_update(ref, "sliced_handoff_seconds", update),
     )
     return dev, how
 
