@@ -233,3 +233,16 @@ def test_run_bench_adds_rounds_and_says_so(toy_profile):
     for bad in ({"min_seconds": -1.0}, {"min_seconds": float("nan")}, {"turn_warmup": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             run_bench(one, model="mlp", batch_size=8, **bad)
+
+
+def test_the_text_report_summarises_many_rounds_of_load(toy_profile):
+    from dataclasses import replace
+
+    from hetsam.bench import format_report
+
+    report = run_bench([Arrangement("sgd", Plan("sgd", batch_size=8))], model="mlp", batch_size=8, steps=1, rounds=2,
+                       warmup=0, profile=toy_profile, min_seconds=0)
+    few = format_report(replace(report, other_load=[0.0, 0.04]))
+    assert "per round: 0%, 4%" in few
+    many = format_report(replace(report, other_load=[0.0] * 30 + [0.09]))
+    assert "median 0%, most 9% over 31 rounds" in many

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hetsam.bench.arrangements import POOLS, SLICED
 from hetsam.bench.results import ERROR_CONFIDENCE, ERROR_GOAL, BenchReport
+from hetsam.profiling.stats import median
 
 __all__ = ["format_report"]
 
@@ -59,7 +60,9 @@ def format_report(report: BenchReport) -> str:
                        f"{err['unjudged_rows']} row(s) not judged (interval wider than ±{ERROR_GOAL:.0%}: too noisy "
                        "to tell; more --rounds, or a quieter machine)")
     if report.other_load:
-        out.append("other processes' CPU share per round: " + ", ".join(f"{x:.0%}" for x in report.other_load))
+        load = report.other_load
+        out.append("other processes' CPU share per round: " + (", ".join(f"{x:.0%}" for x in load) if len(load) <= 10 else
+                   f"median {median(load):.0%}, most {max(load):.0%} over {len(load)} rounds (each in the JSON)"))
     out += [f"note: {n}" for n in report.notes]
     return "\n".join(out)
 
