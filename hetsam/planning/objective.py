@@ -13,6 +13,11 @@ closer to what the user asked for: a SAM-faithful strategy (the user's ρ and al
 AsyncSAM, SAMPa, RST, interval, late-phase) before one with a radius of its own (MSAM); then the
 higher objective value, the strategy's own fidelity, and the faster plan. When nothing fits, the
 fastest plan at the floor is chosen.
+
+A plan on pools compared with SGD on the whole socket fits the budget only with room for the
+profile's measured pool/socket deviation (``Candidate.ratio_uncertainty``, its median): on a host
+whose parallel speed-up moves, such a plan's step may be that much longer than predicted, so the
+conservative reading decides.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import math
 from hetsam import defaults
 from hetsam.evidence.share import pct
 
-__all__ = ["OBJECTIVES", "NEAR_TIE", "describe", "choose", "runner_up", "worth_more_time", "why"]
+__all__ = ["OBJECTIVES", "NEAR_TIE", "describe", "choose", "margin", "held_back", "runner_up", "worth_more_time", "why"]
 
 OBJECTIVES = ("robust", "expected")
 NEAR_TIE = defaults.NEAR_TIE
@@ -44,7 +49,7 @@ def choose(candidates: list, budget_seconds: float, min_fraction: float, wanted:
     """``(best, within)``: the objective's choice among the strategies in ``wanted`` (None: all)
     and whether it fits the budget (module docstring). Sets ``fits_budget`` on every candidate."""
     for c in candidates:
-        c.fits_budget = c.predicted_seconds <= budget_seconds * (1 + 1e-9)
+        c.fits_budget = c.predicted_seconds * (1.0 + margin(c)) <= budget_seconds * (1 + 1e-9)
     if wanted is not None and any(c.plan.strategy in wanted for c in candidates):
         candidates = [c for c in candidates if c.plan.strategy in wanted]
     # the floor; strategies that cannot reach it (SGD asked for alone) are judged without it
@@ -54,6 +59,26 @@ def choose(candidates: list, budget_seconds: float, min_fraction: float, wanted:
         top = max(c.objective_value for c in within)
         return max((c for c in within if c.objective_value >= top - NEAR_TIE - 1e-12), key=_key), True
     return min(eligible or candidates, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity])), False
+
+
+def margin(c) -> float:
+    """The share by which a candidate's predicted step may be off on this host (module docstring)."""
+    return c.ratio_uncertainty[0] if c.ratio_uncertainty else 0.0
+
+
+def held_back(best, candidates: list, budget_seconds: float) -> str | None:
+    """A note when a plan within the budget at its prediction is out of it for lack of room for the
+    pool/socket uncertainty, and it is the choice (then beyond the budget) or the objective would have
+    preferred it; else None."""
+    lost = [c for c in candidates if not c.fits_budget and margin(c) > 0 and c.predicted_seconds <= budget_seconds * (1 + 1e-9)
+            and (c is best or c.objective_value > best.objective_value + NEAR_TIE)]
+    if not lost:
+        return None
+    c = max(lost, key=lambda c: c.objective_value)
+    what = "so the budget is not met" if c is best else "not chosen"
+    return (f"{c.plan.describe()} fits the budget at its predicted {c.predicted_seconds:.4g} s but not with the "
+            f"±{margin(c):.1%} this machine's pool/socket speed ratio moved by while profiling, {what} (re-profile when "
+            "the machine is quiet)")
 
 
 def runner_up(best, candidates: list):

@@ -26,6 +26,7 @@ class Candidate:
     simulated: bool = False
     prediction: Prediction | None = None
     share: Any = None  # hetsam.evidence.Share: the point estimate, its interval and evidence
+    ratio_uncertainty: tuple | None = None  # (median, worst) of t(pool)/t(socket) when it runs on pools against a socket
 
     @property
     def objective_value(self) -> float:

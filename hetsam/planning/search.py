@@ -164,6 +164,9 @@ def plan(
     if simulate:
         _confirm_with_simulator(candidates, simulate_top, ctx.floor / b, budget_seconds, sgd_seconds, ctx.fastest, sim)
     _no_faster_than_sgd(candidates)
+    pool_ratio = _pool_ratio_uncertainty(cm)
+    for c in candidates:
+        c.ratio_uncertainty = pool_ratio if pool_ratio and _pools_against_socket(cm, c.plan, ctx.fastest) else None
 
     # only the strategies asked for are chosen; the baselines (SGD, SAM) are reference rows
     best, within = _objective.choose(candidates, budget_seconds, min_ascent_fraction, wanted)
@@ -176,11 +179,12 @@ def plan(
     beyond = _objective.worth_more_time(best, candidates, sgd_seconds) if within else None
     if beyond:
         notes.append(beyond)
-    pool_ratio = _pool_ratio_uncertainty(cm)
+    held = _objective.held_back(best, candidates, budget_seconds)
+    if held:
+        notes.append(held)
     for c in candidates:
         c.prediction = Prediction(c.predicted_seconds, sgd_seconds, sam_seconds, c.fidelity, c.closed_form_seconds,
-                                  c.simulated, nodes, devices_per_node, c.share, ranges.get(c.plan),
-                                  pool_ratio if pool_ratio and _pools_against_socket(cm, c.plan, ctx.fastest) else None)
+                                  c.simulated, nodes, devices_per_node, c.share, ranges.get(c.plan), c.ratio_uncertainty)
     candidates.sort(key=lambda c: (not c.fits_budget, [-x for x in c.fidelity], c.predicted_seconds))
     return PlanReport(
         plan=best.plan, prediction=best.prediction, candidates=candidates, batch_size=b, budget=budget,
