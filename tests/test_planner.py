@@ -261,6 +261,10 @@ def test_a_pool_against_its_socket_carries_the_profiles_pool_ratio_uncertainty()
     assert "8.9% (worst 12.7%)" in line and _ratio_uncertainty(by[("sgd", "cpu:0", "cpu:0")]) == []
     unchanged = plan(Profile.from_dict({**data, "provenance": {"kind": "measured"}}), strategies=("async_sam",))
     assert all(c.prediction.ratio_uncertainty is None for c in unchanged.candidates)  # not measured: nothing shown
+    for odd in ({"pool_ratio": {"median_deviation": "x", "max_deviation": 0.1}}, {"pool_ratio": {"median_deviation": -1,
+                "max_deviation": 0.1}}, {"pool_ratio": {"median_deviation": 1e300, "max_deviation": 1e300}}, [1, 2], "x"):
+        data["provenance"]["ratio_repeatability"] = odd  # free-form provenance: never trusted beyond its bounds
+        assert all(c.prediction.ratio_uncertainty is None for c in plan(Profile.from_dict(data)).candidates), odd
 
 
 def test_a_pool_plan_needs_room_for_the_pool_ratio_uncertainty_within_the_budget():

@@ -196,12 +196,15 @@ def plan(
 
 
 def _pool_ratio_uncertainty(cm) -> tuple[float, float] | None:
-    """(median, worst) deviation of t(pool)/t(socket) across the profile's rounds, if it measured one."""
-    pool = (cm.profile.provenance.get("ratio_repeatability") or {}).get("pool_ratio")
+    """(median, worst) deviation of t(pool)/t(socket) across the profile's rounds, if it measured one
+    (the provenance is free-form: anything but two fractions in [0, 10] counts as not measured)."""
+    pool = (cm.profile.provenance.get("ratio_repeatability") or {})
+    pool = pool.get("pool_ratio") if isinstance(pool, dict) else None
     try:
-        return float(pool["median_deviation"]), float(pool["max_deviation"])
+        med, worst = float(pool["median_deviation"]), float(pool["max_deviation"])
     except (TypeError, KeyError, ValueError):
         return None
+    return (med, max(med, worst)) if 0.0 <= med <= 10.0 and 0.0 <= worst <= 10.0 else None
 
 
 def _pools_against_socket(cm, plan, baseline: str) -> bool:
