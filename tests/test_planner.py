@@ -285,3 +285,26 @@ def test_a_pool_plan_needs_room_for_the_pool_ratio_uncertainty_within_the_budget
     assert any("not with the ±2.0%" in n and "budget is not met" in n for n in moving.notes), moving.notes
     sam = next(c for c in moving.candidates if c.plan.strategy == "sam" and c.plan.descent_device == "cpu:0")
     assert sam.fits_budget and sam.ratio_uncertainty is None  # the socket against the socket: no margin
+
+
+def test_a_plan_the_planner_did_not_consider_is_judged_with_the_same_margin():
+    # hetsam simulate --compare judges a given plan against the budget as the planner judges its own
+    from _profiles import synthetic_profile_dict
+
+    from hetsam.planning.compare import compare_strategies
+    from hetsam.planning.plan import Plan
+
+    data = synthetic_profile_dict()
+    data["devices"] = [d for d in data["devices"] if d["kind"] == "cpu"]
+    data["links"] = [lk for lk in data["links"] if "cuda" not in lk["src"] + lk["dst"]]
+    given = Plan("sampa", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=64, options={"sampa_lambda": 0.3})
+
+    def fits():
+        rows = compare_strategies(given, Profile.from_dict(data), jitter=False, iterations=200, planner={"budget": 2.4})
+        (row,) = [r for r in rows if r.is_given]
+        return row.fits_budget
+
+    assert fits()  # 2.39 x SGD against 2.4
+    data["provenance"]["ratio_repeatability"] = {"rounds": 4, "pool_ratio": {"median_deviation": 0.02,
+                                                                             "max_deviation": 0.02}}
+    assert not fits()  # no room for 2% of pool/socket movement

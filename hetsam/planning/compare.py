@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hetsam import defaults, strategies
+from hetsam.planning.objective import ratio_uncertainty, within_budget
 from hetsam.planning.plan import Plan
 from hetsam.strategies import SAM, SGD
 
@@ -96,7 +97,7 @@ def compare_strategies(plan: Plan, profile, *, iterations: int = 2000, seed: int
     given, chosen = _key(plan, cm, b), _key(report.plan, cm, b)
     out = []
     for (p, verdict), s in zip(rows, times):
-        share, value, fits = verdict if verdict is not None else _judge(p, b, report, s / sgd,
+        share, value, fits = verdict if verdict is not None else _judge(p, b, report, s / sgd, cm, rows[0][0],
                                                                        (planner or {}).get("shares"))
         out.append(Comparison(p.spec.label(p, b), p, s, s / sgd - 1.0, sam / s, _key(p, cm, b) == given,
                               share, value, fits, _key(p, cm, b) == chosen))
@@ -132,14 +133,16 @@ def _rows(plan: Plan, cm, b: int, report) -> list[tuple[Plan, tuple | None]]:
     return rows
 
 
-def _judge(p: Plan, b: int, report, ratio_to_sgd: float, shares) -> tuple:
+def _judge(p: Plan, b: int, report, ratio_to_sgd: float, cm, sgd: Plan, shares) -> tuple:
     """The share, objective value and budget verdict of a plan the planner did not consider: its
     share from the evidence the planner read (the shipped records and ``shares``), and its
-    simulated time against the budget, as a multiple of the SGD row's."""
+    simulated time against the budget, as a multiple of the SGD row's (``sgd``), with the same room
+    for an unstable pool/socket ratio as the planner's (``hetsam.planning.objective``)."""
     from hetsam.evidence import share_model
 
     share = share_model(shares).share(p, b, report.base_optimizer)
-    return share, share.objective(report.objective_name), ratio_to_sgd <= report.budget * (1 + 1e-9)
+    fits = within_budget(ratio_to_sgd, report.budget, ratio_uncertainty(cm, p, sgd.descent_device))
+    return share, share.objective(report.objective_name), fits
 
 
 def _key(p: Plan, cm, b: int) -> tuple:

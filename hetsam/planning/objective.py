@@ -27,7 +27,8 @@ import math
 from hetsam import defaults
 from hetsam.evidence.share import pct
 
-__all__ = ["OBJECTIVES", "NEAR_TIE", "describe", "choose", "margin", "held_back", "runner_up", "worth_more_time", "why"]
+__all__ = ["OBJECTIVES", "NEAR_TIE", "describe", "choose", "within_budget", "ratio_uncertainty", "held_back", "runner_up",
+           "worth_more_time", "why"]
 
 OBJECTIVES = ("robust", "expected")
 NEAR_TIE = defaults.NEAR_TIE
@@ -49,7 +50,7 @@ def choose(candidates: list, budget_seconds: float, min_fraction: float, wanted:
     """``(best, within)``: the objective's choice among the strategies in ``wanted`` (None: all)
     and whether it fits the budget (module docstring). Sets ``fits_budget`` on every candidate."""
     for c in candidates:
-        c.fits_budget = c.predicted_seconds * (1.0 + margin(c)) <= budget_seconds * (1 + 1e-9)
+        c.fits_budget = within_budget(c.predicted_seconds, budget_seconds, c.ratio_uncertainty)
     if wanted is not None and any(c.plan.strategy in wanted for c in candidates):
         candidates = [c for c in candidates if c.plan.strategy in wanted]
     # the floor; strategies that cannot reach it (SGD asked for alone) are judged without it
@@ -61,23 +62,40 @@ def choose(candidates: list, budget_seconds: float, min_fraction: float, wanted:
     return min(eligible or candidates, key=lambda c: (c.predicted_seconds, [-x for x in c.fidelity])), False
 
 
-def margin(c) -> float:
-    """The share by which a candidate's predicted step may be off on this host (module docstring)."""
-    return c.ratio_uncertainty[0] if c.ratio_uncertainty else 0.0
+def within_budget(seconds: float, budget_seconds: float, uncertainty: tuple | None = None) -> bool:
+    """Whether ``seconds`` (or a ratio to SGD against a budget ratio) fits, with room for the
+    median of ``uncertainty`` (:func:`ratio_uncertainty`; module docstring)."""
+    return seconds * (1.0 + (uncertainty[0] if uncertainty else 0.0)) <= budget_seconds * (1 + 1e-9)
+
+
+def ratio_uncertainty(cm, plan, baseline: str) -> tuple[float, float] | None:
+    """``(median, worst)`` deviation of t(pool)/t(socket) across the profile's rounds when ``plan``
+    runs on CPUs of another core count than SGD's ``baseline`` device (a pool against its socket);
+    None otherwise, or when not measured (the provenance is free-form: anything but two fractions
+    in [0, 10] counts as not measured)."""
+    devices = {plan.descent_device} | ({plan.effective_ascent_device} if plan.spec.uses_ascent else set())
+    if cm.kind(baseline) != "cpu" or not any(cm.kind(d) == "cpu" and cm.cores(d) != cm.cores(baseline) for d in devices):
+        return None
+    rep = cm.profile.provenance.get("ratio_repeatability")
+    try:
+        med, worst = float(rep["pool_ratio"]["median_deviation"]), float(rep["pool_ratio"]["max_deviation"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (med, max(med, worst)) if 0.0 <= med <= 10.0 and 0.0 <= worst <= 10.0 else None
 
 
 def held_back(best, candidates: list, budget_seconds: float) -> str | None:
     """A note when a plan within the budget at its prediction is out of it for lack of room for the
     pool/socket uncertainty, and it is the choice (then beyond the budget) or the objective would have
     preferred it; else None."""
-    lost = [c for c in candidates if not c.fits_budget and margin(c) > 0 and c.predicted_seconds <= budget_seconds * (1 + 1e-9)
+    lost = [c for c in candidates if not c.fits_budget and c.ratio_uncertainty and within_budget(c.predicted_seconds, budget_seconds)
             and (c is best or c.objective_value > best.objective_value + NEAR_TIE)]
     if not lost:
         return None
     c = max(lost, key=lambda c: c.objective_value)
     what = "so the budget is not met" if c is best else "not chosen"
     return (f"{c.plan.describe()} fits the budget at its predicted {c.predicted_seconds:.4g} s but not with the "
-            f"±{margin(c):.1%} this machine's pool/socket speed ratio moved by while profiling, {what} (re-profile when "
+            f"±{c.ratio_uncertainty[0]:.1%} this machine's pool/socket speed ratio moved by while profiling, {what} (re-profile when "
             "the machine is quiet)")
 
 

@@ -164,9 +164,8 @@ def plan(
     if simulate:
         _confirm_with_simulator(candidates, simulate_top, ctx.floor / b, budget_seconds, sgd_seconds, ctx.fastest, sim)
     _no_faster_than_sgd(candidates)
-    pool_ratio = _pool_ratio_uncertainty(cm)
     for c in candidates:
-        c.ratio_uncertainty = pool_ratio if pool_ratio and _pools_against_socket(cm, c.plan, ctx.fastest) else None
+        c.ratio_uncertainty = _objective.ratio_uncertainty(cm, c.plan, ctx.fastest)
 
     # only the strategies asked for are chosen; the baselines (SGD, SAM) are reference rows
     best, within = _objective.choose(candidates, budget_seconds, min_ascent_fraction, wanted)
@@ -193,24 +192,6 @@ def plan(
         notes=notes, cluster=_cluster_report(scale, best.plan, cm), cost_model=sim_cm, objective_name=objective,
         base_optimizer=family,
     )
-
-
-def _pool_ratio_uncertainty(cm) -> tuple[float, float] | None:
-    """(median, worst) deviation of t(pool)/t(socket) across the profile's rounds, if it measured one
-    (the provenance is free-form: anything but two fractions in [0, 10] counts as not measured)."""
-    pool = (cm.profile.provenance.get("ratio_repeatability") or {})
-    pool = pool.get("pool_ratio") if isinstance(pool, dict) else None
-    try:
-        med, worst = float(pool["median_deviation"]), float(pool["max_deviation"])
-    except (TypeError, KeyError, ValueError):
-        return None
-    return (med, max(med, worst)) if 0.0 <= med <= 10.0 and 0.0 <= worst <= 10.0 else None
-
-
-def _pools_against_socket(cm, plan, baseline: str) -> bool:
-    """Whether the plan's devices and the SGD baseline's are CPUs of different core counts (a pool against its socket)."""
-    devices = {plan.descent_device} | ({plan.effective_ascent_device} if plan.spec.uses_ascent else set())
-    return cm.kind(baseline) == "cpu" and any(cm.kind(d) == "cpu" and cm.cores(d) != cm.cores(baseline) for d in devices)
 
 
 def _baselines(ctx: PlanningContext, budget: float, sim) -> tuple[float, float]:
@@ -271,7 +252,7 @@ def _no_device_message(cm, reserve: int, descent_kind, devices_per_node: int) ->
 def _confirm_with_simulator(candidates, top, floor_fraction, budget_seconds, sgd_simulated, fastest, sim) -> None:
     """Replace the closed-form time of the leading candidates by the simulator's typical step."""
     ranked = sorted((c for c in candidates if not c.exact),
-                    key=lambda c: (c.closed_form_seconds > budget_seconds * (1 + 1e-9),
+                    key=lambda c: (not _objective.within_budget(c.closed_form_seconds, budget_seconds),
                                    [-x for x in c.fidelity], c.closed_form_seconds))
     # those that can win first: within the budget by the closed form, by fidelity; then the
     # fastest at the floor, which win when nothing fits
