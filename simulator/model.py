@@ -127,8 +127,9 @@ class Workload:
             if limit is not None and batch > limit and (dev == self.descent or self.uses_ascent):
                 self.notes.append(f"batch {batch} on {dev} exceeds the largest batch that fit when profiling ({limit})")
         self._resources()
-        # the threaded executor's hand-off (a worker on another pool, or a time-sliced job): a fixed cost of D's step
-        self.handoff = cm.handoff_seconds(self.descent, self.ascent) if self.uses_ascent and not self.pairs else 0.0
+        # the threaded executor's hand-off (a worker on another pool, or a time-sliced job): a fixed cost of D's step;
+        # SAM, RST and the other one-device rules run both passes on the calling thread, without a job
+        self.handoff = cm.handoff_seconds(self.descent, self.ascent) if spec.uses_executor and not self.pairs else 0.0
         self._fixed = (self._fixed[0] + self.handoff, self._fixed[1] + self.handoff)
         self._steps: dict[int, Task] = {}  # step tasks still referenced by later iterations
         self.ascent_updates: dict[int, Task] = {}  # rank pairs: A's update of each step

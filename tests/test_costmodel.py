@@ -149,6 +149,11 @@ def test_a_time_sliced_job_costs_its_measured_handoff_once_per_step():
                  options={"ascent_batch_size": 16, "staleness": 1})
     assert simulate(pools, cm, iterations=50, jitter=False).iteration_seconds["p50"] == \
         simulate(pools, plain, iterations=50, jitter=False).iteration_seconds["p50"]
+    # SAM and RST run both passes on the calling thread, without a job: no hand-off
+    for name, options in (("sam", {}), ("rst", {"sam_probability": 0.5}), ("sgd", {})):
+        one = Plan(name, descent_device="cpu:0", batch_size=64, options=options)
+        assert simulate(one, cm, iterations=50, jitter=False).iteration_seconds["mean"] == \
+            simulate(one, plain, iterations=50, jitter=False).iteration_seconds["mean"], name
     for bad in (-0.001, float("inf"), "1"):
         data["devices"][0]["sliced_handoff_seconds"] = bad
         with pytest.raises(HetsamInputError, match="sliced_handoff_seconds"):
