@@ -94,12 +94,19 @@ class _Session:
             res.repeats.append(len(m))
         if self.ladder:
             res.update_seconds, res.climb_seconds, res.auxiliary_seconds = measure_step_costs(
-                self.replica, self.ladder[0], 0.7 * allot)
+                self.replica, self._pass_for(0.7 * allot), 0.7 * allot)
             res.sliced_handoff_seconds = measure_sliced_handoff(self.replica, self.ladder[0], min(0.3 * allot, 0.5))
         res.round_medians = list(self.rounds)
         self.replica.release()
         self.replica = None
         return res
+
+    def _pass_for(self, allot: float) -> int:
+        """The largest point whose pass fits 10 times into ``allot`` (the step costs are timed
+        after passes: ``measure_step_costs``); else the smallest."""
+        res = self.result
+        fits = [b for b, t in zip(res.batch_sizes, res.medians) if 10 * t <= allot]
+        return fits[-1] if fits else self.ladder[0]
 
     def _note(self, clock: Clock, text: str) -> None:
         self.result.notes.append(text)
