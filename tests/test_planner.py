@@ -240,7 +240,7 @@ def test_the_prediction_carries_the_range_of_its_steps():
 
 def test_a_pool_against_its_socket_carries_the_profiles_pool_ratio_uncertainty():
     # the profile's rounds moved t(pool)/t(socket) by 8.9% (worst 12.7%): a plan on pools is compared
-    # with SGD on the whole socket, so its "vs SGD" carries that; plans on the socket itself do not
+    # with SGD on the whole socket, so its "vs SGD" carries the worst; plans on the socket itself do not
     from pathlib import Path
 
     data = json.loads((Path(__file__).parent.parent / "profiles" / "cpu-2core-resnet20.json").read_text())
@@ -251,14 +251,14 @@ def test_a_pool_against_its_socket_carries_the_profiles_pool_ratio_uncertainty()
     assert by[("async_sam", "cpu:0[0]", "cpu:0[1]")].ratio_uncertainty == (0.089, 0.127)
     assert by[("async_sam", "cpu:0", "cpu:0")].ratio_uncertainty is None and by[("sgd", "cpu:0", "cpu:0")].ratio_uncertainty is None
     pools = by[("async_sam", "cpu:0[0]", "cpu:0[1]")]
-    assert pools.vs_sgd_text() == f"{pools.overhead_vs_sgd:+.1%} ±8.9% vs SGD"
+    assert pools.vs_sgd_text() == f"{pools.overhead_vs_sgd:+.1%} ±12.7% vs SGD"
     assert pools.to_dict()["overhead_vs_sgd_uncertainty"] == 0.089
     assert "overhead_vs_sgd_uncertainty" not in by[("sgd", "cpu:0", "cpu:0")].to_dict()
     # the command line says what the ± stands for
     from hetsam.cli.plan import _ratio_uncertainty
 
     (line,) = _ratio_uncertainty(pools)
-    assert "8.9% (worst 12.7%)" in line and _ratio_uncertainty(by[("sgd", "cpu:0", "cpu:0")]) == []
+    assert "up to 12.7% (median 8.9%)" in line and _ratio_uncertainty(by[("sgd", "cpu:0", "cpu:0")]) == []
     unchanged = plan(Profile.from_dict({**data, "provenance": {"kind": "measured"}}), strategies=("async_sam",))
     assert all(c.prediction.ratio_uncertainty is None for c in unchanged.candidates)  # not measured: nothing shown
     for odd in ({"pool_ratio": {"median_deviation": "x", "max_deviation": 0.1}}, {"pool_ratio": {"median_deviation": -1,
@@ -269,7 +269,8 @@ def test_a_pool_against_its_socket_carries_the_profiles_pool_ratio_uncertainty()
 
 def test_a_pool_plan_needs_room_for_the_pool_ratio_uncertainty_within_the_budget():
     # SAMPa on two pools is predicted at 0.409 s against a budget of 0.411 s: within it at the centre,
-    # not with 2% of measured pool/socket movement; the planner says so instead of claiming the budget
+    # not with room for the profile's worst round of pool/socket movement (3%, though its median was
+    # 0.1%); the planner says so instead of claiming the budget
     from _profiles import synthetic_profile_dict
 
     data = synthetic_profile_dict()
@@ -277,12 +278,12 @@ def test_a_pool_plan_needs_room_for_the_pool_ratio_uncertainty_within_the_budget
     data["links"] = [lk for lk in data["links"] if "cuda" not in lk["src"] + lk["dst"]]
     steady = plan(Profile.from_dict(data), budget=2.4, strategies=("sampa",))
     assert steady.plan.strategy == "sampa" and steady.budget_met and steady.prediction.ratio_uncertainty is None
-    data["provenance"]["ratio_repeatability"] = {"rounds": 4, "pool_ratio": {"median_deviation": 0.02,
+    data["provenance"]["ratio_repeatability"] = {"rounds": 4, "pool_ratio": {"median_deviation": 0.001,
                                                                              "max_deviation": 0.03}}
     moving = plan(Profile.from_dict(data), budget=2.4, strategies=("sampa",))
-    assert moving.plan == steady.plan and not moving.budget_met and moving.prediction.ratio_uncertainty == (0.02, 0.03)
+    assert moving.plan == steady.plan and not moving.budget_met and moving.prediction.ratio_uncertainty == (0.001, 0.03)
     assert moving.prediction.iteration_seconds <= moving.budget_seconds < moving.prediction.iteration_seconds * 1.02
-    assert any("not with the ±2.0%" in n and "budget is not met" in n for n in moving.notes), moving.notes
+    assert any("not with the ±3.0%" in n and "budget is not met" in n for n in moving.notes), moving.notes
     sam = next(c for c in moving.candidates if c.plan.strategy == "sam" and c.plan.descent_device == "cpu:0")
     assert sam.fits_budget and sam.ratio_uncertainty is None  # the socket against the socket: no margin
 

@@ -95,6 +95,37 @@ def test_profile_tiny_mlp_roundtrip(tmp_path):
     assert prov["workload"]["train_flops_per_sample"] == 2 * (20 * 16 + 16 * 3) + 2 * (20 * 16 + 16 * 3 + 16 * 3)
 
 
+@pytest.mark.skipif(CORES < 2, reason="two pools need two cores")
+def test_contention_times_the_descents_whole_side_of_a_step(monkeypatch):
+    # the climb, the pass inside it, the restore and the update, as AsyncSAM's step on a pool does
+    # them while the job runs (hetsam.profiling.contention): the memory-bound climb and update are slowed too
+    from hetsam.profiling.ladder import DescentWork
+
+    calls = []
+    climb, update = DescentWork.climb, DescentWork.update
+
+    def spy_climb(self, ghat, around=None):
+        calls.append("climb+pass" if around is not None else "climb")
+        return climb(self, ghat) if around is None else climb(self, ghat, around)
+
+    def spy_update(self, grads):
+        calls.append("update")
+        return update(self, grads)
+
+    monkeypatch.setattr(DescentWork, "climb", spy_climb)
+    monkeypatch.setattr(DescentWork, "update", spy_update)
+    model = MLP(20, (16,), 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prof = profile(model, cross_entropy_loss, tiny_batch(16), ["cpu:0[0]", "cpu:0[1]"], batch_sizes=[8, 16],
+                   links=False, **QUICK)
+    (c,) = prof.contention
+    assert all(1.0 <= s <= 8.0 for s in c.slowdown) and c.handoff_seconds >= 0
+    sides = [i for i, name in enumerate(calls) if name == "climb+pass"]
+    assert len(sides) >= 6 * 2  # six rounds, each with the descent alone and both together
+    assert all(calls[i + 1] == "update" for i in sides)  # each climb (and its pass) then its update
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's model untouched
+
+
 def test_callers_model_and_threads_untouched():
     model = nn.Sequential(nn.Linear(20, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -160,8 +160,9 @@ def _ratio_uncertainty(prediction) -> list[str]:
     if prediction.ratio_uncertainty is None:
         return []
     med, worst = prediction.ratio_uncertainty
-    return [f"±: the plan runs on a pool and SGD on the whole socket; t(pool)/t(socket) moved by {med:.1%} (worst "
-            f"{worst:.1%}) between the profile's rounds, and its ratio to SGD moves with it"]
+    return [f"±: the plan runs on a pool and SGD on the whole socket; t(pool)/t(socket) moved by up to {worst:.1%} "
+            f"(median {med:.1%}) between the profile's rounds, and its ratio to SGD moves with it; on a shared host "
+            "profiles minutes apart can differ by more (compare side by side: hetsam bench)"]
 
 
 def _step_range(prediction) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hetsam.planning.objective import margin
+
 __all__ = ["Prediction"]
 
 
@@ -48,7 +50,7 @@ class Prediction:
         """``+3.1% vs SGD``, with ``±x%`` when the plan's ratio to SGD rests on an unstable pool/socket ratio."""
         if self.ratio_uncertainty is None:
             return f"{self.overhead_vs_sgd:+.1%} vs SGD"
-        return f"{self.overhead_vs_sgd:+.1%} ±{self.ratio_uncertainty[0]:.1%} vs SGD"
+        return f"{self.overhead_vs_sgd:+.1%} ±{margin(self.ratio_uncertainty):.1%} vs SGD"
 
     @property
     def speedup_vs_sam(self) -> float:

@@ -1,14 +1,19 @@
 """Contention: how much slower each of two pools of one socket computes while the other does too.
 
-Measured the way AutoSAM runs two pools: the descent's gradient pass on pool ``a`` in a thread
-pinned there, and the ascent as a job of the threaded executor itself
-(:class:`hetsam.execution.threads.ThreadedExecutor`: its worker thread pinned to pool ``b``, its
-staging copies and hand-off), one job submitted at the start of each descent pass and waited
-for at its end, in lock-step as a step of AsyncSAM or SAMPa does.
+Measured the way AutoSAM runs two pools: the descent's side of a step on pool ``a`` in a thread
+pinned there (the climb to θ + e, the gradient pass, the restore and the update, through the
+rules' ``Runtime``: ``hetsam.profiling.ladder.DescentWork``), and the ascent as a job of the
+threaded executor itself (:class:`hetsam.execution.threads.ThreadedExecutor`: its worker thread
+pinned to pool ``b``, its staging copies and hand-off), one job submitted at the start of each
+step and waited for at its end, in lock-step as a step of AsyncSAM or SAMPa does. The climb and
+the update are parameter-sized, memory-bound passes that the other pool's job slows more than
+the gradient pass (MLP at b = 64: the climb took 0.60 ms in AutoSAM's AsyncSAM step on two
+pools against 0.35 ms in the profile of that machine), so they are measured inside the contention, as the simulator
+slows the whole descent task.
 
 The slowdowns are those of the simulator's model (``simulator/engine.py``): while both compute,
 ``a`` progresses at ``1/s_a`` and ``b`` at ``1/s_b``; whichever finishes first leaves the other
-alone for the rest. From the medians alone (``D``: descent pass, ``J``: job) and together
+alone for the rest. From the medians alone (``D``: the descent's side, ``J``: job) and together
 (``D'``, ``J'``), when the job ends first (``J' <= D'``) it was overlapped throughout, so
 ``s_b = J'/J``, and the descent did ``J'/s_a`` of its work in the overlap and the rest alone:
 ``D' = J' + D − J'/s_a``, so ``s_a = J'/(J' + D − D')``; symmetrically when the descent ends first.
@@ -27,7 +32,7 @@ from hetsam.execution.executor import Placement
 from hetsam.execution.jobs import ASCENT, GradJob
 from hetsam.execution.threads import ThreadedExecutor
 from hetsam.profiling.budget import Settings
-from hetsam.profiling.ladder import TimedReplica
+from hetsam.profiling.ladder import DescentWork, TimedReplica
 from hetsam.profiling.stats import median
 from hetsam.profiling.targets import Target, run_threads
 
@@ -53,8 +58,8 @@ def fit_slowdowns(d: float, j: float, d2: float, j2: float) -> tuple[float, floa
 
 def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, settings: Settings,
                     allot: float, progress: Progress) -> tuple[float, float, float, str]:
-    """Slowdowns of pool ``a`` (the descent) and pool ``b`` (the ascent job) at batch ``n``, and the
-    hand-off: what a lock-step step costs beyond ``max(D', J')`` (submit, wait, both threads' Python),
+    """Slowdowns of pool ``a`` (the descent's side of a step) and pool ``b`` (the ascent job) at batch
+    ``n``, and the hand-off: what a lock-step step costs beyond ``max(D', J')`` (submit, wait, both threads' Python),
     taken step by step (``step − max(its descent pass, its job)``) so the passes' noise cancels:
     from medians of different steps, a ResNet-20 profile once measured 7.6 ms where 1.3–1.9 ms was usual.
 
@@ -82,26 +87,34 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
             rep = state.get("rep")
             if rep is None:  # built in a's thread, warmed with the job's worker
                 rep = state["rep"] = TimedReplica(model, loss_fn, batch, a)
+                state["work"] = DescentWork(rep)
+                state["ghat"] = [g.detach().clone() for g in rep.step(n).grads]
                 for _ in range(max(1, settings.warmup)):
-                    rep.time_step(n)
+                    side(rep, state["work"])
                     executor.wait(executor.submit(job(-1)))
+            work = state["work"]
             if state["count"] is None:
-                t_est = rep.time_step(n)
+                t_est = rep.timed(lambda: side(rep, work))
                 want = min(settings.wanted(t_est), cap)
                 state["count"] = max(1, min(want, math.floor(per_phase / max(t_est, 1e-9)))) if math.isfinite(per_phase) else want
             d, j, trip = [], [], []
             for _ in range(state["count"]):
                 state["key"] += 1
                 if kind == "descent":
-                    d.append(rep.time_step(n))
+                    d.append(rep.timed(lambda: side(rep, work)))
                     continue
                 start = time.perf_counter()
                 future = executor.submit(job(state["key"]))
                 if kind == "both":
-                    d.append(rep.time_step(n))
+                    d.append(rep.timed(lambda: side(rep, work)))
                 j.append(executor.wait(future).seconds)
                 trip.append(time.perf_counter() - start)  # submit to result, as the descent thread sees it
             return d, j, trip
+
+        def side(rep, work):  # the descent's side of a step: climb, pass, restore, update
+            ghat = [g.clone() for g in state["ghat"]]  # ĝ, overwritten by the climb
+            grads = work.climb(ghat, lambda: rep.step(n).grads)
+            work.update(grads)
 
         return run_threads([(a, body)])[0]
 
@@ -123,10 +136,11 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
         executor.close()
         rep = state.get("rep")
         if rep is not None:
+            state["work"].clear()
             rep.release()
     sa, sb = median([f[0] for f in fits]), median([f[1] for f in fits])
     d, j, d2, j2, trip, handoff = (median([x[i] for x in raw]) for i in range(6))
-    note = (f"contention {a.id}+{b.id} at batch {n}, as the threaded executor runs them (descent pass on {a.id}, "
+    note = (f"contention {a.id}+{b.id} at batch {n}, as the threaded executor runs them (the descent's climb, pass and update on {a.id}, "
             f"ascent job on {b.id}'s worker, in lock-step): slowdowns {sa:.3f}, {sb:.3f} (medians of {len(fits)} rounds' "
             f"fits, {min(f[0] for f in fits):.3f}-{max(f[0] for f in fits):.3f} and {min(f[1] for f in fits):.3f}-"
             f"{max(f[1] for f in fits):.3f}); medians alone {d * 1e3:.2f}/{j * 1e3:.2f} ms, together {d2 * 1e3:.2f}/"

@@ -36,7 +36,7 @@ from hetsam.optim.kernels import AscentGroup, ascent_norm, mix_, optimistic_poin
 from hetsam.profiling.stats import Measurement, median
 from hetsam.profiling.targets import Target
 
-__all__ = ["TimedReplica", "measure_step_costs", "measure_sliced_handoff", "is_oom"]
+__all__ = ["TimedReplica", "DescentWork", "measure_step_costs", "measure_sliced_handoff", "is_oom"]
 
 _OOM_TYPES = tuple({getattr(torch, "OutOfMemoryError", RuntimeError),
                     getattr(torch.cuda, "OutOfMemoryError", RuntimeError)} - {RuntimeError})
@@ -116,6 +116,53 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+class DescentWork:
+    """The descent thread's parameter-sized work in a step, through the rules' own
+    :class:`~hetsam.execution.runtime.Runtime` on the replica's parameters (SGD, momentum 0.9,
+    lr 1e-6, so the parameters barely move): the update, the climb and SAMPa's auxiliary work."""
+
+    def __init__(self, replica: TimedReplica):
+        self.params = replica.params
+        self.base = torch.optim.SGD([{"params": self.params, "rho": 0.05}], lr=1e-6, momentum=0.9)
+        self.rt = Runtime(replica.replica.module, lambda m, b: None, self.base)
+        self.loss = torch.zeros(())
+
+    def update(self, grads) -> None:
+        """As AutoSAM's: the non-finite check (one host sync), then the base update."""
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        if not_finite([self.loss], grads, self.base.param_groups) is None:
+            self.rt.apply()
+
+    def climb(self, ghat, around: Callable[[], object] = lambda: None):
+        """A perturbed step's climb (hetsam.strategies.sam.rule): θ + e from ``ghat`` (overwritten),
+        ``around()`` there (the pass), restore θ; returns what ``around`` returned."""
+        rt = self.rt
+        rt.save()
+        rt.climb(ghat, scratch=True)
+        out = around()
+        rt.restore()
+        rt.perturbation.release()
+        return out
+
+    def auxiliary(self, g_x, g_y) -> None:
+        """What a SAMPa step does on the descent's thread besides the climb (hetsam.strategies.sampa.rule)."""
+        rt = self.rt
+        for p, g in zip(self.params, g_x):
+            p.grad = g  # g_x, the mix's destination
+        rt.save()
+        optimistic_point_(self.base, g_y)  # y_{t+1}
+        rt.restore()
+        norm = ascent_norm([AscentGroup([], g_y, 0.0)])
+        float(norm)  # the rule's finiteness check
+        mix_([p.grad for p in self.params], g_y, 0.8, 0.2)
+        rt.perturbation.release()
+
+    def clear(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
 def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[float | None, float | None, float | None]:
     """``(update, climb, auxiliary)`` seconds on the replica's device, each the median of up to 50
     repeats within ``allot`` seconds (None when the model has no parameters to train).
@@ -127,40 +174,13 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
     as here, 0.62 and 0.87 ms against 0.65 and 0.70 ms in the step (two later runs), and 1.23
     against 1.21 ms for the transformer.
     """
-    params = replica.params
-    if not params:
+    if not replica.params:
         return None, None, None
-    module = replica.replica.module
-    base = torch.optim.SGD([{"params": params, "rho": 0.05}], lr=1e-6, momentum=0.9)
-    rt = Runtime(module, lambda m, b: None, base)
+    work = DescentWork(replica)
     other = [g.detach().clone() for g in replica.step(n).grads]  # g_y' of SAMPa's worker
-    loss = torch.zeros(())
     fresh: list = []  # the last pass's gradients
-
-    def update():  # as AutoSAM's: the non-finite check (one host sync), then the base update
-        for p, g in zip(params, fresh):
-            p.grad = g
-        if not_finite([loss], fresh, base.param_groups) is None:
-            rt.apply()
-
-    def climb():  # what a SAM step does around its second pass (hetsam.strategies.sam.rule)
-        rt.save()
-        rt.climb(fresh, scratch=True)
-        rt.restore()
-        rt.perturbation.release()
-
-    def auxiliary():  # what a SAMPa step does on the descent's thread besides the climb (hetsam.strategies.sampa.rule)
-        for p, g in zip(params, fresh):
-            p.grad = g  # g_x, the mix's destination
-        rt.save()
-        optimistic_point_(base, other)  # y_{t+1}
-        rt.restore()
-        norm = ascent_norm([AscentGroup([], other, 0.0)])
-        float(norm)  # the rule's finiteness check
-        mix_([p.grad for p in params], other, 0.8, 0.2)
-        rt.perturbation.release()
-
-    costs = (("update", update), ("climb", climb), ("auxiliary", auxiliary))
+    costs = (("update", lambda: work.update(fresh)), ("climb", lambda: work.climb(fresh)),
+             ("auxiliary", lambda: work.auxiliary(fresh, other)))
     times: dict[str, list[float]] = {name: [] for name, _ in costs}
     start = time.perf_counter()
     for name, fn in costs:  # untimed: creates the momentum buffers and the backup of θ
@@ -174,6 +194,5 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
         if spent > allot or (spent > min(allot, 1.0) and len(times["climb"]) >= 3):
             break
     fresh.clear()
-    for p in params:
-        p.grad = None
+    work.clear()
     return tuple(Measurement(times[k]).median for k in ("update", "climb", "auxiliary"))
