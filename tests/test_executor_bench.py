@@ -246,3 +246,40 @@ def test_the_text_report_summarises_many_rounds_of_load(toy_profile):
     assert "per round: 0%, 4%" in few
     many = format_report(replace(report, other_load=[0.0] * 30 + [0.09]))
     assert "median 0%, most 9% over 31 rounds" in many
+
+
+def test_plans_on_pools_carry_the_stated_uncertainty_and_the_report_checks_it():
+    # hetsam plan shows ± (the profile's worst pool/socket deviation) on a plan on pools compared with SGD
+    # on the socket; the bench carries that ± and says whether each error's interval reaches into it
+    from hetsam.bench.report import format_report
+    from hetsam.bench.results import BenchReport, BenchResult
+    from hetsam.bench.runner import _state_margins
+    from hetsam.cost.model import CostModel
+
+    data = synthetic_profile_dict()
+    data["provenance"]["ratio_repeatability"] = {"rounds": 4, "pool_ratio": {"median_deviation": 0.05,
+                                                                             "max_deviation": 0.12}}
+    arrangements = {a.label: a for a in default_arrangements(64, pools=("cpu:0[0]", "cpu:0[1]"))}
+
+    def result(label, rounds, predicted):
+        return BenchResult(arrangements[label], [t for t in rounds for _ in range(3)], None, list(rounds), 0.0, 0.0, 0.0,
+                           None, {"iteration_seconds": predicted, "descent_wait_per_iteration": 0.0})
+
+    sgd = result("sgd", [1.0, 1.0, 1.0], 1.0)
+    near = result("async_sam pools", [1.5, 1.6, 1.55], 1.4)  # +7% to +14%: reaches into ±12%
+    far = result("sampa pools", [2.0, 2.1, 2.05], 1.6)  # +25% to +31%: beyond it
+    sliced = result("async_sam time-sliced", [1.9, 1.9, 1.9], 1.9)  # the socket against the socket: no ±
+    results = [sgd, near, far, sliced]
+    _state_margins(results, CostModel(Profile.from_dict(data)))
+    assert (sgd.stated, near.stated, far.stated, sliced.stated) == (None, 0.12, 0.12, None)
+    report = BenchReport(results, "mlp", 64, 3, 3, [])
+    rows = {r["label"]: r for r in report.to_dict()["results"]}
+    assert rows["async_sam pools"]["within_stated"] is True and rows["sampa pools"]["within_stated"] is False
+    assert rows["async_sam time-sliced"]["within_stated"] is None and rows["sgd"]["stated_uncertainty_vs_sgd"] is None
+    summary = report.to_dict()["simulator_error"]
+    assert (summary["stated_rows"], summary["within_stated_rows"]) == (2, 1)
+    text = format_report(report)
+    assert "(stated ±12.0%)" in text and "reached into it for 1 of 2 row(s)" in text
+    del data["provenance"]["ratio_repeatability"]  # not measured: nothing stated
+    _state_margins(results, CostModel(Profile.from_dict(data)))
+    assert all(r.stated is None for r in results)

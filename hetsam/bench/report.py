@@ -59,6 +59,9 @@ def format_report(report: BenchReport) -> str:
             out.append(f"error vs SGD round by round ({ERROR_CONFIDENCE:.0%} interval over the rounds): {judged}; "
                        f"{err['unjudged_rows']} row(s) not judged (interval wider than ±{ERROR_GOAL:.0%}: too noisy "
                        "to tell; more --rounds, or a quieter machine)")
+    if err is not None and err.get("stated_rows"):
+        out.append(f"hetsam's stated ± on plans on pools (the profile's worst pool/socket deviation, as hetsam plan shows "
+                   f"it): the error's interval reached into it for {err['within_stated_rows']} of {err['stated_rows']} row(s)")
     if report.other_load:
         load = report.other_load
         out.append("other processes' CPU share per round: " + (", ".join(f"{x:.0%}" for x in load) if len(load) <= 10 else
@@ -73,5 +76,6 @@ def _error_cell(r: dict) -> str:
         return "-" if r["error_vs_sgd"] is None else f"{r['error_vs_sgd']:+.1%}"
     low, high = r["error_vs_sgd_interval"]
     mark = "" if r["judged"] else " ?"
-    return f"{r['error_vs_sgd_rounds']:+.1%} [{low:+.1%},{high:+.1%}]{mark}"
+    stated = "" if r.get("stated_uncertainty_vs_sgd") is None else f" (stated ±{r['stated_uncertainty_vs_sgd']:.1%})"
+    return f"{r['error_vs_sgd_rounds']:+.1%} [{low:+.1%},{high:+.1%}]{mark}{stated}"
 

@@ -7,6 +7,11 @@ machine's drift between rounds. The reported error is the median of the ``e_k`` 
 distribution-free 90% interval (``median_ci``; with 5 rounds, the range of the five). A row is
 judged against the goal (``ERROR_GOAL``, ±5%) only when that interval is narrower than the goal
 (half-width at most 5%): a wider one says the machine was too noisy to tell.
+
+A plan on pools compared with SGD on the whole socket carries the ± that ``hetsam plan`` shows
+for it (``hetsam.planning.objective.margin``: the profile's worst pool/socket deviation between
+its rounds). ``within_stated`` says whether the row's error interval reaches into that ±: a check
+of the uncertainty hetsam states, apart from the goal.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class BenchResult:
     copy_seconds: float  # total time spent taking snapshots
     mode: str | None  # the executor's mode (worker, time-sliced), None without an executor
     predicted: dict | None = None  # the simulator's prediction (iteration_seconds, descent_wait_per_iteration)
+    stated: float | None = None  # the ± hetsam states on this plan's ratio to SGD (planning.objective.margin), or None
 
     def _by_kind(self, fn, steps: list[float] | None = None, kinds: list[str] | None = None) -> float:
         """``fn`` of the steps (all, or the given ones); for a strategy of two kinds of steps (RST)
@@ -124,6 +130,7 @@ class BenchResult:
             "relative_error": self.relative_error,
             "error_vs_sgd": self.error_vs(base),
             **_judged(self.error_vs_rounds(base) if base is not self else None),
+            **_within(self.stated, self.error_vs_rounds(base) if base is not self else None),
         }
 
 
@@ -179,9 +186,20 @@ def _judged(rounds: tuple[float, float, float] | None) -> dict:
             "meets_goal": (abs(mid) <= ERROR_GOAL) if judged else None}
 
 
+def _within(stated: float | None, rounds: tuple[float, float, float] | None) -> dict:
+    """Whether the error's interval reaches into the ± hetsam states for the plan (``hetsam plan``'s,
+    from the profile: a plan on pools against SGD on the socket); None where none is stated."""
+    if stated is None:
+        return {"stated_uncertainty_vs_sgd": None, "within_stated": None}
+    within = None if rounds is None else (rounds[1] <= stated and rounds[2] >= -stated)
+    return {"stated_uncertainty_vs_sgd": stated, "within_stated": within}
+
+
 def _judged_summary(rows: list[dict]) -> dict:
     judged = [abs(r["error_vs_sgd_rounds"]) for r in rows if r["judged"]]
+    stated = [r["within_stated"] for r in rows if r["within_stated"] is not None]
     return {"judged_rows": len(judged), "unjudged_rows": sum(1 for r in rows if r["judged"] is False),
             "judged_vs_sgd_median_abs": median(judged) if judged else None,
-            "judged_vs_sgd_max_abs": max(judged) if judged else None, "goal": ERROR_GOAL}
+            "judged_vs_sgd_max_abs": max(judged) if judged else None, "goal": ERROR_GOAL,
+            "stated_rows": len(stated), "within_stated_rows": sum(stated)}
 

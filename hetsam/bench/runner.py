@@ -251,6 +251,7 @@ def run_bench(
         prof = profile.profile if isinstance(profile, CostModel) else load_profile(profile)
         used = {k: v for k, v in prof.to_dict().items() if k != "provenance"}
         notes += _drift_note(results, prof)
+        _state_margins(results, CostModel(prof))
     if rounds > rounds_asked:
         notes.append(f"{rounds} rounds instead of {rounds_asked}: the rounds would have taken less than {min_seconds:g} s")
     return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes, used)
@@ -331,6 +332,17 @@ class _Stream:
         if ex is None:
             return 0.0, 0.0, 0.0
         return ex.stats.wait_seconds, ex.stats.inline_seconds, ex.stats.copy_seconds
+
+
+def _state_margins(results: list[BenchResult], cm) -> None:
+    """Each result's ± on its ratio to SGD as ``hetsam plan`` states it (None where none is)."""
+    from hetsam.planning.objective import margin, ratio_uncertainty
+
+    base = next((r for r in results if r.arrangement.label == SGD), None)
+    for res in results:
+        if base is not None and res is not base:
+            u = ratio_uncertainty(cm, res.arrangement.plan, base.arrangement.plan.descent_device)
+            res.stated = margin(u) if u is not None else None
 
 
 def _drift_note(results: list[BenchResult], prof) -> list[str]:

@@ -183,7 +183,7 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
              ("auxiliary", lambda: work.auxiliary(fresh, other)))
     times: dict[str, list[float]] = {name: [] for name, _ in costs}
     start = time.perf_counter()
-    for name, fn in costs:  # untimed: creates the momentum buffers and the backup of θ
+    for _name, fn in costs:  # untimed: creates the momentum buffers and the backup of θ
         fresh[:] = [g.clone() for g in other]
         fn()
     for _ in range(50):
