@@ -590,3 +590,19 @@ def test_bench_step_overhead_reduced(capsys):
             assert math.isfinite(r[key]) and r[key] > 0, (r["arrangement"], key, r[key])
         for key in ("overhead_ms", "overhead_q1_ms", "overhead_q3_ms"):  # a difference: any sign, finite
             assert math.isfinite(r[key])
+
+
+def test_bench_step_costs_reduced(capsys):
+    """The step-cost check runs and reports each device three ways (no timing assertion)."""
+    bench = load_example("bench_step_costs")
+    assert bench.main(["--model", "mlp", "--batch-size", "8", "--rounds", "1", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    data = json.loads(lines[-1])
+    hows = [(r["device"], r["how"]) for r in data["rows"]]
+    assert hows[:3] == [("cpu:0", "loop"), ("cpu:0", "profiler"), ("cpu:0", "in the step")]
+    for r in data["rows"]:
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("update_ms", "climb_ms", "update_ratio", "climb_ratio"))
+        if r["how"] == "in the step":
+            assert r["update_ratio"] == r["climb_ratio"] == 1.0
+    with pytest.raises(SystemExit):
+        bench.main(["--rounds", "0"])
