@@ -93,6 +93,32 @@ def test_each_step_cost_is_timed_right_after_a_gradient_pass_on_its_gradients():
     rep.release()
 
 
+def test_sampas_side_is_its_rules_work_and_its_auxiliary_cost_excludes_the_climb():
+    # DescentWork.sampa_side does what SAMPa's rule does on the descent's thread besides its pass and
+    # update: θ ends where it began, p.grad = (1 − λ)·g_x + λ·g_y' (λ = 0.2), and g_y is used up by the climb
+    from hetsam.profiling.ladder import DescentWork, TimedReplica, measure_step_costs
+    from hetsam.profiling.targets import Target
+
+    rep = TimedReplica(mlp(), loss_fn, batches(1, b=16)[0], Target("cpu:0", "cpu", "cpu", threads=1))
+    work = DescentWork(rep)
+    g_x, g_next = [g.detach().clone() for g in rep.step(16).grads], [g.detach().clone() for g in rep.step(8).grads]
+    g_y = [g.clone() for g in g_next]
+    before = [p.detach().clone() for p in rep.params]
+    work.update([g.clone() for g in g_x])  # momentum buffers, as after a first step
+    moved = [p.detach().clone() for p in rep.params]
+    assert any(not torch.equal(a, b) for a, b in zip(before, moved))
+    norm = torch.stack([g.norm() for g in g_y]).norm()
+    work.sampa_side([g.clone() for g in g_x], g_y, norm, g_next)
+    assert all(torch.equal(p, m) for p, m in zip(rep.params, moved))  # restored, twice
+    for p, gx, gn in zip(rep.params, g_x, g_next):
+        assert torch.allclose(p.grad, 0.8 * gx + 0.2 * gn)
+    assert not all(torch.equal(a, b) for a, b in zip(g_y, g_next))  # the climb overwrote g_y (scratch)
+    work.clear()
+    update, climb, aux = measure_step_costs(rep, 8, 2.0)
+    assert update > 0 and climb > 0 and aux >= 0
+    rep.release()
+
+
 def test_step_costs_enter_closed_forms_and_the_simulator_alike():
     u, c, b = 0.002, 0.01, 64
     cm = CostModel(cpu_profile(climb=c, update=u))

@@ -9,9 +9,9 @@ device's ladder (:mod:`hetsam.profiling.rounds`).
 :func:`measure_step_costs` times the fixed costs of a step through the descent-side
 :class:`~hetsam.execution.runtime.Runtime`, the code the rules call: the base update
 (AutoSAM's non-finite check, then ``Runtime.apply``, SGD with momentum 0.9), the climb of a perturbed step (``save`` θ,
-``climb`` to θ + e, ``restore``), and SAMPa's auxiliary work (``save`` x, move to
-y = x − η(g + wd·x + μ·buf), ``restore``, ‖g_y'‖ with its host sync, the mix (1−λ)·g_x + λ·g_y'):
-about twice the climb, all of it parameter-sized passes on the descent's thread. The cost model
+``climb`` to θ + e, ``restore``), and SAMPa's auxiliary work (what its side of a step does beyond
+that climb: move to y = x − η(g + wd·x + μ·buf) and back, ‖g_y'‖ with its host sync, the mix
+(1−λ)·g_x + λ·g_y'), all of it parameter-sized passes on the descent's thread. The cost model
 adds them to every step (the climb only to perturbed steps, the auxiliary work only to SAMPa's;
 docs/architecture.md, "Step costs"). :func:`measure_sliced_handoff` times what the threaded
 executor adds to a time-sliced ascent job (both roles on one device) beyond its bare pass.
@@ -145,18 +145,23 @@ class DescentWork:
         rt.perturbation.release()
         return out
 
-    def auxiliary(self, g_x, g_y) -> None:
-        """What a SAMPa step does on the descent's thread besides the climb (hetsam.strategies.sampa.rule)."""
+    def sampa_side(self, g_x, g_y, g_y_norm, g_next) -> None:
+        """SAMPa's descent-thread work besides its pass and its update, as its rule does it
+        (hetsam.strategies.sampa.rule): back up x, move to y = x − η(g_y + wd·x + μ·buf), restore x,
+        climb to x̃ along g_y with its known norm (g_y is overwritten), restore x, then ‖g_y'‖ with
+        its host sync and the mix (1−λ)·g_x + λ·g_y' into ``p.grad``."""
         rt = self.rt
         for p, g in zip(self.params, g_x):
             p.grad = g  # g_x, the mix's destination
         rt.save()
         optimistic_point_(self.base, g_y)  # y_{t+1}
         rt.restore()
-        norm = ascent_norm([AscentGroup([], g_y, 0.0)])
-        float(norm)  # the rule's finiteness check
-        mix_([p.grad for p in self.params], g_y, 0.8, 0.2)
+        rt.climb(g_y, scratch=True, norm=g_y_norm)  # x̃_t
+        rt.restore()
         rt.perturbation.release()
+        norm = ascent_norm([AscentGroup([], g_next, 0.0)])
+        float(norm)  # the rule's finiteness check
+        mix_([p.grad for p in self.params], g_next, 0.8, 0.2)
 
     def clear(self) -> None:
         for p in self.params:
@@ -165,7 +170,9 @@ class DescentWork:
 
 def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[float | None, float | None, float | None]:
     """``(update, climb, auxiliary)`` seconds on the replica's device, each the median of up to 50
-    repeats within ``allot`` seconds (None when the model has no parameters to train).
+    repeats within ``allot`` seconds (None when the model has no parameters to train). The cost
+    model charges a SAMPa step ``a + c``; SAMPa backs up θ once and climbs with a norm it already
+    has, so ``a`` is SAMPa's whole side (:meth:`DescentWork.sampa_side`) minus the climb ``c``.
 
     Each is timed right after a gradient pass on ``n`` samples and on that pass's gradients, as it
     runs in a step (SAMPa's g_y' comes from another pass, as from its worker). Side by side with
@@ -177,17 +184,20 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
     if not replica.params:
         return None, None, None
     work = DescentWork(replica)
-    other = [g.detach().clone() for g in replica.step(n).grads]  # g_y' of SAMPa's worker
+    other = [g.detach().clone() for g in replica.step(n).grads]  # SAMPa's g_y and g_y', from its worker
+    other_norm = ascent_norm([AscentGroup([], other, 0.0)])
     fresh: list = []  # the last pass's gradients
+    spare: list = []  # a copy of g_y for SAMPa's climb to overwrite
     costs = (("update", lambda: work.update(fresh)), ("climb", lambda: work.climb(fresh)),
-             ("auxiliary", lambda: work.auxiliary(fresh, other)))
+             ("sampa", lambda: work.sampa_side(fresh, spare, other_norm, other)))
     times: dict[str, list[float]] = {name: [] for name, _ in costs}
     start = time.perf_counter()
     for _name, fn in costs:  # untimed: creates the momentum buffers and the backup of θ
-        fresh[:] = [g.clone() for g in other]
+        fresh[:], spare[:] = [g.clone() for g in other], [g.clone() for g in other]
         fn()
     for _ in range(50):
         for name, fn in costs:
+            spare[:] = [g.clone() for g in other]
             fresh[:] = replica.step(n).grads
             times[name].append(replica.timed(fn))
         spent = time.perf_counter() - start
@@ -195,4 +205,5 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
             break
     fresh.clear()
     work.clear()
-    return tuple(Measurement(times[k]).median for k in ("update", "climb", "auxiliary"))
+    update, climb, sampa = (Measurement(times[k]).median for k in ("update", "climb", "sampa"))
+    return update, climb, max(0.0, sampa - climb)  # SAMPa's step is charged a + c: a is what it does beyond the climb
