@@ -189,7 +189,7 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
     fresh: list = []  # the last pass's gradients
     spare: list = []  # a copy of g_y for SAMPa's climb to overwrite
     costs = (("update", lambda: work.update(fresh)), ("climb", lambda: work.climb(fresh)),
-             ("sampa", lambda: work.sampa_side(fresh, spare, other_norm, other)))
+             ("pair side", lambda: work.sampa_side(fresh, spare, other_norm, other)))
     times: dict[str, list[float]] = {name: [] for name, _ in costs}
     start = time.perf_counter()
     for _name, fn in costs:  # untimed: creates the momentum buffers and the backup of θ
@@ -205,5 +205,5 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
             break
     fresh.clear()
     work.clear()
-    update, climb, sampa = (Measurement(times[k]).median for k in ("update", "climb", "sampa"))
-    return update, climb, max(0.0, sampa - climb)  # SAMPa's step is charged a + c: a is what it does beyond the climb
+    update, climb, side = (Measurement(times[k]).median for k in ("update", "climb", "pair side"))
+    return update, climb, max(0.0, side - climb)  # SAMPa's step is charged a + c: a is what it does beyond the climb
