@@ -90,29 +90,33 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
                 state["work"] = DescentWork(rep)
                 state["ghat"] = [g.detach().clone() for g in rep.step(n).grads]
                 for _ in range(max(1, settings.warmup)):
-                    side(rep, state["work"])
+                    side(rep, state["work"], fresh_ghat())
                     executor.wait(executor.submit(job(-1)))
             work = state["work"]
             if state["count"] is None:
-                t_est = rep.timed(lambda: side(rep, work))
+                ghat = fresh_ghat()
+                t_est = rep.timed(lambda: side(rep, work, ghat))
                 want = min(settings.wanted(t_est), cap)
                 state["count"] = max(1, min(want, math.floor(per_phase / max(t_est, 1e-9)))) if math.isfinite(per_phase) else want
             d, j, trip = [], [], []
             for _ in range(state["count"]):
                 state["key"] += 1
+                ghat = fresh_ghat()  # untimed: in a step, ĝ is the worker's result
                 if kind == "descent":
-                    d.append(rep.timed(lambda: side(rep, work)))
+                    d.append(rep.timed(lambda: side(rep, work, ghat)))
                     continue
                 start = time.perf_counter()
                 future = executor.submit(job(state["key"]))
                 if kind == "both":
-                    d.append(rep.timed(lambda: side(rep, work)))
+                    d.append(rep.timed(lambda: side(rep, work, ghat)))
                 j.append(executor.wait(future).seconds)
                 trip.append(time.perf_counter() - start)  # submit to result, as the descent thread sees it
             return d, j, trip
 
-        def side(rep, work):  # the descent's side of a step: climb, pass, restore, update
-            ghat = [g.clone() for g in state["ghat"]]  # ĝ, overwritten by the climb
+        def fresh_ghat():  # a copy of ĝ for the climb to overwrite
+            return [g.clone() for g in state["ghat"]]
+
+        def side(rep, work, ghat):  # the descent's side of a step: climb, pass, restore, update
             grads = work.climb(ghat, lambda: rep.step(n).grads)
             work.update(grads)
 
