@@ -108,6 +108,7 @@ class BenchResult:
 
     def to_dict(self, sgd: float | None = None, sam: float | None = None, base: BenchResult | None = None) -> dict:
         p = self.arrangement.plan
+        rounds = self.error_vs_rounds(base) if base is not self else None
         return {
             "strategy": p.strategy,
             "label": self.arrangement.label,
@@ -129,8 +130,8 @@ class BenchResult:
             "predicted_descent_wait_seconds": None if self.predicted is None else self.predicted["descent_wait_per_iteration"],
             "relative_error": self.relative_error,
             "error_vs_sgd": self.error_vs(base),
-            **_judged(self.error_vs_rounds(base) if base is not self else None),
-            **_within(self.stated, self.error_vs_rounds(base) if base is not self else None),
+            **_judged(rounds),
+            **_within(self.stated, rounds),
         }
 
 

@@ -251,7 +251,7 @@ def run_bench(
         prof = profile.profile if isinstance(profile, CostModel) else load_profile(profile)
         used = {k: v for k, v in prof.to_dict().items() if k != "provenance"}
         notes += _drift_note(results, prof)
-        _state_margins(results, CostModel(prof))
+        _state_margins(results, profile if isinstance(profile, CostModel) else CostModel(prof))
     if rounds > rounds_asked:
         notes.append(f"{rounds} rounds instead of {rounds_asked}: the rounds would have taken less than {min_seconds:g} s")
     return BenchReport(results, model, batch_size, steps, rounds, load, profile_source, notes, used)

@@ -196,8 +196,8 @@ def measure_step_costs(replica: TimedReplica, n: int, allot: float) -> tuple[flo
         fresh[:], spare[:] = [g.clone() for g in other], [g.clone() for g in other]
         fn()
     for _ in range(50):
+        spare[:] = [g.clone() for g in other]  # only the pair side uses it, once a round
         for name, fn in costs:
-            spare[:] = [g.clone() for g in other]
             fresh[:] = replica.step(n).grads
             times[name].append(replica.timed(fn))
         spent = time.perf_counter() - start
