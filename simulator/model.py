@@ -158,8 +158,9 @@ class Workload:
             self.shared = cm.shares_cores(self.descent, self.ascent)
             if not self.shared:
                 self.res_ascent = engine.resource(self.ascent)
+                m = self.ascent_batch_size  # the job's batch sets both factors (hetsam/profiling/pairs.py)
                 engine.contend(self.res_descent, self.res_ascent,
-                               cm.slowdown(self.descent, self.ascent), cm.slowdown(self.ascent, self.descent))
+                               cm.slowdown(self.descent, self.ascent, m), cm.slowdown(self.ascent, self.descent, m))
         if self.uses_ascent and not self.pairs:  # rank pairs exchange through the all-reduce
             nbytes = cm.parameter_bytes
             self.copy_to_ascent = cm.copy_seconds(self.descent, self.ascent, nbytes)

@@ -210,3 +210,56 @@ class _Ctx:
 
         self.cm, self.batch_size, self.scale = cm, batch_size, None
         self.descent_step = lambda device, compute, perturbed=False: descent_step(cm, None, device, compute, perturbed)
+
+
+def test_slowdowns_follow_the_jobs_batch_when_measured_at_several():
+    # measured with the job at 16 and 64: exact there, linear in log(batch) between, the nearest beyond;
+    # without a job batch (or without points) the profile's own factor
+    from hetsam.profiling.pairs import at_job_batch
+
+    data = synthetic_profile_dict()
+    data["contention"][0]["by_job_batch"] = [{"batch": 16, "slowdown": [1.5, 1.8]}, {"batch": 64, "slowdown": [1.2, 1.25]}]
+    prof = Profile.from_dict(data)
+    assert Profile.from_dict(prof.to_dict()) == prof  # round-trips
+    cm = CostModel(prof)
+    d, a = "cpu:0[0]", "cpu:0[1]"
+    assert cm.slowdown(d, a, 16) == 1.5 and cm.slowdown(a, d, 16) == 1.8
+    assert cm.slowdown(d, a, 64) == 1.2 and cm.slowdown(a, d, 64) == 1.25
+    assert cm.slowdown(d, a, 32) == pytest.approx(1.35)  # halfway in log(batch)
+    assert cm.slowdown(d, a, 4) == 1.5 and cm.slowdown(d, a, 128) == 1.2
+    assert cm.slowdown(d, a) == 1.2  # no job batch: the profile's factor
+    assert CostModel(Profile.from_dict(synthetic_profile_dict())).slowdown(d, a, 16) == 1.2  # no points
+    assert at_job_batch([(8, 2.0)], 1) == at_job_batch([(8, 2.0)], 100) == 2.0
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([{"batch": 64, "slowdown": [1.2, 1.2]}, {"batch": 16, "slowdown": [1.5, 1.5]}], "strictly ascending"),
+    ([{"batch": 0, "slowdown": [1.2, 1.2]}], "batch"),
+    ([{"batch": 16, "slowdown": [1.2]}], "two slowdown factors"),
+    ([{"batch": 16, "slowdown": [1.2, -1]}], "slowdown"),
+    ([{"batch": 16}], "slowdown"),
+    ("16", "by_job_batch"),
+])
+def test_bad_job_batch_slowdowns_are_refused(bad, match):
+    data = synthetic_profile_dict()
+    data["contention"][0]["by_job_batch"] = bad
+    with pytest.raises(HetsamInputError, match=match):
+        Profile.from_dict(data)
+
+
+def test_the_planner_and_simulator_price_a_small_job_with_its_own_slowdowns():
+    # the same plan costs more where the job at its b' is measured slower, in the closed form and the
+    # simulator alike; at b' = b nothing changes
+    from hetsam.planning.plan import Plan
+    from hetsam.simulator import simulate
+
+    base = synthetic_profile_dict()
+    slower = synthetic_profile_dict()
+    slower["contention"][0]["by_job_batch"] = [{"batch": 16, "slowdown": [2.0, 3.0]}, {"batch": 64, "slowdown": [1.2, 1.25]}]
+    cms = [CostModel(Profile.from_dict(x)) for x in (base, slower)]
+    for size, more in ((16, True), (64, False)):
+        plan = Plan("async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=64,
+                    options={"ascent_batch_size": size})
+        closed = [plan.spec.closed_form_seconds(_Ctx(cm), plan) for cm in cms]
+        sim = [simulate(plan, cm, iterations=100, jitter=False).iteration_seconds["p50"] for cm in cms]
+        assert (closed[1] > closed[0] and sim[1] > sim[0]) if more else (closed[1] == closed[0] and sim[1] == sim[0])

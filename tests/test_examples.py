@@ -606,3 +606,28 @@ def test_bench_step_costs_reduced(capsys):
             assert r["update_ratio"] == r["climb_ratio"] == 1.0
     with pytest.raises(SystemExit):
         bench.main(["--rounds", "0"])
+
+
+def test_bench_contention_reduced(capsys):
+    """The contention check fits each job batch and predicts each from the fits at b and b/4 (no timing assertion)."""
+    from hetsam.bench.arrangements import socket0_halves
+    from hetsam.profiling.pairs import lockstep_seconds
+
+    if socket0_halves() is None:
+        pytest.skip("needs two cores of socket 0 for two pools")
+    bench = load_example("bench_contention")
+    assert bench.main(["--batch-size", "8", "--job-batches", "1", "--repeats", "1", "--seconds", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["job_batch"] for r in rows) == [1, 2, 8]  # asked, b/4, b
+    for r in rows:
+        assert all(s >= 1.0 for s in r["slowdowns"]) and r["handoff_seconds"] >= 0
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("descent", "job", "descent_together", "job_together"))
+        for way in ("single", "two"):
+            p = r[way]
+            assert p["descent_error"] == pytest.approx(p["descent_together"] / r["descent_together"] - 1)
+        if r["job_batch"] in (2, 8):  # the two-point model uses that batch's own fit there
+            want = lockstep_seconds(r["descent"], r["job"], *r["slowdowns"])
+            assert (r["two"]["descent_together"], r["two"]["job_together"]) == pytest.approx(want)
+    assert "job b" in bench.table(rows, 8)
+    with pytest.raises(SystemExit):
+        bench.main(["--job-batches", "0"])

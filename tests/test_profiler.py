@@ -89,6 +89,9 @@ def test_profile_tiny_mlp_roundtrip(tmp_path):
     if CORES >= 2:
         (c,) = back.contention
         assert c.devices == ("cpu:0[0]", "cpu:0[1]") and all(s >= 1.0 for s in c.slowdown)
+        # fitted with the job at B/4 and at B (hetsam.profiling.pairs): the last point is the slowdown itself
+        assert [m for m, _ in c.by_job_batch] == [4, 16] and c.by_job_batch[-1][1] == c.slowdown
+        assert all(1.0 <= x <= 8.0 for _, s in c.by_job_batch for x in s)
     prov = back.provenance
     assert prov["kind"] == "measured" and prov["torch"] == torch.__version__ and prov["budget"] == "none"
     # training FLOPs: forward + the backward matmuls (grad of both weights, grad input of layer 2 only)
@@ -121,7 +124,7 @@ def test_contention_times_the_descents_whole_side_of_a_step(monkeypatch):
     (c,) = prof.contention
     assert all(1.0 <= s <= 8.0 for s in c.slowdown) and c.handoff_seconds >= 0
     sides = [i for i, name in enumerate(calls) if name == "climb+pass"]
-    assert len(sides) >= 6 * 2  # six rounds, each with the descent alone and both together
+    assert len(sides) >= 2 * 6 * 2  # job at B/4 and B: six rounds each, with the descent alone and both together
     assert all(calls[i + 1] == "update" for i in sides)  # each climb (and its pass) then its update
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's model untouched
 
@@ -258,8 +261,9 @@ def test_profile_on_gpu():
                                         (0.200, 0.020, 1.0, 1.0)])
 def test_contention_fit_inverts_the_simulators_model(d, j, s_a, s_b):
     # the simulator's own event loop (an independent reference) runs a descent pass and an ascent job
-    # side by side; the profiler's fit must recover the slowdowns it was given from the end times
-    from hetsam.profiling.contention import fit_slowdowns
+    # side by side; the profiler's fit must recover the slowdowns it was given from the end times, and
+    # the forward model (examples/bench_contention.py predicts with it) must give those end times
+    from hetsam.profiling.pairs import fit_slowdowns, lockstep_seconds
     from hetsam.simulator.engine import Engine
 
     eng = Engine()
@@ -269,10 +273,11 @@ def test_contention_fit_inverts_the_simulators_model(d, j, s_a, s_b):
     eng.run()
     fa, fb = fit_slowdowns(d, j, ta.end, tb.end)
     assert fa == pytest.approx(s_a, rel=1e-9) and fb == pytest.approx(s_b, rel=1e-9)
+    assert lockstep_seconds(d, j, s_a, s_b) == pytest.approx((ta.end, tb.end), rel=1e-9)
 
 
 def test_contention_fit_is_bounded():
-    from hetsam.profiling.contention import MAX_SLOWDOWN, fit_slowdowns
+    from hetsam.profiling.pairs import MAX_SLOWDOWN, fit_slowdowns
 
     assert fit_slowdowns(0.1, 0.05, 0.09, 0.04) == (1.0, 1.0)  # faster together: noise, no speed-up recorded
     assert fit_slowdowns(0.1, 0.05, 0.5, 0.06) == (MAX_SLOWDOWN, 1.2)  # D' > J' + D: no finite fit

@@ -89,7 +89,8 @@ def summary(prof) -> str:
     for link in prof.links:
         lines.append(f"  copy {link.src} -> {link.dst}: {link.bytes_per_second / 1e9:.2f} GB/s, latency {link.latency_seconds * 1e6:.1f} us")
     for c in prof.contention:
-        lines.append(f"  contention {c.devices[0]} + {c.devices[1]}: slowdown {c.slowdown[0]:.2f}, {c.slowdown[1]:.2f}")
+        at = "".join(f"; with the job at {m}: {x[0]:.2f}, {x[1]:.2f}" for m, x in c.by_job_batch[:-1])
+        lines.append(f"  contention {c.devices[0]} + {c.devices[1]}: slowdown {c.slowdown[0]:.2f}, {c.slowdown[1]:.2f}{at}")
     rep = prof.provenance.get("ratio_repeatability")
     if isinstance(rep, dict):
         parts = [f"{what} {v['median_deviation']:.1%} (worst {v['max_deviation']:.1%})" for what, v in

@@ -9,7 +9,8 @@
   times ``grad_seconds``.
 - ``copy_seconds(src, dst, nbytes) = latency + nbytes / bandwidth`` of the link between the two
   devices' hardware (a pool uses its socket's links); zero on the very same device.
-- ``slowdown(device, other)``: how much slower ``device`` computes while ``other`` computes too.
+- ``slowdown(device, other, job_batch)``: how much slower ``device`` computes while ``other``
+  computes too, with the ascent job at ``job_batch`` (``hetsam/profiling/pairs.py``).
 - ``step_seconds(device, perturbed)``: the fixed costs of one step on the descent device, beside
   its gradient passes: the update ``u`` and, for a perturbed step, the climb ``c`` (back up θ,
   θ + e, restore), both measured through the descent runtime, plus ``loop_seconds`` ``ℓ``, the
@@ -30,6 +31,7 @@ from hetsam import _checks
 from hetsam.errors import HetsamInputError
 from hetsam.hardware.kinds import kind_of
 from hetsam.hardware.names import parse_device
+from hetsam.profiling.pairs import at_job_batch
 from hetsam.profiling.schema import DeviceProfile, GradTable, Profile, load_profile
 
 __all__ = ["CostModel", "DEFAULT_PARALLEL_FRACTION", "isotonic"]
@@ -98,12 +100,12 @@ class CostModel:
         self._derived: dict[str, DeviceProfile] = {}
         self.derivations: dict[str, str] = {}
         self._links = {(link.src, link.dst): link for link in self.profile.links}
-        self._contention: dict[tuple[str, str], float] = {}
+        self._contention: dict[tuple[str, str], tuple[float, tuple[tuple[int, float], ...]]] = {}
         self._handoff: dict[tuple[str, str], float] = {}
         for c in self.profile.contention:
             (a, b), (sa, sb) = c.devices, c.slowdown
-            self._contention[(a, b)] = sa
-            self._contention[(b, a)] = sb
+            self._contention[(a, b)] = (sa, tuple((m, x[0]) for m, x in c.by_job_batch))
+            self._contention[(b, a)] = (sb, tuple((m, x[1]) for m, x in c.by_job_batch))
             if c.handoff_seconds is not None:  # measured with a as the descent, b as the worker's pool
                 self._handoff[(a, b)] = self._handoff[(b, a)] = c.handoff_seconds
 
@@ -234,9 +236,12 @@ class CostModel:
         """Whether two devices are the same hardware (time-sliced rather than parallel)."""
         return parse_device(self.resolve(a)).overlaps(parse_device(self.resolve(b)))
 
-    def slowdown(self, device, other) -> float:
-        """Factor by which ``device`` computes slower while ``other`` computes too (1.0: none known)."""
-        return self._pair_value(self._contention, device, other, 1.0)
+    def slowdown(self, device, other, job_batch: int | None = None) -> float:
+        """Factor by which ``device`` computes slower while ``other`` computes too (1.0: none known),
+        with the ascent job (on either) at ``job_batch`` when the profile measured it at several
+        (``hetsam.profiling.pairs.at_job_batch``; otherwise, or without it, at the profile's batch)."""
+        value, points = self._pair_value(self._contention, device, other, (1.0, ()))
+        return at_job_batch(points, job_batch) if points and job_batch is not None else value
 
     def handoff_seconds(self, descent, ascent) -> float:
         """What one step of the threaded executor costs the descent beyond its passes: with the ascent

@@ -8,21 +8,20 @@ pinned to pool ``b``, its staging copies and hand-off), one job submitted at the
 step and waited for at its end, in lock-step as a step of AsyncSAM or SAMPa does. The climb and
 the update are parameter-sized, memory-bound passes that the other pool's job slows more than
 the gradient pass (MLP at b = 64: the climb took 0.60 ms in AutoSAM's AsyncSAM step on two
-pools against 0.35 ms in the profile of that machine), so they are measured inside the contention, as the simulator
-slows the whole descent task.
+pools against 0.35 ms in the profile of that machine), so they are measured inside the
+contention, as the simulator slows the whole descent task.
 
-The slowdowns are those of the simulator's model (``simulator/engine.py``): while both compute,
-``a`` progresses at ``1/s_a`` and ``b`` at ``1/s_b``; whichever finishes first leaves the other
-alone for the rest. From the medians alone (``D``: the descent's side, ``J``: job) and together
-(``D'``, ``J'``), when the job ends first (``J' <= D'``) it was overlapped throughout, so
-``s_b = J'/J``, and the descent did ``J'/s_a`` of its work in the overlap and the rest alone:
-``D' = J' + D − J'/s_a``, so ``s_a = J'/(J' + D − D')``; symmetrically when the descent ends first.
+The slowdowns are those of the simulator's model, fitted from the medians alone and together
+(:func:`hetsam.profiling.pairs.fit_slowdowns`). The profiler fits them with the job at the
+profile's batch n and at n/4 (:func:`contention_pair`'s ``job_batch``): a small job is slowed
+more (``hetsam/profiling/pairs.py``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -33,35 +32,36 @@ from hetsam.execution.jobs import ASCENT, GradJob
 from hetsam.execution.threads import ThreadedExecutor
 from hetsam.profiling.budget import Settings
 from hetsam.profiling.ladder import DescentWork, TimedReplica
+from hetsam.profiling.pairs import fit_slowdowns
 from hetsam.profiling.stats import median
 from hetsam.profiling.targets import Target, run_threads
 
-__all__ = ["contention_pair", "fit_slowdowns"]
+__all__ = ["PairFit", "contention_pair"]
 
 _CONTENTION_ROUNDS = 6  # rounds of (descent alone, job alone, both), the order reversed every other round
-MAX_SLOWDOWN = 8.0  # a fit beyond this (or a non-positive denominator) is noise; recorded as this
 
 
-def fit_slowdowns(d: float, j: float, d2: float, j2: float) -> tuple[float, float]:
-    """``(s_a, s_b)`` from the alone (``d``, ``j``) and together (``d2``, ``j2``) medians (module
-    docstring), each at least 1 and at most :data:`MAX_SLOWDOWN`."""
+@dataclass(frozen=True)
+class PairFit:
+    """What :func:`contention_pair` measured: the slowdowns, the hand-off, the medians (alone:
+    ``descent``, ``job``; in lock-step: ``descent_together``, ``job_together``) and a note."""
 
-    def bounded(x: float) -> float:
-        return min(MAX_SLOWDOWN, max(1.0, x)) if math.isfinite(x) else MAX_SLOWDOWN
-
-    if j2 <= d2:  # the job was overlapped throughout
-        rest = j2 + d - d2
-        return bounded(j2 / rest if rest > 0 else math.inf), bounded(j2 / j)
-    rest = d2 + j - j2
-    return bounded(d2 / d), bounded(d2 / rest if rest > 0 else math.inf)
+    slowdowns: tuple[float, float]
+    handoff_seconds: float
+    descent: float
+    job: float
+    descent_together: float
+    job_together: float
+    note: str
 
 
 def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, settings: Settings,
-                    allot: float, progress: Progress) -> tuple[float, float, float, str]:
-    """Slowdowns of pool ``a`` (the descent's side of a step) and pool ``b`` (the ascent job) at batch
-    ``n``, and the hand-off: what a lock-step step costs beyond ``max(D', J')`` (submit, wait, both threads' Python),
-    taken step by step (``step − max(its descent pass, its job)``) so the passes' noise cancels:
-    from medians of different steps, a ResNet-20 profile once measured 7.6 ms where 1.3–1.9 ms was usual.
+                    allot: float, progress: Progress, *, job_batch: int | None = None) -> PairFit:
+    """Slowdowns of pool ``a`` (the descent's side of a step at batch ``n``) and pool ``b`` (the ascent
+    job, at ``job_batch``, by default ``n`` as the profiler fits it), and the hand-off: what a
+    lock-step step costs beyond ``max(D', J')`` (submit, wait, both threads' Python), taken step by
+    step (``step − max(its descent pass, its job)``) so the passes' noise cancels: from medians of
+    different steps, a ResNet-20 profile once measured 7.6 ms where 1.3–1.9 ms was usual.
 
     Side by side, in rounds (descent alone, job alone, both; the next round in the opposite
     order), each a few seconds long; each round gives its own fit (:func:`fit_slowdowns`) from
@@ -74,11 +74,12 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
     executor = ThreadedExecutor()
     executor.bind(model, loss_fn, params, device=torch.device(b.torch_device), threads=b.threads or 1, amp_dtype=None,
                   placement=Placement(a.id, b.id, a.threads))
-    job_batch = slice_batch(detach_to(batch, torch.device(b.torch_device)), 0, n)
+    m = n if job_batch is None else job_batch
+    job_data = slice_batch(detach_to(batch, torch.device(b.torch_device)), 0, m)
     buffers, training = list(model.buffers()), tuple(m.training for m in model.modules())
 
     def job(key: int) -> GradJob:
-        return GradJob(key, ASCENT, job_batch, params=params, buffers=buffers, training=training)
+        return GradJob(key, ASCENT, job_data, params=params, buffers=buffers, training=training)
 
     state: dict = {"count": None, "key": 0}
 
@@ -144,10 +145,11 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
             rep.release()
     sa, sb = median([f[0] for f in fits]), median([f[1] for f in fits])
     d, j, d2, j2, trip, handoff = (median([x[i] for x in raw]) for i in range(6))
-    note = (f"contention {a.id}+{b.id} at batch {n}, as the threaded executor runs them (the descent's climb, pass and update on {a.id}, "
+    at = f"batch {n}" if m == n else f"batch {n} (the job at {m})"
+    note = (f"contention {a.id}+{b.id} at {at}, as the threaded executor runs them (the descent's climb, pass and update on {a.id}, "
             f"ascent job on {b.id}'s worker, in lock-step): slowdowns {sa:.3f}, {sb:.3f} (medians of {len(fits)} rounds' "
             f"fits, {min(f[0] for f in fits):.3f}-{max(f[0] for f in fits):.3f} and {min(f[1] for f in fits):.3f}-"
             f"{max(f[1] for f in fits):.3f}); medians alone {d * 1e3:.2f}/{j * 1e3:.2f} ms, together {d2 * 1e3:.2f}/"
             f"{j2 * 1e3:.2f} ms; a lone job's round trip beyond its compute {trip * 1e3:.3f} ms; the hand-off (a lock-step step "
             f"beyond max(D', J')) {handoff * 1e3:.3f} ms; {state['count']} steps per phase")
-    return sa, sb, max(0.0, handoff), note
+    return PairFit((sa, sb), max(0.0, handoff), d, j, d2, j2, note)

@@ -323,15 +323,19 @@ def _measure_devices(run: _Run) -> None:
 
 
 def _measure_contention(run: _Run) -> None:
-    """Each pair of pools alone and together (at the largest batch both fit)."""
+    """Each pair of pools alone and together (at the largest batch n both fit), with the job at n/4
+    and at n: a small job is slowed more (``hetsam/profiling/pairs.py``)."""
     measured = {d.id: d for d in run.devices}
     for a, b in run.pairs:
         allot = run.share(W_PAIR)
         fits = [measured[x.id].max_batch_size for x in (a, b) if x.id in measured and measured[x.id].max_batch_size]
         n = min([run.ladder[-1], *fits])
-        sa, sb, handoff, note = contention_pair(run.model, run.loss_fn, run.sample_batch, a, b, n, run.settings, allot, run.bar)
-        run.contention.append(Contention((a.id, b.id), (sa, sb), handoff))
-        run.notes.append(note)
+        jobs = sorted({max(1, n // 4), n})
+        got = {m: contention_pair(run.model, run.loss_fn, run.sample_batch, a, b, n, run.settings, allot / len(jobs), run.bar,
+                                  job_batch=m) for m in jobs}
+        points = tuple((m, got[m].slowdowns) for m in jobs) if len(jobs) > 1 else ()
+        run.contention.append(Contention((a.id, b.id), got[n].slowdowns, got[n].handoff_seconds, points))
+        run.notes += [got[m].note for m in jobs]
 
 
 def _measure_copy_links(run: _Run) -> None:

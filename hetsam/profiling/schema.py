@@ -28,14 +28,18 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
       }, ...],
       "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
       "contention": [{"devices": [id, id], "slowdown": [float, float],          # optional
-                      "handoff_seconds": float}, ...],                           # optional
+                      "handoff_seconds": float,                                  # optional
+                      "by_job_batch": [{"batch": int, "slowdown": [float, float]}, ...]},  # optional
+                     ...],
       "provenance": {"kind": "measured" | "spec-scaled" | "synthetic", ...free-form strings...}
     }
 
 ``contention`` records how much slower each of two devices computes while the other one
 computes too (two pools sharing a socket's caches and memory bandwidth): 1.0 means no effect;
 ``handoff_seconds``, what a step of the threaded executor on the pair costs beyond its two
-overlapped passes (the job's hand-off, both threads' Python), measured in the same stage.
+overlapped passes (the job's hand-off, both threads' Python), measured in the same stage;
+``by_job_batch``, the slowdowns with the second device's job at each of these batches (ascending;
+``hetsam.profiling.pairs``), ``slowdown`` being those at the profile's batch.
 
 This module is pure Python (no torch): the planner and simulator load profiles anywhere.
 """
@@ -53,6 +57,7 @@ from hetsam.hardware.kinds import kind_of, record_kinds
 from hetsam.hardware.names import parse_device
 from hetsam.profiling.checker import BATCH, BYTES, COUNT, SECONDS
 from hetsam.profiling.checker import Checker as _Checker
+from hetsam.profiling.pairs import Contention
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -197,34 +202,6 @@ class Link:
             float(chk.num(value["bytes_per_second"], f"{path}.bytes_per_second", positive=True, low=1e3, high=1e15)),
             float(chk.num(value["latency_seconds"], f"{path}.latency_seconds", nonneg=True, high=10.0)),
         )
-
-
-@dataclass(frozen=True)
-class Contention:
-    devices: tuple[str, str]
-    slowdown: tuple[float, float]
-    handoff_seconds: float | None = None  # a worker step's cost beyond its overlapped passes (None: not measured)
-
-    def to_dict(self) -> dict:
-        d = {"devices": list(self.devices), "slowdown": list(self.slowdown)}
-        if self.handoff_seconds is not None:
-            d["handoff_seconds"] = self.handoff_seconds
-        return d
-
-    @classmethod
-    def parse(cls, value, path: str, chk: _Checker) -> Contention:
-        chk.obj(value, path, {"devices", "slowdown"}, {"handoff_seconds"})
-        devs = chk.array(value["devices"], f"{path}.devices")
-        slow = chk.array(value["slowdown"], f"{path}.slowdown")
-        if len(devs) != 2 or len(slow) != 2:
-            chk.fail(path, "must name exactly two devices and two slowdown factors")
-        ids = tuple(chk.device_id(d, f"{path}.devices[{i}]") for i, d in enumerate(devs))
-        factors = tuple(float(chk.num(s, f"{path}.slowdown[{i}]", positive=True, low=0.01, high=100.0))
-                        for i, s in enumerate(slow))
-        handoff = value.get("handoff_seconds")
-        if handoff is not None:
-            handoff = float(chk.num(handoff, f"{path}.handoff_seconds", nonneg=True, high=SECONDS[1]))
-        return cls(ids, factors, handoff)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

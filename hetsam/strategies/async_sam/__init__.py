@@ -93,7 +93,7 @@ class AsyncSAMSpec(StrategySpec):
         if ctx.cm.shares_cores(descent, ascent):
             return self._sliced_base(ctx, descent, ascent) + ctx.cm.grad_seconds(ascent, size)
         window, chain = self._window(ctx, descent, ascent, self.staleness(plan))
-        return max(window, chain(size))
+        return max(window(size), chain(size))
 
     @staticmethod
     def _sliced_base(ctx, descent, ascent) -> float:
@@ -102,14 +102,17 @@ class AsyncSAMSpec(StrategySpec):
             ctx.cm.handoff_seconds(descent, ascent)
 
     def _window(self, ctx, descent, ascent, tau):
+        """D's step and the ascent's chain, each a function of b' (the job's batch sets the slowdowns)."""
         cm, nbytes = ctx.cm, ctx.cm.parameter_bytes
-        s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
-        window = ctx.descent_step(descent, cm.grad_seconds(descent, ctx.batch_size) * s_d, perturbed=True) + \
-            cm.handoff_seconds(descent, ascent)  # the threaded executor's hand-off h, on D's step
+        pass_d = cm.grad_seconds(descent, ctx.batch_size)
+        h = cm.handoff_seconds(descent, ascent)  # the threaded executor's hand-off h, on D's step
         to_a, to_d = cm.copy_seconds(descent, ascent, nbytes), cm.copy_seconds(ascent, descent, nbytes)
 
+        def window(ascent_batch_size: int) -> float:
+            return ctx.descent_step(descent, pass_d * cm.slowdown(descent, ascent, ascent_batch_size), perturbed=True) + h
+
         def chain(ascent_batch_size: int) -> float:
-            compute = cm.grad_seconds(ascent, ascent_batch_size) * s_a
+            compute = cm.grad_seconds(ascent, ascent_batch_size) * cm.slowdown(ascent, descent, ascent_batch_size)
             return to_a + compute + to_d if tau == 1 else max(to_a, compute, to_d)
 
         return window, chain
@@ -133,11 +136,11 @@ class AsyncSAMSpec(StrategySpec):
             size = largest_fitting(lambda x: base + cm.grad_seconds(ascent, x) <= ctx.budget_seconds, floor, b) or floor
             return Proposal(plan(size), base + cm.grad_seconds(ascent, size), "time-sliced on one pool")
         window, chain = self._window(ctx, descent, ascent, tau)
-        size = largest_fitting(lambda x: chain(x) <= window, floor, b)
+        size = largest_fitting(lambda x: chain(x) <= window(x), floor, b)
         note = "ascent hidden behind the descent"
         if size is None:
             size, note = floor, "ascent at the floor does not fit; the descent waits"
-        return Proposal(plan(size), max(window, chain(size)), note)
+        return Proposal(plan(size), max(window(size), chain(size)), note)
 
     # ---- the simulator --------------------------------------------------------------------------
     def simulation(self, w):

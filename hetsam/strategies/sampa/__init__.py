@@ -68,7 +68,7 @@ class SAMPaSpec(StrategySpec):
     def closed_form_seconds(self, ctx, plan) -> float:
         cm, b, descent, ascent = ctx.cm, ctx.batch_size, plan.descent_device, plan.effective_ascent_device
         nbytes = cm.parameter_bytes
-        s_d, s_a = cm.slowdown(descent, ascent), cm.slowdown(ascent, descent)
+        s_d, s_a = cm.slowdown(descent, ascent, b), cm.slowdown(ascent, descent, b)  # g_y' at b
         if ctx.scale is not None:  # a pair of ranks: both passes, then one all-reduce of [g_x | g_y'] (2P)
             both = max(cm.grad_seconds(descent, b) * s_d, cm.grad_seconds(ascent, b) * s_a)
             return both + ctx.scale.allreduce_seconds(descent, 2 * nbytes, 2 * ctx.scale.ranks) + \
