@@ -263,3 +263,25 @@ def test_the_planner_and_simulator_price_a_small_job_with_its_own_slowdowns():
         closed = [plan.spec.closed_form_seconds(_Ctx(cm), plan) for cm in cms]
         sim = [simulate(plan, cm, iterations=100, jitter=False).iteration_seconds["p50"] for cm in cms]
         assert (closed[1] > closed[0] and sim[1] > sim[0]) if more else (closed[1] == closed[0] and sim[1] == sim[0])
+
+
+def test_median_profile_takes_medians_and_keeps_common_points_only():
+    # the bench's per-round profiles merged: medians per point, contention with the job at each batch too
+    from hetsam.profiling.merge import median_profile
+
+    dicts = []
+    for k, (s16, s64) in enumerate(((1.5, 1.2), (1.9, 1.4), (1.7, 1.3))):
+        d = synthetic_profile_dict()
+        d["devices"][0]["grad_seconds"]["median"] = [x * (1 + k / 10) for x in d["devices"][0]["grad_seconds"]["median"]]
+        d["contention"][0]["slowdown"] = [s64, s64]
+        d["contention"][0]["by_job_batch"] = [{"batch": 16, "slowdown": [s16, s16 + 1]}, {"batch": 64, "slowdown": [s64, s64]}]
+        if k == 2:
+            d["contention"][0]["by_job_batch"].insert(0, {"batch": 4, "slowdown": [3.0, 3.0]})  # only in one profile
+        dicts.append(d)
+    merged = median_profile([Profile.from_dict(d) for d in dicts])
+    (c,) = merged.contention
+    assert c.slowdown == (1.3, 1.3)
+    assert c.by_job_batch == ((16, (1.7, 2.7)), (64, (1.3, 1.3)))
+    assert merged.devices[0].grad_seconds.median == pytest.approx([x * 1.1 for x in dicts[0]["devices"][0]["grad_seconds"]["median"]])
+    without = median_profile([Profile.from_dict(synthetic_profile_dict()), Profile.from_dict(dicts[0])])
+    assert without.contention[0].by_job_batch == ()  # not measured in every profile: dropped

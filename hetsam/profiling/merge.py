@@ -14,7 +14,8 @@ __all__ = ["median_profile"]
 def median_profile(profiles: Sequence) -> Profile:
     """One profile from several of the same machine and model: per device and batch size the
     median of the medians (and of the spreads), the median update, climb and auxiliary times, link bandwidth and
-    latency, and contention slowdown. Points or entries missing from any profile are dropped."""
+    latency, and contention slowdowns (with the job at each batch). Points or entries missing from any
+    profile are dropped."""
     dicts = [p.to_dict() for p in profiles]
     out = copy.deepcopy(dicts[0])
     med = median
@@ -36,8 +37,10 @@ def median_profile(profiles: Sequence) -> Profile:
             "batch_sizes": sizes,
             "median": [med(at(t, "median", b) for t in tables) for b in sizes],
             "spread": [med(at(t, "spread", b) for t in tables) for b in sizes],
-            "repeats": sum(t.get("repeats", 0) for t in tables),
         }
+        repeats = sum(t.get("repeats", 0) for t in tables)
+        if repeats:  # optional in a profile
+            dev["grad_seconds"]["repeats"] = repeats
         for key in ("update_seconds", "climb_seconds", "auxiliary_seconds", "sliced_handoff_seconds"):
             values = [e.get(key) for e in entries if e.get(key) is not None]
             dev[key] = med(values) if values else None
@@ -53,6 +56,10 @@ def median_profile(profiles: Sequence) -> Profile:
         handoffs = [ix[k]["handoff_seconds"] for ix in index if ix[k].get("handoff_seconds") is not None]
         if handoffs:
             entry["handoff_seconds"] = med(handoffs)
+        points = [{x["batch"]: x["slowdown"] for x in ix[k].get("by_job_batch", [])} for ix in index]
+        common = sorted(set(points[0]).intersection(*points[1:]))
+        if common:  # the slowdowns with the job at each batch all measured
+            entry["by_job_batch"] = [{"batch": m, "slowdown": [med(p[m][j] for p in points) for j in (0, 1)]} for m in common]
         out["contention"].append(entry)
     out["provenance"] = {**dicts[0]["provenance"], "notes": f"median of {len(dicts)} profiles taken between bench rounds"}
     return Profile.from_dict(out, where="median profile")
