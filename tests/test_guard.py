@@ -303,3 +303,30 @@ def test_the_fallback_is_sam_faithful():
     spec = chosen.spec
     assert not (spec.guarded or spec.own_radius) and spec.exact_share != 0.0
     assert any(c.plan == chosen and c.fits_budget for c in report.candidates)
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="two pools need two cores")
+def test_the_snapshot_is_taken_on_the_descents_cores(monkeypatch):
+    # the guard's copies run under the descent's binding (its pool, its thread count), not with a team
+    # over the ascent worker's cores; the caller's binding is back after the step
+    import os
+
+    from hetsam.autosam import guard as guard_module
+    from hetsam.execution.binding import pool_cpus
+
+    seen = []
+    take = guard_module.DivergenceGuard._take
+
+    def spy(self, opt, steps):
+        seen.append((os.sched_getaffinity(0), torch.get_num_threads()))
+        return take(self, opt, steps)
+
+    monkeypatch.setattr(guard_module.DivergenceGuard, "_take", spy)
+    before = (os.sched_getaffinity(0), torch.get_num_threads())
+    plan = Plan("async_sam", descent_device="cpu:0[0]", ascent_device="cpu:0[1]", batch_size=32,
+                options={"ascent_batch_size": 8})
+    with AutoSAM(mlp(), loss_fn, torch.optim.SGD, lr=0.05, plan=plan, guard={"window": 5}) as opt:
+        for batch in opt.prefetch(batches(14, 32)):
+            opt.step(batch)
+    assert seen and all(s == (set(pool_cpus("cpu:0[0]")), 1) for s in seen)
+    assert (os.sched_getaffinity(0), torch.get_num_threads()) == before

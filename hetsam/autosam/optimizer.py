@@ -259,19 +259,21 @@ class AutoSAM(torch.optim.Optimizer):
         # the period includes the loop's own work; the gap since the last step() returned is that work alone
         period, gap = (None, None) if self._last_end is None else (start - self._last_start, start - self._last_end)
         self._last_start = start
-        self._guard.arm(self, self._steps_before + parts.rule.t)  # the first snapshot of a guarded plan
-        try:
-            with role_binding(parts.descent_threads, parts.descent_cpus), \
-                    (parts.dist.stepping() if parts.dist is not None else contextlib.nullcontext()):
-                loss = parts.rule.step(batch, upcoming, accumulate)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: leave no worker behind
-                self.close()
-            raise
-        finally:
-            rt.pre_update = rt.descent = None
-        self.last_outputs, rt.outputs, loss = rt.outputs, None, stepping.result(self, loss)
-        stepping.end(self, loss, descent_closure, period, gap)  # skipped updates, the guard, re-planning
+        # the guard's snapshots (arm, stepping.end) copy tensors too: on the descent's cores and threads,
+        # never with a team that spans the ascent worker's cores while its next job runs
+        with role_binding(parts.descent_threads, parts.descent_cpus):
+            self._guard.arm(self, self._steps_before + parts.rule.t)  # the first snapshot of a guarded plan
+            try:
+                with parts.dist.stepping() if parts.dist is not None else contextlib.nullcontext():
+                    loss = parts.rule.step(batch, upcoming, accumulate)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: leave no worker behind
+                    self.close()
+                raise
+            finally:
+                rt.pre_update = rt.descent = None
+            self.last_outputs, rt.outputs, loss = rt.outputs, None, stepping.result(self, loss)
+            stepping.end(self, loss, descent_closure, period, gap)  # skipped updates, the guard, re-planning
         self._last_end = time.perf_counter()
         return loss
 
