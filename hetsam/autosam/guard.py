@@ -31,8 +31,10 @@ taken before the first guarded step and then every W steps while the loss is at 
 divergence by either condition (``m_t ≤ √k · best`` or ``m_t − best ≤ (r/2)(first − best)``),
 so a state from the start of a slow rise is not kept. The rule's own state is not copied: the rule is replaced by the fallback plan's. It costs
 host memory of one copy of that state (SGD with momentum: 2x the parameters; Adam: 3x) and a
-device-to-host copy every W steps; above ``snapshot_bytes`` (default 1 GiB) no snapshot is kept,
-and a divergence switches plans without reverting (said once in the log and in ``stats()``).
+device-to-host copy every W steps, made inside ``step()`` on the descent's cores and threads (a plan
+on two pools never copies with a team over the ascent worker's cores); above ``snapshot_bytes``
+(default 1 GiB) no snapshot is kept, and a divergence switches plans without reverting (said once
+in the log and in ``stats()``).
 
 ``AutoSAM(guard=False)`` switches it off; ``guard={"window": ..., "factor": ..., "regress": ...,
 "snapshot_bytes": ...}`` sets it. Under ``DistributedDataParallel`` it is off (ranks would decide

@@ -259,8 +259,7 @@ class AutoSAM(torch.optim.Optimizer):
         # the period includes the loop's own work; the gap since the last step() returned is that work alone
         period, gap = (None, None) if self._last_end is None else (start - self._last_start, start - self._last_end)
         self._last_start = start
-        # the guard's snapshots (arm, stepping.end) copy tensors too: on the descent's cores and threads,
-        # never with a team that spans the ascent worker's cores while its next job runs
+        # the guard's snapshots (arm, end) copy too: on the descent's cores, not over the ascent worker's
         with role_binding(parts.descent_threads, parts.descent_cpus):
             self._guard.arm(self, self._steps_before + parts.rule.t)  # the first snapshot of a guarded plan
             try:
