@@ -11,6 +11,7 @@ where the whole run ends. Each rank writes ``OUT_DIR/rank{r}.pt``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import traceback
@@ -95,6 +96,16 @@ class SpawnModule(Module):
                 opt.step(batch)
         out["ref_params"] = flat(ref.module)
         torch.save({"spawn": out}, os.path.join(self.out_dir, f"rank{dist.get_rank()}.pt"))
+        atexit.register(_leave)  # after Lightning's own teardown and its (synchronous) return queue
+
+
+def _leave() -> None:
+    """A spawned rank's last act: leave without interpreter finalization, where torch 2.13's gloo
+    threads sometimes abort ("terminate called without an active exception", SIGABRT; the
+    launcher's ranks use hetsam.execution.distributed.exit_process for the same reason)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def spawn(out_dir: str) -> None:
