@@ -99,6 +99,10 @@ def test_profile_warnings_are_the_notes_that_measuring_again_can_fix():
     assert "busy.json" in lines[1] and "hetsam profile" in lines[1]
     cached = warning_lines(profile, cached_at="/c/profile-x.json", refresh_hint="hetsam plan --refresh-profile")
     assert "cached at /c/profile-x.json" in cached[1] and cached[1].endswith("hetsam plan --refresh-profile")
+    assert "reused" in cached[1] and "cached profile" in cached[0]
+    fresh = warning_lines(profile, cached_at="/c/profile-x.json", refresh_hint="hetsam plan --refresh-profile",
+                          just_measured=True)  # measured in this run: never said to be reused
+    assert "just measured" in fresh[0] and "reused" not in fresh[1] and "cached at /c/profile-x.json" in fresh[1]
     assert warning_lines(Profile.from_dict(synthetic_profile_dict())) == []
 
 

@@ -104,7 +104,7 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
             say(f"hetsam: profiled this machine in the cache at {path}")
         except HetsamInputError as exc:  # a read-only or full home must not stop training
             say(f"hetsam: could not cache the profile ({exc}); continuing")
-        for line in warning_lines(prof, cached_at=saved, refresh_hint=refresh_hint):
+        for line in warning_lines(prof, cached_at=saved, refresh_hint=refresh_hint, just_measured=True):
             say(line)
     return prof
 
@@ -124,16 +124,21 @@ def _quiet_now(say) -> bool:
     return False
 
 
-def warning_lines(profile: Profile, *, cached_at=None, refresh_hint: str | None = None) -> list[str]:
+def warning_lines(profile: Profile, *, cached_at=None, refresh_hint: str | None = None, just_measured: bool = False) -> list[str]:
     """What a user must hear about ``profile.warnings``, in two lines (none when it has none):
     the warnings, repeated ones collapsed; then where it is cached (``cached_at``) or loaded from,
-    and ``refresh_hint``, how to measure again."""
+    and ``refresh_hint``, how to measure again. ``just_measured``: the profile was measured in this
+    run (not reused)."""
     from hetsam._notes import collapsed_texts
 
     warnings = profile.warnings
     if not warnings:
         return []
-    if cached_at is not None:
+    if just_measured:
+        where = f"it is cached at {cached_at}" if cached_at is not None else "it is not cached"
+        hint = refresh_hint or DELETE_TO_REFRESH
+        head = "the profile just measured on this machine"
+    elif cached_at is not None:
         where, hint = f"it is cached at {cached_at} and reused as it is", refresh_hint or DELETE_TO_REFRESH
         head = "the cached profile of this machine"
     else:
