@@ -283,3 +283,27 @@ def test_plans_on_pools_carry_the_stated_uncertainty_and_the_report_checks_it():
     del data["provenance"]["ratio_repeatability"]  # not measured: nothing stated
     _state_margins(results, CostModel(Profile.from_dict(data)))
     assert all(r.stated is None for r in results)
+
+
+def test_the_drift_note_says_what_the_ratio_to_sgd_leaves_in():
+    # SGD off the profile by more than 5%: a note with the profile's age, saying that the ratios to SGD
+    # remove only a drift common to every device; within 5%, no note
+    import datetime
+
+    from hetsam.bench.results import BenchResult
+    from hetsam.bench.runner import _drift_note
+
+    sgd = default_arrangements(64, pools=("cpu:0[0]", "cpu:0[1]"))[0]
+
+    def result(measured, predicted):
+        return BenchResult(sgd, [measured] * 3, None, [measured], 0.0, 0.0, 0.0, None,
+                           {"iteration_seconds": predicted, "descent_wait_per_iteration": 0.0})
+
+    data = synthetic_profile_dict()
+    data["provenance"]["date"] = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)).isoformat()
+    prof = Profile.from_dict(data)
+    (note,) = _drift_note([result(1.25, 1.0)], prof)
+    assert note.startswith("SGD ran 25% slower than the profile predicts (profiled 1 minute ago)")
+    assert "not one between a pool and its socket" in note
+    assert "faster" in _drift_note([result(0.8, 1.0)], prof)[0]
+    assert _drift_note([result(1.04, 1.0)], prof) == []

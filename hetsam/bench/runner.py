@@ -348,7 +348,9 @@ def _state_margins(results: list[BenchResult], cm) -> None:
 def _drift_note(results: list[BenchResult], prof) -> list[str]:
     """A note when SGD, the one-gradient baseline, ran >5% off the profile: the machine's speed has
     drifted since it was profiled (a shared machine's does by tens of percent over minutes), and
-    every absolute error carries that drift; the errors relative to SGD do not."""
+    every absolute error carries that drift; the errors relative to SGD carry only its part that
+    differs between devices (a 2-vCPU VM's pool against its socket moved by 20–31% between two quiet
+    profiles ten minutes apart, docs/architecture.md)."""
     import datetime as _dt
 
     base = next((r for r in results if r.arrangement.label == SGD), None)
@@ -357,10 +359,12 @@ def _drift_note(results: list[BenchResult], prof) -> list[str]:
     age = ""
     try:
         taken = _dt.datetime.fromisoformat(str(prof.provenance.get("date")))
-        age = f", {(_dt.datetime.now(_dt.timezone.utc) - taken).total_seconds() / 60:.0f} minutes ago"
+        minutes = round((_dt.datetime.now(_dt.timezone.utc) - taken).total_seconds() / 60)
+        age = f" {minutes} minute{'' if minutes == 1 else 's'} ago"
     except (TypeError, ValueError):
         pass
     way = "slower" if base.relative_error > 0 else "faster"
     return [f"SGD ran {abs(base.relative_error):.0%} {way} than the profile predicts (profiled{age}): this machine's speed "
-            "has drifted since, and every absolute error carries that drift; the errors relative to SGD leave it out "
-            "(--interleave-profile profiles within the rounds instead)"]
+            "has drifted since, and every absolute error carries that drift; the errors relative to SGD leave out a drift "
+            "that moves every device alike, not one between a pool and its socket (--interleave-profile profiles within "
+            "the rounds instead)"]
