@@ -134,13 +134,13 @@ def warning_lines(profile: Profile, *, cached_at=None, refresh_hint: str | None 
     warnings = profile.warnings
     if not warnings:
         return []
-    if just_measured:
-        where = f"it is cached at {cached_at}" if cached_at is not None else "it is not cached"
+    if just_measured or cached_at is not None:
         hint = refresh_hint or DELETE_TO_REFRESH
-        head = "the profile just measured on this machine"
-    elif cached_at is not None:
-        where, hint = f"it is cached at {cached_at} and reused as it is", refresh_hint or DELETE_TO_REFRESH
-        head = "the cached profile of this machine"
+        if just_measured:
+            head, where = "the profile just measured on this machine", \
+                f"it is cached at {cached_at}" if cached_at is not None else "it is not cached"
+        else:
+            head, where = "the cached profile of this machine", f"it is cached at {cached_at} and reused as it is"
     else:
         where = f"it was loaded from {profile.source}" if profile.source else "it is not cached"
         hint = refresh_hint or "'hetsam profile --model NAME --batch-size B --out FILE' measures one again"

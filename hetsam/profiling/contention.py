@@ -74,8 +74,8 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
     executor = ThreadedExecutor()
     executor.bind(model, loss_fn, params, device=torch.device(b.torch_device), threads=b.threads or 1, amp_dtype=None,
                   placement=Placement(a.id, b.id, a.threads))
-    m = n if job_batch is None else job_batch
-    job_data = slice_batch(detach_to(batch, torch.device(b.torch_device)), 0, m)
+    job_n = n if job_batch is None else job_batch
+    job_data = slice_batch(detach_to(batch, torch.device(b.torch_device)), 0, job_n)
     buffers, training = list(model.buffers()), tuple(m.training for m in model.modules())
 
     def job(key: int) -> GradJob:
@@ -145,7 +145,7 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
             rep.release()
     sa, sb = median([f[0] for f in fits]), median([f[1] for f in fits])
     d, j, d2, j2, trip, handoff = (median([x[i] for x in raw]) for i in range(6))
-    at = f"batch {n}" if m == n else f"batch {n} (the job at {m})"
+    at = f"batch {n}" if job_n == n else f"batch {n} (the job at {job_n})"
     note = (f"contention {a.id}+{b.id} at {at}, as the threaded executor runs them (the descent's climb, pass and update on {a.id}, "
             f"ascent job on {b.id}'s worker, in lock-step): slowdowns {sa:.3f}, {sb:.3f} (medians of {len(fits)} rounds' "
             f"fits, {min(f[0] for f in fits):.3f}-{max(f[0] for f in fits):.3f} and {min(f[1] for f in fits):.3f}-"

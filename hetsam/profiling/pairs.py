@@ -94,7 +94,7 @@ class Contention:
         chk.obj(value, path, {"devices", "slowdown"}, {"handoff_seconds", "by_job_batch"})
         devs = chk.array(value["devices"], f"{path}.devices")
         if len(devs) != 2:
-            chk.fail(path, "must name exactly two devices and two slowdown factors")
+            chk.fail(f"{path}.devices", "must name exactly two devices")
         ids = tuple(chk.device_id(d, f"{path}.devices[{i}]") for i, d in enumerate(devs))
         handoff = value.get("handoff_seconds")
         if handoff is not None:
