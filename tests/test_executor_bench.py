@@ -167,9 +167,10 @@ def test_a_plan_for_another_batch_size_is_refused():
 
 
 def test_retain_freed_memory_stops_most_page_faults_of_a_training_step():
-    """In fresh processes: ResNet-20 forward+backward at b = 16 faults thousands of pages in per
-    step under glibc's defaults (freed activations go back to the kernel), few once freed
-    memory is retained."""
+    """In fresh processes: ResNet-20 forward+backward at b = 16 faults pages in on every step
+    under glibc's defaults (freed activations go back to the kernel; 1322 to thousands a step
+    on the CI machines), few once freed memory is retained. The claim is the ratio: the
+    absolute count depends on the kernel and glibc's adaptive mmap threshold."""
     import subprocess
     import sys
 
@@ -188,7 +189,7 @@ def test_retain_freed_memory_stops_most_page_faults_of_a_training_step():
            for m in ("system", "retain")}
     if out["retain"] == "unsupported":
         pytest.skip("not glibc")
-    assert float(out["system"]) > 2000 and float(out["retain"]) < float(out["system"]) / 5, out
+    assert float(out["system"]) > 300 and float(out["retain"]) < float(out["system"]) / 5, out
 
 
 def test_a_round_disturbed_by_another_process_is_measured_again():
