@@ -96,6 +96,7 @@ from hetsam.autosam.assemble import (
 )
 from hetsam.autosam.controller import controller_for
 from hetsam.autosam.guard import DivergenceGuard
+from hetsam.autosam.overhead import with_step_overheads
 from hetsam.autosam.params import add_group, resolve_params
 from hetsam.autosam.prefetch import LookaheadLoader, Prefetcher
 from hetsam.autosam.report import base_family, plan_report
@@ -205,7 +206,7 @@ class AutoSAM(torch.optim.Optimizer):
         share_groups(self, self.base_optimizer)
         # plan="auto", or a strategy name with a profile: the planner chooses at the first step
         self._controller = controller_for(plan, planner_options, model, self._log, strategies=strategies,
-                                          base_family=base_family(self.base_optimizer))
+                                          base_family=base_family(self.base_optimizer), own_work=measure_own_work)
         self.plan = None if self._controller is not None else resolve_plan(plan, model, given)
         self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
                                   overrides=given.overrides(self.plan), seed=seed, on_worker_failure=on_worker_failure,
@@ -360,3 +361,8 @@ class AutoSAM(torch.optim.Optimizer):
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+def measure_own_work(profile, model, loss_fn, sample_batch, *, progress: bool = False, log=None):
+    """``profile`` with AutoSAM's own work per step measured on its CPU devices
+    (:func:`hetsam.autosam.overhead.with_step_overheads`, by this class)."""
+    return with_step_overheads(profile, model, loss_fn, sample_batch, optimizer=AutoSAM, progress=progress, log=log)

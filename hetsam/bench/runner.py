@@ -271,6 +271,7 @@ def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None 
     """A ``profile_probe`` for :func:`run_bench`: a short profile of ``model`` at b/4 and b
     (the batches the default arrangements use) on ``devices`` (default: every core and the
     first pool of socket 0's halves)."""
+    from hetsam.autosam import measure_own_work
     from hetsam.profiling.measure import profile
     from hetsam.profiling.models import reference_model
 
@@ -284,8 +285,9 @@ def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None 
     batch = ref.sample_batch(batch_size)
 
     def run():
-        return profile(net, ref.loss_fn, batch, list(devices), batch_sizes=ladder, warmup=1, repeats=repeats,
+        prof = profile(net, ref.loss_fn, batch, list(devices), batch_sizes=ladder, warmup=1, repeats=repeats,
                        contention=pairs, name=ref.name, progress=False)
+        return measure_own_work(prof, net, ref.loss_fn, batch)
 
     return run
 

@@ -13,7 +13,8 @@
   computes too, with the ascent job at ``job_batch`` (``hetsam/profiling/pairs.py``).
 - ``step_seconds(device, perturbed)``: the fixed costs of one step on the descent device, beside
   its gradient passes: the update ``u`` and, for a perturbed step, the climb ``c`` (back up θ,
-  θ + e, restore), both measured through the descent runtime, plus ``loop_seconds`` ``ℓ``, the
+  θ + e, restore), both measured through the descent runtime, AutoSAM's own work ``o`` around
+  them (``hetsam/autosam/overhead.py``), plus ``loop_seconds`` ``ℓ``, the
   training loop's own per-step work (0 unless AutoSAM calibrated it on the user's steps,
   :mod:`hetsam.autosam.controller`). ``step_terms(device)`` reports the three.
 
@@ -185,13 +186,20 @@ class CostModel:
         mix; 0 when the profile did not measure it)."""
         return self.device(device).auxiliary_seconds or 0.0
 
+    def overhead_seconds(self, device) -> float:
+        """AutoSAM's own work per step with the descent on ``device``, beyond the passes, ``u`` and ``c``
+        (``o``; 0 when the profile did not measure it: ``hetsam/autosam/overhead.py``)."""
+        return self.device(device).step_overhead_seconds or 0.0
+
     def step_seconds(self, device, perturbed: bool) -> float:
-        """The fixed costs of one step on ``device`` beside its passes: ``u + ℓ (+ c if perturbed)``."""
-        return self.update_seconds(device) + self.loop_seconds + (self.climb_seconds(device) if perturbed else 0.0)
+        """The fixed costs of one step on ``device`` beside its passes: ``u + o + ℓ (+ c if perturbed)``."""
+        return self.update_seconds(device) + self.overhead_seconds(device) + self.loop_seconds + \
+            (self.climb_seconds(device) if perturbed else 0.0)
 
     def step_terms(self, device) -> dict[str, float]:
-        """The fixed per-step terms on ``device``, in seconds: update, climb, loop."""
-        return {"update": self.update_seconds(device), "climb": self.climb_seconds(device), "loop": self.loop_seconds}
+        """The fixed per-step terms on ``device``, in seconds: update, climb, AutoSAM's own work, loop."""
+        return {"update": self.update_seconds(device), "climb": self.climb_seconds(device),
+                "overhead": self.overhead_seconds(device), "loop": self.loop_seconds}
 
     def calibrated(self, loop_seconds: float) -> CostModel:
         """The same profile with the training loop's per-step work set to ``loop_seconds``."""
@@ -246,10 +254,12 @@ class CostModel:
     def handoff_seconds(self, descent, ascent) -> float:
         """What one step of the threaded executor costs the descent beyond its passes: with the ascent
         worker on another pool of the socket, the pair's measured hand-off; on shared cores, the
-        device's time-sliced job beyond its bare pass (0: none measured)."""
+        device's time-sliced job beyond its bare pass (0: none measured); plus AutoSAM's own work
+        for a step that hands over a job (``job_overhead_seconds`` of the descent device)."""
+        job = self.device(descent).job_overhead_seconds or 0.0
         if self.shares_cores(descent, ascent):
-            return self.device(ascent).sliced_handoff_seconds or 0.0
-        return self._pair_value(self._handoff, descent, ascent, 0.0)
+            return (self.device(ascent).sliced_handoff_seconds or 0.0) + job
+        return self._pair_value(self._handoff, descent, ascent, 0.0) + job
 
     def _pair_value(self, table: dict, device, other, default: float) -> float:
         a, b = self.resolve(device), self.resolve(other)
@@ -286,8 +296,8 @@ class CostModel:
             id=pool_id, kind=pool.kind, name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
             threads=k, memory_bytes=base.memory_bytes, spec=base.spec, update_seconds=base.update_seconds,
             climb_seconds=base.climb_seconds, auxiliary_seconds=base.auxiliary_seconds,
-            sliced_handoff_seconds=base.sliced_handoff_seconds,
-            max_batch_size=base.max_batch_size,
+            sliced_handoff_seconds=base.sliced_handoff_seconds, step_overhead_seconds=base.step_overhead_seconds,
+            job_overhead_seconds=base.job_overhead_seconds, max_batch_size=base.max_batch_size,
         )
         self.derivations[pool_id] = how
 

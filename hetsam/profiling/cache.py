@@ -72,8 +72,12 @@ def cache_key(model, sample_batch, *, devices=None, batch_sizes=None) -> str:
 
 def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=None,
                    budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS, name: str | None = None,
-                   progress: bool = True, refresh: bool = False, log=None, refresh_hint: str | None = None) -> Profile:
+                   progress: bool = True, refresh: bool = False, log=None, refresh_hint: str | None = None,
+                   finish=None) -> Profile:
     """Profile ``model`` on this machine, or return the cached profile of an identical setup.
+
+    ``finish(profile) -> profile``, when given, adds what an upper layer measures to a fresh
+    profile before it is cached (AutoSAM's own work per step: ``hetsam/autosam/overhead.py``).
 
     While one process measures an entry, it holds a lock on it: a second process that wants the
     same entry waits and then reads the first one's result, rather than measuring at the same
@@ -92,21 +96,40 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
             if cached is not None and cached.busy and _quiet_now(say):
                 cached = None  # measured while busy, and a quiet measurement can be taken now
             if cached is not None:
+                if finish is not None and _unfinished(cached):  # cached before AutoSAM's own work was measured
+                    done = finish(cached)
+                    if done != cached:
+                        cached = done
+                        _save(cached, path, say, "added AutoSAM's own work per step to")
                 for line in warning_lines(cached, cached_at=path, refresh_hint=refresh_hint):
                     say(line)
                 return cached
         prof = profile(model, loss_fn, sample_batch, devices, batch_sizes=batch_sizes, budget_seconds=budget_seconds,
                        name=name, progress=progress)
-        saved = None
-        try:
-            prof.save(path)
-            saved = path
-            say(f"hetsam: profiled this machine in the cache at {path}")
-        except HetsamInputError as exc:  # a read-only or full home must not stop training
-            say(f"hetsam: could not cache the profile ({exc}); continuing")
+        if finish is not None:
+            prof = finish(prof)
+        saved = path if _save(prof, path, say, "profiled this machine in") else None
         for line in warning_lines(prof, cached_at=saved, refresh_hint=refresh_hint, just_measured=True):
             say(line)
     return prof
+
+
+def _unfinished(prof: Profile) -> bool:
+    """Whether a CPU device of ``prof`` lacks AutoSAM's own work per step (``finish`` adds it)."""
+    from hetsam.hardware.kinds import kind_of
+
+    return any(kind_of(d.id).pools and d.step_overhead_seconds is None for d in prof.devices)
+
+
+def _save(prof: Profile, path: Path, say, what: str) -> bool:
+    """Write ``prof`` to the cache at ``path``; whether it was (a failure is said, not raised)."""
+    try:
+        prof.save(path)
+    except HetsamInputError as exc:  # a read-only or full home must not stop training
+        say(f"hetsam: could not cache the profile ({exc}); continuing")
+        return False
+    say(f"hetsam: {what} the cache at {path}")
+    return True
 
 
 def _quiet_now(say) -> bool:
@@ -186,10 +209,12 @@ def _entry_lock(path: Path, say) -> Iterator[None]:
 
 
 def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, budget_seconds: float | None = defaults.PROFILE_BUDGET_SECONDS,
-                         progress: bool = True, refresh: bool = False, log=None, refresh_hint: str | None = None) -> Profile:
+                         progress: bool = True, refresh: bool = False, log=None, refresh_hint: str | None = None,
+                         finish=None) -> Profile:
     """A (cached) profile of this machine with one of :data:`hetsam.profiling.models.REFERENCE_MODELS`.
     Its warnings, if any, go to ``log`` with ``refresh_hint`` (default: the ``hetsam plan`` command
-    that measures this entry again)."""
+    that measures this entry again). ``finish(profile, model, loss_fn, batch) -> profile``: as
+    :func:`cached_profile`'s, given the reference model and its sample batch."""
     from hetsam.profiling.models import reference_model
 
     _checks.integer(batch_size, "batch size", low=1, high=1 << 20)
@@ -197,5 +222,7 @@ def profile_this_machine(model_name: str = "resnet20", batch_size: int = 64, *, 
     ref.check_batch(batch_size, "batch size")
     hint = refresh_hint or (f"'hetsam plan --model {model_name} --batch-size {batch_size} --refresh-profile' "
                             "measures again (when the machine is quiet)")
-    return cached_profile(ref.build(), ref.loss_fn, ref.sample_batch(batch_size), budget_seconds=budget_seconds,
-                          name=ref.name, progress=progress, refresh=refresh, log=log, refresh_hint=hint)
+    net, batch = ref.build(), ref.sample_batch(batch_size)
+    done = None if finish is None else (lambda prof: finish(prof, net, ref.loss_fn, batch))
+    return cached_profile(net, ref.loss_fn, batch, budget_seconds=budget_seconds,
+                          name=ref.name, progress=progress, refresh=refresh, log=log, refresh_hint=hint, finish=done)

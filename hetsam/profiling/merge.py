@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from hetsam.profiling.schema import Profile
+from hetsam.profiling.schema import DeviceProfile, Profile
 from hetsam.profiling.stats import median
 
 __all__ = ["median_profile"]
@@ -41,7 +41,7 @@ def median_profile(profiles: Sequence) -> Profile:
         repeats = sum(t.get("repeats", 0) for t in tables)
         if repeats:  # optional in a profile
             dev["grad_seconds"]["repeats"] = repeats
-        for key in ("update_seconds", "climb_seconds", "auxiliary_seconds", "sliced_handoff_seconds"):
+        for key in DeviceProfile.TIME_FIELDS:
             values = [e.get(key) for e in entries if e.get(key) is not None]
             dev[key] = med(values) if values else None
         devices.append(dev)

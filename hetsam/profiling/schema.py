@@ -24,6 +24,8 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
           "climb_seconds": float,                      # optional: back up θ, climb to θ + e, restore
           "auxiliary_seconds": float,                  # optional: SAMPa's y point, restore, norm and mix
           "sliced_handoff_seconds": float,             # optional: a time-sliced ascent job beyond its pass
+          "step_overhead_seconds": float,              # optional: AutoSAM's own work a step, beyond the above
+          "job_overhead_seconds": float,               # optional: more of it in a step that hands over a job
           "max_batch_size": int | null                 # optional: largest batch that fit
       }, ...],
       "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
@@ -134,9 +136,13 @@ class DeviceProfile:
     climb_seconds: float | None = None
     auxiliary_seconds: float | None = None
     sliced_handoff_seconds: float | None = None
+    step_overhead_seconds: float | None = None
+    job_overhead_seconds: float | None = None
 
     _OPTIONAL = ("cores", "threads", "memory_bytes", "spec", "update_seconds", "climb_seconds", "auxiliary_seconds",
-                 "sliced_handoff_seconds", "max_batch_size")
+                 "sliced_handoff_seconds", "step_overhead_seconds", "job_overhead_seconds", "max_batch_size")
+    TIME_FIELDS = ("update_seconds", "climb_seconds", "auxiliary_seconds", "sliced_handoff_seconds",
+                "step_overhead_seconds", "job_overhead_seconds")
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name}
@@ -170,7 +176,7 @@ class DeviceProfile:
                 chk.num(value[key], f"{path}.{key}", positive=True, integer=True, high=COUNT if key == "threads" else 1 << 31)
         if value.get("memory_bytes") is not None:
             chk.num(value["memory_bytes"], f"{path}.memory_bytes", positive=True, high=BYTES)
-        for key in ("update_seconds", "climb_seconds", "auxiliary_seconds", "sliced_handoff_seconds"):
+        for key in cls.TIME_FIELDS:
             if value.get(key) is not None:
                 chk.num(value[key], f"{path}.{key}", nonneg=True, high=SECONDS[1])
         chk.string(value.get("spec"), f"{path}.spec", nullable=True)
@@ -178,9 +184,7 @@ class DeviceProfile:
         return cls(
             id=dev_id, kind=kind, name=value["name"], grad_seconds=table, cores=cores,
             threads=value.get("threads"), memory_bytes=value.get("memory_bytes"), spec=value.get("spec"),
-            update_seconds=value.get("update_seconds"), max_batch_size=value.get("max_batch_size"),
-            climb_seconds=value.get("climb_seconds"), auxiliary_seconds=value.get("auxiliary_seconds"),
-            sliced_handoff_seconds=value.get("sliced_handoff_seconds"),
+            max_batch_size=value.get("max_batch_size"), **{key: value.get(key) for key in cls.TIME_FIELDS},
         )
 
 
