@@ -72,6 +72,6 @@ GUARD_REGRESS = 0.5  # r: ... having given back this share of the progress since
 GUARD_SNAPSHOT_BYTES = 1 << 30  # host memory for the last good state; a larger state is not snapshotted
 
 # ---- hetsam bench (hetsam.bench.runner) -------------------------------------------------------------
-BENCH_TURN_WARMUP = 2  # untimed steps at the start of each turn: the worker restarts, the thread team resizes
+BENCH_TURN_WARMUP = 4  # untimed steps at the start of each turn: the worker restarts, the thread team resizes
 BENCH_MIN_SECONDS = 30.0  # rounds are added until the timed rounds last this long: short steps, many short rounds
 BENCH_MAX_AUTO_ROUNDS = 200  # the most rounds BENCH_MIN_SECONDS adds up to

@@ -64,7 +64,9 @@ def test_a_profile_gains_the_own_work_of_its_cpu_devices_and_keeps_it_through_js
 
 
 def test_a_failed_measurement_leaves_the_profile_as_measured_and_says_so():
-    prof = Profile.from_dict(synthetic_profile_dict())
+    data = synthetic_profile_dict()
+    data["devices"][0]["grad_seconds"]["median"] = [0.3, 0.5, 0.9, 1.7]  # cpu:0: passes too long to bother
+    prof = Profile.from_dict(data)
     lines = []
 
     def broken(model, batch):
@@ -72,7 +74,7 @@ def test_a_failed_measurement_leaves_the_profile_as_measured_and_says_so():
 
     got = measure_own_work(prof, nn.Linear(6, 3), broken, _batch(), log=lines.append)
     assert got.devices == prof.devices
-    assert lines and all("not measured (RuntimeError: the loss is broken)" in line for line in lines)
+    assert lines == ["hetsam: AutoSAM's own work on cpu:0[0] not measured (RuntimeError: the loss is broken)"]
 
 
 def _with(step: float | None, job: float | None) -> CostModel:

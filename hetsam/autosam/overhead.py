@@ -21,8 +21,9 @@ profile prices (the runtime's passes, update and climb; the executor's submit an
 
 The cost model adds ``o`` to every step and ``j`` to the hand-off of a strategy that uses the
 executor. GPU descents are not measured: there this host work overlaps the device's queue. Nor
-is anything measured in a process of a distributed job: each rank would time its own copy while
-the others run.
+is a CPU device whose smallest profiled pass takes over 0.25 s (the own work is noise beside it),
+or anything in a process of a distributed job (each rank would time its own copy while the others
+run); those keep none, which the cost model reads as 0.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = ["with_step_overheads", "measure_overheads"]
 _WARMUP = 5  # untimed steps: the worker, the thread team and the allocator settle
 _MIN_STEPS, _MAX_STEPS = 10, 60
 _SECONDS = 0.5  # timed seconds per arrangement, within the step counts above
+_LONGEST_PASS = 0.25  # seconds: a device whose smallest profiled pass takes longer is not timed
 _PRICED = {"runtime": ("gradient", "apply", "save", "climb", "restore"), "executor": ("submit", "wait")}
 
 
@@ -60,7 +62,9 @@ def with_step_overheads(profile: Profile, model, loss_fn, sample_batch, *, optim
     devices = [d for d in profile.devices if kind_of(d.id).pools]
     if not devices or (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return profile
-    n = min(profile.devices[0].grad_seconds.batch_sizes)
+    n = min(d.grad_seconds.batch_sizes[0] for d in devices)  # the ladders ascend
+    # beside passes this long the own work (a fraction of a millisecond) is noise, and timing it would take minutes
+    devices = [d for d in devices if d.grad_seconds.median[0] <= _LONGEST_PASS]
     batch = slice_batch(sample_batch, 0, min(n, batch_size(sample_batch)))
     bar = Progress(progress, len(devices))
     out, notes = [], []

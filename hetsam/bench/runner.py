@@ -23,7 +23,9 @@ errors relative to SGD with 90% intervals of about ±30% and judged no row; 30 r
 turns gave about ±4% and judged 5 of 7 (the machine drifts between turns more than within them).
 Each turn begins with ``turn_warmup`` untimed steps: the first steps after a switch restart the
 parked worker and resize the OpenMP team (measured on the MLP at b = 64: SAMPa's first two
-steps of a turn took 7.9 and 4.3 ms against 3.1 ms after them). Per arrangement it keeps every step's wall
+steps of a turn took 7.9 and 4.3 ms against 3.1 ms after them; AsyncSAM's on two pools, medians
+of 30 turns, 4.03, 4.63, 3.30 and 3.12 ms against 2.97 ms from the 21st step on, so the default
+leaves out four). Per arrangement it keeps every step's wall
 time and reports the median and the interquartile range (flagged when wide), and the
 executor's descent wait per step. Between its turns an arrangement's worker thread is parked
 (:meth:`~hetsam.execution.threads.ThreadedExecutor.park`): an idle worker's OpenMP team would
