@@ -1,5 +1,6 @@
-"""AutoSAM's own work per step (hetsam/autosam/overhead.py): measured by AutoSAM itself, kept in the
-profile, priced by the cost model, added to a cached profile once."""
+"""A step's fixed costs timed in AutoSAM's own steps (hetsam/autosam/step_costs.py): kept in the
+profile, priced by the cost model in place of the profiler's update and climb, added to a cached
+profile once."""
 import json
 import math
 import time
@@ -9,8 +10,8 @@ import torch
 from torch import nn
 
 from hetsam import AutoSAM
-from hetsam.autosam import measure_own_work
-from hetsam.autosam.overhead import measure_overheads
+from hetsam.autosam import time_step_costs
+from hetsam.autosam.step_costs import time_fixed_costs
 from hetsam.cost.model import CostModel
 from hetsam.errors import HetsamInputError
 from hetsam.profiling import cache
@@ -32,95 +33,104 @@ def _loss(model, batch):
 
 
 class _Planted(AutoSAM):
-    """AutoSAM whose every step does PLANTED seconds more of its own work."""
+    """AutoSAM whose every step does PLANTED seconds more work of its own."""
 
     def step(self, *args, **kwargs):
         time.sleep(PLANTED)
         return super().step(*args, **kwargs)
 
 
-def test_the_measured_own_work_is_the_step_beyond_its_priced_parts():
-    """A planted sleep outside the parts is counted; a sleep inside the gradient pass is not."""
+def test_the_fixed_costs_are_the_step_beyond_its_passes():
+    """A planted sleep outside the passes is counted in every kind of step; a sleep inside each
+    gradient pass is not (SAM's step has two passes, so counting them would show)."""
     def slow_loss(model, batch):
         time.sleep(IN_A_PASS)
         return _loss(model, batch)
 
-    o, j = measure_overheads(_Planted, nn.Linear(6, 3), slow_loss, _batch(), "cpu:0")
-    # at least the planted sleep; far below it plus one pass's sleep (which would mean a priced part counted)
-    assert PLANTED <= o < PLANTED + IN_A_PASS, o
-    assert 0.0 <= j < IN_A_PASS, j  # AsyncSAM's step has two passes and a job: none of them counted either
+    plain, perturbed, job = time_fixed_costs(_Planted, nn.Linear(6, 3), slow_loss, _batch(), "cpu:0")
+    for fixed in (plain, perturbed):
+        assert PLANTED <= fixed < PLANTED + IN_A_PASS, (plain, perturbed)
+    assert 0.0 <= job < IN_A_PASS, job  # AsyncSAM's job and its pass are not in it either
 
 
-def test_a_profile_gains_the_own_work_of_its_cpu_devices_and_keeps_it_through_json():
+def test_a_profile_gains_the_fixed_costs_of_its_cpu_devices_and_keeps_them_through_json():
     prof = profile(nn.Linear(6, 3), _loss, _batch(), ["cpu:0"], batch_sizes=[4, 8], contention=False, links=False,
                    warmup=1, repeats=3, progress=False)
-    assert prof.device("cpu:0").step_overhead_seconds is None
-    done = measure_own_work(prof, nn.Linear(6, 3), _loss, _batch())
+    assert prof.device("cpu:0").plain_fixed_seconds is None
+    done = time_step_costs(prof, nn.Linear(6, 3), _loss, _batch())
     d = done.device("cpu:0")
-    assert 0.0 < d.step_overhead_seconds < 1.0 and 0.0 <= d.job_overhead_seconds < 1.0
+    assert 0.0 < d.plain_fixed_seconds < 1.0 and 0.0 < d.perturbed_fixed_seconds < 1.0
+    assert 0.0 <= d.job_overhead_seconds < 1.0
     again = Profile.from_dict(json.loads(done.to_json()))
-    assert again.device("cpu:0").step_overhead_seconds == d.step_overhead_seconds
+    assert again.device("cpu:0") == d
     assert again.device("cpu:0").grad_seconds == prof.device("cpu:0").grad_seconds  # nothing else changed
 
 
 def test_a_failed_measurement_leaves_the_profile_as_measured_and_says_so():
     data = synthetic_profile_dict()
     data["devices"][0]["grad_seconds"]["median"] = [0.3, 0.5, 0.9, 1.7]  # cpu:0: passes too long to bother
+    data["devices"][1]["grad_seconds"]["median"] = [0.005, 0.009, 0.017, 0.033]  # cpu:0[0]: timed
     prof = Profile.from_dict(data)
     lines = []
 
     def broken(model, batch):
         raise RuntimeError("the loss is broken")
 
-    got = measure_own_work(prof, nn.Linear(6, 3), broken, _batch(), log=lines.append)
+    got = time_step_costs(prof, nn.Linear(6, 3), broken, _batch(), log=lines.append)
     assert got.devices == prof.devices
-    assert lines == ["hetsam: AutoSAM's own work on cpu:0[0] not measured (RuntimeError: the loss is broken)"]
+    assert lines == ["hetsam: step costs on cpu:0[0] not timed in AutoSAM's own steps (RuntimeError: the loss is "
+                     "broken); the profiler's update and climb stand in"]
 
 
-def _with(step: float | None, job: float | None) -> CostModel:
+def _with(**fields) -> CostModel:
     data = synthetic_profile_dict()
     for dev in data["devices"]:
         if dev["kind"] == "cpu":
-            dev.update({k: v for k, v in (("step_overhead_seconds", step), ("job_overhead_seconds", job)) if v is not None})
+            dev.update(fields)
     return CostModel(Profile.from_dict(data))
 
 
-def test_the_cost_model_adds_the_own_work_to_every_step_and_the_job_part_to_handoffs():
-    plain, extra = _with(None, None), _with(0.004, 0.003)
-    cpu = next(d.id for d in plain.profile.devices if d.kind == "cpu")
-    for perturbed in (False, True):
-        assert extra.step_seconds(cpu, perturbed) == pytest.approx(plain.step_seconds(cpu, perturbed) + 0.004)
-    assert extra.handoff_seconds(cpu, cpu) == pytest.approx(plain.handoff_seconds(cpu, cpu) + 0.003)
-    assert extra.step_terms(cpu)["overhead"] == 0.004 and plain.step_terms(cpu)["overhead"] == 0.0
-    pool = f"{cpu}[1]"  # derived from a measured pool: it inherits its own work
-    assert extra.overhead_seconds(pool) == 0.004
+def test_the_cost_model_uses_the_timed_fixed_costs_and_adds_the_job_part_to_handoffs():
+    plain = _with()
+    timed = _with(plain_fixed_seconds=0.004, perturbed_fixed_seconds=0.007, job_overhead_seconds=0.003)
+    cpu = "cpu:0"
+    assert plain.step_seconds(cpu, False) == plain.update_seconds(cpu)  # the profiler's u (+ c), as before
+    assert plain.step_seconds(cpu, True) == plain.update_seconds(cpu) + plain.climb_seconds(cpu)
+    assert timed.step_seconds(cpu, False) == 0.004 and timed.step_seconds(cpu, True) == 0.007
+    assert timed.calibrated(0.002).step_seconds(cpu, True) == pytest.approx(0.009)  # the loop's ℓ on top
+    assert timed.handoff_seconds(cpu, cpu) == pytest.approx(plain.handoff_seconds(cpu, cpu) + 0.003)
+    assert timed.handoff_seconds("cpu:0[0]", "cpu:0[1]") == pytest.approx(plain.handoff_seconds("cpu:0[0]", "cpu:0[1]") + 0.003)
+    terms = timed.step_terms(cpu)
+    assert terms["timed"] and (terms["plain"], terms["perturbed"]) == (0.004, 0.007)
+    assert not plain.step_terms(cpu)["timed"]
+    assert timed.step_seconds("cpu:0[1]", True) == 0.007  # a pool derived from a measured one inherits them
 
 
-@pytest.mark.parametrize("key", ["step_overhead_seconds", "job_overhead_seconds"])
+@pytest.mark.parametrize("key", ["plain_fixed_seconds", "perturbed_fixed_seconds", "job_overhead_seconds"])
 @pytest.mark.parametrize("value", [-0.001, math.inf, "1 ms"])
-def test_bad_own_work_in_a_profile_is_refused_by_name(key, value):
+def test_bad_step_costs_in_a_profile_is_refused_by_name(key, value):
     data = synthetic_profile_dict()
     data["devices"][0][key] = value
     with pytest.raises(HetsamInputError, match=key):
         Profile.from_dict(data)
 
 
-def test_the_cache_adds_the_own_work_to_a_fresh_profile_and_to_an_old_entry_once(monkeypatch, tmp_path):
+def test_the_cache_adds_the_step_costs_to_a_fresh_profile_and_to_an_old_entry_once(monkeypatch, tmp_path):
     monkeypatch.setenv("HETSAM_CACHE_DIR", str(tmp_path))
     model, batch, calls = nn.Linear(6, 3), _batch(), []
 
     def finish(prof):
         calls.append(1)
-        return measure_own_work(prof, model, _loss, batch)
+        return time_step_costs(prof, model, _loss, batch)
 
     kwargs = dict(devices=["cpu:0"], batch_sizes=[8], budget_seconds=None, progress=False)
     old = cache.cached_profile(model, _loss, batch, **kwargs)  # an entry cached without it
-    assert old.device("cpu:0").step_overhead_seconds is None and not calls
+    assert old.device("cpu:0").plain_fixed_seconds is None and not calls
     lines = []
     got = cache.cached_profile(model, _loss, batch, finish=finish, log=lines.append, **kwargs)
-    assert calls == [1] and got.device("cpu:0").step_overhead_seconds is not None
-    assert any("added AutoSAM's own work per step to the cache" in line for line in lines)
+    assert calls == [1] and got.device("cpu:0").plain_fixed_seconds is not None
+    assert any("added the step costs timed in AutoSAM's own steps to the cache" in line for line in lines)
     stored = Profile.from_dict(json.loads(next(tmp_path.glob("profile-*.json")).read_text()))
-    assert stored.device("cpu:0").step_overhead_seconds == got.device("cpu:0").step_overhead_seconds
+    assert stored.device("cpu:0") == got.device("cpu:0")
     cache.cached_profile(model, _loss, batch, finish=finish, **kwargs)
     assert calls == [1]  # already there: not measured again

@@ -76,13 +76,13 @@ def check_strategies(value) -> tuple[str, ...]:
 
 
 def controller_for(plan, planner_options, model, log: Callable[[str], None], *, strategies=None,
-                   base_family: str | None = None, own_work=None) -> PlanController | None:
+                   base_family: str | None = None, step_costs=None) -> PlanController | None:
     """The controller of an AutoSAM whose plan the planner chooses: ``plan="auto"``, or a
     strategy name with ``planner_options["profile"]`` (the planner chooses its numbers). None
     for a given plan, which takes no planner options (``model`` is not read; the rank context
     comes later, :meth:`PlanController.bind_ranks`). ``strategies`` (AutoSAM's ``strategies=``)
     restricts ``plan="auto"``; ``base_family`` fills ``PlannerOptions.base_optimizer`` unless
-    the user set it; ``own_work``: :attr:`PlanController.own_work`."""
+    the user set it; ``step_costs``: :attr:`PlanController.step_costs`."""
     import dataclasses
 
     from hetsam import strategies as registry
@@ -113,7 +113,7 @@ def controller_for(plan, planner_options, model, log: Callable[[str], None], *, 
     if strategies is not None:
         options = dataclasses.replace(options, strategies=strategies)
     controller = PlanController(options, log, strategy=strategy)  # under DDP, bind_ranks follows (at construction)
-    controller.own_work = own_work
+    controller.step_costs = step_costs
     return controller
 
 
@@ -122,22 +122,23 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def plan_for_model(model, loss_fn, sample_batch, options: PlannerOptions, *, log=None, cost_model=None, own_work=None):
+def plan_for_model(model, loss_fn, sample_batch, options: PlannerOptions, *, log=None, cost_model=None, step_costs=None):
     """Plan for ``model`` (module docstring); returns the :class:`~hetsam.planning.report.PlanReport`.
-    ``cost_model``: plan on this (calibrated) model instead of the profile; ``own_work``: adds
-    AutoSAM's own work per step to a profile it measures (``hetsam.autosam.measure_own_work``)."""
+    ``cost_model``: plan on this (calibrated) model instead of the profile; ``step_costs``: adds
+    a step's fixed costs timed in AutoSAM's own steps to a profile it measures
+    (``hetsam.autosam.time_step_costs``)."""
     from hetsam.planning.search import plan
 
     kind = _device_kind(model)
     if cost_model is None:
-        cost_model = _cost_model(model, loss_fn, sample_batch, options, log, own_work)
+        cost_model = _cost_model(model, loss_fn, sample_batch, options, log, step_costs)
     return plan(cost_model, budget=options.budget, max_staleness=options.max_staleness,
                 min_ascent_fraction=options.min_ascent_fraction, reserve_cores=options.reserve_cores,
                 descent_kind=kind, batch_size=_batch_size(sample_batch), strategies=options.strategies,
                 shares=options.shares, objective=options.objective, base_optimizer=options.base_optimizer)
 
 
-def _cost_model(model, loss_fn, sample_batch, options: PlannerOptions, log, own_work):
+def _cost_model(model, loss_fn, sample_batch, options: PlannerOptions, log, step_costs):
     from hetsam.cost.model import CostModel
 
     if options.profile is not None:
@@ -147,7 +148,7 @@ def _cost_model(model, loss_fn, sample_batch, options: PlannerOptions, log, own_
     devices = None if options.devices is None else list(options.devices)
     return CostModel(cached_profile(model, loss_fn, sample_batch, devices=devices,
                                     budget_seconds=options.profile_budget_seconds, name=type(model).__name__,
-                                    progress=options.progress, log=log, finish=own_work and (lambda prof: own_work(
+                                    progress=options.progress, log=log, finish=step_costs and (lambda prof: step_costs(
                                         prof, model, loss_fn, sample_batch, progress=options.progress, log=log))))
 
 
@@ -199,7 +200,7 @@ class PlanController:
         self.agree = agree or (lambda plan: plan)
         self.watch = watch  # False under DDP: ranks would decide at different steps
         self.strategy = strategy  # a fixed strategy whose numbers the planner chooses (no re-plans)
-        self.own_work = None  # measures AutoSAM's own work per step into a fresh profile (set by AutoSAM)
+        self.step_costs = None  # times a step's fixed costs in AutoSAM's own steps, into a fresh profile (set by AutoSAM)
         self.report = None
         self.plan = None
         self.cm = None
@@ -230,7 +231,7 @@ class PlanController:
         if base_groups is not None and self.strategy is None:
             self._leave_out_refusing(base_groups)
         self._context = (model, loss_fn, batch)
-        report = plan_for_model(model, loss_fn, batch, self.options, log=self.log, own_work=self.own_work)
+        report = plan_for_model(model, loss_fn, batch, self.options, log=self.log, step_costs=self.step_costs)
         self.cm = _base_model(report)
         chosen = self._pick(report, "the planner's choice")
         self.log(describe_choice(report) if self.strategy is None else describe_choice(

@@ -96,10 +96,10 @@ from hetsam.autosam.assemble import (
 )
 from hetsam.autosam.controller import controller_for
 from hetsam.autosam.guard import DivergenceGuard
-from hetsam.autosam.overhead import with_step_overheads
 from hetsam.autosam.params import add_group, resolve_params
 from hetsam.autosam.prefetch import LookaheadLoader, Prefetcher
 from hetsam.autosam.report import base_family, plan_report
+from hetsam.autosam.step_costs import with_step_costs
 from hetsam.execution.allocator import apply_policy as apply_allocator_policy
 from hetsam.execution.binding import role_binding
 from hetsam.execution.executor import Executor
@@ -107,7 +107,7 @@ from hetsam.optim.sam import check_group, share_groups
 from hetsam.planning.plan import Plan
 from hetsam.strategies.run import RunContext, run_fact
 
-__all__ = ["AutoSAM"]
+__all__ = ["AutoSAM", "time_step_costs"]
 
 
 class AutoSAM(torch.optim.Optimizer):
@@ -206,7 +206,7 @@ class AutoSAM(torch.optim.Optimizer):
         share_groups(self, self.base_optimizer)
         # plan="auto", or a strategy name with a profile: the planner chooses at the first step
         self._controller = controller_for(plan, planner_options, model, self._log, strategies=strategies,
-                                          base_family=base_family(self.base_optimizer), own_work=measure_own_work)
+                                          base_family=base_family(self.base_optimizer), step_costs=time_step_costs)
         self.plan = None if self._controller is not None else resolve_plan(plan, model, given)
         self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
                                   overrides=given.overrides(self.plan), seed=seed, on_worker_failure=on_worker_failure,
@@ -362,7 +362,7 @@ class AutoSAM(torch.optim.Optimizer):
         self.close()
 
 
-def measure_own_work(profile, model, loss_fn, sample_batch, *, progress: bool = False, log=None):
-    """``profile`` with AutoSAM's own work per step measured on its CPU devices
-    (:func:`hetsam.autosam.overhead.with_step_overheads`, by this class)."""
-    return with_step_overheads(profile, model, loss_fn, sample_batch, optimizer=AutoSAM, progress=progress, log=log)
+def time_step_costs(profile, model, loss_fn, sample_batch, *, progress: bool = False, log=None):
+    """``profile`` with a step's fixed costs timed in this class's own steps on its CPU devices
+    (:func:`hetsam.autosam.step_costs.with_step_costs`, by this class)."""
+    return with_step_costs(profile, model, loss_fn, sample_batch, optimizer=AutoSAM, progress=progress, log=log)

@@ -273,7 +273,7 @@ def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None 
     """A ``profile_probe`` for :func:`run_bench`: a short profile of ``model`` at b/4 and b
     (the batches the default arrangements use) on ``devices`` (default: every core and the
     first pool of socket 0's halves)."""
-    from hetsam.autosam import measure_own_work
+    from hetsam.autosam import time_step_costs
     from hetsam.profiling.measure import profile
     from hetsam.profiling.models import reference_model
 
@@ -289,7 +289,7 @@ def probe_profile(model: str, batch_size: int, *, devices: Sequence[str] | None 
     def run():
         prof = profile(net, ref.loss_fn, batch, list(devices), batch_sizes=ladder, warmup=1, repeats=repeats,
                        contention=pairs, name=ref.name, progress=False)
-        return measure_own_work(prof, net, ref.loss_fn, batch)
+        return time_step_costs(prof, net, ref.loss_fn, batch)
 
     return run
 

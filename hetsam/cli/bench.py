@@ -119,14 +119,14 @@ def _run(args, allocator: str) -> int:
             for line in warning_lines(profile):
                 warn(line)
         else:
-            from hetsam.autosam import measure_own_work
+            from hetsam.autosam import time_step_costs
             from hetsam.profiling.cache import profile_this_machine
 
             hint = "add --refresh-profile to this hetsam bench command to measure again (when the machine is quiet)"
             profile = profile_this_machine(args.model, args.batch_size, budget_seconds=args.profile_budget_seconds,
                                            progress=not args.json, refresh=args.refresh_profile, log=warn,
                                            refresh_hint=hint, finish=functools.partial(
-                                               measure_own_work, progress=not args.json, log=warn))
+                                               time_step_costs, progress=not args.json, log=warn))
             source = f"this machine ({args.model}, batch {args.batch_size}, cached)"
 
     arrangements = default_arrangements(args.batch_size)

@@ -58,14 +58,14 @@ def run(args) -> int:
         for line in warning_lines(profile):
             print(line, file=sys.stderr)
     else:
-        from hetsam.autosam import measure_own_work
+        from hetsam.autosam import time_step_costs
         from hetsam.profiling.cache import profile_this_machine
 
         say = lambda line: print(line, file=sys.stderr)  # noqa: E731
         profile = profile_this_machine(args.model or "resnet20", args.batch_size or 64,
                                        budget_seconds=args.profile_budget_seconds, progress=not args.json,
                                        refresh=args.refresh_profile, log=say,
-                                       finish=functools.partial(measure_own_work, progress=not args.json, log=say))
+                                       finish=functools.partial(time_step_costs, progress=not args.json, log=say))
     report = plan(
         profile, batch_size=args.batch_size, budget=args.budget, max_staleness=args.max_staleness,
         min_ascent_fraction=args.min_ascent_fraction, reserve_cores=args.reserve_cores,
@@ -134,10 +134,10 @@ def _step_costs(report) -> list[str]:
         return []
     d = report.plan.descent_device
     t = cm.step_terms(d)
-    return [f"step costs on {d} beside the passes: update {t['update'] * 1e3:.3f} ms, climb {t['climb'] * 1e3:.3f} ms "
-            f"(perturbed steps), AutoSAM's own work {t['overhead'] * 1e3:.3f} ms"
-            f"{'' if t['overhead'] else ' (not measured in this profile)'}, loop {t['loop'] * 1e3:.3f} ms "
-            "(AutoSAM calibrates it on your steps)"]
+    how = "timed in AutoSAM's own steps" if t["timed"] else \
+        f"the profiler's update {t['update'] * 1e3:.3f} ms + climb {t['climb'] * 1e3:.3f} ms on perturbed steps"
+    return [f"step costs on {d} beside the passes: {t['plain'] * 1e3:.3f} ms, {t['perturbed'] * 1e3:.3f} ms on perturbed "
+            f"steps ({how}), loop {t['loop'] * 1e3:.3f} ms (AutoSAM calibrates it on your steps)"]
 
 
 def _share_source(report) -> str:

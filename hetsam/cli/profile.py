@@ -32,8 +32,8 @@ def add_arguments(parser) -> None:
                              "points are cut, with a note in the profile")
     parser.add_argument("--repeats", type=int, metavar="N", help="fixed repeats per point (default: adaptive, about 1 s per point)")
     parser.add_argument("--no-contention", action="store_true", help="skip the two-pool contention measurement")
-    parser.add_argument("--no-own-work", action="store_true",
-                        help="skip timing AutoSAM's own work per step on the CPU devices (a second or two each)")
+    parser.add_argument("--no-step-costs", action="store_true",
+                        help="skip timing a step's fixed costs in AutoSAM's own steps on the CPU devices (a few seconds each)")
     parser.add_argument("--json", action="store_true", help="also print the profile JSON on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -127,10 +127,10 @@ def run(args) -> int:
         budget_seconds=args.budget_seconds or None, repeats=args.repeats, contention=False if args.no_contention else None,
         name=ref.name, progress=not args.quiet,
     )
-    if not args.no_own_work:
-        from hetsam.autosam import measure_own_work
+    if not args.no_step_costs:
+        from hetsam.autosam import time_step_costs
 
-        prof = measure_own_work(prof, ref.build(), ref.loss_fn, ref.sample_batch(args.batch_size), progress=not args.quiet,
+        prof = time_step_costs(prof, ref.build(), ref.loss_fn, ref.sample_batch(args.batch_size), progress=not args.quiet,
                                 log=lambda line: print(line, file=sys.stderr))
     _save(prof, out)
     return emit(args.json, prof.to_dict, lambda: summary(prof) + f"\nsaved {out}")

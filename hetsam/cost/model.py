@@ -12,11 +12,11 @@
 - ``slowdown(device, other, job_batch)``: how much slower ``device`` computes while ``other``
   computes too, with the ascent job at ``job_batch`` (``hetsam/profiling/pairs.py``).
 - ``step_seconds(device, perturbed)``: the fixed costs of one step on the descent device, beside
-  its gradient passes: the update ``u`` and, for a perturbed step, the climb ``c`` (back up θ,
-  θ + e, restore), both measured through the descent runtime, AutoSAM's own work ``o`` around
-  them (``hetsam/autosam/overhead.py``), plus ``loop_seconds`` ``ℓ``, the
-  training loop's own per-step work (0 unless AutoSAM calibrated it on the user's steps,
-  :mod:`hetsam.autosam.controller`). ``step_terms(device)`` reports the three.
+  its gradient passes (``fixed_seconds``): as timed in AutoSAM's own SGD and SAM steps when the
+  profile has them (``hetsam/autosam/step_costs.py``), else the update ``u`` and, for a perturbed
+  step, the climb ``c`` (back up θ, θ + e, restore), both measured through the descent runtime;
+  plus ``loop_seconds`` ``ℓ``, the training loop's own per-step work (0 unless AutoSAM calibrated
+  it on the user's steps, :mod:`hetsam.autosam.controller`). ``step_terms(device)`` reports them.
 
 A CPU pool the profile did not measure (``cpu:0[0-3]`` when only ``cpu:0`` was profiled) is
 derived from the socket's measurements with Amdahl's law, ``t(k) = t(1)·((1−f) + f/k)``: ``f``
@@ -186,20 +186,25 @@ class CostModel:
         mix; 0 when the profile did not measure it)."""
         return self.device(device).auxiliary_seconds or 0.0
 
-    def overhead_seconds(self, device) -> float:
-        """AutoSAM's own work per step with the descent on ``device``, beyond the passes, ``u`` and ``c``
-        (``o``; 0 when the profile did not measure it: ``hetsam/autosam/overhead.py``)."""
-        return self.device(device).step_overhead_seconds or 0.0
+    def fixed_seconds(self, device, perturbed: bool) -> float:
+        """A step's fixed costs on ``device`` beside its passes, without ℓ: as timed in AutoSAM's own
+        steps when the profile has them (``hetsam/autosam/step_costs.py``), else ``u (+ c)``."""
+        d = self.device(device)
+        timed = d.perturbed_fixed_seconds if perturbed else d.plain_fixed_seconds
+        if timed is not None:
+            return timed
+        return self.update_seconds(device) + (self.climb_seconds(device) if perturbed else 0.0)
 
     def step_seconds(self, device, perturbed: bool) -> float:
-        """The fixed costs of one step on ``device`` beside its passes: ``u + o + ℓ (+ c if perturbed)``."""
-        return self.update_seconds(device) + self.overhead_seconds(device) + self.loop_seconds + \
-            (self.climb_seconds(device) if perturbed else 0.0)
+        """The fixed costs of one step on ``device`` beside its passes, plus the loop's ``ℓ``."""
+        return self.fixed_seconds(device, perturbed) + self.loop_seconds
 
-    def step_terms(self, device) -> dict[str, float]:
-        """The fixed per-step terms on ``device``, in seconds: update, climb, AutoSAM's own work, loop."""
+    def step_terms(self, device) -> dict[str, float | bool]:
+        """The per-step terms on ``device``, in seconds: the profiler's update and climb, the fixed
+        costs the model uses (``plain``, ``perturbed``; ``timed``: in AutoSAM's own steps), the loop."""
         return {"update": self.update_seconds(device), "climb": self.climb_seconds(device),
-                "overhead": self.overhead_seconds(device), "loop": self.loop_seconds}
+                "plain": self.fixed_seconds(device, False), "perturbed": self.fixed_seconds(device, True),
+                "timed": self.device(device).plain_fixed_seconds is not None, "loop": self.loop_seconds}
 
     def calibrated(self, loop_seconds: float) -> CostModel:
         """The same profile with the training loop's per-step work set to ``loop_seconds``."""
@@ -294,10 +299,8 @@ class CostModel:
             base = by_cores[-1]
         self._derived[pool_id] = DeviceProfile(
             id=pool_id, kind=pool.kind, name=f"{base.name} ({k} of {base.cores} cores)", grad_seconds=table, cores=k,
-            threads=k, memory_bytes=base.memory_bytes, spec=base.spec, update_seconds=base.update_seconds,
-            climb_seconds=base.climb_seconds, auxiliary_seconds=base.auxiliary_seconds,
-            sliced_handoff_seconds=base.sliced_handoff_seconds, step_overhead_seconds=base.step_overhead_seconds,
-            job_overhead_seconds=base.job_overhead_seconds, max_batch_size=base.max_batch_size,
+            threads=k, memory_bytes=base.memory_bytes, spec=base.spec, max_batch_size=base.max_batch_size,
+            **{key: getattr(base, key) for key in DeviceProfile.TIME_FIELDS},  # per-step costs: the base's
         )
         self.derivations[pool_id] = how
 

@@ -77,7 +77,8 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
     """Profile ``model`` on this machine, or return the cached profile of an identical setup.
 
     ``finish(profile) -> profile``, when given, adds what an upper layer measures to a fresh
-    profile before it is cached (AutoSAM's own work per step: ``hetsam/autosam/overhead.py``).
+    profile before it is cached, and once to a cached one that lacks it (a step's fixed costs timed
+    in AutoSAM's own steps: ``hetsam/autosam/step_costs.py``).
 
     While one process measures an entry, it holds a lock on it: a second process that wants the
     same entry waits and then reads the first one's result, rather than measuring at the same
@@ -96,11 +97,11 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
             if cached is not None and cached.busy and _quiet_now(say):
                 cached = None  # measured while busy, and a quiet measurement can be taken now
             if cached is not None:
-                if finish is not None and _unfinished(cached):  # cached before AutoSAM's own work was measured
+                if finish is not None and _unfinished(cached):  # cached before the stage existed
                     done = finish(cached)
                     if done != cached:
                         cached = done
-                        _save(cached, path, say, "added AutoSAM's own work per step to")
+                        _save(cached, path, say, "added the step costs timed in AutoSAM's own steps to")
                 for line in warning_lines(cached, cached_at=path, refresh_hint=refresh_hint):
                     say(line)
                 return cached
@@ -115,10 +116,10 @@ def cached_profile(model, loss_fn, sample_batch, *, devices=None, batch_sizes=No
 
 
 def _unfinished(prof: Profile) -> bool:
-    """Whether a CPU device of ``prof`` lacks AutoSAM's own work per step (``finish`` adds it)."""
+    """Whether a CPU device of ``prof`` lacks the fixed costs timed in AutoSAM's own steps (``finish`` adds them)."""
     from hetsam.hardware.kinds import kind_of
 
-    return any(kind_of(d.id).pools and d.step_overhead_seconds is None for d in prof.devices)
+    return any(kind_of(d.id).pools and d.plain_fixed_seconds is None for d in prof.devices)
 
 
 def _save(prof: Profile, path: Path, say, what: str) -> bool:

@@ -24,8 +24,9 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
           "climb_seconds": float,                      # optional: back up θ, climb to θ + e, restore
           "auxiliary_seconds": float,                  # optional: SAMPa's y point, restore, norm and mix
           "sliced_handoff_seconds": float,             # optional: a time-sliced ascent job beyond its pass
-          "step_overhead_seconds": float,              # optional: AutoSAM's own work a step, beyond the above
-          "job_overhead_seconds": float,               # optional: more of it in a step that hands over a job
+          "plain_fixed_seconds": float,                # optional: an SGD step beyond its pass, as AutoSAM runs it
+          "perturbed_fixed_seconds": float,            # optional: a SAM step beyond its two passes, likewise
+          "job_overhead_seconds": float,               # optional: what a step that hands over a job adds
           "max_batch_size": int | null                 # optional: largest batch that fit
       }, ...],
       "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
@@ -136,13 +137,15 @@ class DeviceProfile:
     climb_seconds: float | None = None
     auxiliary_seconds: float | None = None
     sliced_handoff_seconds: float | None = None
-    step_overhead_seconds: float | None = None
+    plain_fixed_seconds: float | None = None
+    perturbed_fixed_seconds: float | None = None
     job_overhead_seconds: float | None = None
 
     _OPTIONAL = ("cores", "threads", "memory_bytes", "spec", "update_seconds", "climb_seconds", "auxiliary_seconds",
-                 "sliced_handoff_seconds", "step_overhead_seconds", "job_overhead_seconds", "max_batch_size")
+                 "sliced_handoff_seconds", "plain_fixed_seconds", "perturbed_fixed_seconds", "job_overhead_seconds",
+                 "max_batch_size")
     TIME_FIELDS = ("update_seconds", "climb_seconds", "auxiliary_seconds", "sliced_handoff_seconds",
-                "step_overhead_seconds", "job_overhead_seconds")
+                   "plain_fixed_seconds", "perturbed_fixed_seconds", "job_overhead_seconds")  # a step's fixed costs
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"id": self.id, "kind": self.kind, "name": self.name}
