@@ -53,6 +53,22 @@ def test_the_fixed_costs_are_the_step_beyond_its_passes():
     assert 0.0 <= job < IN_A_PASS, job  # AsyncSAM's job and its pass are not in it either
 
 
+class _SlowSGD(torch.optim.SGD):
+    """A base optimizer whose every update takes PLANTED seconds more."""
+
+    def step(self, closure=None):
+        time.sleep(PLANTED)
+        return super().step(closure)
+
+
+def test_the_fixed_costs_are_timed_with_the_users_base_optimizer():
+    plain, perturbed, _ = time_fixed_costs(AutoSAM, nn.Linear(6, 3), _loss, _batch(), "cpu:0",
+                                            (_SlowSGD, {"lr": 10.0, "momentum": 0.5}))
+    assert plain >= PLANTED and perturbed >= PLANTED, (plain, perturbed)  # its update is in both
+    default, _, _ = time_fixed_costs(AutoSAM, nn.Linear(6, 3), _loss, _batch(), "cpu:0")
+    assert default < PLANTED, default
+
+
 def test_a_profile_gains_the_fixed_costs_of_its_cpu_devices_and_keeps_them_through_json():
     prof = profile(nn.Linear(6, 3), _loss, _batch(), ["cpu:0"], batch_sizes=[4, 8], contention=False, links=False,
                    warmup=1, repeats=3, progress=False)

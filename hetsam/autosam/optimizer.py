@@ -74,6 +74,7 @@ run a plan; :mod:`hetsam.autosam.controller` chooses the plan for ``plan="auto"`
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -205,8 +206,8 @@ class AutoSAM(torch.optim.Optimizer):
         self.base_optimizer = build_base(base_optimizer, self.param_groups, base_kwargs)  # checks its groups
         share_groups(self, self.base_optimizer)
         # plan="auto", or a strategy name with a profile: the planner chooses at the first step
-        self._controller = controller_for(plan, planner_options, model, self._log, strategies=strategies,
-                                          base_family=base_family(self.base_optimizer), step_costs=time_step_costs)
+        self._controller = controller_for(plan, planner_options, model, self._log, strategies=strategies, base_family=base_family(
+            self.base_optimizer), step_costs=functools.partial(time_step_costs, base=(base_optimizer, base_kwargs)))
         self.plan = None if self._controller is not None else resolve_plan(plan, model, given)
         self._settings = Settings(executor=executor, amp=amp, descent_threads=descent_threads, ascent_threads=ascent_threads,
                                   overrides=given.overrides(self.plan), seed=seed, on_worker_failure=on_worker_failure,
@@ -362,7 +363,8 @@ class AutoSAM(torch.optim.Optimizer):
         self.close()
 
 
-def time_step_costs(profile, model, loss_fn, sample_batch, *, progress: bool = False, log=None):
-    """``profile`` with a step's fixed costs timed in this class's own steps on its CPU devices
-    (:func:`hetsam.autosam.step_costs.with_step_costs`, by this class)."""
-    return with_step_costs(profile, model, loss_fn, sample_batch, optimizer=AutoSAM, progress=progress, log=log)
+def time_step_costs(profile, model, loss_fn, sample_batch, *, base=None, progress: bool = False, log=None):
+    """``profile`` with a step's fixed costs timed in AutoSAM's own steps on its CPU devices
+    (:func:`hetsam.autosam.step_costs.with_step_costs`); ``base``: ``(base_optimizer, its keyword
+    arguments)`` to time them with (None: SGD with momentum, as the profiler's update)."""
+    return with_step_costs(profile, model, loss_fn, sample_batch, optimizer=AutoSAM, base=base, progress=progress, log=log)

@@ -15,7 +15,8 @@ sits below ``hetsam.autosam.optimizer``, which hands it to the controller) on a 
 on each CPU device of a profile, at the profile's batch (after a larger pass less of the
 parameters is left in the caches: on the MLP a SAM step's fixed costs were 0.70–0.88 ms timed at
 b = 16 and 0.75–0.96 ms at 64, three rounds on two devices): SGD, SAM, then AsyncSAM with its
-ascent time-sliced on the same device, side by side in rounds. A step's wall time less its
+ascent time-sliced on the same device, side by side in rounds, with the user's base optimizer when
+AutoSAM runs it (an AdamW step's fixed costs were 0.70–1.11 ms on the MLP, SGD's 0.38–0.40 ms). A step's wall time less its
 gradient passes (and, for AsyncSAM, the executor's submit and wait, which the profile prices as
 the ascent pass and the hand-off) is free of the machine's drift between the profile and this
 stage:
@@ -57,6 +58,7 @@ __all__ = ["with_step_costs", "time_fixed_costs"]
 _WARMUP = 5  # untimed steps: the worker, the thread team and the allocator settle
 _MIN_STEPS, _MAX_STEPS = 10, 60
 _SECONDS = 0.5  # timed seconds per arrangement, within the step counts above
+_LR = 1e-6  # the base optimizer's learning rate while timing: the copies' parameters barely move
 _LONGEST_PASS = 0.05  # seconds: a device whose pass at the profile's batch takes longer is not timed
 _TURN_WARMUP, _ROUND_STEPS = 2, 5  # untimed and timed steps of each arrangement per round
 # what each step times inside: its passes (the profile prices them, and the executor's hand-off,
@@ -65,11 +67,11 @@ _TIMED = {"runtime": (("gradient", "passes"), ("apply", "work"), ("save", "work"
           "executor": (("submit", "passes"), ("wait", "passes"))}
 
 
-def with_step_costs(profile: Profile, model, loss_fn, sample_batch, *, optimizer, progress: bool = False,
-                        log: Callable[[str], None] | None = None) -> Profile:
+def with_step_costs(profile: Profile, model, loss_fn, sample_batch, *, optimizer, base=None, progress: bool = False,
+                    log: Callable[[str], None] | None = None) -> Profile:
     """``profile`` with a step's fixed costs timed by ``optimizer`` (the ``AutoSAM`` class) on each of
-    its CPU devices (module docstring); a device where that fails keeps the profiler's, with a line
-    to ``log``."""
+    its CPU devices (module docstring), with ``base`` = ``(base_optimizer, its keyword arguments)``
+    (None: SGD with momentum); a device where that fails keeps the profiler's, with a line to ``log``."""
     devices = [d for d in profile.devices if kind_of(d.id).pools]
     if not devices or (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return profile
@@ -86,7 +88,7 @@ def with_step_costs(profile: Profile, model, loss_fn, sample_batch, *, optimizer
                 continue
             bar.step(f"step costs in AutoSAM's own steps on {d.id}")
             try:
-                plain, perturbed, job = time_fixed_costs(optimizer, model, loss_fn, batch, d.id)
+                plain, perturbed, job = time_fixed_costs(optimizer, model, loss_fn, batch, d.id, base)
             except Exception as exc:  # noqa: BLE001 - a failed stage leaves the profile as measured
                 notes.append(f"step costs on {d.id} not timed in AutoSAM's own steps ({type(exc).__name__}: {exc}); "
                              "the profiler's update and climb stand in")
@@ -108,11 +110,14 @@ def _pass_seconds(device, n: int) -> float:
     return next((t for b, t in zip(table.batch_sizes, table.median) if b >= n), table.median[-1])
 
 
-def time_fixed_costs(optimizer, model, loss_fn, batch, device: str) -> tuple[float, float, float]:
+def time_fixed_costs(optimizer, model, loss_fn, batch, device: str, base=None) -> tuple[float, float, float]:
     """``(plain, perturbed, job)`` fixed costs in seconds with the descent on CPU ``device``, timed by
     ``optimizer`` (the ``AutoSAM`` class) on copies of ``model`` at ``batch`` (module docstring),
     the three side by side in rounds (SGD, SAM, AsyncSAM, SGD, ...) so the machine's drift hits
-    them alike."""
+    them alike. ``base``: ``(base_optimizer, its keyword arguments)``, the user's (an Adam update
+    costs more than SGD's); its learning rate is made tiny, so that the copies barely move."""
+    base_optimizer, kwargs = base or (torch.optim.SGD, {"momentum": 0.9})
+    kwargs = {**kwargs, "lr": _LR} if "lr" in kwargs or base is None else dict(kwargs)
     cpu = torch.device("cpu")  # a model that lives on a GPU is timed on a CPU copy, as the profiler does
     batch, n = detach_to(batch, cpu), batch_size(batch)
     plans = (Plan(SGD, descent_device=device, batch_size=n), Plan(SAM, descent_device=device, batch_size=n),
@@ -121,8 +126,8 @@ def time_fixed_costs(optimizer, model, loss_fn, batch, device: str) -> tuple[flo
     timers = []
     try:
         for plan in plans:
-            opt = optimizer(copy.deepcopy(model).to(cpu), loss_fn, torch.optim.SGD, plan=plan, lr=1e-4, momentum=0.9,
-                            executor=ThreadedExecutor(share="time-slice"), log=lambda _: None)
+            opt = optimizer(copy.deepcopy(model).to(cpu), loss_fn, base_optimizer, plan=plan,
+                            executor=ThreadedExecutor(share="time-slice"), log=lambda _: None, **kwargs)
             timers.append(_StepTimer(opt, opt.prefetch(itertools.repeat(batch))))
             timers[-1].run(_WARMUP, timed=False)
         begin = time.perf_counter()
