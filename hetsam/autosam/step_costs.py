@@ -16,10 +16,10 @@ on each CPU device of a profile, at the profile's batch (after a larger pass les
 parameters is left in the caches: on the MLP a SAM step's fixed costs were 0.70–0.88 ms timed at
 b = 16 and 0.75–0.96 ms at 64, three rounds on two devices): SGD, SAM, then AsyncSAM with its
 ascent time-sliced on the same device, side by side in rounds, with the user's base optimizer when
-AutoSAM runs it (an AdamW step's fixed costs were 0.70–1.11 ms on the MLP, SGD's 0.38–0.40 ms). A step's wall time less its
-gradient passes (and, for AsyncSAM, the executor's submit and wait, which the profile prices as
-the ascent pass and the hand-off) is free of the machine's drift between the profile and this
-stage:
+AutoSAM runs it (an AdamW step's fixed costs were 0.70–1.11 ms on the MLP, SGD's 0.38–0.40 ms).
+A step's wall time less its gradient passes (and, for AsyncSAM, the executor's submit and wait,
+which the profile prices as the ascent pass and the hand-off) is free of the machine's drift
+between the profile and this stage:
 
 - ``plain_fixed_seconds`` = its median over the SGD steps, ``perturbed_fixed_seconds`` over the
   SAM steps: the cost model's fixed costs of a step, in place of ``u`` and ``u + c``;
