@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -47,3 +49,13 @@ def pytest_sessionfinish(session, exitstatus):
     if alive and session.exitstatus == 0:
         print(f"\nhetsam worker threads still alive after the suite: {alive}; a test leaves a job running")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def cpu_hogs():
+    """One spinning process per usable CPU: other processes then use far more than 25% of them."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
+    yield
+    for p in procs:
+        p.kill()
+        p.wait()

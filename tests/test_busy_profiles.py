@@ -1,7 +1,6 @@
 """Issue 22: a profile measured on a busy machine is marked, shown, and replaced when it is quiet."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -19,16 +18,6 @@ QUICK = dict(warmup=1, repeats=3, progress=False)
 def tiny_batch(n):
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-@pytest.fixture
-def cpu_hogs():
-    """One spinning process per usable CPU: other processes then use far more than 25% of them."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
-    yield
-    for p in procs:
-        p.kill()
-        p.wait()
 
 
 def test_a_profile_taken_beside_cpu_hogs_is_marked_busy_and_plan_shows_it(cpu_hogs, tmp_path):

@@ -150,3 +150,12 @@ def test_the_cache_adds_the_step_costs_to_a_fresh_profile_and_to_an_old_entry_on
     assert stored.device("cpu:0") == got.device("cpu:0")
     cache.cached_profile(model, _loss, batch, finish=finish, **kwargs)
     assert calls == [1]  # already there: not measured again
+
+
+def test_step_costs_timed_beside_cpu_hogs_are_timed_again_and_mark_the_profile_busy(cpu_hogs):
+    prof = Profile.from_dict(synthetic_profile_dict())  # quiet, as far as its provenance says
+    assert not prof.busy
+    got = time_step_costs(prof, nn.Linear(6, 3), _loss, _batch())
+    assert got.busy and got.provenance["other_load"]["step costs"] > 0.25
+    assert any("while the step costs stage was measured (measured twice)" in w for w in got.warnings), got.warnings
+    assert got.device("cpu:0").plain_fixed_seconds is not None  # timed all the same, and said so

@@ -27,7 +27,10 @@ between the profile and this stage:
   and climb) in the AsyncSAM steps minus that in the SAM steps (at least 0), which the cost model
   adds to the executor's hand-off.
 
-GPU descents are not timed: there this host work overlaps the device's queue. Nor is a CPU device
+Like the profiler's stages (``hetsam.profiling.measure``), this one runs beside the load meter:
+timed again once when other processes used over ``BUSY_SHARE`` of the CPUs, and if they still
+did, the profile is marked busy with a note. GPU descents are not timed: there this host work
+overlaps the device's queue. Nor is a CPU device
 whose pass at that batch takes over 50 ms (these costs are a few percent of its step at most, and
 timing them would take tens of seconds), or anything in a
 process of a distributed job (each rank would time its own copy while the others run); those keep
@@ -48,6 +51,8 @@ from hetsam._progress import Progress
 from hetsam.execution.batches import batch_size, detach_to, slice_batch
 from hetsam.execution.threads import ThreadedExecutor
 from hetsam.hardware.kinds import kind_of
+from hetsam.profiling.load import BUSY_SHARE, LoadMeter
+from hetsam.profiling.measure import REMEASURE
 from hetsam.profiling.schema import Profile
 from hetsam.profiling.stats import median
 from hetsam.strategies.plan import Plan
@@ -80,7 +85,7 @@ def with_step_costs(profile: Profile, model, loss_fn, sample_batch, *, optimizer
     devices = [d for d in devices if _pass_seconds(d, n) <= _LONGEST_PASS]
     batch = slice_batch(sample_batch, 0, n)
     bar = Progress(progress, len(devices))
-    out, notes = [], []
+    out, notes, loads = [], [], []
     try:
         for d in profile.devices:
             if d not in devices:
@@ -88,20 +93,52 @@ def with_step_costs(profile: Profile, model, loss_fn, sample_batch, *, optimizer
                 continue
             bar.step(f"step costs in AutoSAM's own steps on {d.id}")
             try:
-                plain, perturbed, job = time_fixed_costs(optimizer, model, loss_fn, batch, d.id, base)
+                (plain, perturbed, job), share = _beside_the_load(lambda: time_fixed_costs(
+                    optimizer, model, loss_fn, batch, d.id, base))  # noqa: B023 - called at once
             except Exception as exc:  # noqa: BLE001 - a failed stage leaves the profile as measured
                 notes.append(f"step costs on {d.id} not timed in AutoSAM's own steps ({type(exc).__name__}: {exc}); "
                              "the profiler's update and climb stand in")
                 out.append(d)
                 continue
+            loads.append(share)
             out.append(dataclasses.replace(d, plain_fixed_seconds=plain, perturbed_fixed_seconds=perturbed,
                                            job_overhead_seconds=job))
     finally:
         bar.close()
     for line in notes:
         (log or (lambda _: None))(f"hetsam: {line}")
-    result = dataclasses.replace(profile, devices=tuple(out))
+    result = dataclasses.replace(profile, devices=tuple(out), provenance=_with_load(profile.provenance, loads))
     return Profile.from_dict(result.to_dict(), where="profile with step costs timed in AutoSAM's own steps")
+
+
+def _beside_the_load(measure):
+    """``(what measure() returns, other processes' share of the CPUs meanwhile)``, measured again once
+    when that share was over ``BUSY_SHARE``, as the profiler's stages are (``hetsam.profiling.measure``)."""
+    meter = LoadMeter()
+    for attempt in range(REMEASURE + 1):
+        meter.start()
+        got = measure()
+        share = meter.stop()
+        if share is None or share <= BUSY_SHARE or attempt == REMEASURE:
+            return got, share
+    raise AssertionError("unreachable")
+
+
+def _with_load(provenance: dict, loads: list) -> dict:
+    """``provenance`` with the stage's load: ``other_load["step costs"]`` (the largest of the devices'),
+    and, when it was over ``BUSY_SHARE``, the profile marked busy with a note, as the profiler does."""
+    shares = [x for x in loads if x is not None]
+    if not shares:
+        return provenance
+    prov, share = dict(provenance), max(shares)
+    prov["other_load"] = {**(prov.get("other_load") or {}), "step costs": round(share, 3)}
+    if share > BUSY_SHARE:
+        prov["busy"] = True
+        note = (f"other processes used {share:.0%} of the CPUs while the step costs stage was measured (measured twice): "
+                "the machine may be busy; re-profile when it is quiet")
+        notes = prov.get("notes")
+        prov["notes"] = " | ".join([*(notes if isinstance(notes, list) else [notes] if notes else []), note])
+    return prov
 
 
 def _pass_seconds(device, n: int) -> float:
