@@ -30,11 +30,10 @@ between the profile and this stage:
 Like the profiler's stages (``hetsam.profiling.measure``), this one runs beside the load meter:
 timed again once when other processes used over ``BUSY_SHARE`` of the CPUs, and if they still
 did, the profile is marked busy with a note. GPU descents are not timed: there this host work
-overlaps the device's queue. Nor is a CPU device
-whose pass at that batch takes over 50 ms (these costs are a few percent of its step at most, and
-timing them would take tens of seconds), or anything in a
-process of a distributed job (each rank would time its own copy while the others run); those keep
-the profiler's ``u`` and ``c``.
+overlaps the device's queue. Nor is a CPU device whose pass at that batch takes over 50 ms (these
+costs are a few percent of its step at most, and timing them would take tens of seconds), or
+anything in a process of a distributed job (each rank would time its own copy while the others
+run); those keep the profiler's ``u`` and ``c``.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from hetsam._progress import Progress
 from hetsam.execution.batches import batch_size, detach_to, slice_batch
 from hetsam.execution.threads import ThreadedExecutor
 from hetsam.hardware.kinds import kind_of
-from hetsam.profiling.load import BUSY_SHARE, LoadMeter
+from hetsam.profiling.load import BUSY_SHARE, LoadMeter, busy_note
 from hetsam.profiling.measure import REMEASURE
 from hetsam.profiling.schema import Profile
 from hetsam.profiling.stats import median
@@ -83,6 +82,8 @@ def with_step_costs(profile: Profile, model, loss_fn, sample_batch, *, optimizer
     n = min(profile.batch_size, batch_size(sample_batch))
     # beside passes this long the fixed costs are a few percent at most, and timing them would take minutes
     devices = [d for d in devices if _pass_seconds(d, n) <= _LONGEST_PASS]
+    if not devices:  # nothing to time (a cached profile of a large model comes back here on every read)
+        return profile
     batch = slice_batch(sample_batch, 0, n)
     bar = Progress(progress, len(devices))
     out, notes, loads = [], [], []
@@ -115,13 +116,17 @@ def _beside_the_load(measure):
     """``(what measure() returns, other processes' share of the CPUs meanwhile)``, measured again once
     when that share was over ``BUSY_SHARE``, as the profiler's stages are (``hetsam.profiling.measure``)."""
     meter = LoadMeter()
-    for attempt in range(REMEASURE + 1):
+
+    def once():
         meter.start()
         got = measure()
-        share = meter.stop()
-        if share is None or share <= BUSY_SHARE or attempt == REMEASURE:
+        return got, meter.stop()
+
+    for _ in range(REMEASURE):
+        got, share = once()
+        if share is None or share <= BUSY_SHARE:
             return got, share
-    raise AssertionError("unreachable")
+    return once()
 
 
 def _with_load(provenance: dict, loads: list) -> dict:
@@ -134,8 +139,7 @@ def _with_load(provenance: dict, loads: list) -> dict:
     prov["other_load"] = {**(prov.get("other_load") or {}), "step costs": round(share, 3)}
     if share > BUSY_SHARE:
         prov["busy"] = True
-        note = (f"other processes used {share:.0%} of the CPUs while the step costs stage was measured (measured twice): "
-                "the machine may be busy; re-profile when it is quiet")
+        note = busy_note(share, "step costs", REMEASURE > 0)
         notes = prov.get("notes")
         prov["notes"] = " | ".join([*(notes if isinstance(notes, list) else [notes] if notes else []), note])
     return prov

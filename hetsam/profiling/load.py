@@ -8,9 +8,16 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["LoadMeter", "wait_quiet", "other_load", "BUSY_SHARE"]
+__all__ = ["LoadMeter", "wait_quiet", "other_load", "busy_note", "BUSY_SHARE"]
 
 BUSY_SHARE = 0.25  # other processes' share of the usable CPUs above which a measurement is taken as busy
+
+
+def busy_note(share: float, stage: str, measured_twice: bool) -> str:
+    """The profile's note for a stage measured while other processes used ``share`` of the CPUs."""
+    again = " (measured twice)" if measured_twice else ""
+    return (f"other processes used {share:.0%} of the CPUs while the {stage} stage was measured{again}: the machine "
+            "may be busy; re-profile when it is quiet")
 
 
 class LoadMeter:

@@ -84,7 +84,7 @@ from hetsam.profiling.budget import (
 )
 from hetsam.profiling.contention import contention_pair
 from hetsam.profiling.links import measure_links
-from hetsam.profiling.load import BUSY_SHARE, LoadMeter
+from hetsam.profiling.load import BUSY_SHARE, LoadMeter, busy_note
 from hetsam.profiling.provenance import load_average, provenance
 from hetsam.profiling.rounds import measure_in_rounds
 from hetsam.profiling.schema import (
@@ -253,9 +253,7 @@ def _stage(run: _Run, name: str, measure, empty: bool = False) -> None:
         run.remaining = before[4]
         run.remeasured.append(name)
     run.busy.append(name)
-    again = " (measured twice)" if name in run.remeasured else ""
-    run.notes.append(f"other processes used {share:.0%} of the CPUs while the {name} stage was measured{again}: the "
-                     "machine may be busy; re-profile when it is quiet")
+    run.notes.append(busy_note(share, name, name in run.remeasured))
 
 
 def _check_arguments(model, loss_fn, sample_batch, batch_sizes, budget_seconds, warmup, repeats, min_repeats,
