@@ -37,7 +37,7 @@ class TimelineEvent:
 
     track: str
     name: str
-    category: str  # "descent", "update", "ascent", "copy", "wait", "loader"
+    category: str  # "descent", "update", "ascent", "copy", "handover", "wait", "loader"
     start: float
     duration: float
     iteration: int

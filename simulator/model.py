@@ -152,6 +152,8 @@ class Workload:
         self.link_to_ascent: Resource | None = None
         self.link_to_descent: Resource | None = None
         self.copy_to_ascent = self.copy_to_descent = 0.0
+        self.handover: Resource | None = None
+        self.job_latency = 0.0
         self.shared = False
         if self.uses_ascent:
             self.t_ascent = self._draw(self.ascent, self.ascent_batch_size, "ascent")
@@ -162,13 +164,7 @@ class Workload:
                 engine.contend(self.res_descent, self.res_ascent,
                                cm.slowdown(self.descent, self.ascent, m), cm.slowdown(self.ascent, self.descent, m))
         if self.uses_ascent and not self.pairs:  # rank pairs exchange through the all-reduce
-            nbytes = cm.parameter_bytes
-            self.copy_to_ascent = cm.copy_seconds(self.descent, self.ascent, nbytes)
-            self.copy_to_descent = cm.copy_seconds(self.ascent, self.descent, nbytes)
-            if self.copy_to_ascent > 0:
-                self.link_to_ascent = engine.resource(f"{self.descent}→{self.ascent}", "link", compute=False)
-            if self.copy_to_descent > 0:
-                self.link_to_descent = engine.resource(f"{self.ascent}→{self.descent}", "link", compute=False)
+            _job_path(self, cm, engine)
             if self.shared and self.ascent != self.descent:
                 self.notes.append(f"{self.descent} and {self.ascent} share cores: their gradients are time-sliced")
         self.res_network: Resource | None = None
@@ -207,6 +203,8 @@ class Workload:
                 labels[self.res_ascent] = "ascent"
         for r in self.links().values():
             labels[r] = "copies"
+        if self.handover is not None:
+            labels[self.handover] = "executor hand-over"
         if self.res_network is not None:
             labels[self.res_network] = f"ring all-reduce over {self.allreduce_ranks} ranks"
         return labels
@@ -315,12 +313,14 @@ class Workload:
         return self.set_step(t, task)
 
     def ascent_chain(self, t: int, theta: int, after: Task | None, name: str = "ascent") -> Task:
-        """copy θ → ascent gradient on A → copy ĝ back, for step t from θ_theta; returns the
-        last task. Program order: right after load_theta, before descent_theta."""
+        """copy θ → the executor's hand-over → ascent gradient on A → copy ĝ back, for step t from
+        θ_theta; returns the last task. Program order: right after load_theta, before descent_theta."""
         e = self.engine
         dep, order = after, 4 * theta + 1
         if self.link_to_ascent is not None:
             dep = e.add("copy θ", "copy", self.link_to_ascent, self.copy_to_ascent, t, (dep,), order=order)
+        if self.handover is not None:
+            dep = e.add("hand-over", "handover", self.handover, self.job_latency, t, (dep,), order=order)
         dep = e.add(name, "ascent", self.res_ascent, self.t_ascent(), t, (dep,), order=order)
         if self.link_to_descent is not None:
             dep = e.add("copy ĝ", "copy", self.link_to_descent, self.copy_to_descent, t, (dep,), order=order)
@@ -337,6 +337,21 @@ class Workload:
         prev, chain = self.start_of(t)
         grad = self.ascent_chain(t, t, prev)
         self.descent_step(t, (chain, grad), chain, perturbed=True)
+
+
+def _job_path(w: Workload, cm: CostModel, engine: Engine) -> None:
+    """The resources on a job's path besides A: the copies of θ and ĝ, and the executor's round trip
+    beyond the hand-off that D's step pays (``CostModel.job_latency_seconds``)."""
+    nbytes = cm.parameter_bytes
+    w.copy_to_ascent = cm.copy_seconds(w.descent, w.ascent, nbytes)
+    w.copy_to_descent = cm.copy_seconds(w.ascent, w.descent, nbytes)
+    if w.copy_to_ascent > 0:
+        w.link_to_ascent = engine.resource(f"{w.descent}→{w.ascent}", "link", compute=False)
+    if w.copy_to_descent > 0:
+        w.link_to_descent = engine.resource(f"{w.ascent}→{w.descent}", "link", compute=False)
+    w.job_latency = cm.job_latency_seconds(w.descent, w.ascent) if w.spec.uses_executor else 0.0
+    if w.job_latency > 0:
+        w.handover = engine.resource(f"{w.descent}⇄{w.ascent} hand-over", "link", compute=False)
 
 
 def _resolve(cm: CostModel, name: str, field: str) -> str:

@@ -13,11 +13,13 @@ COLOURS = {
     "update": "#17becf",
     "ascent": "#ff7f0e",
     "copy": "#9467bd",
+    "handover": "#bcbd22",
     "wait": "#d62728",
     "loader": "#8c564b",
     "allreduce": "#2ca02c",
 }
 _LEGEND = {"descent": "descent gradient", "update": "update", "ascent": "ascent gradient", "copy": "copy θ / ĝ",
+           "handover": "the executor's hand-over (wake-up, load, return)",
            "wait": "descent waits for ĝ", "loader": "data loading", "allreduce": "ring all-reduce (DDP bucket)"}
 
 

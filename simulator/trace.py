@@ -12,7 +12,7 @@ import json
 
 __all__ = ["chrome_trace", "write_chrome_trace"]
 
-_THREADS = {"descent": 1, "update": 1, "loader": 1, "wait": 1, "ascent": 2, "copy": 3, "allreduce": 4}
+_THREADS = {"descent": 1, "update": 1, "loader": 1, "wait": 1, "ascent": 2, "copy": 3, "handover": 3, "allreduce": 4}
 
 
 def chrome_trace(result) -> dict:

@@ -194,6 +194,55 @@ def test_sampa_auxiliary_work_is_a_fixed_cost_of_sampa_steps_only():
             Profile.from_dict(data)
 
 
+def test_the_executors_round_trip_delays_a_jobs_result_only():
+    # a lone job's round trip beyond its pass, less the hand-off that D's step already pays, lies on
+    # the job's path: it costs exactly r where the descent waits for the job, and nothing where the
+    # job is hidden, in the closed form and the simulator alike
+    from hetsam.planning.plan import Plan
+    from hetsam.profiling.merge import median_profile
+    from hetsam.simulator import simulate
+
+    h, trip = 0.004, 0.010
+    d, a = "cpu:0[0]", "cpu:0[1]"
+    for slowdown, waits in (([1.0, 1.0], True), ([1.3, 1.0], False)):  # equal pools: the job's path is the longer
+        data = synthetic_profile_dict()
+        data["contention"][0].update(slowdown=slowdown, handoff_seconds=h)
+        plain = CostModel(Profile.from_dict(data))
+        data["contention"][0]["round_trip_seconds"] = trip
+        prof = Profile.from_dict(data)
+        assert Profile.from_dict(prof.to_dict()) == prof  # the field round-trips
+        cm = CostModel(prof)
+        assert cm.job_latency_seconds(d, a) == cm.job_latency_seconds(a, d) == pytest.approx(trip - h)
+        assert plain.job_latency_seconds(d, a) == 0.0 and cm.job_latency_seconds("cpu:0", "cpu:0") == 0.0
+        plans = {"sampa": Plan("sampa", descent_device=d, ascent_device=a, batch_size=64),
+                 "async_sam b'=64": Plan("async_sam", descent_device=d, ascent_device=a, batch_size=64,
+                                         options={"ascent_batch_size": 64, "staleness": 1}),
+                 "async_sam b'=8": Plan("async_sam", descent_device=d, ascent_device=a, batch_size=64,
+                                        options={"ascent_batch_size": 8, "staleness": 1}),
+                 "sliced": Plan("async_sam", descent_device="cpu:0", ascent_device="cpu:0", batch_size=64,
+                                options={"ascent_batch_size": 16, "staleness": 1})}
+        for name, plan in plans.items():
+            added = simulate(plan, cm, iterations=200, jitter=False).iteration_seconds["p50"] - \
+                simulate(plan, plain, iterations=200, jitter=False).iteration_seconds["p50"]
+            closed = plan.spec.closed_form_seconds(_Ctx(cm), plan) - plan.spec.closed_form_seconds(_Ctx(plain), plan)
+            if waits and name == "async_sam b'=64":  # its window also holds the update and h: part of r shows
+                assert 0.0 < added <= trip - h and 0.0 < closed <= trip - h, name
+                continue
+            expected = trip - h if waits and name == "sampa" else 0.0
+            assert added == pytest.approx(expected, abs=1e-9) and closed == pytest.approx(expected, abs=1e-9), name
+    # a round trip under the hand-off adds nothing; merged profiles keep the median
+    data["contention"][0]["round_trip_seconds"] = h / 2
+    assert CostModel(Profile.from_dict(data)).job_latency_seconds(d, a) == 0.0
+    trips = (0.002, 0.009, 0.003)
+    merged = median_profile([Profile.from_dict({**data, "contention": [{**data["contention"][0], "round_trip_seconds": x}]})
+                             for x in trips])
+    assert merged.contention[0].round_trip_seconds == 0.003
+    for bad in (-0.001, float("inf"), "1", 1e9):
+        data["contention"][0]["round_trip_seconds"] = bad
+        with pytest.raises(HetsamInputError, match="round_trip_seconds"):
+            Profile.from_dict(data)
+
+
 def test_handoff_out_of_bounds_is_refused():
     data = synthetic_profile_dict()
     for bad in (-0.001, float("inf"), "1"):

@@ -122,7 +122,7 @@ def test_contention_times_the_descents_whole_side_of_a_step(monkeypatch):
     prof = profile(model, cross_entropy_loss, tiny_batch(16), ["cpu:0[0]", "cpu:0[1]"], batch_sizes=[8, 16],
                    links=False, **QUICK)
     (c,) = prof.contention
-    assert all(1.0 <= s <= 8.0 for s in c.slowdown) and c.handoff_seconds >= 0
+    assert all(1.0 <= s <= 8.0 for s in c.slowdown) and c.handoff_seconds >= 0 and c.round_trip_seconds >= 0
     sides = [i for i, name in enumerate(calls) if name == "climb+pass"]
     assert len(sides) >= 2 * 6 * 2  # job at B/4 and B: six rounds each, with the descent alone and both together
     assert all(calls[i + 1] == "update" for i in sides)  # each climb (and its pass) then its update

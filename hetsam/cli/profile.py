@@ -93,6 +93,8 @@ def summary(prof) -> str:
         lines.append(f"  copy {link.src} -> {link.dst}: {link.bytes_per_second / 1e9:.2f} GB/s, latency {link.latency_seconds * 1e6:.1f} us")
     for c in prof.contention:
         at = "".join(f"; with the job at {m}: {x[0]:.2f}, {x[1]:.2f}" for m, x in c.by_job_batch[:-1])
+        at += f"; hand-off {c.handoff_seconds * 1e3:.2f} ms" if c.handoff_seconds is not None else ""
+        at += f"; a lone job's round trip beyond its pass {c.round_trip_seconds * 1e3:.2f} ms" if c.round_trip_seconds is not None else ""
         lines.append(f"  contention {c.devices[0]} + {c.devices[1]}: slowdown {c.slowdown[0]:.2f}, {c.slowdown[1]:.2f}{at}")
     rep = prof.provenance.get("ratio_repeatability")
     if isinstance(rep, dict):

@@ -103,12 +103,15 @@ class CostModel:
         self._links = {(link.src, link.dst): link for link in self.profile.links}
         self._contention: dict[tuple[str, str], tuple[float, tuple[tuple[int, float], ...]]] = {}
         self._handoff: dict[tuple[str, str], float] = {}
+        self._latency: dict[tuple[str, str], float] = {}
         for c in self.profile.contention:
             (a, b), (sa, sb) = c.devices, c.slowdown
             self._contention[(a, b)] = (sa, tuple((m, x[0]) for m, x in c.by_job_batch))
             self._contention[(b, a)] = (sb, tuple((m, x[1]) for m, x in c.by_job_batch))
             if c.handoff_seconds is not None:  # measured with a as the descent, b as the worker's pool
                 self._handoff[(a, b)] = self._handoff[(b, a)] = c.handoff_seconds
+            if c.round_trip_seconds is not None:  # the part of the round trip the hand-off does not charge
+                self._latency[(a, b)] = self._latency[(b, a)] = max(0.0, c.round_trip_seconds - (c.handoff_seconds or 0.0))
 
     # ---- naming ------------------------------------------------------------------------
     @property
@@ -265,6 +268,15 @@ class CostModel:
         if self.shares_cores(descent, ascent):
             return (self.device(ascent).sliced_handoff_seconds or 0.0) + job
         return self._pair_value(self._handoff, descent, ascent, 0.0) + job
+
+    def job_latency_seconds(self, descent, ascent) -> float:
+        """How much later than its pass the result of a job on the worker's pool reaches the descent,
+        beyond the hand-off that its step already pays: the pair's measured round trip (staging, the
+        worker's wake-up and load, the return) less the hand-off (0: shared cores, or not measured).
+        It lies on the job's path, so it costs time only where the descent waits for the job."""
+        if self.shares_cores(descent, ascent):
+            return 0.0
+        return self._pair_value(self._latency, descent, ascent, 0.0)
 
     def _pair_value(self, table: dict, device, other, default: float) -> float:
         a, b = self.resolve(device), self.resolve(other)

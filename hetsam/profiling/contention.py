@@ -44,7 +44,8 @@ _CONTENTION_ROUNDS = 6  # rounds of (descent alone, job alone, both), the order 
 @dataclass(frozen=True)
 class PairFit:
     """What :func:`contention_pair` measured: the slowdowns, the hand-off, the medians (alone:
-    ``descent``, ``job``; in lock-step: ``descent_together``, ``job_together``) and a note."""
+    ``descent``, ``job``; in lock-step: ``descent_together``, ``job_together``), a lone job's round
+    trip beyond its pass (``round_trip_seconds``) and a note."""
 
     slowdowns: tuple[float, float]
     handoff_seconds: float
@@ -53,6 +54,7 @@ class PairFit:
     descent_together: float
     job_together: float
     note: str
+    round_trip_seconds: float = 0.0
 
 
 def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, settings: Settings,
@@ -61,7 +63,9 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
     job, at ``job_batch``, by default ``n`` as the profiler fits it), and the hand-off: what a
     lock-step step costs beyond ``max(D', J')`` (submit, wait, both threads' Python), taken step by
     step (``step − max(its descent pass, its job)``) so the passes' noise cancels: from medians of
-    different steps, a ResNet-20 profile once measured 7.6 ms where 1.3–1.9 ms was usual.
+    different steps, a ResNet-20 profile once measured 7.6 ms where 1.3–1.9 ms was usual. Also a
+    lone job's round trip beyond its pass (submit to result, less the job's own seconds: staging,
+    the worker's wake-up and load, the return), the latency on the job's path.
 
     Side by side, in rounds (descent alone, job alone, both; the next round in the opposite
     order), each a few seconds long; each round gives its own fit (:func:`fit_slowdowns`) from
@@ -152,4 +156,4 @@ def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, setting
             f"{max(f[1] for f in fits):.3f}); medians alone {d * 1e3:.2f}/{j * 1e3:.2f} ms, together {d2 * 1e3:.2f}/"
             f"{j2 * 1e3:.2f} ms; a lone job's round trip beyond its compute {trip * 1e3:.3f} ms; the hand-off (a lock-step step "
             f"beyond max(D', J')) {handoff * 1e3:.3f} ms; {state['count']} steps per phase")
-    return PairFit((sa, sb), max(0.0, handoff), d, j, d2, j2, note)
+    return PairFit((sa, sb), max(0.0, handoff), d, j, d2, j2, note, max(0.0, trip))

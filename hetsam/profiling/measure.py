@@ -332,7 +332,8 @@ def _measure_contention(run: _Run) -> None:
         got = {m: contention_pair(run.model, run.loss_fn, run.sample_batch, a, b, n, run.settings, allot / len(jobs), run.bar,
                                   job_batch=m) for m in jobs}
         points = tuple((m, got[m].slowdowns) for m in jobs) if len(jobs) > 1 else ()
-        run.contention.append(Contention((a.id, b.id), got[n].slowdowns, got[n].handoff_seconds, points))
+        run.contention.append(Contention((a.id, b.id), got[n].slowdowns, got[n].handoff_seconds, points,
+                                         got[n].round_trip_seconds))
         run.notes += [got[m].note for m in jobs]
 
 

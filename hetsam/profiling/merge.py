@@ -53,9 +53,10 @@ def median_profile(profiles: Sequence) -> Profile:
     out["contention"] = []
     for k in keys:
         entry = {"devices": list(k), "slowdown": [med(ix[k]["slowdown"][j] for ix in index) for j in (0, 1)]}
-        handoffs = [ix[k]["handoff_seconds"] for ix in index if ix[k].get("handoff_seconds") is not None]
-        if handoffs:
-            entry["handoff_seconds"] = med(handoffs)
+        for key in ("handoff_seconds", "round_trip_seconds"):  # optional: the median of those measured
+            values = [ix[k][key] for ix in index if ix[k].get(key) is not None]
+            if values:
+                entry[key] = med(values)
         points = [{x["batch"]: x["slowdown"] for x in ix[k].get("by_job_batch", [])} for ix in index]
         common = sorted(set(points[0]).intersection(*points[1:]))
         if common:  # the slowdowns with the job at each batch all measured

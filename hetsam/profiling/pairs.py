@@ -80,25 +80,30 @@ class Contention:
     slowdown: tuple[float, float]
     handoff_seconds: float | None = None  # a worker step's cost beyond its overlapped passes (None: not measured)
     by_job_batch: tuple[tuple[int, tuple[float, float]], ...] = ()  # (job batch, slowdowns), ascending
+    round_trip_seconds: float | None = None  # a lone job's submit-to-result time beyond its pass (None: not measured)
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"devices": list(self.devices), "slowdown": list(self.slowdown)}
         if self.handoff_seconds is not None:
             d["handoff_seconds"] = self.handoff_seconds
+        if self.round_trip_seconds is not None:
+            d["round_trip_seconds"] = self.round_trip_seconds
         if self.by_job_batch:
             d["by_job_batch"] = [{"batch": m, "slowdown": list(s)} for m, s in self.by_job_batch]
         return d
 
     @classmethod
     def parse(cls, value, path: str, chk: _Checker) -> Contention:
-        chk.obj(value, path, {"devices", "slowdown"}, {"handoff_seconds", "by_job_batch"})
+        chk.obj(value, path, {"devices", "slowdown"}, {"handoff_seconds", "by_job_batch", "round_trip_seconds"})
         devs = chk.array(value["devices"], f"{path}.devices")
         if len(devs) != 2:
             chk.fail(f"{path}.devices", "must name exactly two devices")
         ids = tuple(chk.device_id(d, f"{path}.devices[{i}]") for i, d in enumerate(devs))
-        handoff = value.get("handoff_seconds")
+        handoff, trip = (value.get(k) for k in ("handoff_seconds", "round_trip_seconds"))
         if handoff is not None:
             handoff = float(chk.num(handoff, f"{path}.handoff_seconds", nonneg=True, high=SECONDS[1]))
+        if trip is not None:
+            trip = float(chk.num(trip, f"{path}.round_trip_seconds", nonneg=True, high=SECONDS[1]))
         points = []
         for i, x in enumerate(chk.array(value.get("by_job_batch", []), f"{path}.by_job_batch", nonempty=False, most=64)):
             chk.obj(x, f"{path}.by_job_batch[{i}]", {"batch", "slowdown"}, set())
@@ -106,7 +111,7 @@ class Contention:
             points.append((int(m), _factors(x["slowdown"], f"{path}.by_job_batch[{i}].slowdown", chk)))
         if any(a[0] >= b[0] for a, b in zip(points, points[1:])):
             chk.fail(f"{path}.by_job_batch", f"batches must be strictly ascending, got {[m for m, _ in points]}")
-        return cls(ids, _factors(value["slowdown"], f"{path}.slowdown", chk), handoff, tuple(points))  # type: ignore[arg-type]
+        return cls(ids, _factors(value["slowdown"], f"{path}.slowdown", chk), handoff, tuple(points), trip)  # type: ignore[arg-type]
 
 
 def _factors(value, path: str, chk: _Checker) -> tuple[float, float]:

@@ -32,7 +32,8 @@ Schema version 1 (every object is closed: unknown keys are rejected)::
       "links": [{"src": id, "dst": id, "bytes_per_second": float, "latency_seconds": float}, ...],
       "contention": [{"devices": [id, id], "slowdown": [float, float],          # optional
                       "handoff_seconds": float,                                  # optional
-                      "by_job_batch": [{"batch": int, "slowdown": [float, float]}, ...]},  # optional
+                      "by_job_batch": [{"batch": int, "slowdown": [float, float]}, ...],  # optional
+                      "round_trip_seconds": float},                              # optional
                      ...],
       "provenance": {"kind": "measured" | "spec-scaled" | "synthetic", ...free-form strings...}
     }
@@ -42,7 +43,9 @@ computes too (two pools sharing a socket's caches and memory bandwidth): 1.0 mea
 ``handoff_seconds``, what a step of the threaded executor on the pair costs beyond its two
 overlapped passes (the job's hand-off, both threads' Python), measured in the same stage;
 ``by_job_batch``, the slowdowns with the second device's job at each of these batches (ascending;
-``hetsam.profiling.pairs``), ``slowdown`` being those at the profile's batch.
+``hetsam.profiling.pairs``), ``slowdown`` being those at the profile's batch;
+``round_trip_seconds``, how much longer than its pass a lone job takes from the submit to its
+result as the descent's thread sees it (staging, the worker's wake-up and load, the return).
 
 This module is pure Python (no torch): the planner and simulator load profiles anywhere.
 """

@@ -11,11 +11,12 @@ Closed form (the planner's; ``s_D``, ``s_A`` the contention slowdowns of the two
   keeps the step within the budget (at least the floor);
 - otherwise the window is one descent step ``W = t_D·s_D + u + h`` (h the threaded executor's
   hand-off, ``CostModel.handoff_seconds``); with τ = 1 the chain
-  ``c_DA + t_A(b')·s_A + c_AD`` must fit in it, with τ >= 2 only its slowest stage (the copies
+  ``c_DA + r + t_A(b')·s_A + c_AD`` must fit in it (r the executor's round trip beyond h,
+  ``CostModel.job_latency_seconds``), with τ >= 2 only its slowest stage (the copies
   overlap other steps); b' is the largest that fits, found by bisection on the monotone
   ``t_A``; the step is ``max(W, chain)``.
 
-Simulated iteration: ``copy θ_{t−τ}`` (D→A) after ``U_{t−τ−1}``, then ``ascent_t`` (t_A on A),
+Simulated iteration: ``copy θ_{t−τ}`` (D→A) after ``U_{t−τ−1}``, the hand-over (r), then ``ascent_t`` (t_A on A),
 then ``copy ĝ_t`` (A→D); step t starts after both ``load_t`` and that copy, and the descent waits
 for the idle time of D in between. The policies differ in samples, not in timing. Without jitter
 and with τ = 1 the period is ``max(L + t_D + u, t_A, c_DA, c_AD, (c_DA + t_A + c_AD + L + t_D + u)/2)``.
@@ -107,13 +108,14 @@ class AsyncSAMSpec(StrategySpec):
         pass_d = cm.grad_seconds(descent, ctx.batch_size)
         h = cm.handoff_seconds(descent, ascent)  # the threaded executor's hand-off h, on D's step
         to_a, to_d = cm.copy_seconds(descent, ascent, nbytes), cm.copy_seconds(ascent, descent, nbytes)
+        lat = cm.job_latency_seconds(descent, ascent)  # the executor's round trip beyond h, on the job's path
 
         def window(ascent_batch_size: int) -> float:
             return ctx.descent_step(descent, pass_d * cm.slowdown(descent, ascent, ascent_batch_size), perturbed=True) + h
 
         def chain(ascent_batch_size: int) -> float:
             compute = cm.grad_seconds(ascent, ascent_batch_size) * cm.slowdown(ascent, descent, ascent_batch_size)
-            return to_a + compute + to_d if tau == 1 else max(to_a, compute, to_d)
+            return to_a + lat + compute + to_d if tau == 1 else max(to_a, lat, compute, to_d)
 
         return window, chain
 

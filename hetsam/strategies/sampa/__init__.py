@@ -5,14 +5,15 @@ batch, and in parallel g_y' at the optimistic point y_{t+1}; x_{t+1} = base(x_t,
 Its perturbation comes from the previous step's auxiliary gradient, so its fidelity counts one
 step of staleness. Under DDP the two gradients run on a pair of ranks (``pairs.py``).
 
-Closed form: ``max(t_D(b)·s_D, c_DA + t_A(b)·s_A + c_AD) + u + c + h + a`` (x̃/y sent to A, g_y'
-back; c the climb, h the threaded executor's hand-off, a the auxiliary work on D: save x, move to y,
+Closed form: ``max(t_D(b)·s_D, c_DA + r + t_A(b)·s_A + c_AD) + u + c + h + a`` (x̃/y sent to A, g_y'
+back; r the executor's round trip beyond h (``CostModel.job_latency_seconds``); c the climb, h the
+threaded executor's hand-off, a the auxiliary work on D: save x, move to y,
 restore, ‖g_y'‖, mix, measured by the profiler; before the submit and after the wait, so it
 delays both passes alike); at
 scale a pair of ranks, both gradients combined by one all-reduce over 2n ranks, no copies.
 
-Simulated iteration: ``g_x`` at b on D after ``load_t``; the chain ``copy y → g_y' on A → copy
-back`` after ``U_{t−1}``; then the combine and the base update (u) on D. The descent waits
+Simulated iteration: ``g_x`` at b on D after ``load_t``; the chain ``copy y → hand-over (r) → g_y'
+on A → copy back`` after ``U_{t−1}``; then the combine and the base update (u) on D. The descent waits
 between ``g_x`` and ``g_y'``. Rank pairs: both gradients as DDP buckets on D and A, one
 all-reduce per bucket over both, then both update.
 """
@@ -73,8 +74,8 @@ class SAMPaSpec(StrategySpec):
             both = max(cm.grad_seconds(descent, b) * s_d, cm.grad_seconds(ascent, b) * s_a)
             return both + ctx.scale.allreduce_seconds(descent, 2 * nbytes, 2 * ctx.scale.ranks) + \
                 cm.step_seconds(descent, perturbed=True)
-        other = cm.copy_seconds(descent, ascent, nbytes) + cm.grad_seconds(ascent, b) * s_a + \
-            cm.copy_seconds(ascent, descent, nbytes)
+        other = cm.copy_seconds(descent, ascent, nbytes) + cm.job_latency_seconds(descent, ascent) + \
+            cm.grad_seconds(ascent, b) * s_a + cm.copy_seconds(ascent, descent, nbytes)
         return max(cm.grad_seconds(descent, b) * s_d, other) + cm.step_seconds(descent, perturbed=True) + \
             cm.handoff_seconds(descent, ascent) + cm.auxiliary_seconds(descent)  # hand-off h, auxiliary work a
 
