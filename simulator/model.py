@@ -351,7 +351,7 @@ def _job_path(w: Workload, cm: CostModel, engine: Engine) -> None:
         w.link_to_descent = engine.resource(f"{w.ascent}→{w.descent}", "link", compute=False)
     w.job_latency = cm.job_latency_seconds(w.descent, w.ascent) if w.spec.uses_executor else 0.0
     if w.job_latency > 0:
-        w.handover = engine.resource(f"{w.descent}⇄{w.ascent} hand-over", "link", compute=False)
+        w.handover = engine.resource(f"{w.descent}⇄{w.ascent}", "link", compute=False)
 
 
 def _resolve(cm: CostModel, name: str, field: str) -> str:
