@@ -54,7 +54,7 @@ class PairFit:
     descent_together: float
     job_together: float
     note: str
-    round_trip_seconds: float = 0.0
+    round_trip_seconds: float
 
 
 def contention_pair(model, loss_fn, batch, a: Target, b: Target, n: int, settings: Settings,

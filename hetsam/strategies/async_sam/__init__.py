@@ -19,7 +19,7 @@ Closed form (the planner's; ``s_D``, ``s_A`` the contention slowdowns of the two
 Simulated iteration: ``copy θ_{t−τ}`` (D→A) after ``U_{t−τ−1}``, the hand-over (r), then ``ascent_t`` (t_A on A),
 then ``copy ĝ_t`` (A→D); step t starts after both ``load_t`` and that copy, and the descent waits
 for the idle time of D in between. The policies differ in samples, not in timing. Without jitter
-and with τ = 1 the period is ``max(L + t_D + u, t_A, c_DA, c_AD, (c_DA + t_A + c_AD + L + t_D + u)/2)``.
+and with τ = 1 the period is ``max(L + t_D + u, t_A, c_DA, r, c_AD, (c_DA + r + t_A + c_AD + L + t_D + u)/2)``.
 """
 
 from __future__ import annotations
