@@ -99,6 +99,47 @@ def test_profile_tiny_mlp_roundtrip(tmp_path):
 
 
 @pytest.mark.skipif(CORES < 2, reason="two pools need two cores")
+def test_the_ladder_is_timed_in_many_short_turns_each_after_an_untimed_pass(monkeypatch):
+    # hetsam.profiling.rounds: a shared VM's speed moves from turn to turn, so the repeats are spread
+    # over many rounds; a turn's first pass (cold, in a fresh thread) is never one of the timed ones
+    from hetsam.profiling import rounds
+    from hetsam.profiling.ladder import TimedReplica
+
+    calls, timing = [], threading.local()
+    step, time_step, turn = TimedReplica.step, TimedReplica.time_step, rounds._Session.timed_round
+
+    def spy_step(self, n):
+        calls.append(("timed" if getattr(timing, "on", False) else "untimed", n))
+        return step(self, n)
+
+    def spy_time_step(self, n):
+        timing.on = True
+        try:
+            return time_step(self, n)
+        finally:
+            timing.on = False
+
+    def spy_turn(self, *args, **kwargs):
+        calls.append(("turn", None))
+        return turn(self, *args, **kwargs)
+
+    monkeypatch.setattr(TimedReplica, "step", spy_step)
+    monkeypatch.setattr(TimedReplica, "time_step", spy_time_step)
+    monkeypatch.setattr(rounds._Session, "timed_round", spy_turn)
+    prof = profile(MLP(20, (16,), 3), cross_entropy_loss, tiny_batch(8), ["cpu:0"], batch_sizes=[4, 8], warmup=1,
+                   repeats=24, contention=False, links=False, progress=False)
+    n_rounds = prof.provenance["ratio_repeatability"]["rounds"]
+    assert n_rounds == min(rounds.ROUNDS, 24) > 4
+    reps = 24 // n_rounds
+    turns = [i for i, c in enumerate(calls) if c[0] == "turn"]
+    assert len(turns) == n_rounds
+    for k, i in enumerate(turns):
+        order = [4, 8] if k % 2 == 0 else [8, 4]  # alternating order, A B ... B A
+        expected = [("untimed", 4)] + [("timed", b) for b in order for _ in range(reps)]
+        assert calls[i + 1:i + 1 + len(expected)] == expected
+    assert prof.device("cpu:0").grad_seconds.repeats == 24
+
+
 def test_contention_times_the_descents_whole_side_of_a_step(monkeypatch):
     # the climb, the pass inside it, the restore and the update, as AsyncSAM's step on a pool does
     # them while the job runs (hetsam.profiling.contention): the memory-bound climb and update are slowed too

@@ -9,6 +9,13 @@ share of its repeats, devices and points in alternating order (A B … B A …),
 hits all of them alike. Each point's median and spread come from all its rounds; the spread of
 the per-round ratios t(b)/t(B) is kept as the profile's ratio repeatability.
 
+Many short rounds (up to :data:`ROUNDS`) rather than a few long ones: on a shared VM the speed of
+the 2-thread socket against a 1-core pool moves from turn to turn (per-turn t(pool)/t(socket) of
+0.84–1.86 within a minute, no steal and no other load to see), so the passes of one turn are one
+sample of the machine, not many. Each turn starts with an untimed pass at its smallest point: a
+pool's turn runs in a fresh thread, and its first pass was 15% slower on a pool (2% on the socket) than
+the passes after it. docs/architecture.md ("Measuring and step costs") has the side-by-side runs.
+
 Budget (``hetsam.profiling.budget``): the first turn stops a device's ladder when the next point
 would not fit; the rounds then get what is left. Repeats are cut first, then rounds (down to
 one), and every cut is noted.
@@ -28,7 +35,7 @@ from hetsam.profiling.targets import Target, run_threads
 
 __all__ = ["measure_in_rounds", "ROUNDS"]
 
-ROUNDS = 4  # rounds of timed repeats (fewer when a point gets fewer repeats)
+ROUNDS = 12  # rounds of timed repeats (fewer when a point gets fewer repeats)
 _STEP_COSTS_SHARE = 0.05  # of the devices' time, for the update and the climb
 _FIRST_TURN_SHARE = 0.35  # of a device's time: warm-ups and estimates, before the timed rounds
 
@@ -75,6 +82,7 @@ class _Session:
         self.ladder = points
 
     def timed_round(self, reps: dict[int, int], reverse: bool, progress: Progress) -> None:
+        self.replica.step(self.ladder[0])  # untimed: a turn's first pass runs cold (fresh thread)
         medians = {}
         for b in (reversed(self.ladder) if reverse else self.ladder):
             progress.step(f"{self.target.id}: batch {b}")
@@ -157,8 +165,9 @@ def _plan_rounds(sessions: list[_Session], settings: Settings, left: float, cloc
     rounds = max(1, min(ROUNDS, min(min(w.values()) for w in want.values())))
     reps = {k: {b: math.ceil(n / rounds) for b, n in w.items()} for k, w in want.items()}
 
-    def cost(rounds, reps):
-        return rounds * sum(reps[s.target.id][b] * s.estimate[b] for s in sessions for b in s.ladder)
+    def cost(rounds, reps):  # the timed repeats and each turn's untimed first pass
+        return rounds * sum(reps[s.target.id][b] * s.estimate[b] for s in sessions for b in s.ladder) \
+            + rounds * sum(s.estimate[s.ladder[0]] for s in sessions)
 
     if cost(rounds, reps) > left:
         scale = max(0.0, left) / cost(rounds, reps)
