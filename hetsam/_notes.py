@@ -6,7 +6,9 @@ Two notes are *of one pattern* when they differ only in device names (``cpu:0[0-
 - identical notes: the note and ``(×N)``;
 - one part varies: the note with that part's values listed (up to three, then ``…``) and
   ``(×N)``, e.g. ``cpu:0[0-3], cpu:0[0-6], …, cpu:0[52-55]: Amdahl from cpu:0[0] and cpu:0 (×18)``;
-- several parts vary: the pattern, with ``…`` where they differ, and ``(×N)``.
+- several parts vary, in up to three notes: each varying part lists its values note by note, in
+  the same order (``cpu:0, cpu:0[0]: wide spread … at batch 16 (41, 38%)``), and ``(×N)``; in
+  more notes: the pattern, with ``…`` where they differ, and ``(×N)``.
 
 Every command prints its notes through :func:`note_lines` (``hetsam simulate``, ``bench``, and
 the profile warnings of :mod:`hetsam.profiling.cache`); JSON output keeps the full list.
@@ -51,6 +53,9 @@ class NoteGroup:
             if len(values) > _SHOWN:
                 values = [*values[:_SHOWN - 1], "…", values[-1]]
             shown[i] = ", ".join(values)
+        elif self.count <= _SHOWN:  # paired by position: the k-th value of each part is note k's
+            for i in varying:
+                shown[i] = ", ".join(p[i] for p in parts)
         else:
             for i in varying:
                 shown[i] = "…"

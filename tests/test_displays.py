@@ -57,8 +57,13 @@ def test_identical_notes_and_notes_of_other_patterns():
     assert collapsed_texts(notes) == [
         "x is slow (×3)",
         "cpu:0[1]: same core count as measured cpu:0[0]",  # one of its kind: as it is
-        "…: wide spread (IQR/median) at batch 16 (…%): the machine may be busy; re-profile when it is quiet (×2)",
+        # two parts vary in two notes: each lists its values note by note, nothing elided
+        "cpu:0, cpu:0[0]: wide spread (IQR/median) at batch 16 (41, 38%): the machine may be busy; re-profile when "
+        "it is quiet (×2)",
     ]
+    many = [BUSY.replace("41", str(40 + k)).replace("16", str(8 * k)) for k in range(1, 5)]
+    assert collapsed_texts(many) == [
+        "cpu:0: wide spread (IQR/median) at batch … (…%): the machine may be busy; re-profile when it is quiet (×4)"]
     assert collapsed_texts([]) == [] and note_lines(["a"], prefix="- ") == ["- a"]
 
 
