@@ -98,7 +98,6 @@ def test_profile_tiny_mlp_roundtrip(tmp_path):
     assert prov["workload"]["train_flops_per_sample"] == 2 * (20 * 16 + 16 * 3) + 2 * (20 * 16 + 16 * 3 + 16 * 3)
 
 
-@pytest.mark.skipif(CORES < 2, reason="two pools need two cores")
 def test_the_ladder_is_timed_in_many_short_turns_each_after_an_untimed_pass(monkeypatch):
     # hetsam.profiling.rounds: a shared VM's speed moves from turn to turn, so the repeats are spread
     # over many rounds; a turn's first pass (cold, in a fresh thread) is never one of the timed ones
@@ -140,6 +139,7 @@ def test_the_ladder_is_timed_in_many_short_turns_each_after_an_untimed_pass(monk
     assert prof.device("cpu:0").grad_seconds.repeats == 24
 
 
+@pytest.mark.skipif(CORES < 2, reason="two pools need two cores")
 def test_contention_times_the_descents_whole_side_of_a_step(monkeypatch):
     # the climb, the pass inside it, the restore and the update, as AsyncSAM's step on a pool does
     # them while the job runs (hetsam.profiling.contention): the memory-bound climb and update are slowed too

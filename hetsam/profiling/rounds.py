@@ -165,9 +165,9 @@ def _plan_rounds(sessions: list[_Session], settings: Settings, left: float, cloc
     rounds = max(1, min(ROUNDS, min(min(w.values()) for w in want.values())))
     reps = {k: {b: math.ceil(n / rounds) for b, n in w.items()} for k, w in want.items()}
 
-    def cost(rounds, reps):  # the timed repeats and each turn's untimed first pass
-        return rounds * sum(reps[s.target.id][b] * s.estimate[b] for s in sessions for b in s.ladder) \
-            + rounds * sum(s.estimate[s.ladder[0]] for s in sessions)
+    def cost(rounds, reps):  # per round: each turn's untimed first pass and its timed repeats
+        return rounds * sum(s.estimate[s.ladder[0]] + sum(reps[s.target.id][b] * s.estimate[b] for b in s.ladder)
+                            for s in sessions)
 
     if cost(rounds, reps) > left:
         scale = max(0.0, left) / cost(rounds, reps)
